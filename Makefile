@@ -1,0 +1,43 @@
+# augment: `make demo` and `make test` work on a fresh clone with only Python 3.11.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test test-fast server serve bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/augment run
+	@echo "report: data/reports/report.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+server: $(STAMP)
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+serve: $(STAMP)
+	$(BIN)/python flows/serve.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt.json
+
+clean:
+	rm -rf $(VENV) data/prepared data/plan.json data/models data/synthetic data/reports

@@ -1,0 +1,281 @@
+"""Typed configuration: `params.yaml` read and validated once, grouped by stage.
+
+`load(path, overrides)` returns a `Config`; every stage takes its section. Unknown keys and bad
+values raise `ConfigError` with one line naming the key, the bad value and the valid choices.
+Choices that name an implementation (arch, loss, strategy...) are checked against the same
+registry dict that dispatches the call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+
+
+class Section(BaseModel):
+    """A params group: unknown keys are refused, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _registry(module: str, name: str) -> dict:
+    return getattr(importlib.import_module(module), name)
+
+
+def _check_choice(value: str, module: str, name: str) -> str:
+    valid = _registry(module, name)
+    if value not in valid:
+        raise ValueError(f"{value!r} is not one of: {', '.join(sorted(valid))}")
+    return value
+
+
+class Paths(Section):
+    """Where each stage writes; dvc.yaml reads the same keys through `${paths.*}`."""
+
+    prepared: str = "data/prepared"
+    plan: str = "data/plan.json"
+    gan: str = "data/models/gan"
+    synthetic: str = "data/synthetic"
+    reports: str = "data/reports"
+
+
+class LongTail(Section):
+    """Long-tail profile imposed on the training set (after the val split)."""
+
+    profile: Literal["none", "exponential", "deepsmote", "counts"] = "exponential"
+    ratio: float = Field(10.0, ge=1.0)
+    counts: list[int] | None = None
+    seed: int = 0
+
+    @field_validator("counts")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(c < 1 for c in v):
+            raise ValueError(f"every count must be >= 1, got {v}")
+        return v
+
+
+class DataConfig(Section):
+    """Stage `prepare`: the source, its image size, the split and the long-tail profile."""
+
+    source: str = "digits"
+    image_size: int | None = Field(None, ge=4, le=512)
+    channels: Literal[1, 3] | None = None
+    resize: bool = True
+    test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_seed: int = 0
+    long_tail: LongTail = LongTail()
+
+
+class PlanConfig(Section):
+    """Stage `plan`: imbalanced-learn `sampling_strategy` (str, float, or {class: count})."""
+
+    sampling_strategy: str | int | float | dict[str | int, int] = "auto"
+
+
+class TrainGanConfig(Section):
+    """Stage `train_gan`: the class-conditional GAN recipe."""
+
+    arch: str = "sngan"
+    size: Literal["light", "base"] = "light"
+    loss: str = "hinge"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    gp_weight: float = Field(10.0, ge=0.0)
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    z_dim: int = Field(64, ge=1)
+    lr_g: float = Field(2e-4, gt=0.0)
+    lr_d: float = Field(2e-4, gt=0.0)
+    beta1: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    n_dis: int = Field(1, ge=1)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_warmup: int = Field(500, ge=0)
+    diffaug: str = "color,translation,cutout"
+    balanced_sampling: bool = True
+    classes: list[str] | None = None
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int = Field(500, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        return _check_choice(v, "pipeline.models", "GAN_ARCHS")
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        return _check_choice(v, "pipeline.losses", "LOSSES")
+
+    @field_validator("diffaug")
+    @classmethod
+    def _diffaug(cls, v: str) -> str:
+        valid = _registry("pipeline.diffaug", "AUGMENTS")
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            if part not in valid:
+                raise ValueError(f"policy {part!r} is not one of: {', '.join(sorted(valid))}")
+        return v
+
+
+class FilterConfig(Section):
+    """Quality filter: keep samples a real-data classifier assigns to their class with p >= tau."""
+
+    enabled: bool = False
+    tau: float = Field(0.9, ge=0.0, le=1.0)
+    max_oversample: float = Field(4.0, ge=1.0)
+    epochs: int = Field(5, ge=1)
+
+
+class GenerateConfig(Section):
+    """Stage `generate`: sampling, filtering and the shard layout."""
+
+    batch_size: int = Field(256, ge=1)
+    seed: int = 0
+    shard_size: int = Field(10000, ge=1)
+    export_images: bool = False
+    filter: FilterConfig = FilterConfig()
+
+
+class EvaluateConfig(Section):
+    """Stage `evaluate`: strategies x seeds with one classifier and one test set."""
+
+    strategies: list[str] = [
+        "none", "class_weight", "oversample", "smote", "augment", "gan", "gan+augment",
+        "synthetic_only",
+    ]
+    seeds: int = Field(3, ge=1)
+    epochs: int = Field(8, ge=1)
+    classifier: str = "small_cnn"
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    balanced_test: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one strategy")
+        for s in v:
+            _check_choice(s, "pipeline.evaluate", "STRATEGIES")
+        return v
+
+    @field_validator("classifier")
+    @classmethod
+    def _classifier(cls, v: str) -> str:
+        return _check_choice(v, "pipeline.models", "CLASSIFIERS")
+
+
+class Config(Section):
+    """All of params.yaml."""
+
+    paths: Paths = Paths()
+    data: DataConfig = DataConfig()
+    plan: PlanConfig = PlanConfig()
+    train_gan: TrainGanConfig = TrainGanConfig()
+    generate: GenerateConfig = GenerateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _model_at(loc: tuple) -> type[BaseModel]:
+    """The pydantic model class that holds the field at `loc[:-1]`."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        ann = model.model_fields[part].annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            break
+    return model
+
+
+def _describe(err: dict, source: str) -> str:
+    loc = tuple(p for p in err["loc"] if isinstance(p, str))
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(_model_at(loc))
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f" (did you mean {'.'.join(loc[:-1] + (close[0],))!r}?)" if close else ""
+        return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{source}: {key} = {err.get('input')!r}: {msg}"
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set `tree[a][b][c] = value` for `dotted` = "a.b.c", creating groups as needed."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {dotted!r}: empty key part; write section.key=value")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted!r}: {part!r} is a value, not a group of keys")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with the value parsed as YAML (`--set evaluate.strategies='[none,gan]'`)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e.__class__.__name__})") from e
+    return key.strip(), value
+
+
+def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: str = PARAMS_FILE) -> Config:
+    """Validate a params tree plus dotted `overrides` into a `Config`."""
+    tree = dict(tree or {})
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_describe(e.errors()[0], source)) from None
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `path` (default `./params.yaml` if present, else defaults) and apply `overrides`."""
+    if path is None:
+        path = Path(PARAMS_FILE)
+        if not path.exists():
+            return build({}, overrides, source="defaults")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; pass --params PATH or create {PARAMS_FILE}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML; fix the syntax") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data:, plan:, ...), got {type(tree).__name__}")
+    return build(tree, overrides, source=str(path))
+
+
+def dump(config: Config) -> dict:
+    """Plain dict of `config` (JSON/YAML-safe), e.g. for manifests and reports."""
+    return config.model_dump(mode="json")
