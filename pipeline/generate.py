@@ -1,0 +1,296 @@
+"""Sample the planned synthetic images from the EMA generator, deterministically per sample.
+
+Sample i of class c gets noise from `sample_seed(seed, c, i)` and goes through G in fixed blocks
+of indices, so its pixels depend on neither `batch_size` nor how the work is split. `generate`
+fills a plan; an optional scorer keeps only samples a real-data classifier assigns to their class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.errors import DataError, TrainingError
+
+log = logging.getLogger("augment")
+
+# Rows per generator forward. CPU kernels round differently for other batch sizes (a few pixels
+# in a million then flip by one level), so the forwards never follow `batch_size`: class c's
+# indices 0..n-1 are cut into blocks [0, B), [B, 2B), ..., the last one shorter, and each block is
+# one forward. A sample thus always meets the same computation. 256 rows keep 2 CPU cores busy.
+FORWARD_BLOCK = 256
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | np.ndarray"]
+
+
+def sample_seed(run_seed: int, class_index: int, i: int) -> int:
+    """The seed of sample `i` of class `class_index`: 63 bits of BLAKE2b of the three integers.
+
+    A hash, not arithmetic like run_seed * K + i, so nearby runs, classes and indices never share
+    noise; 63 bits so it fits an int64 Parquet column and `torch.Generator.manual_seed`.
+    """
+    key = f"{int(run_seed)}:{int(class_index)}:{int(i)}".encode()
+    digest = hashlib.blake2b(key, digest_size=8, person=b"augment-z").digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def sample_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """(len(seeds), z_dim) float32 standard normal on the CPU, row k from `seeds[k]` alone."""
+    g = torch.Generator()
+    z = torch.empty(len(seeds), z_dim)
+    for k, s in enumerate(seeds):
+        g.manual_seed(s)
+        z[k] = torch.randn(z_dim, generator=g)
+    return z
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] (B, C, H, W) -> uint8 (B, H, W, C): round((x + 1) * 127.5).
+
+    Clamping after rounding equals clamping x to [-1, 1] first, with one pass less.
+    """
+    return x.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@dataclass
+class Samples:
+    """Samples of one class: their indices i, pixels, seeds and scores, row-aligned."""
+
+    index: np.ndarray  # int64 (B,)
+    images: np.ndarray  # uint8 (B, H, W, C)
+    seeds: np.ndarray  # int64 (B,)
+    scores: np.ndarray  # float32 (B,), NaN without a scorer
+
+    def pick(self, rows: np.ndarray) -> "Samples":
+        return Samples(self.index[rows], self.images[rows], self.seeds[rows], self.scores[rows])
+
+    @staticmethod
+    def concat(parts: list["Samples"]) -> "Samples":
+        fields = ("index", "images", "seeds", "scores")
+        return Samples(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
+
+def _expected_shape(meta: dict) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in meta["image_shape"])
+    except (KeyError, TypeError, ValueError):
+        raise TrainingError(
+            f"generator metadata has no valid image_shape [C, H, W] (got {meta.get('image_shape')!r}); retrain"
+        ) from None
+    return c, h, w
+
+
+def _forward(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """G(z, y) as uint8 (B, H, W, C) on G's device, checked against the metadata's shape."""
+    x = G(z, y).float()
+    if tuple(x.shape) != (len(z), *shape):
+        raise TrainingError(
+            f"generator output {list(x.shape)[1:]} differs from its metadata's image_shape {list(shape)}; "
+            "retrain or fix the checkpoint"
+        )
+    if not torch.isfinite(x.sum()):  # one reduction: NaN/inf anywhere (or absurd values) make it non-finite
+        raise TrainingError(
+            f"generator produced non-finite pixels for class {int(y[0])}; the checkpoint is broken: retrain"
+        )
+    return to_uint8(x)
+
+
+def _score(scorer: Scorer, u8: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The scorer's probability of class y for the images as stored (uint8 -> [-1, 1] NCHW)."""
+    xq = u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    p = torch.as_tensor(scorer(xq, y)).detach().float().reshape(-1)
+    if p.numel() != len(y):
+        raise ValueError(f"scorer returned {p.numel()} scores for {len(y)} images")
+    return p.cpu()
+
+
+def blocks(n: int, block: int = FORWARD_BLOCK) -> list[tuple[int, int]]:
+    """The forward blocks of indices 0..n-1: [(0, B), (B, 2B), ..., (kB, n)]."""
+    return [(a, min(a + block, n)) for a in range(0, n, block)]
+
+
+@torch.inference_mode()
+def sample_blocks(
+    G: torch.nn.Module, meta: dict, class_index: int, spans: list[tuple[int, int]], seed: int,
+    device: str | torch.device = "cpu", scorer: Scorer | None = None,
+) -> Samples:
+    """The samples of one class in `spans` (index ranges from `blocks`), one forward per span.
+
+    Each span is one forward (and one scorer call); the results come to the host once. G must be
+    in eval mode (BatchNorm then uses running statistics, so rows are independent).
+    """
+    shape = _expected_shape(meta)
+    index = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in spans])
+    seeds = [sample_seed(seed, class_index, int(i)) for i in index]
+    z_all = sample_noise(seeds, int(meta["z_dim"]))  # on the CPU: the same noise on any device
+    images, scores, row = [], [], 0
+    for a, b in spans:
+        y = torch.full((b - a,), class_index, dtype=torch.long, device=device)
+        u8 = _forward(G, z_all[row : row + b - a].to(device), y, shape)
+        images.append(u8)
+        scores.append(_score(scorer, u8, y) if scorer is not None else torch.full((b - a,), float("nan")))
+        row += b - a
+    return Samples(
+        index,
+        torch.cat(images).cpu().numpy(),
+        np.asarray(seeds, dtype=np.int64),
+        torch.cat(scores).numpy().astype(np.float32),
+    )
+
+
+def sample_range(
+    G: torch.nn.Module, meta: dict, class_index: int, start: int, stop: int, quota: int, seed: int,
+    device: str | torch.device = "cpu", block: int = FORWARD_BLOCK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unfiltered samples start..stop-1 of a class with `quota` samples: a parallel worker's share.
+
+    Returns (uint8 NHWC, seeds). Any split of 0..quota into ranges gives, concatenated, the same
+    bytes as `generate` with that quota (the blocks depend on the quota, not on the split).
+    """
+    if not 0 <= start <= stop <= quota:
+        raise ValueError(f"need 0 <= start <= stop <= quota, got {start}, {stop}, {quota}")
+    c, h, w = _expected_shape(meta)
+    spans = [(a, b) for a, b in blocks(quota, block) if a < stop and b > start]
+    if not spans:
+        return np.zeros((0, h, w, c), np.uint8), np.zeros(0, np.int64)
+    s = sample_blocks(G, meta, class_index, spans, seed, device)
+    keep = (s.index >= start) & (s.index < stop)
+    return s.images[keep], s.seeds[keep]
+
+
+def _check_plan(plan: dict[str, int], class_names: list[str]) -> list[int]:
+    """Quota per class index (0 for classes the plan leaves out); unknown classes are an error."""
+    unknown = [k for k in plan if k not in class_names]
+    if unknown:
+        raise DataError(
+            f"plan class(es) {unknown} are not among the generator's classes {class_names}; "
+            "rerun `augment plan` and `augment train-gan` on the same prepared data"
+        )
+    quotas = []
+    for name in class_names:
+        n = plan.get(name, 0)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise DataError(f"plan[{name!r}] = {n!r}: quotas must be integers >= 0")
+        quotas.append(int(n))
+    return quotas
+
+
+def _sample_class(
+    G, meta, c: int, quota: int, seed: int, device, scorer, tau: float, max_oversample: float,
+    batch_size: int, block: int, bar,
+) -> tuple[Samples, dict]:
+    """`quota` samples of class c: the first ones in index order with score >= tau.
+
+    Indices 0..limit-1, limit = ceil(max_oversample * quota), are tried in order; if fewer than
+    `quota` pass, the best-scoring rejected ones fill the gap and the stats say how many. Samples
+    after the last one kept are never looked at, so the result does not depend on `batch_size`.
+    """
+    filtering = scorer is not None and tau > 0
+    limit = max(quota, math.ceil(max_oversample * quota)) if filtering else quota
+    todo = blocks(limit, block)
+    per_step = max(1, math.ceil(batch_size / block))
+    kept: list[Samples] = []
+    rejected: list[Samples] = []
+    n_kept, tried = 0, 0
+    while n_kept < quota and todo:
+        spans, todo = todo[:per_step], todo[per_step:]
+        s = sample_blocks(G, meta, c, spans, seed, device, scorer)
+        accept = s.scores >= tau if filtering else np.ones(len(s.index), dtype=bool)
+        take = np.flatnonzero(accept)[: quota - n_kept]
+        seen = (np.arange(len(accept)) <= take[-1]) if n_kept + len(take) == quota else np.ones(len(accept), bool)
+        kept.append(s.pick(take))
+        rejected.append(s.pick(np.flatnonzero(seen & ~accept)))
+        n_kept += len(take)
+        tried += int(seen.sum())
+        bar.update(len(take))
+    stats = {"quota": quota, "tried": tried, "accepted": n_kept, "below_tau": quota - n_kept}
+    if n_kept < quota:
+        pool = Samples.concat(rejected)
+        # highest score first, then the lowest index (NaN scores sort last)
+        best = np.lexsort((pool.index, -pool.scores))[: quota - n_kept]
+        kept.append(pool.pick(best))
+        bar.update(quota - n_kept)
+    out = Samples.concat(kept)
+    return out.pick(np.argsort(out.index, kind="stable")), stats
+
+
+def generate(
+    G: torch.nn.Module,
+    meta: dict,
+    plan: dict[str, int],
+    seed: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    scorer: Scorer | None = None,
+    tau: float = 0.0,
+    max_oversample: float = 4.0,
+    progress: bool = True,
+    stats: dict | None = None,
+    block: int = FORWARD_BLOCK,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sample every class's quota of `plan` with the (EMA) generator `G`.
+
+    Args:
+        G: G(z (B, z_dim) float32, y (B,) long) -> (B, C, H, W) in [-1, 1]; put in eval mode here
+            (and restored after) so BatchNorm uses its running statistics.
+        meta: the checkpoint metadata: `z_dim`, `image_shape` [C, H, W], `class_names`.
+        plan: {class name: images to add}; classes left out get none.
+        seed: the run seed; sample i of class c uses `sample_seed(seed, c, i)`.
+        batch_size: samples per step, rounded up to whole blocks: how much is held on the device
+            and moved to the host at once. It never changes the output (see FORWARD_BLOCK).
+        device: where G runs; the noise is drawn on the CPU, so it is the same on any device.
+        scorer: optional callable(images (B, C, H, W) in [-1, 1], labels (B,)) -> probability of
+            the intended class, (B,). Each sample's score is recorded.
+        tau: with a scorer, keep samples with score >= tau, trying further indices up to
+            `max_oversample` x the quota; short classes are filled with their best rejected
+            samples and a warning (see `stats`).
+        max_oversample: the most samples tried per class, as a multiple of its quota (>= 1).
+        progress: show a progress bar.
+        stats: if given, filled with {class name: {quota, tried, accepted, below_tau}}.
+        block: rows per generator forward (and scorer call); unlike `batch_size`, it can change
+            the last bits of the float output, hence a pixel now and then.
+
+    Returns:
+        images uint8 (N, H, W, C), labels int64 (N,) indices into meta["class_names"], seeds int64
+        (N,), scores float32 (N,) (NaN without a scorer); classes in index order, samples in
+        index order within a class.
+    """
+    if batch_size < 1 or block < 1 or max_oversample < 1:
+        raise ValueError(
+            f"need batch_size >= 1, block >= 1, max_oversample >= 1; got {batch_size}, {block}, {max_oversample}"
+        )
+    names = [str(n) for n in meta["class_names"]]
+    quotas = _check_plan(plan, names)
+    c_, h, w = _expected_shape(meta)
+    parts, labels = [], []
+    was_training = G.training
+    G.eval()
+    try:
+        with tqdm(total=sum(quotas), desc="generate", unit="img", disable=not progress) as bar:
+            for c, quota in enumerate(quotas):
+                if quota == 0:
+                    continue
+                s, st = _sample_class(
+                    G, meta, c, quota, seed, device, scorer, tau, max_oversample, batch_size, block, bar
+                )
+                if st["below_tau"]:
+                    log.warning("class %r: only %d of %d samples reached score >= %s after %d tries; "
+                                "filled with the %d best below it", names[c], st["accepted"], quota, tau,
+                                st["tried"], st["below_tau"])
+                if stats is not None:
+                    stats[names[c]] = st
+                parts.append(s)
+                labels.append(np.full(quota, c, dtype=np.int64))
+    finally:
+        G.train(was_training)
+    if not parts:
+        return np.zeros((0, h, w, c_), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    out = Samples.concat(parts)
+    return out.images, np.concatenate(labels), out.seeds, out.scores

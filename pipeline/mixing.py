@@ -1,0 +1,93 @@
+"""The mixing policy: how many synthetic images per class, which ones, and how much they count.
+
+A `MixPolicy` turns (real train, synthetic, per-sample quality scores) into one training table
+with per-image loss weights. `select_policy` tries a grid of policies and keeps the one with the
+best validation balanced accuracy; it is given no test data, so it cannot peek at the test set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.data import ImageTable
+
+log = logging.getLogger("augment")
+
+
+@dataclass(frozen=True)
+class MixPolicy:
+    """One way to mix synthetic images into the real training set.
+
+    Attributes:
+        cap_ratio: at most floor(cap_ratio * real count) synthetic images per class; None = all.
+        min_score: keep synthetic images whose quality score (a real-data judge's probability of
+            the intended class) is >= min_score; 0 keeps all.
+        synthetic_weight: loss weight of a synthetic image (a real image weighs 1).
+        class_weight: also weight the loss by the inverse frequency of each class in the mix,
+            counting a synthetic image as `synthetic_weight` of an image.
+    """
+
+    cap_ratio: float | None = None
+    min_score: float = 0.0
+    synthetic_weight: float = 1.0
+    class_weight: bool = False
+
+    @property
+    def name(self) -> str:
+        cap = "all" if self.cap_ratio is None else f"{self.cap_ratio:g}x"
+        cw = "+cw" if self.class_weight else ""
+        return f"cap={cap} score>={self.min_score:g} w={self.synthetic_weight:g}{cw}"
+
+
+def select_synthetic(real_counts: np.ndarray, labels: np.ndarray, scores: np.ndarray, policy: MixPolicy) -> np.ndarray:
+    """Row indices of the synthetic images `policy` keeps, best score first within each class.
+
+    A NaN score (no judge) passes only when `min_score` is 0; ties keep the original order.
+    """
+    keep = []
+    for c, n_real in enumerate(real_counts):
+        rows = np.flatnonzero(labels == c)
+        s = scores[rows]
+        ok = np.isnan(s) if policy.min_score <= 0 else np.zeros(len(rows), dtype=bool)
+        ok |= s >= policy.min_score
+        rows, s = rows[ok], np.nan_to_num(s[ok], nan=-1.0)
+        rows = rows[np.argsort(-s, kind="stable")]
+        if policy.cap_ratio is not None:
+            rows = rows[: int(np.floor(policy.cap_ratio * n_real))]
+        keep.append(np.sort(rows))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: MixPolicy) -> tuple[ImageTable, np.ndarray]:
+    """(training table = real rows then kept synthetic rows, per-row loss weights)."""
+    rows = select_synthetic(real.counts(), synthetic.labels, scores, policy)
+    kept = synthetic.subset(rows)
+    table = ImageTable(
+        np.concatenate([real.images, kept.images]),
+        np.concatenate([real.labels, kept.labels]),
+        real.class_names,
+    )
+    weight = np.concatenate([np.ones(len(real)), np.full(len(kept), policy.synthetic_weight)]).astype(np.float32)
+    if policy.class_weight:
+        # effective images per class: real ones count 1, synthetic ones count synthetic_weight
+        effective = np.bincount(table.labels, weights=weight, minlength=real.num_classes)
+        per_class = len(weight) / (real.num_classes * np.maximum(effective, 1e-12))
+        per_class = per_class / per_class[effective > 0].mean()
+        weight = weight * per_class[table.labels].astype(np.float32)
+    return table, weight
+
+
+def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_weight: list) -> list[MixPolicy]:
+    """Every combination of the given knob values, in a stable order."""
+    return [
+        MixPolicy(c, s, w, cw)
+        for c, s, w, cw in itertools.product(cap_ratio, min_score, synthetic_weight, class_weight)
+    ]
+
+
+def describe(policy: MixPolicy) -> dict:
+    return {"name": policy.name, **asdict(policy)}

@@ -1,0 +1,285 @@
+"""Sampling per plan: per-sample seeds, batch-size independence, the quality filter, and the shards
+it turns into (rows per class, byte-identical files, PNG size and mode)."""
+
+from __future__ import annotations
+
+import io as pyio
+import logging
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from pipeline import generate as gen
+from pipeline import shards
+from pipeline.errors import DataError, TrainingError
+
+NAMES = ["zero", "one", "two", "three"]
+
+
+class TinyG(nn.Module):
+    """z, y -> image through Linear + BatchNorm1d + tanh; weights from an explicit generator.
+
+    BatchNorm makes a sample depend on its batch in train mode, so the tests would notice a
+    generator left in train mode; its running statistics are set so eval mode is not the identity.
+    """
+
+    def __init__(self, z_dim=8, shape=(1, 6, 6), num_classes=4, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        n = int(np.prod(shape))
+        self.shape = shape
+        self.embed = nn.Embedding(num_classes, z_dim)
+        self.fc = nn.Linear(z_dim, n)
+        self.bn = nn.BatchNorm1d(n)
+        with torch.no_grad():
+            for p in (self.embed.weight, self.fc.weight, self.fc.bias):
+                p.copy_(torch.randn(p.shape, generator=g))
+            self.bn.running_mean.copy_(torch.randn(n, generator=g))
+            self.bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+
+    def forward(self, z, y):
+        return torch.tanh(self.bn(self.fc(z * (1 + self.embed(y))))).view(len(z), *self.shape)
+
+
+def tiny_meta(z_dim=8, shape=(1, 6, 6), names=NAMES) -> dict:
+    return {"z_dim": z_dim, "image_shape": list(shape), "class_names": list(names), "num_classes": len(names),
+            "arch": "tiny", "sha256": "cd" * 32}
+
+
+def mean_scorer(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A deterministic 'probability': the mean brightness mapped to [0, 1]."""
+    return (images.mean(dim=(1, 2, 3)) + 1) / 2
+
+
+# ---- seeds -------------------------------------------------------------------------------------------
+
+def test_sample_seed_is_pinned_and_sensitive_to_every_argument():
+    # pinned: a change would silently change every published synthetic dataset
+    assert gen.sample_seed(0, 0, 0) == 4856003085362119513
+    assert gen.sample_seed(1, 2, 3) == 8689783886075059646
+    seeds = {gen.sample_seed(s, c, i) for s in range(3) for c in range(10) for i in range(1000)}
+    assert len(seeds) == 30_000
+    assert all(0 <= s < 2**63 for s in seeds)
+    # no arithmetic aliasing: (c, i) = (0, 10) and (1, 0) differ, as do neighbouring run seeds
+    assert gen.sample_seed(0, 0, 10) != gen.sample_seed(0, 1, 0) != gen.sample_seed(1, 0, 0)
+
+
+def test_noise_row_depends_on_its_seed_only():
+    z = gen.sample_noise([11, 22, 33], 5)
+    np.testing.assert_array_equal(z[1], gen.sample_noise([22], 5)[0])
+    np.testing.assert_array_equal(z[1], torch.randn(5, generator=torch.Generator().manual_seed(22)))
+
+
+# ---- generate ------------------------------------------------------------------------------------------
+
+def test_rows_per_class_equal_the_plan_and_seeds_are_per_sample():
+    plan = {"zero": 0, "one": 5, "three": 70}
+    images, labels, seeds, scores = gen.generate(TinyG(), tiny_meta(), plan, seed=3, batch_size=16, progress=False)
+    assert images.shape == (75, 6, 6, 1) and images.dtype == np.uint8
+    assert np.bincount(labels, minlength=4).tolist() == [0, 5, 0, 70]
+    assert seeds.tolist() == [gen.sample_seed(3, 1, i) for i in range(5)] + [gen.sample_seed(3, 3, i) for i in range(70)]
+    assert np.isnan(scores).all()
+    assert len(np.unique(images.reshape(75, -1), axis=0)) == 75
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 256])
+def test_output_is_identical_whatever_the_batch_size(batch_size):
+    G, meta, plan = TinyG(), tiny_meta(), {"one": 9, "two": 130}
+    ref = gen.generate(G, meta, plan, seed=5, batch_size=64, progress=False)
+    G.train()  # generate must switch BatchNorm to its running statistics, and restore the mode
+    out = gen.generate(G, meta, plan, seed=5, batch_size=batch_size, progress=False)
+    assert G.training
+    for a, b in zip(ref, out):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ranges_split_across_workers_concatenate_to_the_same_bytes():
+    G, meta = TinyG().eval(), tiny_meta()
+    images, _, seeds, _ = gen.generate(G, meta, {"two": 150}, seed=1, batch_size=32, progress=False, block=64)
+    ranges = [(0, 1), (1, 70), (70, 129), (129, 150)]
+    parts = [gen.sample_range(G, meta, 2, a, b, quota=150, seed=1, block=64) for a, b in ranges]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), seeds)
+
+
+def test_a_different_seed_gives_different_images():
+    a = gen.generate(TinyG(), tiny_meta(), {"one": 4}, seed=0, batch_size=4, progress=False)[0]
+    b = gen.generate(TinyG(), tiny_meta(), {"one": 4}, seed=1, batch_size=4, progress=False)[0]
+    assert not np.array_equal(a, b)
+
+
+# ---- quality filter --------------------------------------------------------------------------------------
+
+def test_filter_keeps_the_first_samples_above_tau_whatever_the_batch_size():
+    G, meta = TinyG(), tiny_meta()
+    _, _, _, all_scores = gen.generate(G, meta, {"one": 400}, seed=0, batch_size=64, progress=False,
+                                       scorer=mean_scorer)
+    tau = float(np.quantile(all_scores, 0.6))  # about 40% pass
+    expected = np.flatnonzero(all_scores >= tau)[:30]
+    runs = []
+    for batch_size in (1, 7, 256):
+        stats = {}
+        out = gen.generate(G, meta, {"one": 30}, seed=0, batch_size=batch_size, progress=False,
+                           scorer=mean_scorer, tau=tau, stats=stats)
+        runs.append(out)
+        assert stats == {"one": {"quota": 30, "tried": int(expected[-1]) + 1, "accepted": 30, "below_tau": 0}}
+    images, labels, seeds, scores = runs[0]
+    assert seeds.tolist() == [gen.sample_seed(0, 1, int(i)) for i in expected]
+    np.testing.assert_array_equal(scores, all_scores[expected])
+    assert (scores >= tau).all() and (labels == 1).all()
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_filter_that_cannot_fill_keeps_the_best_and_warns(caplog):
+    G, meta = TinyG(), tiny_meta()
+    _, _, _, tried_scores = gen.generate(G, meta, {"two": 20}, seed=0, batch_size=8, progress=False,
+                                         scorer=mean_scorer)
+    stats = {}
+    with caplog.at_level(logging.WARNING, logger="augment"):
+        _, _, seeds, scores = gen.generate(G, meta, {"two": 10}, seed=0, batch_size=8, progress=False,
+                                           scorer=mean_scorer, tau=1.01, max_oversample=2.0, stats=stats)
+    assert stats["two"] == {"quota": 10, "tried": 20, "accepted": 0, "below_tau": 10}
+    best = np.sort(np.argsort(-tried_scores, kind="stable")[:10])
+    np.testing.assert_array_equal(scores, tried_scores[best])
+    assert seeds.tolist() == [gen.sample_seed(0, 2, int(i)) for i in best]
+    assert "class 'two': only 0 of 10 samples reached score >= 1.01 after 20 tries" in caplog.text
+
+
+def test_scorer_without_tau_records_scores_and_keeps_all():
+    _, _, _, scores = gen.generate(TinyG(), tiny_meta(), {"one": 6}, seed=0, batch_size=4, progress=False,
+                                   scorer=mean_scorer)
+    assert scores.dtype == np.float32 and ((scores > 0) & (scores < 1)).all()
+
+
+# ---- failure modes -------------------------------------------------------------------------------------
+
+def test_bad_plans_and_broken_generators_are_clear_errors():
+    G, meta = TinyG(), tiny_meta()
+    with pytest.raises(DataError, match=r"plan class\(es\) \['seven'\] are not among the generator's classes"):
+        gen.generate(G, meta, {"seven": 3}, seed=0, batch_size=4, progress=False)
+    with pytest.raises(DataError, match=r"plan\['one'\] = -1: quotas must be integers >= 0"):
+        gen.generate(G, meta, {"one": -1}, seed=0, batch_size=4, progress=False)
+    with pytest.raises(TrainingError, match=r"generator output \[1, 6, 6\] differs from its metadata's image_shape \[3, 6, 6\]"):
+        gen.generate(G, tiny_meta(shape=(3, 6, 6)), {"one": 1}, seed=0, batch_size=4, progress=False)
+    with torch.no_grad():
+        G.fc.bias[0] = float("nan")
+    with pytest.raises(TrainingError, match="non-finite pixels for class 1"):
+        gen.generate(G, meta, {"one": 1}, seed=0, batch_size=4, progress=False)
+
+
+def test_empty_plan_gives_empty_arrays():
+    images, labels, seeds, scores = gen.generate(TinyG(), tiny_meta(), {"one": 0}, seed=0, batch_size=4, progress=False)
+    assert images.shape == (0, 6, 6, 1) and len(labels) == len(seeds) == len(scores) == 0
+
+
+# ---- generate -> shards ----------------------------------------------------------------------------------
+
+def make_shards(folder, G, meta, plan, batch_size, seed=0, shard_size=50):
+    images, labels, seeds, scores = gen.generate(G, meta, plan, seed=seed, batch_size=batch_size, progress=False)
+    columns = shards.synthetic_columns(meta["sha256"], seeds, scores)
+    return shards.write_shards(folder, images, labels, meta["class_names"], columns, shard_size,
+                               {"plan": plan, "params": {"seed": seed, "batch_size": batch_size}})
+
+
+def test_same_seed_gives_byte_identical_shards_for_batch_sizes_1_7_256(tmp_path):
+    G, meta = TinyG(shape=(3, 5, 5)), tiny_meta(shape=(3, 5, 5))
+    plan = {"zero": 3, "two": 120, "three": 17}
+    manifests = [make_shards(tmp_path / f"b{b}", G, meta, plan, b) for b in (1, 7, 256)]
+    files = [[(f["path"], f["sha256"], f["rows"]) for f in m["files"]] for m in manifests]
+    assert files[0] == files[1] == files[2]
+    for b in (7, 256):
+        for f in manifests[0]["files"]:
+            assert (tmp_path / f"b{b}" / f["path"]).read_bytes() == (tmp_path / "b1" / f["path"]).read_bytes()
+    m = manifests[0]
+    assert m["counts"] == {"zero": 3, "one": 0, "two": 120, "three": 17}
+    labels = np.concatenate([pq.read_table(tmp_path / "b1" / f["path"], columns=["label"])["label"].to_numpy()
+                             for f in m["files"]])
+    assert np.bincount(labels, minlength=4).tolist() == [3, 0, 120, 17]
+    first = pq.read_table(tmp_path / "b1" / m["files"][0]["path"]).to_pylist()[0]
+    with Image.open(pyio.BytesIO(first["image"]["bytes"])) as im:
+        assert im.mode == "RGB" and im.size == (5, 5)
+    assert first["generator"] == "cd" * 32 and first["seed"] == gen.sample_seed(0, 0, 0)
+
+
+# ---- the project's GAN ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sngan_generator_is_batch_size_independent_at_28x28():
+    from pipeline.models import GAN_ARCHS
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        G, _ = GAN_ARCHS["sngan"].build((1, 28, 28), 10, 64, "light")
+    meta = tiny_meta(z_dim=64, shape=(1, 28, 28), names=[str(i) for i in range(10)])
+    plan = {"3": 40, "9": 3}
+    runs = [gen.generate(G, meta, plan, seed=2, batch_size=b, progress=False) for b in (1, 7, 256)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert runs[0][0].shape == (43, 28, 28, 1)
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_through_load_generator(tmp_path):
+    gan = pytest.importorskip("pipeline.gan")
+    from pipeline.config import TrainGanConfig
+    from pipeline.data import ImageTable
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 8)
+    images = np.clip(labels[:, None, None, None] * 80 + rng.integers(0, 40, (24, 8, 8, 1)), 0, 255).astype(np.uint8)
+    train = ImageTable(images, labels, ("a", "b", "c"))
+    cfg = TrainGanConfig(steps=2, batch_size=8, checkpoint_every=2, sample_every=2, ema_warmup=0, device="cpu",
+                         precision="fp32", z_dim=16)
+    final = gan.train_gan(cfg, train, tmp_path / "gan", progress=False)
+    G, meta = gan.load_generator(final)
+    assert meta["class_names"] == ["a", "b", "c"]
+    m = make_shards(tmp_path / "syn", G, meta, {"b": 5, "c": 9}, batch_size=3)
+    table = shards.load(tmp_path / "syn", as_="table", verify=True)
+    assert table.images.shape == (14, 8, 8, 1) and table.counts().tolist() == [0, 5, 9]
+    assert m["files"] and pq.read_table(tmp_path / "syn" / m["files"][0]["path"])["generator"][0].as_py() == meta["sha256"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_images_up_to_rounding():
+    G, meta = TinyG(), tiny_meta()
+    cpu = gen.generate(G, meta, {"one": 100}, seed=0, batch_size=32, progress=False)
+    cuda = gen.generate(G.cuda(), meta, {"one": 100}, seed=0, batch_size=32, device="cuda", progress=False)
+    np.testing.assert_array_equal(cpu[2], cuda[2])  # same seeds, same noise (drawn on the CPU)
+    assert np.abs(cpu[0].astype(int) - cuda[0].astype(int)).max() <= 1
+    again = gen.generate(G, meta, {"one": 100}, seed=0, batch_size=7, device="cuda", progress=False)
+    np.testing.assert_array_equal(cuda[0], again[0])
+
+
+@pytest.mark.slow
+def test_shard_writing_beats_a_save_image_loop(tmp_path):
+    """Writing finished shards vs one `torchvision.utils.save_image` per file, same images."""
+    from pipeline.models import GAN_ARCHS
+    from torchvision.utils import save_image
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        G, _ = GAN_ARCHS["concat"].build((1, 28, 28), 10, 64, "light")
+    meta = tiny_meta(z_dim=64, shape=(1, 28, 28), names=[str(i) for i in range(10)])
+    plan = {str(c): 150 for c in range(10)}
+    t0 = time.perf_counter()
+    images, labels, seeds, scores = gen.generate(G, meta, plan, seed=0, batch_size=256, progress=False)
+    t1 = time.perf_counter()
+    shards.write_shards(tmp_path / "syn", images, labels, meta["class_names"], {"seed": seeds, "score": scores},
+                        500, {})
+    t2 = time.perf_counter()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    for i, img in enumerate(x):
+        save_image(img, tmp_path / f"{i}.png")
+    t3 = time.perf_counter()
+    n = len(images)
+    print(f"\ngenerate {n / (t1 - t0):.0f} img/s, write_shards {n / (t2 - t1):.0f} img/s, "
+          f"end to end {n / (t2 - t0):.0f} img/s; save_image loop {n / (t3 - t2):.0f} img/s")
+    assert (t3 - t2) > 3 * (t2 - t1)

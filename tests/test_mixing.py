@@ -1,0 +1,59 @@
+"""Each mixing knob changes the training set exactly as specified, on tiny hand-made data."""
+
+import numpy as np
+import pytest
+
+from pipeline.data import ImageTable
+from pipeline.mixing import MixPolicy, mix, policy_grid, select_synthetic
+
+
+def table(labels, fill=0):
+    labels = np.asarray(labels, dtype=np.int64)
+    images = np.full((len(labels), 2, 2, 1), fill, dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(len(labels))  # row id, to see which rows were kept
+    return ImageTable(images, labels, ("a", "b"))
+
+
+REAL = table([0, 0, 0, 0, 1])                       # a: 4 real, b: 1 real
+SYN = table([1, 1, 1, 1, 1, 0, 0], fill=9)           # b: 5 synthetic, a: 2 synthetic
+SCORES = np.array([0.2, 0.95, 0.5, 0.99, 0.7, 0.1, np.nan])
+
+
+def test_all_is_everything():
+    assert select_synthetic(REAL.counts(), SYN.labels, SCORES, MixPolicy()).tolist() == list(range(7))
+
+
+def test_cap_ratio_keeps_best_scores_per_class():
+    # b has 1 real image: cap 2x -> the two best b rows (0.99 at 3, 0.95 at 1); a: cap 8 -> both
+    rows = select_synthetic(REAL.counts(), SYN.labels, SCORES, MixPolicy(cap_ratio=2))
+    assert rows.tolist() == [1, 3, 5, 6]
+    rows = select_synthetic(REAL.counts(), SYN.labels, SCORES, MixPolicy(cap_ratio=0.25))
+    assert rows.tolist() == [5]  # a: floor(0.25*4)=1 -> best is 0.1 over NaN; b: floor(0.25)=0
+
+
+def test_min_score_drops_low_and_unscored():
+    rows = select_synthetic(REAL.counts(), SYN.labels, SCORES, MixPolicy(min_score=0.6))
+    assert rows.tolist() == [1, 3, 4]
+
+
+def test_weights_and_order():
+    t, w = mix(REAL, SYN, SCORES, MixPolicy(min_score=0.6, synthetic_weight=0.5))
+    assert t.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert w.tolist() == [1, 1, 1, 1, 1, 0.5, 0.5, 0.5]
+    assert t.images[5:, 0, 1, 0].tolist() == [9, 9, 9]
+
+
+def test_class_weight_balances_effective_counts():
+    t, w = mix(REAL, SYN, SCORES, MixPolicy(min_score=0.6, synthetic_weight=0.5, class_weight=True))
+    # effective counts: a = 4, b = 1 + 3 * 0.5 = 2.5 -> per-class totals must be equal
+    total_a = w[t.labels == 0].sum()
+    total_b = w[t.labels == 1].sum()
+    assert total_a == pytest.approx(total_b)
+    assert w[5] == pytest.approx(0.5 * w[4])
+
+
+def test_grid_is_the_product():
+    grid = policy_grid([None, 1], [0.0, 0.9], [1.0], [False, True])
+    assert len(grid) == 8
+    assert grid[0] == MixPolicy(None, 0.0, 1.0, False)
+    assert len({p.name for p in grid}) == 8

@@ -1,0 +1,467 @@
+"""Parquet in the Hugging Face image layout, the synthetic folder (shards, ImageFolder, manifest,
+card), its readers, and what a `kill -9` while writing leaves behind."""
+
+from __future__ import annotations
+
+import io as pyio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pipeline import shards
+from pipeline.data import ImageTable
+from pipeline.errors import DataError
+from pipeline.images import encode_png
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("zero", "one", "two")
+
+
+def tiny_table(n_per_class=(3, 2, 1), size=4, channels=1, seed=0, names=NAMES) -> ImageTable:
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(n_per_class)]).astype(np.int64)
+    images = rng.integers(0, 256, (len(labels), size, size, channels), dtype=np.uint8)
+    return ImageTable(images, labels, names)
+
+
+def synthetic_columns(n: int) -> dict:
+    return shards.synthetic_columns("ab" * 32, np.arange(n) * 7, np.full(n, np.nan))
+
+
+# ---- write_parquet / read_parquet -------------------------------------------------------------------
+
+def test_parquet_round_trip_keeps_pixels_labels_names_and_groups(tmp_path):
+    t = tiny_table(channels=3)
+    t = ImageTable(t.images, t.labels, t.class_names, groups=np.array([5, 5, 6, 7, 7, 8]))
+    info = shards.write_parquet(tmp_path / "x.parquet", t, extra={"source": ["real"] * 6})
+    assert info["rows"] == 6 and info["path"] == str(tmp_path / "x.parquet")
+    assert info["sha256"] == shards.io.sha256_file(tmp_path / "x.parquet")
+    back = shards.read_parquet(tmp_path / "x.parquet")
+    np.testing.assert_array_equal(back.images, t.images)
+    np.testing.assert_array_equal(back.labels, t.labels)
+    np.testing.assert_array_equal(back.groups, t.groups)
+    assert back.class_names == NAMES
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_schema_is_the_hugging_face_image_layout(tmp_path):
+    shards.write_parquet(tmp_path / "x.parquet", tiny_table(), extra={"score": np.zeros(6, np.float32)})
+    schema = pq.read_schema(tmp_path / "x.parquet")
+    assert schema.names == ["image", "label", "label_name", "score"]
+    assert schema.field("image").type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    assert schema.field("label").type == pa.int64()
+    assert json.loads(schema.metadata[b"huggingface"]) == {"info": {"features": {
+        "image": {"_type": "Image"},
+        "label": {"names": ["zero", "one", "two"], "_type": "ClassLabel"},
+        "label_name": {"dtype": "string", "_type": "Value"},
+        "score": {"dtype": "float32", "_type": "Value"},
+    }}}
+    rows = pq.read_table(tmp_path / "x.parquet").to_pylist()
+    assert [r["label_name"] for r in rows] == ["zero"] * 3 + ["one"] * 2 + ["two"]
+    assert rows[0]["image"]["bytes"].startswith(b"\x89PNG")
+
+
+def _write_raw(path: Path, columns: dict, metadata: dict | None = None) -> Path:
+    table = pa.table(columns)
+    if metadata is not None:
+        table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, path)
+    return path
+
+
+def _image_struct(png: list) -> pa.StructArray:
+    return pa.StructArray.from_arrays([pa.array(png, pa.binary()), pa.array([None] * len(png), pa.string())],
+                                      ["bytes", "path"])
+
+
+def test_class_names_come_from_label_name_without_metadata(tmp_path):
+    png = encode_png(tiny_table().images[:3])
+    path = _write_raw(tmp_path / "x.parquet", {"image": _image_struct(png), "label": [1, 0, 1],
+                                               "label_name": ["cat", "dog", "cat"]})
+    t = shards.read_parquet(path)
+    assert t.class_names == ("dog", "cat") and t.labels.tolist() == [1, 0, 1]
+
+
+def test_string_labels_and_given_class_names(tmp_path):
+    png = encode_png(tiny_table().images[:3])
+    path = _write_raw(tmp_path / "x.parquet", {"image": _image_struct(png), "label": ["b", "a", "b"]})
+    assert shards.read_parquet(path).class_names == ("a", "b")
+    t = shards.read_parquet(path, class_names=["b", "a", "c"])
+    assert t.labels.tolist() == [0, 1, 0] and t.class_names == ("b", "a", "c")
+
+
+def test_read_parquet_resizes_and_converts_channels(tmp_path):
+    shards.write_parquet(tmp_path / "x.parquet", tiny_table(size=8, channels=1))
+    t = shards.read_parquet(tmp_path / "x.parquet", image_size=4, channels=3)
+    assert t.images.shape == (6, 4, 4, 3)
+    with pytest.raises(DataError, match=r"x.parquet row 0: image is 8x8, expected 4x4"):
+        shards.read_parquet(tmp_path / "x.parquet", image_size=4, resize=False)
+
+
+@pytest.mark.parametrize(
+    "columns, match",
+    [
+        ({"label": [0]}, r"missing column\(s\) image \(found label\); expected the Hugging Face image layout image: struct"),
+        ({"image": "ok", "label": [0, 5, 1]}, r"row 1: label 5 out of range 0..2"),
+        ({"image": "ok", "label": [0, None, 1]}, r"row 1: label is null"),
+        ({"image": "null-row-2", "label": [0, 1, 2]}, r"row 2: image is null"),
+        ({"image": "corrupt-row-1", "label": [0, 1, 2]}, r"row 1: cannot decode image"),
+        ({"image": "ok", "label": [0.5, 1.0, 2.0]}, r"column label has type double"),
+    ],
+)
+def test_read_parquet_refuses_bad_files_naming_file_and_row(tmp_path, columns, match):
+    png = encode_png(tiny_table().images[:3])
+    image = columns.get("image")
+    if image == "null-row-2":
+        png[2] = None
+    elif image == "corrupt-row-1":
+        png[1] = png[1][:20]
+    if image is not None:
+        columns = {**columns, "image": _image_struct(png)}
+    meta = {b"huggingface": json.dumps({"info": {"features": {"label": {"_type": "ClassLabel", "names": list(NAMES)}}}})}
+    path = _write_raw(tmp_path / "bad.parquet", columns, meta)
+    with pytest.raises(DataError, match=r"bad.parquet.*" + match):
+        shards.read_parquet(path)
+
+
+def test_read_parquet_refuses_other_files_and_other_classes(tmp_path):
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="junk.parquet: not a readable Parquet file"):
+        shards.read_parquet(tmp_path / "junk.parquet")
+    with pytest.raises(DataError, match="nope.parquet: Parquet file not found"):
+        shards.read_parquet(tmp_path / "nope.parquet")
+    shards.write_parquet(tmp_path / "x.parquet", tiny_table())
+    with pytest.raises(DataError, match=r"class names \['zero', 'one', 'two'\] differ from the expected \['a', 'b', 'c'\]"):
+        shards.read_parquet(tmp_path / "x.parquet", class_names=["a", "b", "c"])
+
+
+@pytest.mark.slow
+def test_decode_is_thousands_of_images_per_second(tmp_path):
+    rng = np.random.default_rng(0)
+    t = ImageTable(rng.integers(0, 256, (3000, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 3000),
+                   tuple("abcdefghij"))
+    shards.write_parquet(tmp_path / "x.parquet", t)
+    t0 = time.perf_counter()
+    back = shards.read_parquet(tmp_path / "x.parquet")
+    rate = len(back) / (time.perf_counter() - t0)
+    np.testing.assert_array_equal(back.images, t.images)
+    assert rate > 2000, f"decoded only {rate:.0f} images/s"
+
+
+# ---- safe class folder names --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "name, safe",
+    [("a/b", "a_b"), ("a\\b", "a_b"), ("..", "__"), (".", "_"), (".hidden", "_hidden"), ("x\x00y", "x_y"),
+     (" sp ace ", "sp ace"), ("é猫", "é猫"), ("CON", "_CON"), ("nul.txt", "_nul.txt"), ("", "_"),
+     ("ok.", "ok"), ("a:b*c?", "a_b_c_")],
+)
+def test_safe_dir_name(name, safe):
+    assert shards.safe_dir_name(name) == safe
+
+
+def test_safe_class_dirs_are_unique_even_ignoring_case():
+    dirs = shards.safe_class_dirs(["a/b", "a_b", "A", "a", "a-2", "x" * 300])
+    assert list(dirs.values())[:5] == ["a_b", "a_b-2", "A", "a-2", "a-2-2"]
+    assert len(dirs["x" * 300].encode()) <= shards.MAX_NAME_BYTES
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(min_size=0, max_size=40), min_size=1, max_size=6, unique=True))
+def test_any_class_names_give_distinct_folders_inside_the_root(tmp_path_factory, names):
+    root = Path("/srv/images")
+    dirs = shards.safe_class_dirs(names)
+    assert len({d.casefold() for d in dirs.values()}) == len(names)
+    for d in dirs.values():
+        assert d and d not in (".", "..") and not d.startswith(".")
+        assert "/" not in d and "\\" not in d and "\x00" not in d
+        assert os.path.normpath(root / d / "0.png").startswith(str(root) + os.sep)
+        assert len(d.encode("utf-8")) <= shards.MAX_NAME_BYTES + 8
+
+
+# ---- the synthetic folder -------------------------------------------------------------------------------
+
+def write_folder(folder, t: ImageTable, shard_size=4, export=False, extra=None):
+    return shards.write_shards(folder, t.images, t.labels, t.class_names, synthetic_columns(len(t)), shard_size,
+                               extra if extra is not None else {"plan": {"zero": 3}, "generator": "ab" * 32},
+                               export_images=export)
+
+
+def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
+    t = tiny_table((5, 0, 4), size=6, channels=3)
+    m = write_folder(tmp_path / "syn", t)
+    folder = tmp_path / "syn"
+    assert [f["path"] for f in m["files"]] == [f"train-0000{k}-of-00003.parquet" for k in range(3)]
+    assert [f["rows"] for f in m["files"]] == [4, 4, 1]
+    for f in m["files"]:
+        assert shards.io.sha256_file(folder / f["path"]) == f["sha256"]
+    assert json.loads((folder / "manifest.json").read_text()) == m
+    assert m["counts"] == {"zero": 5, "one": 0, "two": 4} and m["rows"] == 9
+    assert m["plan"] == {"zero": 3} and m["package"]["version"]
+    table = pa.concat_tables([pq.read_table(folder / f["path"]) for f in m["files"]])
+    assert table.schema.names == ["image", "label", "label_name", "source", "generator", "seed", "score"]
+    rows = table.to_pylist()
+    assert [r["label"] for r in rows] == t.labels.tolist()
+    assert {r["source"] for r in rows} == {"synthetic"} and [r["seed"] for r in rows] == list(range(0, 63, 7))
+    assert all(r["score"] is None for r in rows)  # NaN (not scored) is stored as null
+    for r, img in zip(rows, t.images):
+        with Image.open(pyio.BytesIO(r["image"]["bytes"])) as im:
+            assert im.format == "PNG" and im.mode == "RGB" and im.size == (6, 6)
+            np.testing.assert_array_equal(np.asarray(im), img)
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and "class_label" in card and "| two | 4 |" in card
+    assert (folder / "sample_grid.png").is_file()
+
+
+def test_grayscale_pngs_decode_as_mode_l(tmp_path):
+    write_folder(tmp_path / "syn", tiny_table(size=5, channels=1))
+    row = pq.read_table(tmp_path / "syn" / "train-00000-of-00002.parquet").to_pylist()[0]
+    with Image.open(pyio.BytesIO(row["image"]["bytes"])) as im:
+        assert im.mode == "L" and im.size == (5, 5)
+
+
+def test_rewrite_removes_stale_shards_and_images(tmp_path):
+    folder = tmp_path / "syn"
+    write_folder(folder, tiny_table((6, 6, 6)), shard_size=2, export=True)
+    assert len(list(folder.glob("train-*.parquet"))) == 9 and (folder / "images").is_dir()
+    (folder / "notes.txt").write_text("mine")  # a user's file is left alone
+    m = write_folder(folder, tiny_table((1, 1, 1)), shard_size=2)
+    assert sorted(p.name for p in folder.glob("train-*.parquet")) == [f["path"] for f in m["files"]]
+    assert not (folder / "images").exists() and (folder / "notes.txt").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_empty_plan_gives_one_empty_shard(tmp_path):
+    t = ImageTable(np.zeros((0, 4, 4, 1), np.uint8), np.zeros(0, np.int64), NAMES)
+    m = write_folder(tmp_path / "syn", t)
+    assert [f["rows"] for f in m["files"]] == [0] and len(shards.load(tmp_path / "syn", "arrow")) == 0
+    schema = pq.read_schema(tmp_path / "syn" / m["files"][0]["path"])
+    assert schema.field("source").type == pa.string() and schema.field("seed").type == pa.int64()
+
+
+def test_manifest_extra_cannot_overwrite_the_file_list(tmp_path):
+    with pytest.raises(ValueError, match=r"manifest_extra keys \['files'\] clash"):
+        write_folder(tmp_path / "syn", tiny_table(), extra={"files": []})
+
+
+DANGEROUS = ("a/b", "..", "two words", "é猫", "../../etc", "A", "a")
+
+
+@pytest.mark.slow
+def test_image_folder_export_is_safe_and_torchvision_reads_it(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    t = tiny_table((2, 3, 1, 2, 1, 1, 2), size=4, channels=3, names=DANGEROUS)
+    m = write_folder(tmp_path / "syn", t, export=True)
+    root = tmp_path / "syn" / "images"
+    dirs = m["images"]["class_dirs"]
+    assert dirs == {"a/b": "a_b", "..": "__", "two words": "two words", "é猫": "é猫",
+                    "../../etc": "___.._etc", "A": "A", "a": "a-2"}
+    files = [p for p in (tmp_path).rglob("*.png") if "images" in p.parts]
+    assert len(files) == len(t) and all(p.resolve().is_relative_to(root.resolve()) for p in files)
+    ds = ImageFolder(str(root))
+    to_name = {d: n for n, d in dirs.items()}
+    got = sorted((os.path.basename(path), to_name[ds.classes[y]]) for path, y in ds.samples)
+    rows = pq.read_table(tmp_path / "syn" / "train-00000-of-00003.parquet").to_pylist()
+    assert rows[0]["image"]["path"] == "images/a_b/000000.png"
+    want = sorted((f"{r:06d}.png", t.class_names[y]) for r, y in enumerate(t.labels))
+    assert got == want
+    img, _ = ds[0]
+    assert img.size == (4, 4)
+
+
+@pytest.mark.slow
+def test_hugging_face_datasets_reads_the_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    t = tiny_table((3, 2, 4), size=5, channels=1, names=("cat", "dog", "é猫"))
+    write_folder(tmp_path / "syn", t, shard_size=4)
+    files = sorted(str(p) for p in (tmp_path / "syn").glob("train-*.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache"))
+    assert ds.features["label"].names == ["cat", "dog", "é猫"]
+    assert ds["label"] == t.labels.tolist() and ds["label_name"] == [t.class_names[y] for y in t.labels]
+    first = ds[0]["image"]
+    assert first.mode == "L" and np.array_equal(np.asarray(first), t.images[0, ..., 0])
+    # the folder itself, through the dataset card's `configs`
+    ds2 = datasets.load_dataset(str(tmp_path / "syn"), split="train", cache_dir=str(tmp_path / "cache2"))
+    assert len(ds2) == len(t) and ds2.features["label"].names == ["cat", "dog", "é猫"]
+
+
+# ---- readers -----------------------------------------------------------------------------------------
+
+def test_load_as_torch_pandas_arrow_and_table(tmp_path):
+    t = tiny_table(size=4, channels=1)
+    write_folder(tmp_path / "syn", t)
+    ds = shards.load(tmp_path / "syn", verify=True)
+    x, y = ds[3]
+    assert tuple(x.shape) == (1, 4, 4) and y == 1 and ds.classes == list(NAMES) and len(ds) == 6
+    assert float(x.max()) <= 1.0 and np.allclose(x.numpy()[0] * 255, t.images[3, ..., 0])
+    df = shards.load(tmp_path / "syn" / "manifest.json", as_="pandas")
+    assert df["label"].tolist() == t.labels.tolist() and df["score"].isna().all()
+    assert shards.load(tmp_path / "syn", as_="arrow").num_rows == 6
+    back = shards.load(tmp_path / "syn", as_="table")
+    np.testing.assert_array_equal(back.images, t.images)
+    with pytest.raises(ValueError, match="as_='numpy'; valid: torch, pandas, arrow, table"):
+        shards.load(tmp_path / "syn", as_="numpy")
+
+
+def test_load_mixes_real_and_synthetic(tmp_path):
+    real = tiny_table((4, 1, 1), seed=1)
+    shards.write_parquet(tmp_path / "data" / "prepared" / "train.parquet", real)
+    syn = tiny_table((0, 3, 3), seed=2)
+    write_folder(tmp_path / "data" / "synthetic", syn)
+    mixed = shards.load(tmp_path / "data" / "synthetic", as_="table", mix="real+synthetic")
+    np.testing.assert_array_equal(mixed.labels, np.concatenate([real.labels, syn.labels]))
+    np.testing.assert_array_equal(mixed.images, np.concatenate([real.images, syn.images]))
+    ds = shards.load(tmp_path / "data" / "synthetic", mix="real+synthetic")
+    assert ds.source == ["real"] * 6 + ["synthetic"] * 6
+    df = shards.load(tmp_path / "data" / "synthetic", as_="pandas", mix="real+synthetic")
+    assert df["seed"].isna().sum() == 6
+    other = tiny_table(names=("x", "y", "z"))
+    shards.write_parquet(tmp_path / "other.parquet", other)
+    with pytest.raises(DataError, match=r"other.parquet: class names \['x', 'y', 'z'\] differ"):
+        shards.load(tmp_path / "data" / "synthetic", mix="real+synthetic", real=tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="mix='synthetic'"):
+        shards.load(tmp_path / "data" / "synthetic", mix="synthetic")
+
+
+def test_verify_names_a_changed_file(tmp_path):
+    folder = tmp_path / "syn"
+    m = write_folder(folder, tiny_table())
+    victim = folder / m["files"][1]["path"]
+    other = folder / m["files"][0]["path"]
+    victim.write_bytes(other.read_bytes())  # still valid Parquet, wrong content
+    shards.load(folder, as_="arrow")  # without verify, not noticed
+    with pytest.raises(DataError, match=r"train-00001-of-00002.parquet: sha256 does not match"):
+        shards.load(folder, as_="arrow", verify=True)
+    victim.unlink()
+    with pytest.raises(DataError, match=r"train-00001-of-00002.parquet: listed in .*manifest.json but missing"):
+        shards.load(folder, as_="arrow")
+
+
+def test_manifest_problems_are_data_errors(tmp_path):
+    folder = tmp_path / "syn"
+    folder.mkdir()
+    with pytest.raises(DataError, match="manifest.json: not found; .* is not a finished synthetic dataset"):
+        shards.load(folder)
+    (folder / "manifest.json").write_text('{"files": [{"path": "../x.parquet", "sha256": "0", "rows": 1}]}')
+    with pytest.raises(DataError, match=r"files\[0\].path '../x.parquet' is not a path inside"):
+        shards.read_manifest(folder)
+    (folder / "manifest.json").write_text("{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        shards.read_manifest(folder)
+
+
+# ---- kill -9 while writing ----------------------------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from pipeline import shards
+    folder, n, value = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    images = np.full((n, 4, 4, 1), value, np.uint8)
+    labels = np.arange(n) % 3
+    print("start", flush=True)
+    shards.write_shards(folder, images, labels, ["a", "b", "c"], {"source": "synthetic"}, 1, {"run": value},
+                        export_images=True)
+    print("done", flush=True)
+""")
+
+
+def _run_writer(folder: Path, n: int, value: int, kill_after: float | None):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(n), str(value)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if kill_after is None:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        return True
+    assert proc.stdout.readline().strip() == "start"
+    # wait until staging is under way, then kill -9 in the middle of it
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(shards.STAGE_PREFIX) for p in folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return proc.returncode != -signal.SIGKILL  # True: it finished before the kill
+
+
+def _assert_consistent(folder: Path) -> dict | None:
+    """Every visible shard is listed in the manifest and matches it; no manifest means no visible shard."""
+    visible = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    if "manifest.json" not in visible:
+        assert not [v for v in visible if v.endswith(".parquet")], visible
+        return None
+    m = shards.read_manifest(folder)
+    listed = {f["path"] for f in m["files"]}
+    assert {v for v in visible if v.endswith(".parquet")} == listed
+    shards.load(folder, as_="arrow", verify=True)
+    return m
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_leaves_the_old_dataset_and_a_rerun_completes(tmp_path):
+    folder = tmp_path / "syn"
+    _run_writer(folder, 30, 10, None)
+    old = _assert_consistent(folder)
+    assert old["run"] == 10 and len(old["files"]) == 30
+    finished = _run_writer(folder, 3000, 20, kill_after=0.3)
+    assert not finished, "the writer finished before the kill; make it slower"
+    assert any(p.name.startswith(".tmp-") for p in folder.iterdir())  # it was killed mid-write
+    after = _assert_consistent(folder)
+    assert after == old  # the previous dataset is still whole
+    _run_writer(folder, 40, 30, None)
+    new = _assert_consistent(folder)
+    assert new["run"] == 30 and new["rows"] == 40 and len(new["files"]) == 40
+    assert not any(p.name.startswith(".tmp-") for p in folder.iterdir())
+    assert len(list((folder / "images").rglob("*.png"))) == 40
+    assert shards.load(folder, as_="table").images.max() == 30
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3, 1), (3, 1, 9, 3), (2, 33, 17, 3)])
+def test_encode_png_batch_writes_pngs_pillow_reads_back(shape):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    for data, img in zip(shards.encode_png_batch(images), images):
+        with Image.open(pyio.BytesIO(data)) as im:
+            im.load()  # checks every CRC and the zlib stream
+            assert im.format == "PNG" and im.mode == ("L" if shape[-1] == 1 else "RGB")
+            np.testing.assert_array_equal(np.asarray(im).reshape(img.shape), img)
+    with pytest.raises(ValueError, match="C in"):
+        shards.encode_png_batch(np.zeros((1, 2, 2, 4), np.uint8))
+
+
+def test_a_crash_in_the_switch_leaves_an_incomplete_folder_that_readers_refuse(tmp_path, monkeypatch):
+    folder = tmp_path / "syn"
+    write_folder(folder, tiny_table((4, 4, 4)), shard_size=2)
+    real_replace, calls = os.replace, []
+
+    def crash_on_third(src, dst):
+        if Path(src).name.startswith(shards.STAGE_PREFIX) and not Path(dst).name.startswith(".tmp-"):
+            calls.append(dst)  # a rename of the switch (staged file -> final name)
+            if len(calls) == 3:
+                raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(shards.os, "replace", crash_on_third)
+    with pytest.raises(OSError, match="simulated crash"):
+        write_folder(folder, tiny_table((1, 2, 3), seed=1), shard_size=2)
+    monkeypatch.undo()
+    assert not (folder / "manifest.json").exists()  # the manifest goes last, so none: not "complete"
+    with pytest.raises(DataError, match="not a finished synthetic dataset"):
+        shards.load(folder)
+    m = write_folder(folder, tiny_table((1, 2, 3), seed=1), shard_size=2)
+    assert _assert_consistent(folder) == m and m["rows"] == 6
