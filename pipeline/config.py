@@ -88,6 +88,7 @@ class TrainGanConfig(Section):
 
     arch: str = "sngan"
     size: Literal["light", "base"] = "light"
+    width: int | None = Field(None, ge=4)  # overrides the size's base channel width
     loss: str = "hinge"
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     gp_weight: float = Field(10.0, ge=0.0)
@@ -158,12 +159,17 @@ class EvaluateConfig(Section):
         "synthetic_only",
     ]
     seeds: int = Field(3, ge=1)
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(15, ge=1)
     classifier: str = "small_cnn"
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
     balanced_test: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0  # run i uses seed + i; the balanced test subsample uses seed
+    gan_quality: bool = True  # FID/KID/P-R/memorisation of the synthetic data (needs synthetic data)
+    # torch CPU threads while evaluating (restored after); small models run best on one, and two
+    # threads on a busy 2-core machine are several times slower. null keeps torch's default.
+    cpu_threads: int | None = Field(1, ge=1)
 
     @field_validator("strategies")
     @classmethod

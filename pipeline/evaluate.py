@@ -1,0 +1,572 @@
+"""Downstream evaluation: one classifier trained under each strategy for several seeds, scored once
+on the untouched test set and on a seeded class-balanced subsample of it.
+`STRATEGIES[name].prepare` gives a strategy's training data, `train_classifier` is the one training
+loop (model chosen on validation), `evaluate` runs strategies x seeds -> metrics + predictions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pipeline import io
+from pipeline import metrics as M
+from pipeline.config import EvaluateConfig
+from pipeline.data import ImageTable
+from pipeline.errors import ConfigError, DataError, TrainingError
+from pipeline.models.classifiers import build_classifier, to_tensor
+
+# ---- strategies -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What one strategy trains on: images, optional per-class loss weights, on-the-fly augmentation."""
+
+    table: ImageTable
+    class_weight: np.ndarray | None = None
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A way to train on imbalanced data.
+
+    Attributes:
+        name: registry key (params.yaml `evaluate.strategies`).
+        uses_synthetic: needs the GAN's images (skipped, with the reason, when there are none).
+        prepare: (train, synthetic or None, add (K,) images to add per class, seed) -> TrainingSet.
+        description: one line for the report.
+    """
+
+    name: str
+    uses_synthetic: bool
+    prepare: Callable[[ImageTable, ImageTable | None, np.ndarray, int], TrainingSet]
+    description: str
+
+
+def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:
+    """w_c = N / (K * n_c) (scikit-learn's "balanced"); 0 for a class without images."""
+    counts = np.asarray(counts, float)
+    with np.errstate(divide="ignore"):
+        w = counts.sum() / (np.count_nonzero(counts) * counts)
+    return np.where(counts > 0, w, 0.0)
+
+
+def random_oversample(table: ImageTable, add: np.ndarray, seed: int) -> ImageTable:
+    """Append add[c] copies of images of class c drawn at random with replacement."""
+    rng = np.random.default_rng(seed)
+    extra = [
+        rng.choice(np.flatnonzero(table.labels == c), int(n), replace=True)
+        for c, n in enumerate(add)
+        if n > 0
+    ]
+    if not extra:
+        return table
+    return ImageTable.concat([table, table.subset(np.concatenate(extra))])
+
+
+def smote_oversample(table: ImageTable, add: np.ndarray, seed: int, k_neighbors: int = 5) -> ImageTable:
+    """Append add[c] SMOTE images of class c (imbalanced-learn on raw pixels), rounded to uint8.
+
+    A class with n images uses k = min(k_neighbors, n - 1) neighbours (SMOTE runs once per distinct
+    k, generating only for those classes); a class with a single image cannot be interpolated and
+    falls back to random duplication.
+    """
+    from imblearn.over_sampling import SMOTE
+
+    rng = np.random.default_rng(seed)
+    counts = table.counts()
+    singles = np.zeros_like(add)
+    by_k: dict[int, list[int]] = defaultdict(list)
+    for c in np.flatnonzero(add > 0):
+        if counts[c] < 2:
+            singles[c] = add[c]
+        else:
+            by_k[min(k_neighbors, int(counts[c]) - 1)].append(int(c))
+    x = table.images.reshape(len(table), -1).astype(np.float32)
+    new_x, new_y = [], []
+    for k, classes in sorted(by_k.items()):
+        target = {c: int(counts[c] + add[c]) for c in classes}
+        sm = SMOTE(sampling_strategy=target, k_neighbors=k, random_state=int(rng.integers(2**31 - 1)))
+        xr, yr = sm.fit_resample(x, table.labels)
+        new_x.append(xr[len(x):])  # imbalanced-learn appends the new rows after the originals
+        new_y.append(yr[len(x):])
+    out = random_oversample(table, singles, int(rng.integers(2**31 - 1)))
+    if new_x:
+        imgs = np.clip(np.rint(np.concatenate(new_x)), 0, 255).astype(np.uint8).reshape(-1, *table.image_shape)
+        out = ImageTable.concat([out, ImageTable(imgs, np.concatenate(new_y).astype(np.int64), table.class_names)])
+    return out
+
+
+def _real_and_synthetic(train: ImageTable, synthetic: ImageTable | None) -> ImageTable:
+    return train if synthetic is None or len(synthetic) == 0 else ImageTable.concat([train, synthetic])
+
+
+def _synthetic(synthetic: ImageTable | None) -> ImageTable:
+    if synthetic is None or len(synthetic) == 0:
+        raise DataError("strategy synthetic_only needs synthetic images; run `augment generate` first")
+    return synthetic
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in [
+        Strategy("none", False, lambda t, s, a, seed: TrainingSet(t), "real training data as it is"),
+        Strategy(
+            "class_weight", False,
+            lambda t, s, a, seed: TrainingSet(t, class_weight=inverse_frequency_weights(t.counts())),
+            "cross-entropy weighted by inverse class frequency",
+        ),
+        Strategy(
+            "oversample", False, lambda t, s, a, seed: TrainingSet(random_oversample(t, a, seed)),
+            "random duplicates of real images up to the plan",
+        ),
+        Strategy(
+            "smote", False, lambda t, s, a, seed: TrainingSet(smote_oversample(t, a, seed)),
+            "SMOTE on pixels up to the plan (k lowered for tiny classes, duplicates for a single image)",
+        ),
+        Strategy(
+            "augment", False, lambda t, s, a, seed: TrainingSet(t, augment=True),
+            "classic augmentation: random affine (rotation, scale, shift), no flips",
+        ),
+        Strategy(
+            "gan", True, lambda t, s, a, seed: TrainingSet(_real_and_synthetic(t, s)),
+            "real images plus the GAN's synthetic images",
+        ),
+        Strategy(
+            "gan+augment", True, lambda t, s, a, seed: TrainingSet(_real_and_synthetic(t, s), augment=True),
+            "real plus synthetic images, with classic augmentation",
+        ),
+        Strategy(
+            "synthetic_only", True, lambda t, s, a, seed: TrainingSet(_synthetic(s)),
+            "synthetic images only, tested on real (classification accuracy score, CAS)",
+        ),
+    ]
+}
+
+
+def plan_counts(plan: dict[str, int], class_names: tuple[str, ...]) -> np.ndarray:
+    """plan.json {class name: n_to_add} -> int64 (K,), 0 for classes the plan leaves out."""
+    index = {name: i for i, name in enumerate(class_names)}
+    add = np.zeros(len(class_names), dtype=np.int64)
+    for name, n in plan.items():
+        if str(name) not in index:
+            raise DataError(
+                f"plan.json: class {name!r} is not in the data (classes: {', '.join(class_names)}); "
+                "run `augment plan` again"
+            )
+        if int(n) < 0:
+            raise DataError(f"plan.json: class {name!r} has a negative count {n}")
+        add[index[str(name)]] = int(n)
+    return add
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with `n` torch CPU threads (None: unchanged), then restore the previous count."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`pipeline.device.select_device` for `evaluate.device`; errors name that key."""
+    from pipeline.device import select_device
+
+    try:
+        return select_device(name)
+    except ConfigError as e:
+        raise ConfigError(f"evaluate.{e}") from None
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
+                  scale: float = 0.1, shift: float = 0.1) -> torch.Tensor:
+    """Random affine per image: rotation +-degrees, zoom 1 +- scale, shift +- shift of the side.
+
+    No flips: they change the meaning of digits and traffic signs. Border pixels are repeated.
+    """
+    b = x.shape[0]
+    u = (torch.rand(4, b, generator=generator) * 2 - 1).to(x.device)  # (4, B) in [-1, 1]
+    angle, zoom = u[0] * math.radians(degrees), 1 + u[1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid works in [-1, 1] coordinates: a shift of f of the side is 2f
+    theta = torch.stack([torch.stack([cos, -sin, 2 * shift * u[2]], 1), torch.stack([sin, cos, 2 * shift * u[3]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Predicted labels int64 (N,) for uint8 NHWC images, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [
+        model(to_tensor(images[i : i + batch_size]).to(device)).argmax(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def _val_score(model: nn.Module, val: ImageTable) -> float:
+    if len(val) == 0:
+        return 0.0
+    return M.balanced_accuracy(M.confusion_matrix(val.labels, predict(model, val.images), val.num_classes))
+
+
+def train_classifier(
+    train: ImageTable,
+    val: ImageTable,
+    cfg: EvaluateConfig,
+    seed: int,
+    *,
+    sample_weight: np.ndarray | None = None,
+    class_weight: np.ndarray | None = None,
+    augment: bool = False,
+    progress: bool = True,
+) -> nn.Module:
+    """Train `cfg.classifier` for `cfg.epochs`; return it at the epoch with the best validation
+    balanced accuracy (the last epoch on ties or without validation images), in eval mode.
+
+    Args:
+        train: the training images (any strategy's output).
+        val: real validation images; the only data used to choose the model.
+        cfg: classifier, epochs, batch_size, lr, device.
+        seed: seeds the weights, the batch order and the augmentation (one torch.Generator).
+        sample_weight: (N,) per-image loss weights.
+        class_weight: (K,) per-class loss weights; the loss is sum(w_i * CE_i) / sum(w_i).
+        augment: apply `augment_batch` to every training batch.
+        progress: show a bar over epochs.
+
+    Runs with `cfg.cpu_threads` torch threads, restored afterwards.
+    """
+    if len(train) == 0:
+        raise DataError("no training images for the classifier")
+    if sample_weight is not None and len(sample_weight) != len(train):
+        raise ValueError(f"sample_weight has {len(sample_weight)} values for {len(train)} training images")
+    if class_weight is not None and len(class_weight) != train.num_classes:
+        raise ValueError(f"class_weight has {len(class_weight)} values for {train.num_classes} classes")
+    with cpu_threads(cfg.cpu_threads):
+        return _fit(train, val, cfg, seed, sample_weight, class_weight, augment, progress)
+
+
+def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sample_weight: np.ndarray | None,
+         class_weight: np.ndarray | None, augment: bool, progress: bool) -> nn.Module:
+    device = resolve_device(cfg.device)
+    g = torch.Generator().manual_seed(seed)
+    h, w, c = train.image_shape
+    model = build_classifier(cfg.classifier, (c, h, w), train.num_classes, g).to(device)
+    x, y = to_tensor(train.images).to(device), torch.from_numpy(train.labels).to(device)
+    weight = torch.ones(len(train), dtype=torch.float32)
+    if sample_weight is not None:
+        weight *= torch.as_tensor(sample_weight, dtype=torch.float32)
+    if class_weight is not None:
+        weight *= torch.as_tensor(class_weight, dtype=torch.float32)[torch.from_numpy(train.labels)]
+    weight = weight.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    best_score, best_state = -1.0, None
+    for epoch in tqdm(range(cfg.epochs), desc="classifier", disable=not progress, leave=False):
+        model.train()
+        order = torch.randperm(len(train), generator=g).to(device)
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            if len(idx) < 2 < len(order):
+                continue  # a batch of one breaks BatchNorm on 1x1 feature maps
+            xb = augment_batch(x[idx], g) if augment else x[idx]
+            wb = weight[idx]
+            # weighted cross-entropy: sum_i w_i CE_i / sum_i w_i over the batch
+            loss = (F.cross_entropy(model(xb), y[idx], reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"classifier loss is {loss.item()} at epoch {epoch}; lower evaluate.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        score = _val_score(model, val)
+        if score >= best_score:
+            best_score, best_state = score, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+def train_feature_model(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, progress: bool = False) -> nn.Module:
+    """The real-data judge for GAN quality: a class-weighted `small_cnn` (its penultimate layer embeds)."""
+    judge_cfg = cfg.model_copy(update={"classifier": "small_cnn"})
+    return train_classifier(
+        train, val, judge_cfg, seed, class_weight=inverse_frequency_weights(train.counts()), progress=progress
+    )
+
+
+# ---- the evaluation: strategies x seeds -------------------------------------------------------
+
+SUBSETS = ("test", "balanced_test", "val")
+
+
+def balanced_subsample(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """Sorted row indices with the same number of images (the rarest present class's) per class."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=num_classes)
+    n = int(counts[counts > 0].min())
+    rows = [rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in np.flatnonzero(counts)]
+    return np.sort(np.concatenate(rows))
+
+
+def fingerprint(table: ImageTable) -> str:
+    """sha256 of a table's pixels, labels and class names: the data version the metrics came from."""
+    h = hashlib.sha256()
+    for part in (np.ascontiguousarray(table.images), table.labels.astype("<i8")):
+        h.update(part.tobytes())
+    h.update("\n".join(table.class_names).encode())
+    return h.hexdigest()
+
+
+def _check_tables(train: ImageTable, val: ImageTable, test: ImageTable, synthetic: ImageTable | None) -> None:
+    named = {"val": val, "test": test} | ({"synthetic": synthetic} if synthetic is not None else {})
+    for name, t in named.items():
+        if t.class_names != train.class_names:
+            raise DataError(
+                f"{name} classes {list(t.class_names)} differ from train classes {list(train.class_names)}; "
+                f"rebuild {name} from the same prepared data"
+            )
+        if len(t) and t.image_shape != train.image_shape:
+            raise DataError(f"{name} images are {t.image_shape}, train images {train.image_shape}; use one shape")
+    if len(test) == 0:
+        raise DataError("the test split is empty; set data.test_fraction or provide test.npz")
+
+
+def _runnable(names: list[str], synthetic: ImageTable | None) -> tuple[list[str], dict[str, str]]:
+    if synthetic is not None and len(synthetic) > 0:
+        return list(names), {}
+    why = ("no synthetic data were given (run `augment train-gan` and `augment generate`)"
+           if synthetic is None else "the synthetic dataset is empty (the plan adds no image)")
+    skipped = {n: why for n in names if STRATEGIES[n].uses_synthetic}
+    return [n for n in names if n not in skipped], skipped
+
+
+def _prediction_rows(name: str, seed: int, subset: str, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({
+        "strategy": name, "seed": seed, "subset": subset, "row": rows.astype(np.int64),
+        "y_true": y_true.astype(np.int64), "y_pred": y_pred.astype(np.int64),
+    })
+
+
+def run_strategy(name: str, cfg: EvaluateConfig, tables: dict[str, ImageTable], add: np.ndarray,
+                 seed: int, balanced_rows: np.ndarray | None) -> pd.DataFrame:
+    """Train one strategy with one seed; its predictions on test, balanced_test and val."""
+    ts = STRATEGIES[name].prepare(tables["train"], tables.get("synthetic"), add, seed)
+    model = train_classifier(ts.table, tables["val"], cfg, seed, class_weight=ts.class_weight,
+                             augment=ts.augment, progress=False)
+    test, val = tables["test"], tables["val"]
+    pred = predict(model, test.images)  # the test split is predicted once per model
+    parts = [_prediction_rows(name, seed, "test", np.arange(len(test)), test.labels, pred)]
+    if balanced_rows is not None:
+        parts.append(_prediction_rows(name, seed, "balanced_test", balanced_rows, test.labels[balanced_rows], pred[balanced_rows]))
+    if len(val):
+        parts.append(_prediction_rows(name, seed, "val", np.arange(len(val)), val.labels, predict(model, val.images)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def summarize_predictions(predictions: pd.DataFrame, num_classes: int, subset: str) -> dict[str, dict]:
+    """{strategy: summary over seeds} for one subset, strategies in order of first appearance."""
+    out = {}
+    sub = predictions[predictions["subset"] == subset]
+    for name in dict.fromkeys(sub["strategy"]):
+        runs = [
+            M.classification_metrics(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), num_classes)
+            for _, g in sub[sub["strategy"] == name].groupby("seed", sort=True)
+        ]
+        out[name] = M.summarize_runs(runs)
+    return out
+
+
+def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str = "gan") -> dict:
+    """`strategy` minus the best non-GAN strategy in test balanced accuracy, paired by seed.
+
+    The baseline is the non-GAN strategy with the best mean balanced accuracy on `selection` (the
+    validation summaries); without validation it is chosen on the test set, which favours the
+    baseline. Verdict: "gain" only when the 95% CI lies above 0; one seed cannot show a gain.
+    """
+    out = {"strategy": strategy, "baseline": None, "selected_by": None, "balanced_accuracy": None,
+           "significant": False, "verdict": None, "reason": None}
+    candidates = [n for n in test if not STRATEGIES[n].uses_synthetic]
+    if strategy not in test:
+        return out | {"reason": f"strategy {strategy!r} was not run"}
+    if not candidates:
+        return out | {"reason": "no non-GAN strategy was run to compare with"}
+    source, how = (selection, "validation balanced accuracy") if selection else (
+        test, "test balanced accuracy (no validation images; this favours the baseline)")
+    scores = {n: source[n]["balanced_accuracy"]["mean"] for n in candidates if n in source}
+    baseline = M.best_strategy({n: -math.inf if s is None else s for n, s in scores.items()})
+    diff = M.paired_difference(test[strategy]["balanced_accuracy"]["per_seed"],
+                               test[baseline]["balanced_accuracy"]["per_seed"])
+    if len(diff["per_seed"]) < 2:
+        verdict = "no gain" if diff["mean"] <= 0 else "undetermined"
+    else:
+        verdict = "gain" if diff["ci95"][0] > 0 else "no gain"
+    return out | {"baseline": baseline, "selected_by": how, "balanced_accuracy": diff,
+                  "significant": verdict == "gain", "verdict": verdict}
+
+
+def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, ...] | list[str]) -> dict:
+    """The metrics.json core from the predictions table: `strategies`, `balanced_test`, `validation`, `gain`.
+
+    Everything is recomputed from `predictions` (columns strategy, seed, subset, y_true, y_pred),
+    so the report's numbers and the stored predictions cannot disagree.
+    """
+    k = len(class_names)
+    test = summarize_predictions(predictions, k, "test")
+    val = summarize_predictions(predictions, k, "val")
+    selection = {n: s for n, s in val.items() if n in test} or None
+    out = {
+        "strategies": test,
+        "validation": {"strategies": {n: {"balanced_accuracy": s["balanced_accuracy"]} for n, s in val.items()}},
+        "gain": gain(test, selection),
+        "gains": {n: gain(test, selection, n) for n in test if STRATEGIES[n].uses_synthetic},
+    }
+    balanced = summarize_predictions(predictions, k, "balanced_test")
+    if balanced:
+        base = out["gain"]["baseline"]
+        sub = predictions[(predictions["subset"] == "balanced_test")]
+        rows = int(sub.groupby(["strategy", "seed"]).size().iloc[0])
+        # same baseline as on the full test set: the subsample is for reading, not for re-selection
+        bal_gain = gain(balanced, {base: balanced[base]} if base else None)
+        out["balanced_test"] = {"rows": rows, "per_class": rows // k, "strategies": balanced, "gain": bal_gain}
+    return out
+
+
+def _notes(metrics: dict, seeds: list[int], tables: dict[str, ImageTable]) -> list[str]:
+    notes = [f"Confidence intervals: {M.CI_METHOD}."]
+    if len(seeds) == 1:
+        notes.append("One seed: every interval is [mean, mean] and no difference can be called significant.")
+    g = metrics["gain"]
+    if g["baseline"]:
+        notes.append(f"Baseline for the gain: {g['baseline']}, the best non-GAN strategy by {g['selected_by']}.")
+    synthetic = tables.get("synthetic")
+    if synthetic is not None and "synthetic_only" in metrics["strategies"]:
+        missing = [n for n, c in zip(synthetic.class_names, synthetic.counts()) if c == 0]
+        if missing:
+            notes.append(f"synthetic_only never sees class(es) {', '.join(missing)} (the plan adds none), "
+                         "so their recall is 0 by construction.")
+    return notes
+
+
+def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable], progress: bool) -> tuple[dict | None, str | None]:
+    from pipeline.quality import gan_quality
+
+    if "synthetic" not in tables:
+        return None, "no synthetic data to score"
+    if not cfg.gan_quality:
+        return None, "evaluate.gan_quality is false"
+    judge = train_feature_model(tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
+    return gan_quality(tables["train"], tables["test"], tables["synthetic"], judge, cfg.seed), None
+
+
+def _run_all(cfg: EvaluateConfig, names: list[str], seeds: list[int], tables: dict[str, ImageTable],
+             add: np.ndarray, balanced_rows: np.ndarray | None, progress: bool) -> tuple[pd.DataFrame, dict]:
+    """Every (strategy, seed) run in order; the predictions table and seconds per strategy."""
+    parts, timing = [], {}
+    with cpu_threads(cfg.cpu_threads), tqdm(total=len(names) * len(seeds), desc="evaluate", disable=not progress) as bar:
+        for name in names:
+            start = time.perf_counter()
+            for seed in seeds:
+                bar.set_postfix_str(f"{name} seed {seed}")
+                parts.append(run_strategy(name, cfg, tables, add, seed, balanced_rows))
+                bar.update()
+            timing[name] = round(time.perf_counter() - start, 2)
+    return pd.concat(parts, ignore_index=True), timing
+
+
+def evaluate(
+    cfg: EvaluateConfig,
+    train: ImageTable,
+    val: ImageTable,
+    test: ImageTable,
+    synthetic: ImageTable | None,
+    plan: dict[str, int],
+    progress: bool = True,
+) -> dict:
+    """Every strategy in `cfg.strategies` x `cfg.seeds` seeds, scored on test and its balanced subsample.
+
+    Args:
+        cfg: the `evaluate` section of params.yaml.
+        train, val, test: the prepared real splits (val chooses models and the baseline; test is
+            predicted once per trained model).
+        synthetic: the generated images, or None (GAN strategies are then skipped, with the reason).
+        plan: {class name: images to add}, the quota oversample/smote fill.
+        progress: show a progress bar over runs.
+
+    Returns:
+        {"metrics": the metrics.json dict, "predictions": DataFrame strategy, seed, subset, row, y_true, y_pred}.
+    """
+    _check_tables(train, val, test, synthetic)
+    add = plan_counts(plan, train.class_names)
+    names, skipped = _runnable(cfg.strategies, synthetic)
+    if not names:
+        raise DataError(f"no strategy can run: {'; '.join(f'{n}: {r}' for n, r in skipped.items())}")
+    tables = {"train": train, "val": val, "test": test}
+    if synthetic is not None and len(synthetic):
+        tables["synthetic"] = synthetic
+    balanced_rows = balanced_subsample(test.labels, test.num_classes, cfg.seed) if cfg.balanced_test else None
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    predictions, timing = _run_all(cfg, names, seeds, tables, add, balanced_rows, progress)
+    metrics = {
+        "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds,
+        "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
+        "train_counts": train.counts().tolist(), "test_counts": test.counts().tolist(),
+        "plan": {n: int(a) for n, a in zip(train.class_names, add)},
+        "strategy_descriptions": {n: STRATEGIES[n].description for n in cfg.strategies},
+        **metrics_from_predictions(predictions, train.class_names),
+        "skipped": skipped,
+        "data": {n: {"rows": len(t), "sha256": fingerprint(t)} for n, t in tables.items()},
+    }
+    start = time.perf_counter()
+    with cpu_threads(cfg.cpu_threads):
+        metrics["gan_quality"], why = _gan_quality(cfg, tables, progress)
+    if why:
+        metrics["skipped"]["gan_quality"] = why
+    timing["gan_quality"] = round(time.perf_counter() - start, 2)
+    metrics["timing_s"] = timing
+    metrics["notes"] = _notes(metrics, seeds, tables)
+    return {"metrics": metrics, "predictions": predictions}
+
+
+def write_results(out_dir: str | Path, result: dict) -> list[Path]:
+    """Write `metrics.json` and `predictions.parquet` (atomically) into `out_dir`; return the paths."""
+    out_dir = Path(out_dir)
+    metrics_path, pred_path = out_dir / "metrics.json", out_dir / "predictions.parquet"
+    with io.atomic_path(pred_path) as tmp:
+        result["predictions"].to_parquet(tmp, index=False)
+    io.write_json(metrics_path, result["metrics"])
+    return [metrics_path, pred_path]
+
+
+def read_results(out_dir: str | Path) -> dict:
+    """`metrics.json` and `predictions.parquet` from `out_dir`, as `evaluate` returned them."""
+    import json
+
+    out_dir = Path(out_dir)
+    metrics_path, pred_path = out_dir / "metrics.json", out_dir / "predictions.parquet"
+    for p in (metrics_path, pred_path):
+        if not p.is_file():
+            raise DataError(f"{p}: not found; run `augment evaluate` first")
+    return {"metrics": json.loads(metrics_path.read_text(encoding="utf-8")), "predictions": pd.read_parquet(pred_path)}

@@ -1,0 +1,285 @@
+"""Strategies, the training loop, the gain, and the whole evaluation on long-tailed sklearn digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import config
+from pipeline import evaluate as E
+from pipeline import metrics as M
+from pipeline.data import ImageTable, impose_long_tail, stratified_split
+from pipeline.errors import ConfigError, DataError
+from pipeline.sources import ImageSpec, read_digits
+from tests.conftest import tiny_arrays
+
+NAMES = ("a", "b", "c")
+
+
+def _table(counts=(6, 4, 3), seed=0) -> ImageTable:
+    x, y = tiny_arrays(counts, seed=seed)
+    return ImageTable(x, y, NAMES)
+
+
+def _cfg(**kw) -> config.EvaluateConfig:
+    return config.build({}, {f"evaluate.{k}": v for k, v in kw.items()}).evaluate
+
+
+# ---- strategies -------------------------------------------------------------------------------
+
+def test_inverse_frequency_weights_by_hand():
+    assert E.inverse_frequency_weights(np.array([6, 3, 1])) == pytest.approx([10 / 18, 10 / 9, 10 / 3])
+    assert E.inverse_frequency_weights(np.array([2, 0]))[1] == 0.0
+
+
+def test_plan_counts_and_bad_plan():
+    assert E.plan_counts({"b": 2, "c": 3}, NAMES).tolist() == [0, 2, 3]
+    with pytest.raises(DataError, match="'z' is not in the data"):
+        E.plan_counts({"z": 1}, NAMES)
+    with pytest.raises(DataError, match="negative"):
+        E.plan_counts({"a": -1}, NAMES)
+
+
+def test_random_oversample_adds_copies_of_the_right_class():
+    t = _table()
+    out = E.random_oversample(t, np.array([0, 2, 5]), seed=0)
+    assert out.counts().tolist() == [6, 6, 8]
+    new = out.subset(np.arange(len(t), len(out)))
+    for img, label in zip(new.images, new.labels):
+        assert any(np.array_equal(img, o) for o in t.images[t.labels == label])
+
+
+def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
+    t = _table((8, 2, 1))
+    add = np.array([0, 6, 4])
+    out = E.smote_oversample(t, add, seed=0)
+    assert out.counts().tolist() == [8, 8, 5]
+    assert out.images.dtype == np.uint8 and out.image_shape == t.image_shape
+    new = out.subset(np.arange(len(t), len(out)))
+    # class b (2 images, k=1): every new image lies between its two images, pixel by pixel
+    two = t.images[t.labels == 1].astype(int)
+    b = new.images[new.labels == 1].astype(int)
+    assert len(b) == 6
+    assert (b >= two.min(0) - 1).all() and (b <= two.max(0) + 1).all()
+    # class c (1 image): duplicated
+    single = t.images[t.labels == 2][0]
+    assert all(np.array_equal(img, single) for img in new.images[new.labels == 2])
+    again = E.smote_oversample(t, add, seed=0)
+    assert np.array_equal(again.images, out.images)
+
+
+def test_strategy_registry_matches_the_config_choices():
+    assert set(E.STRATEGIES) == {"none", "class_weight", "oversample", "smote", "augment", "gan", "gan+augment", "synthetic_only"}
+    assert {n for n, s in E.STRATEGIES.items() if s.uses_synthetic} == {"gan", "gan+augment", "synthetic_only"}
+    with pytest.raises(ConfigError, match="valid|one of"):
+        config.build({}, {"evaluate.strategies": ["mixup"]})
+
+
+def test_strategies_prepare_their_data():
+    t, syn = _table(), _table((0, 2, 3), seed=9)
+    add = np.array([0, 2, 3])
+    assert len(E.STRATEGIES["gan"].prepare(t, syn, add, 0).table) == len(t) + len(syn)
+    assert E.STRATEGIES["gan+augment"].prepare(t, syn, add, 0).augment
+    assert E.STRATEGIES["synthetic_only"].prepare(t, syn, add, 0).table is syn
+    assert E.STRATEGIES["class_weight"].prepare(t, None, add, 0).class_weight is not None
+    with pytest.raises(DataError, match="augment generate"):
+        E.STRATEGIES["synthetic_only"].prepare(t, None, add, 0)
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+def test_augment_batch_identity_at_zero_strength_and_seeded():
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    same = E.augment_batch(x, torch.Generator().manual_seed(0), degrees=0, scale=0, shift=0)
+    assert torch.allclose(same, x, atol=1e-5)
+    a = E.augment_batch(x, torch.Generator().manual_seed(1))
+    b = E.augment_batch(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, x)
+
+
+def test_train_classifier_learns_and_is_deterministic():
+    train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
+    cfg = _cfg(epochs=4, batch_size=16, device="cpu")
+    m1 = E.train_classifier(train, val, cfg, seed=3, progress=False)
+    m2 = E.train_classifier(train, val, cfg, seed=3, progress=False)
+    assert not m1.training
+    for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(p1, p2)
+    pred = E.predict(m1, val.images)
+    assert M.balanced_accuracy(M.confusion_matrix(val.labels, pred, 3)) > 0.9
+
+
+def test_train_classifier_with_weights_augmentation_and_no_validation():
+    train = _table((12, 6, 3))
+    empty = train.subset(np.zeros(0, dtype=np.int64))
+    cfg = _cfg(epochs=1, batch_size=8, device="cpu")
+    model = E.train_classifier(train, empty, cfg, 0, class_weight=np.array([1.0, 2.0, 4.0]),
+                               sample_weight=np.ones(len(train)), augment=True, progress=False)
+    assert E.predict(model, train.images).shape == (len(train),)
+
+
+def test_cuda_requested_without_a_gpu_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="evaluate.device"):
+        E.resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_classifier_on_cuda():
+    train = _table((12, 6, 3))
+    model = E.train_classifier(train, train, _cfg(epochs=1, device="cuda"), 0, progress=False)
+    assert next(model.parameters()).is_cuda
+    assert E.predict(model, train.images).shape == (len(train),)
+
+
+# ---- the gain and the metrics core --------------------------------------------------------------
+
+def _summary(per_seed: list[float]) -> dict:
+    return {"balanced_accuracy": M.mean_ci(per_seed)}
+
+
+def test_gain_picks_the_best_baseline_on_validation():
+    test = {"none": _summary([0.70, 0.72]), "oversample": _summary([0.80, 0.81]),
+            "smote": _summary([0.78, 0.79]), "gan": _summary([0.85, 0.87])}
+    val = {"none": _summary([0.6, 0.6]), "oversample": _summary([0.7, 0.7]),
+           "smote": _summary([0.75, 0.76]), "gan": _summary([0.99, 0.99])}
+    g = E.gain(test, val)
+    assert g["baseline"] == "smote" and g["selected_by"].startswith("validation")
+    assert g["balanced_accuracy"]["per_seed"] == pytest.approx([0.07, 0.08])
+    assert g["verdict"] == "gain" and g["significant"]
+    # without validation the best non-GAN strategy on test is the baseline, never gan itself
+    g = E.gain(test, None)
+    assert g["baseline"] == "oversample" and "favours the baseline" in g["selected_by"]
+
+
+def test_gain_verdicts_no_gain_single_seed_and_missing():
+    test = {"none": _summary([0.80, 0.70]), "gan": _summary([0.82, 0.69])}
+    g = E.gain(test, None)
+    assert g["verdict"] == "no gain" and not g["significant"]
+    assert E.gain({"none": _summary([0.8]), "gan": _summary([0.9])}, None)["verdict"] == "undetermined"
+    assert E.gain({"none": _summary([0.8]), "gan": _summary([0.7])}, None)["verdict"] == "no gain"
+    missing = E.gain({"none": _summary([0.8])}, None)
+    assert missing["balanced_accuracy"] is None and "not run" in missing["reason"]
+    alone = E.gain({"gan": _summary([0.8])}, None)
+    assert alone["baseline"] is None and "non-GAN" in alone["reason"]
+
+
+def test_metrics_from_a_hand_made_predictions_table():
+    rows = []
+    for strategy, preds in {"none": ([0, 0, 1, 1], [0, 1, 1, 1]), "gan": ([0, 0, 1, 1], [0, 0, 1, 1])}.items():
+        for seed in (0, 1):
+            for subset in ("test", "val"):
+                rows += [dict(strategy=strategy, seed=seed, subset=subset, row=i, y_true=t, y_pred=p)
+                         for i, (t, p) in enumerate(zip(*preds))]
+    out = E.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
+    assert out["strategies"]["none"]["balanced_accuracy"]["mean"] == pytest.approx(0.75)
+    assert out["strategies"]["gan"]["accuracy"]["ci95"] == [1.0, 1.0]
+    assert out["gain"]["baseline"] == "none"
+    assert out["gain"]["balanced_accuracy"]["mean"] == pytest.approx(0.25)
+    assert "balanced_test" not in out
+
+
+def test_balanced_subsample_is_balanced_and_seeded():
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 7)
+    rows = E.balanced_subsample(labels, 4, seed=0)  # class 3 absent: ignored
+    assert np.bincount(labels[rows]).tolist() == [4, 4, 4]
+    assert np.array_equal(rows, E.balanced_subsample(labels, 4, seed=0))
+
+
+def test_mismatched_tables_are_refused():
+    t = _table()
+    other = ImageTable(t.images, t.labels, ("a", "b", "z"))
+    with pytest.raises(DataError, match="synthetic classes"):
+        E.evaluate(_cfg(), t, t, t, other, {}, progress=False)
+
+
+# ---- integration on long-tailed digits ------------------------------------------------------------
+
+def _jittered_copies(train: ImageTable, add: np.ndarray, seed: int) -> ImageTable:
+    """A stand-in for GAN output: real images of the planned classes with +-24 grey-level noise."""
+    rng = np.random.default_rng(seed)
+    over = E.random_oversample(train, add, seed)
+    syn = over.subset(np.arange(len(train), len(over)))
+    noisy = np.clip(syn.images.astype(np.int16) + rng.integers(-24, 25, syn.images.shape), 0, 255)
+    return ImageTable(noisy.astype(np.uint8), syn.labels, syn.class_names)
+
+
+@pytest.fixture(scope="module")
+def digits_run():
+    source = read_digits(ImageSpec(None, None, True))
+    pool, test = stratified_split(source.train, 0.3, seed=1000)
+    train, val = stratified_split(pool, 0.15, seed=0)
+    train = impose_long_tail(train, [60, 45, 35, 25, 18, 13, 10, 7, 5, 4], seed=0)
+    plan = {name: int(60 - n) for name, n in train.counts_by_name().items()}
+    synthetic = _jittered_copies(train, E.plan_counts(plan, train.class_names), seed=0)
+    cfg = _cfg(seeds=2, epochs=2, batch_size=32, device="cpu")
+    result = E.evaluate(cfg, train, val, test, synthetic, plan, progress=False)
+    return dict(result=result, train=train, val=val, test=test, synthetic=synthetic, plan=plan, cfg=cfg)
+
+
+@pytest.mark.slow
+def test_every_strategy_runs_for_two_seeds(digits_run):
+    m, pred = digits_run["result"]["metrics"], digits_run["result"]["predictions"]
+    assert list(m["strategies"]) == list(E.STRATEGIES)
+    assert m["skipped"] == {} and m["seeds"] == [0, 1]
+    for s in m["strategies"].values():
+        for name in M.SCALAR_METRICS:
+            assert len(s[name]["per_seed"]) == 2 and 0 <= s[name]["mean"] <= 1
+            lo, hi = s[name]["ci95"]
+            assert lo <= s[name]["mean"] <= hi
+    assert set(pred.columns) >= {"strategy", "seed", "y_true", "y_pred", "subset"}
+    n_test = len(digits_run["test"])
+    assert (pred[pred["subset"] == "test"].groupby(["strategy", "seed"]).size() == n_test).all()
+    assert m["gain"]["baseline"] in {"none", "class_weight", "oversample", "smote", "augment"}
+    assert m["balanced_test"]["gain"]["baseline"] == m["gain"]["baseline"]
+    q = m["gan_quality"]
+    assert {"fid", "kid", "intra_fid", "precision", "recall", "class_consistency", "memorization"} <= set(q)
+    json.dumps(m, allow_nan=False)  # valid JSON: no NaN anywhere
+
+
+@pytest.mark.slow
+def test_metrics_means_equal_what_the_predictions_give(digits_run):
+    m, pred = digits_run["result"]["metrics"], digits_run["result"]["predictions"]
+    k = len(m["class_names"])
+    for subset, summaries in (("test", m["strategies"]), ("balanced_test", m["balanced_test"]["strategies"])):
+        for name, s in summaries.items():
+            rows = pred[(pred["strategy"] == name) & (pred["subset"] == subset)]
+            per_seed = [
+                M.balanced_accuracy(M.confusion_matrix(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), k))
+                for _, g in rows.groupby("seed")
+            ]
+            assert s["balanced_accuracy"]["mean"] == pytest.approx(np.mean(per_seed))
+            acc = (rows["y_true"] == rows["y_pred"]).groupby(rows["seed"]).mean()
+            assert s["accuracy"]["mean"] == pytest.approx(acc.mean())
+    # the balanced subsample really is balanced
+    bal = pred[(pred["subset"] == "balanced_test") & (pred["strategy"] == "none") & (pred["seed"] == 0)]
+    assert len(set(np.bincount(bal["y_true"]).tolist())) == 1
+
+
+@pytest.mark.slow
+def test_results_round_trip_through_files(digits_run, tmp_path):
+    paths = E.write_results(tmp_path, digits_run["result"])
+    assert [p.name for p in paths] == ["metrics.json", "predictions.parquet"]
+    back = E.read_results(tmp_path)
+    pd.testing.assert_frame_equal(back["predictions"], digits_run["result"]["predictions"])
+    assert back["metrics"]["gain"] == json.loads(json.dumps(digits_run["result"]["metrics"]["gain"]))
+    with pytest.raises(DataError, match="augment evaluate"):
+        E.read_results(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+def test_without_synthetic_data_gan_strategies_are_skipped_with_a_reason(digits_run):
+    d = digits_run
+    cfg = _cfg(seeds=1, epochs=1, strategies=["none", "gan", "synthetic_only"], device="cpu")
+    out = E.evaluate(cfg, d["train"], d["val"], d["test"], None, d["plan"], progress=False)["metrics"]
+    assert list(out["strategies"]) == ["none"]
+    assert "augment generate" in out["skipped"]["gan"] and "synthetic_only" in out["skipped"]
+    assert out["gain"]["balanced_accuracy"] is None and out["gain"]["reason"]
+    assert out["gan_quality"] is None and out["skipped"]["gan_quality"]
+    with pytest.raises(DataError, match="no strategy can run"):
+        E.evaluate(_cfg(strategies=["gan"]), d["train"], d["val"], d["test"], None, d["plan"], progress=False)

@@ -1,0 +1,180 @@
+"""Metrics against hand-computed values: classification scores, intervals, FID/KID, precision/recall."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+from imblearn.metrics import geometric_mean_score
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from pipeline import metrics as M
+
+# y_true 0 0 1 1 2 2 / y_pred 0 1 1 1 0 0: class 2 is never recalled
+Y_TRUE = np.array([0, 0, 1, 1, 2, 2])
+Y_PRED = np.array([0, 1, 1, 1, 0, 0])
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = M.confusion_matrix(Y_TRUE, Y_PRED, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [2, 0, 0]]
+
+
+def test_scores_with_a_zero_recall_class_by_hand():
+    m = M.classification_metrics(Y_TRUE, Y_PRED, 3)
+    assert m["per_class_recall"] == [0.5, 1.0, 0.0]
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    # F1 = 2TP / (2TP + FP + FN): class 0: 2/(2+2+1); class 1: 4/(4+1+0); class 2: 0
+    assert m["macro_f1"] == pytest.approx((2 / 5 + 4 / 5 + 0.0) / 3)
+    assert m["g_mean"] == 0.0  # one class with recall 0 zeroes the geometric mean
+
+
+def test_g_mean_nonzero_by_hand():
+    m = M.classification_metrics(np.array([0, 0, 1]), np.array([0, 1, 1]), 2)
+    assert m["per_class_recall"] == [0.5, 1.0]
+    assert m["g_mean"] == pytest.approx(math.sqrt(0.5 * 1.0))
+    assert m["balanced_accuracy"] == pytest.approx(0.75)
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_class_absent_from_test_is_left_out():
+    m = M.classification_metrics(np.array([0, 1]), np.array([0, 1]), 3)
+    assert math.isnan(m["per_class_recall"][2])
+    assert m["balanced_accuracy"] == 1.0 and m["g_mean"] == 1.0 and m["macro_f1"] == 1.0
+
+
+def test_scores_match_scikit_learn_and_imbalanced_learn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 400)
+    pred = np.where(rng.random(400) < 0.7, y, rng.integers(0, 5, 400))
+    m = M.classification_metrics(y, pred, 5)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["g_mean"] == pytest.approx(geometric_mean_score(y, pred))
+
+
+def test_mean_ci_student_t_on_a_known_sample():
+    # mean 3, sd sqrt(2.5), t(0.975, 4) = 2.776445 -> half width 2.776445 * 1.581139 / sqrt(5) = 1.963243
+    out = M.mean_ci([1, 2, 3, 4, 5])
+    assert out["mean"] == 3.0
+    assert out["ci95"] == pytest.approx([3 - 1.963243, 3 + 1.963243], abs=1e-6)
+    assert out["per_seed"] == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_mean_ci_single_seed_clip_and_nan():
+    assert M.mean_ci([0.7])["ci95"] == [0.7, 0.7]
+    clipped = M.mean_ci([0.9, 1.0], bounds=(0.0, 1.0))
+    assert clipped["ci95"][1] == 1.0 and clipped["ci95"][0] < 0.9
+    assert M.mean_ci([0.5, float("nan"), 0.7])["mean"] == pytest.approx(0.6)
+    assert M.mean_ci([float("nan")]) == {"mean": None, "ci95": [None, None], "per_seed": [None]}
+
+
+def test_paired_difference_by_hand():
+    # differences 0.1, 0.05, 0.05: mean 1/15, sd 0.0288675, t(0.975, 2) = 4.302653
+    out = M.paired_difference([0.8, 0.9, 0.85], [0.7, 0.85, 0.8])
+    half = 4.302653 * 0.0288675 / math.sqrt(3)
+    assert out["mean"] == pytest.approx(1 / 15)
+    assert out["ci95"] == pytest.approx([1 / 15 - half, 1 / 15 + half], abs=1e-6)
+    with pytest.raises(ValueError, match="as many seeds"):
+        M.paired_difference([0.1], [0.1, 0.2])
+
+
+def test_summarize_runs_means_and_shapes():
+    runs = [M.classification_metrics(Y_TRUE, Y_PRED, 3), M.classification_metrics(Y_TRUE, Y_TRUE, 3)]
+    s = M.summarize_runs(runs)
+    assert s["accuracy"]["per_seed"] == [0.5, 1.0]
+    assert s["per_class_recall"]["mean"] == [0.75, 1.0, 0.5]
+    assert len(s["per_class_recall"]["ci95"]) == 3
+    assert s["confusion"][2] == [1.0, 0.0, 1.0]
+
+
+def test_best_strategy_ties_go_to_the_first():
+    assert M.best_strategy({"a": 0.5, "b": 0.7, "c": 0.7}) == "b"
+    with pytest.raises(ValueError):
+        M.best_strategy({})
+
+
+def test_frechet_distance_closed_form():
+    # diagonal covariances commute: sqrt(C1 C2) = diag(2, 2); ||mu||^2 = 5, tr = 5 + 5 - 8
+    d = M.frechet_distance(np.zeros(2), np.diag([1.0, 4.0]), np.array([1.0, 2.0]), np.diag([4.0, 1.0]))
+    assert d == pytest.approx(7.0)
+
+
+def test_frechet_distance_matches_scipy_sqrtm_for_general_covariances():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    c1, c2 = a @ a.T + np.eye(6), b @ b.T + 0.1 * np.eye(6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    ref = np.sum((mu1 - mu2) ** 2) + np.trace(c1 + c2 - 2 * scipy.linalg.sqrtm(c1 @ c2).real)
+    assert M.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(ref, rel=1e-6)
+
+
+def test_fid_identical_sets_is_zero_and_shifted_gaussians_match_closed_form():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8))
+    assert M.fid(x, x) == pytest.approx(0.0, abs=1e-6)
+    # N(0, I) vs N(mu, I): FID = ||mu||^2 = 4 * 0.5^2 + 4 * 1^2 = 5
+    shift = np.array([0.5] * 4 + [1.0] * 4)
+    a, b = rng.normal(size=(20000, 8)), rng.normal(size=(20000, 8)) + shift
+    assert M.fid(a, b) == pytest.approx(5.0, abs=0.1)
+
+
+def test_weighted_mean_cov():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 3))
+    mu, cov = M.mean_cov(x, np.ones(50))
+    assert np.allclose(mu, x.mean(0)) and np.allclose(cov, np.cov(x, rowvar=False))
+    w = np.r_[np.ones(30), np.zeros(20)]
+    mu, cov = M.mean_cov(x, w)  # zero weight = row left out
+    assert np.allclose(mu, x[:30].mean(0)) and np.allclose(cov, np.cov(x[:30], rowvar=False))
+    with pytest.raises(ValueError, match="at least 2"):
+        M.mean_cov(x[:1])
+
+
+def test_kid_is_the_unbiased_mmd_by_hand():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 2)) + 1
+    k = lambda a, b: (a @ b / 2 + 1) ** 3  # noqa: E731
+    m = 6
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
+    out = M.kid(x, y, np.random.default_rng(0), subsets=1, subset_size=6)
+    assert out["mean"] == pytest.approx(xx + yy - 2 * xy)
+
+
+def test_kid_near_zero_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
+    same = M.kid(a, b, np.random.default_rng(0), subsets=10, subset_size=200)
+    shifted = M.kid(a, b + 1.0, np.random.default_rng(0), subsets=10, subset_size=200)
+    assert abs(same["mean"]) < 0.05 < shifted["mean"]
+
+
+def test_knn_radii_nearest_and_precision_recall_in_one_dimension():
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])
+    assert M.knn_radii(real, 1).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert M.knn_radii(real, 2).tolist() == [2.0, 1.0, 1.0, 2.0]
+    d, j = M.nearest(np.array([[0.4], [2.9]]), real)
+    assert d == pytest.approx([0.4, 0.1]) and j.tolist() == [0, 3]
+    fake = np.array([[0.5], [10.0]])
+    pr = M.precision_recall(real, fake, k=1)
+    # fake 0.5 lies in the ball of real 0 (radius 1), fake 10 in none; each fake ball has radius 9.5
+    assert pr["precision"] == 0.5 and pr["recall"] == 1.0
+    assert M.precision_recall(real, real, k=1)["precision"] == 1.0
+    far = M.precision_recall(real, real + 100, k=1)
+    assert far["precision"] == 0.0 and far["recall"] == 0.0
+    with pytest.raises(ValueError, match="k=4"):
+        M.knn_radii(real, 4)
+
+
+def test_chunked_distances_equal_unchunked():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(37, 4)), rng.normal(size=(23, 4))
+    d1, j1 = M.nearest(a, b, chunk=5)
+    d2, j2 = M.nearest(a, b, chunk=1000)
+    assert np.allclose(d1, d2) and (j1 == j2).all()
+    assert M.coverage_fraction(a, b, 3, chunk=4) == M.coverage_fraction(a, b, 3)

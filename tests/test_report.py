@@ -1,0 +1,134 @@
+"""The report: verdict sentences, self-contained HTML, Markdown with its PNGs, and the plot CSVs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import evaluate as E
+from pipeline import metrics as M
+from pipeline import quality as Q
+from pipeline import report as R
+from pipeline.data import ImageTable
+from pipeline.models.classifiers import build_classifier
+from tests.conftest import tiny_arrays
+
+NAMES = ("a", "b", "c")
+
+
+def _gain(per_seed: list[float], verdict: str) -> dict:
+    return {"metrics": None, "gain": {"baseline": "smote", "selected_by": "validation balanced accuracy",
+                                      "balanced_accuracy": M.mean_ci(per_seed), "verdict": verdict}}
+
+
+@pytest.mark.parametrize("per_seed, verdict, expected", [
+    ([0.03, 0.05, 0.04], "gain", r"^Gain: .* raises balanced accuracy by \+4\.0 points .* against smote"),
+    ([0.03, -0.01, 0.01], "no gain", r"^No gain: .* \+1\.0 points .* the interval includes 0\.$"),
+    ([-0.03, -0.05, -0.04], "no gain", r"^No gain: .* lowers balanced accuracy by 4\.0 points"),
+    ([0.02], "undetermined", r"^No gain can be claimed: .*one seed"),
+])
+def test_verdict_sentences(per_seed, verdict, expected):
+    assert re.search(expected, R.verdict(_gain(per_seed, verdict)))
+
+
+def test_verdict_without_synthetic_data_says_why():
+    m = {"gain": {"balanced_accuracy": None, "reason": "strategy 'gan' was not run"},
+         "skipped": {"gan": "no synthetic data were given (run `augment generate`)"}}
+    assert R.verdict(m).startswith("No verdict on GAN augmentation: no synthetic data were given")
+
+
+def _predictions(rng: np.random.Generator, y: np.ndarray) -> pd.DataFrame:
+    rows = []
+    for strategy, skill in (("none", 0.6), ("oversample", 0.8), ("gan+augment", 0.85), ("gan", 0.9)):
+        for seed in (0, 1):
+            for subset in ("test", "balanced_test", "val"):
+                pred = np.where(rng.random(len(y)) < skill, y, rng.integers(0, 3, len(y)))
+                rows.append(pd.DataFrame(dict(strategy=strategy, seed=seed, subset=subset, row=np.arange(len(y)),
+                                              y_true=y, y_pred=pred)))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def report_inputs():
+    rng = np.random.default_rng(0)
+    x, y = tiny_arrays((12, 8, 6))
+    train = ImageTable(x, y, NAMES)
+    xs, ys = tiny_arrays((0, 4, 6), seed=5)
+    synthetic = ImageTable(xs, ys, NAMES)
+    xt, yt = tiny_arrays((10, 10, 10), seed=1)
+    test = ImageTable(xt, yt, NAMES)
+    predictions = _predictions(rng, yt)
+    metrics = {
+        "classifier": "small_cnn", "epochs": 2, "seeds": [0, 1], "class_names": list(NAMES),
+        "train_counts": [12, 8, 6], "test_counts": [10, 10, 10], "plan": {"a": 0, "b": 4, "c": 6},
+        "strategy_descriptions": {n: E.STRATEGIES[n].description for n in ("none", "oversample", "gan", "gan+augment")},
+        **E.metrics_from_predictions(predictions, NAMES),
+        "skipped": {"smote": "a test reason"}, "notes": ["Confidence intervals: a note."],
+        "data": {"train": {"rows": 26, "sha256": "ab" * 32}},
+        "timing_s": {"none": 1.0},
+    }
+    model = build_classifier("small_cnn", (1, 8, 8), 3, torch.Generator().manual_seed(0)).eval()
+    metrics["gan_quality"] = Q.gan_quality(train, test, synthetic, model, seed=0)
+    return dict(metrics=metrics, predictions=predictions, train=train, synthetic=synthetic)
+
+
+def test_report_html_is_self_contained_and_states_the_verdict(report_inputs, tmp_path):
+    gan_dir = tmp_path / "gan"
+    gan_dir.mkdir()
+    pd.DataFrame({"step": [1, 2, 3], "d_loss": [1.0, 0.9, 0.8], "g_loss": [0.7, 0.8, 0.9]}).to_csv(gan_dir / "losses.csv", index=False)
+    out = tmp_path / "reports"
+    paths = R.write_report(out, report_inputs["metrics"], report_inputs["predictions"], train=report_inputs["train"],
+                           synthetic=report_inputs["synthetic"], gan_dir=gan_dir,
+                           params={"evaluate": {"seeds": 2}, "data": {"source": "digits"}})
+    assert all(p.is_file() for p in paths)
+    page = (out / "report.html").read_text()
+    # no external reference of any kind: nothing to fetch when the file is opened offline
+    assert not re.search(r"""(src|href)\s*=\s*["']?(?!data:)[a-z]+:""", page, re.I)
+    assert "http://" not in page and "https://" not in page and "@import" not in page and "url(" not in page
+    imgs = re.findall(r"<img [^>]*src='([^']*)'", page)
+    # recall, confusion, losses, real-vs-synthetic grid, nearest pairs
+    assert len(imgs) == 5 and all(src.startswith("data:image/png;base64,") for src in imgs)
+    assert "losses from losses.csv" in page
+    verdict = R.verdict(report_inputs["metrics"])
+    first_p = re.search(r"<p[^>]*>(.*?)</p>", page, re.S).group(1)
+    assert first_p.startswith(("Gain:", "No gain")) and first_p == verdict.replace("'", "&#x27;")
+    assert "Skipped smote: a test reason." in page and "source: digits" in page
+
+
+def test_report_markdown_pngs_and_csvs(report_inputs, tmp_path):
+    R.write_report(tmp_path, report_inputs["metrics"], report_inputs["predictions"], train=report_inputs["train"],
+                   synthetic=report_inputs["synthetic"], gan_dir=None, params={})
+    md = (tmp_path / "report.md").read_text()
+    assert md.splitlines()[2] == R.verdict(report_inputs["metrics"])
+    for png in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "No loss curves: no GAN folder was given." in md
+    strategies = pd.read_csv(tmp_path / "strategies.csv")
+    assert set(strategies["subset"]) == {"test", "balanced_test"}
+    means = report_inputs["metrics"]["strategies"]["gan"]["balanced_accuracy"]["mean"]
+    row = strategies[(strategies["strategy"] == "gan") & (strategies["subset"] == "test")]
+    assert row["balanced_accuracy"].item() == pytest.approx(means)
+    recall = pd.read_csv(tmp_path / "per_class_recall.csv")
+    assert recall["class"].tolist() == ["a", "b", "c"] and recall["train_count"].tolist() == [12, 8, 6]
+    confusion = pd.read_csv(tmp_path / "confusion_gan_augment.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 30
+
+
+def test_report_without_synthetic_data_or_losses(report_inputs, tmp_path):
+    m = dict(report_inputs["metrics"], gan_quality=None, skipped={"gan_quality": "no synthetic data to score"})
+    R.write_report(tmp_path, m, report_inputs["predictions"], train=report_inputs["train"], synthetic=None,
+                   gan_dir=tmp_path / "missing", params={})
+    md = (tmp_path / "report.md").read_text()
+    assert "Not measured: no synthetic data to score." in md
+    assert "No synthetic images to show." in md
+    assert f"No loss curves: {tmp_path / 'missing' / 'losses.csv'} not found." in md
+
+
+def test_markdown_and_html_escape_cells():
+    blocks = [R.Block("h1", "t"), R.Block("table", rows=[["a|b", "<x>"], ["1", "2"]])]
+    assert "a\\|b" in R.render_markdown(blocks)
+    assert "&lt;x&gt;" in R.render_html(blocks, "t")
