@@ -151,12 +151,52 @@ class GenerateConfig(Section):
     filter: FilterConfig = FilterConfig()
 
 
+class MixConfig(Section):
+    """How synthetic images enter training for strategy `gan_policy`; each knob lists the values to
+    try, and the combination with the best validation balanced accuracy is used (never the test set).
+    """
+
+    cap_ratio: list[float | None] = [1.0, 4.0, None]  # per class at most cap x real images; null = all
+    min_score: list[float] = [0.0, 0.9]  # keep images the real-data judge gives p(class) >= this
+    synthetic_weight: list[float] = [0.5, 1.0]  # loss weight of a synthetic image (real = 1)
+    class_weight: list[bool] = [True]  # also weight classes by inverse effective frequency
+    selection_seeds: int = Field(1, ge=1)  # classifier seeds averaged per grid point
+
+    @field_validator("cap_ratio", "min_score", "synthetic_weight", "class_weight")
+    @classmethod
+    def _non_empty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("list at least one value to try")
+        return v
+
+    @field_validator("cap_ratio")
+    @classmethod
+    def _caps(cls, v: list) -> list:
+        if any(c is not None and c < 0 for c in v):
+            raise ValueError(f"caps must be >= 0 or null, got {v}")
+        return v
+
+    @field_validator("min_score")
+    @classmethod
+    def _scores(cls, v: list) -> list:
+        if any(not 0.0 <= s <= 1.0 for s in v):
+            raise ValueError(f"scores are probabilities in [0, 1], got {v}")
+        return v
+
+    @field_validator("synthetic_weight")
+    @classmethod
+    def _weights(cls, v: list) -> list:
+        if any(w <= 0 for w in v):
+            raise ValueError(f"weights must be > 0, got {v}")
+        return v
+
+
 class EvaluateConfig(Section):
     """Stage `evaluate`: strategies x seeds with one classifier and one test set."""
 
     strategies: list[str] = [
         "none", "class_weight", "oversample", "smote", "augment", "gan", "gan+augment",
-        "synthetic_only",
+        "gan_policy", "synthetic_only",
     ]
     seeds: int = Field(3, ge=1)
     epochs: int = Field(15, ge=1)
@@ -170,6 +210,7 @@ class EvaluateConfig(Section):
     # torch CPU threads while evaluating (restored after); small models run best on one, and two
     # threads on a busy 2-core machine are several times slower. null keeps torch's default.
     cpu_threads: int | None = Field(1, ge=1)
+    mix: MixConfig = MixConfig()
 
     @field_validator("strategies")
     @classmethod

@@ -40,6 +40,22 @@ class TrainingSet:
     table: ImageTable
     class_weight: np.ndarray | None = None
     augment: bool = False
+    sample_weight: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class StrategyInputs:
+    """What a strategy may build its training set from (never the test split).
+
+    `mixed` is the real+synthetic set of the mixing policy chosen on validation (strategy
+    `gan_policy`), or None when that strategy is not run.
+    """
+
+    train: ImageTable
+    synthetic: ImageTable | None
+    add: np.ndarray
+    seed: int
+    mixed: TrainingSet | None = None
 
 
 @dataclass(frozen=True)
@@ -49,13 +65,14 @@ class Strategy:
     Attributes:
         name: registry key (params.yaml `evaluate.strategies`).
         uses_synthetic: needs the GAN's images (skipped, with the reason, when there are none).
-        prepare: (train, synthetic or None, add (K,) images to add per class, seed) -> TrainingSet.
+        prepare: StrategyInputs (train, synthetic or None, add (K,) images to add per class, seed,
+            the policy's mix) -> TrainingSet.
         description: one line for the report.
     """
 
     name: str
     uses_synthetic: bool
-    prepare: Callable[[ImageTable, ImageTable | None, np.ndarray, int], TrainingSet]
+    prepare: Callable[[StrategyInputs], TrainingSet]
     description: str
 
 
@@ -117,6 +134,12 @@ def _real_and_synthetic(train: ImageTable, synthetic: ImageTable | None) -> Imag
     return train if synthetic is None or len(synthetic) == 0 else ImageTable.concat([train, synthetic])
 
 
+def _policy_mix(inputs: StrategyInputs) -> TrainingSet:
+    if inputs.mixed is None:
+        raise DataError("strategy gan_policy needs synthetic images and a chosen mixing policy")
+    return inputs.mixed
+
+
 def _synthetic(synthetic: ImageTable | None) -> ImageTable:
     if synthetic is None or len(synthetic) == 0:
         raise DataError("strategy synthetic_only needs synthetic images; run `augment generate` first")
@@ -126,34 +149,39 @@ def _synthetic(synthetic: ImageTable | None) -> ImageTable:
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in [
-        Strategy("none", False, lambda t, s, a, seed: TrainingSet(t), "real training data as it is"),
+        Strategy("none", False, lambda i: TrainingSet(i.train), "real training data as it is"),
         Strategy(
             "class_weight", False,
-            lambda t, s, a, seed: TrainingSet(t, class_weight=inverse_frequency_weights(t.counts())),
+            lambda i: TrainingSet(i.train, class_weight=inverse_frequency_weights(i.train.counts())),
             "cross-entropy weighted by inverse class frequency",
         ),
         Strategy(
-            "oversample", False, lambda t, s, a, seed: TrainingSet(random_oversample(t, a, seed)),
+            "oversample", False, lambda i: TrainingSet(random_oversample(i.train, i.add, i.seed)),
             "random duplicates of real images up to the plan",
         ),
         Strategy(
-            "smote", False, lambda t, s, a, seed: TrainingSet(smote_oversample(t, a, seed)),
+            "smote", False, lambda i: TrainingSet(smote_oversample(i.train, i.add, i.seed)),
             "SMOTE on pixels up to the plan (k lowered for tiny classes, duplicates for a single image)",
         ),
         Strategy(
-            "augment", False, lambda t, s, a, seed: TrainingSet(t, augment=True),
+            "augment", False, lambda i: TrainingSet(i.train, augment=True),
             "classic augmentation: random affine (rotation, scale, shift), no flips",
         ),
         Strategy(
-            "gan", True, lambda t, s, a, seed: TrainingSet(_real_and_synthetic(t, s)),
+            "gan", True, lambda i: TrainingSet(_real_and_synthetic(i.train, i.synthetic)),
             "real images plus the GAN's synthetic images",
         ),
         Strategy(
-            "gan+augment", True, lambda t, s, a, seed: TrainingSet(_real_and_synthetic(t, s), augment=True),
+            "gan+augment", True, lambda i: TrainingSet(_real_and_synthetic(i.train, i.synthetic), augment=True),
             "real plus synthetic images, with classic augmentation",
         ),
         Strategy(
-            "synthetic_only", True, lambda t, s, a, seed: TrainingSet(_synthetic(s)),
+            "gan_policy", True, lambda i: _policy_mix(i),
+            "real plus the synthetic images the mixing policy keeps (cap, judge score, loss weight) "
+            "with the policy chosen on validation",
+        ),
+        Strategy(
+            "synthetic_only", True, lambda i: TrainingSet(_synthetic(i.synthetic)),
             "synthetic images only, tested on real (classification accuracy score, CAS)",
         ),
     ]
@@ -371,11 +399,12 @@ def _prediction_rows(name: str, seed: int, subset: str, rows: np.ndarray, y_true
 
 
 def run_strategy(name: str, cfg: EvaluateConfig, tables: dict[str, ImageTable], add: np.ndarray,
-                 seed: int, balanced_rows: np.ndarray | None) -> pd.DataFrame:
+                 seed: int, balanced_rows: np.ndarray | None, mixed: TrainingSet | None = None) -> pd.DataFrame:
     """Train one strategy with one seed; its predictions on test, balanced_test and val."""
-    ts = STRATEGIES[name].prepare(tables["train"], tables.get("synthetic"), add, seed)
+    inputs = StrategyInputs(tables["train"], tables.get("synthetic"), add, seed, mixed)
+    ts = STRATEGIES[name].prepare(inputs)
     model = train_classifier(ts.table, tables["val"], cfg, seed, class_weight=ts.class_weight,
-                             augment=ts.augment, progress=False)
+                             sample_weight=ts.sample_weight, augment=ts.augment, progress=False)
     test, val = tables["test"], tables["val"]
     pred = predict(model, test.images)  # the test split is predicted once per model
     parts = [_prediction_rows(name, seed, "test", np.arange(len(test)), test.labels, pred)]
@@ -440,7 +469,7 @@ def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, 
     out = {
         "strategies": test,
         "validation": {"strategies": {n: {"balanced_accuracy": s["balanced_accuracy"]} for n, s in val.items()}},
-        "gain": gain(test, selection),
+        "gain": gain(test, selection, "gan_policy" if "gan_policy" in test else "gan"),
         "gains": {n: gain(test, selection, n) for n in test if STRATEGIES[n].uses_synthetic},
     }
     balanced = summarize_predictions(predictions, k, "balanced_test")
@@ -482,7 +511,8 @@ def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable], progress: b
 
 
 def _run_all(cfg: EvaluateConfig, names: list[str], seeds: list[int], tables: dict[str, ImageTable],
-             add: np.ndarray, balanced_rows: np.ndarray | None, progress: bool) -> tuple[pd.DataFrame, dict]:
+             add: np.ndarray, balanced_rows: np.ndarray | None, progress: bool,
+             mixed: TrainingSet | None = None) -> tuple[pd.DataFrame, dict]:
     """Every (strategy, seed) run in order; the predictions table and seconds per strategy."""
     parts, timing = [], {}
     with cpu_threads(cfg.cpu_threads), tqdm(total=len(names) * len(seeds), desc="evaluate", disable=not progress) as bar:
@@ -490,7 +520,7 @@ def _run_all(cfg: EvaluateConfig, names: list[str], seeds: list[int], tables: di
             start = time.perf_counter()
             for seed in seeds:
                 bar.set_postfix_str(f"{name} seed {seed}")
-                parts.append(run_strategy(name, cfg, tables, add, seed, balanced_rows))
+                parts.append(run_strategy(name, cfg, tables, add, seed, balanced_rows, mixed))
                 bar.update()
             timing[name] = round(time.perf_counter() - start, 2)
     return pd.concat(parts, ignore_index=True), timing
@@ -504,6 +534,7 @@ def evaluate(
     synthetic: ImageTable | None,
     plan: dict[str, int],
     progress: bool = True,
+    synthetic_scores: np.ndarray | None = None,
 ) -> dict:
     """Every strategy in `cfg.strategies` x `cfg.seeds` seeds, scored on test and its balanced subsample.
 
@@ -514,6 +545,8 @@ def evaluate(
         synthetic: the generated images, or None (GAN strategies are then skipped, with the reason).
         plan: {class name: images to add}, the quota oversample/smote fill.
         progress: show a progress bar over runs.
+        synthetic_scores: (len(synthetic),) quality scores recorded at generation (NaN = none);
+            strategy `gan_policy` scores unscored images with a real-data judge.
 
     Returns:
         {"metrics": the metrics.json dict, "predictions": DataFrame strategy, seed, subset, row, y_true, y_pred}.
@@ -528,7 +561,13 @@ def evaluate(
         tables["synthetic"] = synthetic
     balanced_rows = balanced_subsample(test.labels, test.num_classes, cfg.seed) if cfg.balanced_test else None
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    predictions, timing = _run_all(cfg, names, seeds, tables, add, balanced_rows, progress)
+    mixed, policy = None, None
+    if "gan_policy" in names:
+        from pipeline.mixing import choose_policy
+
+        with cpu_threads(cfg.cpu_threads):
+            policy, mixed = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress)
+    predictions, timing = _run_all(cfg, names, seeds, tables, add, balanced_rows, progress, mixed)
     metrics = {
         "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds,
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
@@ -537,6 +576,7 @@ def evaluate(
         "strategy_descriptions": {n: STRATEGIES[n].description for n in cfg.strategies},
         **metrics_from_predictions(predictions, train.class_names),
         "skipped": skipped,
+        "mix_policy": policy,
         "data": {n: {"rows": len(t), "sha256": fingerprint(t)} for n, t in tables.items()},
     }
     start = time.perf_counter()

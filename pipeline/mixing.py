@@ -91,3 +91,65 @@ def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_
 
 def describe(policy: MixPolicy) -> dict:
     return {"name": policy.name, **asdict(policy)}
+
+
+def judge_scores(train: ImageTable, val: ImageTable, synthetic: ImageTable, cfg, seed: int) -> np.ndarray:
+    """p(intended class) of each synthetic image under a class-weighted classifier trained on real
+    train (model chosen on val): the quality score the policy filters and ranks by."""
+    import torch
+
+    from pipeline.evaluate import train_feature_model
+    from pipeline.models.classifiers import to_tensor
+
+    judge = train_feature_model(train, val, cfg, seed).eval()
+    device = next(judge.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(synthetic), 512):
+            x = to_tensor(synthetic.images[i : i + 512]).to(device)
+            probs = torch.softmax(judge(x), dim=1).cpu()
+            y = torch.from_numpy(synthetic.labels[i : i + 512]).view(-1, 1)
+            out.append(probs.gather(1, y).squeeze(1))
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, scores: np.ndarray | None,
+                  cfg, progress: bool = False):
+    """Try every policy of `cfg.mix`'s grid; keep the best by validation balanced accuracy.
+
+    Takes no test data by construction. Ties go to the earlier grid point (the grid lists fewer
+    synthetic images first). Returns (report dict for metrics.json, the chosen TrainingSet).
+    """
+    from tqdm.auto import tqdm
+
+    from pipeline.evaluate import TrainingSet, _val_score, train_classifier
+
+    m = cfg.mix
+    if scores is None or np.isnan(scores).all():
+        scores, source = judge_scores(train, val, synthetic, cfg, cfg.seed), "real-data judge (evaluate)"
+    else:
+        source = "generate.filter scores"
+    grid = policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight)
+    rows = []
+    for policy in tqdm(grid, desc="mixing policy", disable=not progress, leave=False):
+        table, weight = mix(train, synthetic, scores, policy)
+        vals = [
+            _val_score(train_classifier(table, val, cfg, cfg.seed + 10_000 + k, sample_weight=weight, progress=False), val)
+            for k in range(m.selection_seeds)
+        ]
+        rows.append({**describe(policy), "synthetic_rows": int(len(table) - len(train)),
+                     "val_balanced_accuracy": float(np.mean(vals))})
+    best = max(range(len(grid)), key=lambda i: (rows[i]["val_balanced_accuracy"], -i))
+    table, weight = mix(train, synthetic, scores, grid[best])
+    log.info("mixing policy chosen on validation: %s (val balanced accuracy %.4f)",
+             grid[best].name, rows[best]["val_balanced_accuracy"])
+    per_class = np.bincount(table.labels[len(train):], minlength=train.num_classes)
+    report = {
+        "chosen": rows[best], "grid": rows, "selected_by": "validation balanced accuracy",
+        "scores_from": source, "synthetic_per_class": {n: int(c) for n, c in zip(train.class_names, per_class)},
+        "judge_score_mean_per_class": {
+            n: (float(np.nanmean(scores[synthetic.labels == c])) if (synthetic.labels == c).any() else None)
+            for c, n in enumerate(train.class_names)
+        },
+    }
+    return report, TrainingSet(table, sample_weight=weight)

@@ -23,6 +23,9 @@ from pipeline import io
 from pipeline.data import ImageTable
 from pipeline.metrics import SCALAR_METRICS
 
+# PNGs and plot CSVs go here, beside report.md (one DVC output; the HTML inlines the PNGs)
+FIGURES = "figures"
+
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1", "g_mean": "G-mean"}
 
 
@@ -283,6 +286,31 @@ def summary_blocks(metrics: dict) -> list[Block]:
     return blocks
 
 
+def policy_blocks(metrics: dict) -> list[Block]:
+    """The mixing policies tried on validation, the chosen one first, and what it kept per class."""
+    mp = metrics.get("mix_policy")
+    if not mp:
+        return []
+    chosen = mp["chosen"]
+    rows = [["policy", "synthetic images kept", "val. balanced accuracy %"]]
+    for r in sorted(mp["grid"], key=lambda r: -r["val_balanced_accuracy"]):
+        mark = " (chosen)" if r["name"] == chosen["name"] else ""
+        rows.append([r["name"] + mark, str(r["synthetic_rows"]), _pct(r["val_balanced_accuracy"])])
+    kept = [["class", "synthetic kept", "mean judge score of generated images"]]
+    for n, c in mp["synthetic_per_class"].items():
+        kept.append([n, str(c), _q(mp["judge_score_mean_per_class"].get(n))])
+    return [
+        Block("h2", "Mixing policy (strategy gan_policy)"),
+        Block("p", f"Every policy below was trained once per selection seed and scored on the validation split "
+                   f"only; the test set played no part. Chosen: {chosen['name']}. cap = synthetic images per class "
+                   f"at most cap x its real images (best judge score first); score = minimum probability of the "
+                   f"intended class under a real-data judge ({mp['scores_from']}); w = loss weight of a synthetic "
+                   f"image; +cw = inverse-frequency class weighting of the mix."),
+        Block("table", rows=rows),
+        Block("table", rows=kept),
+    ]
+
+
 def _with_ci_points(d: dict) -> str:
     return f"{_points(d['mean'])} [{_points(d['ci95'][0])}, {_points(d['ci95'][1])}]"
 
@@ -456,15 +484,16 @@ def write_report(
     out_dir = Path(out_dir)
     recall, shown = recall_blocks(metrics)
     blocks = [Block("h1", "augment: does the synthetic data help?")]
-    blocks += summary_blocks(metrics) + recall + confusion_blocks(metrics, shown)
+    blocks += summary_blocks(metrics) + policy_blocks(metrics) + recall + confusion_blocks(metrics, shown)
     blocks += quality_blocks(metrics) + loss_blocks(gan_dir) + image_blocks(metrics, train, synthetic)
     blocks += provenance_blocks(metrics, params)
     paths = []
     for b in blocks:
         if b.kind == "figure":
+            b.file = f"{FIGURES}/{b.file}"
             io.write_bytes(out_dir / b.file, b.png)
             paths.append(out_dir / b.file)
-    paths += write_csvs(out_dir, metrics, predictions)
+    paths += write_csvs(out_dir / FIGURES, metrics, predictions)
     io.write_text(out_dir / "report.md", render_markdown(blocks))
     io.write_text(out_dir / "report.html", render_html(blocks, "augment report"))
     return paths + [out_dir / "report.md", out_dir / "report.html"]

@@ -73,8 +73,8 @@ def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
 
 
 def test_strategy_registry_matches_the_config_choices():
-    assert set(E.STRATEGIES) == {"none", "class_weight", "oversample", "smote", "augment", "gan", "gan+augment", "synthetic_only"}
-    assert {n for n, s in E.STRATEGIES.items() if s.uses_synthetic} == {"gan", "gan+augment", "synthetic_only"}
+    assert set(E.STRATEGIES) == {"none", "class_weight", "oversample", "smote", "augment", "gan", "gan+augment", "gan_policy", "synthetic_only"}
+    assert {n for n, s in E.STRATEGIES.items() if s.uses_synthetic} == {"gan", "gan+augment", "gan_policy", "synthetic_only"}
     with pytest.raises(ConfigError, match="valid|one of"):
         config.build({}, {"evaluate.strategies": ["mixup"]})
 
@@ -82,12 +82,12 @@ def test_strategy_registry_matches_the_config_choices():
 def test_strategies_prepare_their_data():
     t, syn = _table(), _table((0, 2, 3), seed=9)
     add = np.array([0, 2, 3])
-    assert len(E.STRATEGIES["gan"].prepare(t, syn, add, 0).table) == len(t) + len(syn)
-    assert E.STRATEGIES["gan+augment"].prepare(t, syn, add, 0).augment
-    assert E.STRATEGIES["synthetic_only"].prepare(t, syn, add, 0).table is syn
-    assert E.STRATEGIES["class_weight"].prepare(t, None, add, 0).class_weight is not None
+    assert len(E.STRATEGIES["gan"].prepare(E.StrategyInputs(t, syn, add, 0)).table) == len(t) + len(syn)
+    assert E.STRATEGIES["gan+augment"].prepare(E.StrategyInputs(t, syn, add, 0)).augment
+    assert E.STRATEGIES["synthetic_only"].prepare(E.StrategyInputs(t, syn, add, 0)).table is syn
+    assert E.STRATEGIES["class_weight"].prepare(E.StrategyInputs(t, None, add, 0)).class_weight is not None
     with pytest.raises(DataError, match="augment generate"):
-        E.STRATEGIES["synthetic_only"].prepare(t, None, add, 0)
+        E.STRATEGIES["synthetic_only"].prepare(E.StrategyInputs(t, None, add, 0))
 
 
 # ---- training ---------------------------------------------------------------------------------

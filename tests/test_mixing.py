@@ -57,3 +57,37 @@ def test_grid_is_the_product():
     assert len(grid) == 8
     assert grid[0] == MixPolicy(None, 0.0, 1.0, False)
     assert len({p.name for p in grid}) == 8
+
+
+@pytest.mark.slow
+def test_policy_selection_never_reads_the_test_split():
+    """Poisoned test labels change the test metrics but not the policy chosen on validation."""
+    from pipeline import config
+    from pipeline.data import impose_long_tail, stratified_split
+    from pipeline.evaluate import evaluate
+    from pipeline.sources import ImageSpec, read_source
+
+    digits = read_source("digits", ImageSpec()).train
+    pool, test = stratified_split(digits, 0.3, seed=1)
+    train, val = stratified_split(pool, 0.2, seed=2)
+    train = impose_long_tail(train, [60, 50, 40, 30, 20, 15, 10, 8, 6, 5], seed=0)
+    rng = np.random.default_rng(0)
+    # stand-in synthetic images: noisy copies of real ones, with some deliberately mislabelled
+    pick = rng.integers(0, len(pool), 300)
+    noisy = np.clip(pool.images[pick].astype(int) + rng.integers(-40, 40, pool.images[pick].shape), 0, 255)
+    labels = np.where(rng.random(300) < 0.3, rng.integers(0, 10, 300), pool.labels[pick])
+    synthetic = ImageTable(noisy.astype(np.uint8), labels, digits.class_names)
+    scores = rng.random(300).astype(np.float32)
+    cfg = config.build({}, {"evaluate.strategies": ["class_weight", "gan_policy"], "evaluate.seeds": 2,
+                            "evaluate.epochs": 2, "evaluate.gan_quality": False,
+                            "evaluate.mix.cap_ratio": [1, None], "evaluate.mix.min_score": [0.0, 0.5],
+                            "evaluate.mix.synthetic_weight": [1.0]}).evaluate
+    plan = {n: 0 for n in digits.class_names}
+    clean = evaluate(cfg, train, val, test, synthetic, plan, progress=False, synthetic_scores=scores)
+    poisoned_test = ImageTable(test.images, (test.labels + 1) % 10, test.class_names)
+    poisoned = evaluate(cfg, train, val, poisoned_test, synthetic, plan, progress=False, synthetic_scores=scores)
+    assert clean["metrics"]["mix_policy"] == poisoned["metrics"]["mix_policy"]
+    assert len(clean["metrics"]["mix_policy"]["grid"]) == 4
+    bal = lambda r: r["metrics"]["strategies"]["gan_policy"]["balanced_accuracy"]["mean"]
+    assert bal(clean) != bal(poisoned)
+    assert clean["metrics"]["gain"]["strategy"] == "gan_policy"

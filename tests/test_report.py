@@ -107,14 +107,14 @@ def test_report_markdown_pngs_and_csvs(report_inputs, tmp_path):
     for png in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "No loss curves: no GAN folder was given." in md
-    strategies = pd.read_csv(tmp_path / "strategies.csv")
+    strategies = pd.read_csv(tmp_path / "figures" / "strategies.csv")
     assert set(strategies["subset"]) == {"test", "balanced_test"}
     means = report_inputs["metrics"]["strategies"]["gan"]["balanced_accuracy"]["mean"]
     row = strategies[(strategies["strategy"] == "gan") & (strategies["subset"] == "test")]
     assert row["balanced_accuracy"].item() == pytest.approx(means)
-    recall = pd.read_csv(tmp_path / "per_class_recall.csv")
+    recall = pd.read_csv(tmp_path / "figures" / "per_class_recall.csv")
     assert recall["class"].tolist() == ["a", "b", "c"] and recall["train_count"].tolist() == [12, 8, 6]
-    confusion = pd.read_csv(tmp_path / "confusion_gan_augment.csv")
+    confusion = pd.read_csv(tmp_path / "figures" / "confusion_gan_augment.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 30
 
 
