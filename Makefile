@@ -29,11 +29,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-server: $(STAMP)
-	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+# Prefect: `make server` in one terminal (SQLite under $PREFECT_HOME, default ~/.prefect; UI at
+# http://127.0.0.1:4200), `make serve` in another, then `prefect deployment run augment/balance`.
+PREFECT_PORT ?= 4200
 
+server: $(STAMP)
+	PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT=false \
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+serve: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+serve: export PREFECT_LOGGING_EXTRA_LOGGERS ?= augment
 serve: $(STAMP)
-	$(BIN)/python flows/serve.py
+	$(BIN)/python flows/serve.py $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py

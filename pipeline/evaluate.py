@@ -512,18 +512,33 @@ def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable], progress: b
 
 def _run_all(cfg: EvaluateConfig, names: list[str], seeds: list[int], tables: dict[str, ImageTable],
              add: np.ndarray, balanced_rows: np.ndarray | None, progress: bool,
-             mixed: TrainingSet | None = None) -> tuple[pd.DataFrame, dict]:
-    """Every (strategy, seed) run in order; the predictions table and seconds per strategy."""
-    parts, timing = [], {}
-    with cpu_threads(cfg.cpu_threads), tqdm(total=len(names) * len(seeds), desc="evaluate", disable=not progress) as bar:
-        for name in names:
-            start = time.perf_counter()
-            for seed in seeds:
-                bar.set_postfix_str(f"{name} seed {seed}")
-                parts.append(run_strategy(name, cfg, tables, add, seed, balanced_rows, mixed))
+             mixed: TrainingSet | None = None, mapper: Callable | None = None) -> tuple[pd.DataFrame, dict]:
+    """Every (strategy, seed) run; the predictions table and seconds per strategy.
+
+    Runs are independent: `mapper(fn, units)` (e.g. Prefect tasks on a Dask cluster) may run them
+    anywhere and in any order, returning results in the order of `units`; default: a plain loop.
+    """
+    units = [(name, seed) for name in names for seed in seeds]
+
+    def run_unit(unit: tuple[str, int]) -> tuple[pd.DataFrame, float]:
+        start = time.perf_counter()
+        with cpu_threads(cfg.cpu_threads):
+            frame = run_strategy(unit[0], cfg, tables, add, unit[1], balanced_rows, mixed)
+        return frame, time.perf_counter() - start
+
+    if mapper is not None:
+        results = list(mapper(run_unit, units))
+    else:
+        results = []
+        with tqdm(total=len(units), desc="evaluate", disable=not progress) as bar:
+            for unit in units:
+                bar.set_postfix_str(f"{unit[0]} seed {unit[1]}")
+                results.append(run_unit(unit))
                 bar.update()
-            timing[name] = round(time.perf_counter() - start, 2)
-    return pd.concat(parts, ignore_index=True), timing
+    timing: dict[str, float] = defaultdict(float)
+    for (name, _), (_, seconds) in zip(units, results):
+        timing[name] = round(timing[name] + seconds, 2)
+    return pd.concat([frame for frame, _ in results], ignore_index=True), dict(timing)
 
 
 def evaluate(
@@ -535,6 +550,7 @@ def evaluate(
     plan: dict[str, int],
     progress: bool = True,
     synthetic_scores: np.ndarray | None = None,
+    mapper: Callable | None = None,
 ) -> dict:
     """Every strategy in `cfg.strategies` x `cfg.seeds` seeds, scored on test and its balanced subsample.
 
@@ -547,6 +563,8 @@ def evaluate(
         progress: show a progress bar over runs.
         synthetic_scores: (len(synthetic),) quality scores recorded at generation (NaN = none);
             strategy `gan_policy` scores unscored images with a real-data judge.
+        mapper: optional `mapper(fn, units)` running the independent (strategy, seed) units, e.g.
+            as Prefect tasks on a Dask cluster; results must come back in the order of `units`.
 
     Returns:
         {"metrics": the metrics.json dict, "predictions": DataFrame strategy, seed, subset, row, y_true, y_pred}.
@@ -567,7 +585,7 @@ def evaluate(
 
         with cpu_threads(cfg.cpu_threads):
             policy, mixed = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress)
-    predictions, timing = _run_all(cfg, names, seeds, tables, add, balanced_rows, progress, mixed)
+    predictions, timing = _run_all(cfg, names, seeds, tables, add, balanced_rows, progress, mixed, mapper)
     metrics = {
         "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds,
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),

@@ -136,3 +136,128 @@ def read_plan(cfg: Config) -> dict[str, int]:
     if not path.is_file():
         raise DataError(f"{path}: not found; run `augment plan` first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def gan_final_path(cfg: Config) -> Path:
+    return Path(cfg.paths.gan) / "final.pt"
+
+
+def train_gan(cfg: Config) -> dict:
+    """Stage `train_gan`: fit the class-conditional GAN on the prepared training split."""
+    from pipeline.gan import train_gan as fit
+
+    train = read_prepared(cfg, "train")
+    final = fit(cfg.train_gan, train, Path(cfg.paths.gan), progress=_PROGRESS)
+    return {"final": str(final)}
+
+
+def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
+    """A classifier trained on real data only, as `scorer(images, labels) -> p(intended class)`."""
+    import torch
+
+    from pipeline.evaluate import train_classifier
+
+    model = train_classifier(train, val, cfg.evaluate.model_copy(update={"epochs": cfg.generate.filter.epochs}),
+                             seed=cfg.generate.seed, progress=_PROGRESS)
+    model.eval()
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def scorer(images: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
+        probs = torch.softmax(model(images.to(device).float()), dim=1)
+        return probs.gather(1, labels.to(device).view(-1, 1)).squeeze(1).cpu()
+
+    return scorer
+
+
+def generate(cfg: Config) -> dict:
+    """Stage `generate`: sample each class's quota with the EMA generator into Parquet shards."""
+    from pipeline import __version__
+    from pipeline.config import dump
+    from pipeline.device import select_device
+    from pipeline.gan import load_generator
+    from pipeline.generate import generate as sample
+    from pipeline.shards import write_shards
+
+    quota = read_plan(cfg)
+    path = gan_final_path(cfg)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `augment train-gan` first")
+    device = select_device(cfg.train_gan.device)
+    G, meta = load_generator(path, device)
+    names = read_counts(cfg)["class_names"]
+    if list(meta["class_names"]) != list(names):
+        raise DataError(
+            f"{path}: generator was trained on classes {meta['class_names']}, the prepared data has "
+            f"{names}; run `augment train-gan` again"
+        )
+    untrained = [c for c, n in quota.items() if n and c not in meta.get("train_classes", names)]
+    if untrained:
+        raise DataError(
+            f"{path}: the plan asks for classes {untrained} that the GAN was not trained on "
+            "(train_gan.classes); add them there or leave them out of plan.sampling_strategy"
+        )
+    fcfg = cfg.generate.filter
+    scorer = _real_scorer(cfg, read_prepared(cfg, "train"), read_prepared(cfg, "val")) if fcfg.enabled else None
+    stats: dict = {}
+    images, labels, seeds, scores = sample(
+        G, meta, quota, cfg.generate.seed, cfg.generate.batch_size, device,
+        scorer=scorer, tau=fcfg.tau if fcfg.enabled else 0.0, max_oversample=fcfg.max_oversample,
+        progress=_PROGRESS, stats=stats,
+    )
+    extra = {"plan": quota, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
+             "filter": stats if fcfg.enabled else None}
+    columns = {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores}
+    manifest = write_shards(cfg.paths.synthetic, images, labels, names, columns, cfg.generate.shard_size,
+                            extra, export_images=cfg.generate.export_images)
+    log.info("generated %d images into %s", len(labels), cfg.paths.synthetic)
+    return {"rows": int(len(labels)), "files": len(manifest["files"])}
+
+
+def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
+    """The generated dataset (checked against its manifest) and its quality scores (NaN where the
+    generation filter was off); (None, None) when `augment generate` has not run."""
+    from pipeline.shards import load, load_arrow
+
+    folder = Path(cfg.paths.synthetic)
+    if not (folder / "manifest.json").is_file():
+        return None, None
+    table = load(folder, as_="table", verify=True)
+    scores = load_arrow(folder).column("score").to_numpy(zero_copy_only=False).astype(np.float32)
+    return table, scores
+
+
+def evaluate(cfg: Config, mapper=None) -> dict:
+    """Stage `evaluate`: every strategy x seed -> `metrics.json` + `predictions.parquet`.
+
+    `mapper(fn, units)` may run the independent (strategy, seed) units elsewhere (Prefect + Dask).
+    """
+    from pipeline.evaluate import evaluate as run, write_results
+
+    tables = {split: read_prepared(cfg, split) for split in SPLITS}
+    synthetic, scores = read_synthetic(cfg)
+    if synthetic is None:
+        log.warning("no synthetic dataset at %s: the GAN strategies are skipped", cfg.paths.synthetic)
+    result = run(cfg.evaluate, tables["train"], tables["val"], tables["test"], synthetic, read_plan(cfg),
+                 progress=_PROGRESS, synthetic_scores=scores, mapper=mapper)
+    write_results(cfg.paths.reports, result)
+    gain = result["metrics"].get("gain") or {}
+    return {"gain": gain.get("balanced_accuracy"), "baseline": gain.get("baseline")}
+
+
+def report(cfg: Config) -> dict:
+    """Stage `report`: report.md, self-contained report.html, figures and plot CSVs."""
+    from pipeline.config import dump
+    from pipeline.evaluate import read_results
+    from pipeline.report import write_report
+
+    out = Path(cfg.paths.reports)
+    if not (out / "metrics.json").is_file():
+        raise DataError(f"{out / 'metrics.json'}: not found; run `augment evaluate` first")
+    results = read_results(out)
+    gan_dir = Path(cfg.paths.gan)
+    paths = write_report(out, results["metrics"], results["predictions"], train=read_prepared(cfg, "train"),
+                         synthetic=read_synthetic(cfg)[0], gan_dir=gan_dir if gan_dir.is_dir() else None,
+                         params=dump(cfg))
+    log.info("report: %s", out / "report.html")
+    return {"files": [str(p) for p in paths]}

@@ -1,0 +1,111 @@
+"""Outcome benchmark: the whole pipeline (the same stages as `augment run`) on a folder in the npz
+layout with a long-tail profile, writing the metrics.json schema plus how and where it was measured.
+
+    python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote \
+        --out benchmarks/results/mnist_lt.json [--seeds 3] [--device auto] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info, peak_rss_mb  # noqa: E402
+
+from pipeline import config, io, stages  # noqa: E402
+from pipeline.cli import STAGES  # noqa: E402
+from pipeline.errors import AugmentError  # noqa: E402
+
+
+def profile_overrides(profile: str) -> dict:
+    """`deepsmote`, `rho=<ratio>` (exponential) or `natural` (the data's own imbalance)."""
+    if profile == "deepsmote":
+        return {"data.long_tail.profile": "deepsmote"}
+    if profile == "natural":
+        return {"data.long_tail.profile": "none"}
+    if profile.startswith("rho="):
+        return {"data.long_tail.profile": "exponential", "data.long_tail.ratio": float(profile[4:])}
+    raise SystemExit(f"error: --long-tail {profile!r}: use deepsmote, rho=<ratio> or natural")
+
+
+def build_config(args: argparse.Namespace, work: Path) -> config.Config:
+    overrides = {
+        "data.source": str(Path(args.data).resolve()),
+        "evaluate.seeds": args.seeds,
+        "train_gan.device": args.device,
+        "evaluate.device": args.device,
+        **profile_overrides(args.long_tail),
+        **{f"paths.{k}": str(work / v) for k, v in
+           {"prepared": "prepared", "plan": "plan.json", "gan": "models/gan", "synthetic": "synthetic",
+            "reports": "reports"}.items()},
+    }
+    overrides.update(dict(config.parse_override(o) for o in args.set))
+    return config.load(args.params, overrides)
+
+
+def run(cfg: config.Config, skip_done: bool) -> dict[str, float]:
+    """Every stage in order; seconds per stage. With `skip_done`, a finished GAN is reused."""
+    timings = {}
+    for name, fn_name in STAGES.items():
+        if skip_done and name == "train-gan" and stages.gan_final_path(cfg).is_file():
+            logging.getLogger("augment").info("reusing %s", stages.gan_final_path(cfg))
+            continue
+        start = time.perf_counter()
+        getattr(stages, fn_name)(cfg)
+        timings[name] = round(time.perf_counter() - start, 1)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder with train.npz/test.npz (+ classes.json)")
+    p.add_argument("--long-tail", required=True, help="deepsmote | rho=<ratio> | natural")
+    p.add_argument("--out", required=True, help="result JSON, e.g. benchmarks/results/mnist_lt.json")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--params", default=None, help="params file (default: the repo's params.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--workdir", default=None, help="where the run's data go (default benchmarks/work/<out name>)")
+    p.add_argument("--reuse-gan", action="store_true", help="reuse a finished GAN in the workdir")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="augment: %(message)s", stream=sys.stderr)
+    out = Path(args.out)
+    work = Path(args.workdir or Path(__file__).parent / "work" / out.stem).resolve()
+    if args.params is None:
+        args.params = str(Path(__file__).resolve().parents[1] / "params.yaml")
+    start = time.perf_counter()
+    try:
+        cfg = build_config(args, work)
+        timings = run(cfg, args.reuse_gan)
+    except AugmentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    metrics = json.loads((Path(cfg.paths.reports) / "metrics.json").read_text())
+    result = metrics | {
+        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "machine": machine_info(),
+        "dataset": Path(args.data).resolve().name,
+        "profile": args.long_tail,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "stage_s": timings,
+        "peak_rss_mb": peak_rss_mb(),
+        "params": config.dump(cfg),
+    }
+    io.write_json(out, result)
+    g = metrics.get("gain") or {}
+    ba = (g.get("balanced_accuracy") or {})
+    print(f"{out}: {g.get('strategy')} vs {g.get('baseline')}: {ba.get('mean')} {ba.get('ci95')} -> {g.get('verdict')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

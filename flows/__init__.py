@@ -1,0 +1,1 @@
+"""Prefect doors into the pipeline: flow `augment` (augment.py) and its deployment (serve.py)."""

@@ -1,0 +1,250 @@
+"""Flow `augment` pieces without a Prefect server: parameters, params.yaml writes, cache keys,
+the project lock, preflight checks and the artifacts' text. The runs themselves are in
+test_flow_server.py (a real server)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO))  # `flows` is a folder of the project, not an installed package
+
+from flows import augment as fa  # noqa: E402
+from pipeline import config  # noqa: E402
+from pipeline.errors import ConfigError  # noqa: E402
+
+PARAMS = """\
+paths:
+  prepared: data/prepared   # where prepare writes
+  plan: data/plan.json
+data:
+  source: digits
+  image_size: null          # keep the source's size
+  long_tail:
+    ratio: 10
+plan:
+  sampling_strategy: auto   # imbalanced-learn semantics
+"""
+
+
+def test_bad_override_names_the_key_and_the_valid_ones(tmp_path):
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    run = fa.RunParameters(overrides={"train_gan.stepz": 5}, project=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^overrides: unknown key 'train_gan.stepz' \(did you mean 'train_gan.steps'\?\)"):
+        run.config()
+    with pytest.raises(ConfigError, match=r"overrides: train_gan.steps = 0: .*greater than or equal to 1"):
+        fa.RunParameters(overrides={"train_gan.steps": 0}, project=str(tmp_path)).config()
+    with pytest.raises(ConfigError, match=r"'loss'.*'hinj'|hinj"):
+        fa.RunParameters(overrides={"train_gan.loss": "hinj"}, project=str(tmp_path)).config()
+
+
+def test_good_overrides_apply_on_top_of_params_yaml(tmp_path):
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    cfg = fa.RunParameters(overrides={"plan.sampling_strategy": "minority"}, project=str(tmp_path)).config()
+    assert cfg.plan.sampling_strategy == "minority"
+    assert cfg.data.long_tail.ratio == 10  # from the file
+    with pytest.raises(Exception, match="lock_timeout"):
+        fa.RunParameters(lock_timeout=-1)
+
+
+def test_write_params_keeps_comments_and_nulls(tmp_path):
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    fa.write_params(tmp_path, {"plan.sampling_strategy": {"3": 40}, "train_gan.steps": 50})
+    text = (tmp_path / "params.yaml").read_text()
+    assert "# where prepare writes" in text and "# keep the source's size" in text
+    assert "image_size: null" in text
+    tree = yaml.safe_load(text)
+    assert tree["plan"]["sampling_strategy"] == {"3": 40}
+    assert tree["train_gan"] == {"steps": 50}
+    assert tree["data"]["long_tail"] == {"ratio": 10}
+    before = (tmp_path / "params.yaml").read_bytes()
+    fa.write_params(tmp_path, {})
+    assert (tmp_path / "params.yaml").read_bytes() == before
+
+
+def test_hash_path_follows_content_not_listing_order(tmp_path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_text("a")
+    (d / "sub" / "b.txt").write_text("b")
+    h = fa.hash_path(d)
+    assert fa.hash_path(d) == h and len(h) == 64
+    (d / "sub" / "b.txt").write_text("B")
+    assert fa.hash_path(d) != h
+    (d / "sub" / "b.txt").write_text("b")
+    assert fa.hash_path(d) == h
+    (d / "sub" / "b.txt").rename(d / "b.txt")  # same bytes, another path
+    assert fa.hash_path(d) != h
+    assert fa.hash_path(tmp_path / "missing") is None
+
+
+def test_fingerprint_keys_on_the_stage_params_and_deps_only(tmp_path):
+    (tmp_path / "plan.py").write_text("code v1")
+    (tmp_path / "counts.json").write_text("{}")
+    spec = fa.StageSpec("plan", "augment plan", ("counts.json", "plan.py"), ("plan",), ("data/plan.json",))
+    cfg = config.build({})
+    fp = fa.fingerprint(spec, cfg, tmp_path)
+    assert fp["params"] == {"plan": {"sampling_strategy": "auto"}}
+    assert fp == fa.fingerprint(spec, config.build({}, {"train_gan.steps": 7}), tmp_path)  # another stage's param
+    assert fp != fa.fingerprint(spec, config.build({}, {"plan.sampling_strategy": "minority"}), tmp_path)
+    (tmp_path / "plan.py").write_text("code v2")
+    assert fp != fa.fingerprint(spec, cfg, tmp_path)
+    dotted = fa.StageSpec("x", "c", (), ("train_gan.steps", ""), ())
+    params = fa.fingerprint(dotted, config.build({}, {"train_gan.steps": 7}), tmp_path)["params"]
+    assert params["train_gan.steps"] == 7 and params["*"]["train_gan"]["steps"] == 7
+
+
+def test_lock_makes_a_second_run_wait_then_fail_with_the_owner(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    with fa.project_lock(tmp_path, timeout=0):
+        assert "pid" in (tmp_path / fa.LOCK_OWNER).read_text()
+        start = time.monotonic()
+        with pytest.raises(fa.RepositoryBusy, match=r"another augment run \(flow run .*pid \d+\) holds .*after 1 s"):
+            with fa.project_lock(tmp_path, timeout=1.0):
+                pass
+        assert time.monotonic() - start >= 1.0
+
+
+def test_lock_waiter_gets_it_when_the_holder_ends(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    order = []
+    held = threading.Event()
+
+    def holder():
+        with fa.project_lock(tmp_path, timeout=0):
+            held.set()
+            time.sleep(0.5)
+            order.append("first done")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    with fa.project_lock(tmp_path, timeout=10):
+        order.append("second in")
+    t.join()
+    assert order == ["first done", "second in"]
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_check_project_refuses_what_cannot_be_versioned(tmp_path):
+    with pytest.raises(ConfigError, match="not a DVC project"):
+        fa.check_project(tmp_path, push=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".dvc").mkdir()
+    with pytest.raises(ConfigError, match="not the top folder of a git repository"):
+        fa.check_project(tmp_path, push=False)
+    _git(tmp_path, "init", "-q")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "EMAIL"))}
+    home = tmp_path / "home"
+    home.mkdir()
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env, HOME=str(home), GIT_CONFIG_NOSYSTEM="1")
+    try:
+        with pytest.raises(ConfigError, match=r"git does not know who commits"):
+            fa.check_project(tmp_path, push=False)
+        _git(tmp_path, "config", "user.name", "t")
+        _git(tmp_path, "config", "user.email", "t@example.com")
+        fa.check_project(tmp_path, push=False)
+        (tmp_path / ".dvc" / "config").write_text("")
+        with pytest.raises(ConfigError, match="no default remote"):
+            fa.check_project(tmp_path, push=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def test_version_tag_names_date_and_run():
+    import datetime as dt
+
+    when = dt.datetime(2025, 3, 4, tzinfo=dt.timezone.utc)
+    assert fa.version_tag("0a1b2c3d-4e5f-6789-abcd-ef0123456789", when) == "augment-2025-03-04-0a1b2c"
+
+
+def _metrics() -> dict:
+    """A metrics.json dict as `pipeline.evaluate` makes it: `gan` right on every image, `none` on 4 of 6."""
+    import pandas as pd
+
+    from pipeline.evaluate import metrics_from_predictions
+
+    y = [0, 0, 1, 1, 2, 2]
+    rows = []
+    for seed in (0, 1):
+        for subset in ("test", "val"):
+            rows += [("gan", seed, subset, t, t) for t in y]
+            rows += [("none", seed, subset, t, p) for t, p in zip(y, [0, 0, 1, 1, 0, 1])]
+    pred = pd.DataFrame(rows, columns=["strategy", "seed", "subset", "y_true", "y_pred"])
+    return dict(metrics_from_predictions(pred, ["a", "b", "c"]), gan_quality={"fid": 12.5, "intra_fid": {"a": 3.0}})
+
+
+VERSION = {"tag": "augment-2025-03-04-0a1b2c", "commit": "f" * 40, "remote": "local",
+           "fetch": "dvc get /repo data/synthetic --rev augment-2025-03-04-0a1b2c"}
+
+
+def test_report_artifact_has_the_report_verdict_table_and_fetch_command():
+    from pipeline.report import verdict
+
+    metrics = _metrics()
+    md = fa.report_markdown({"a": 0, "b": 30}, metrics, VERSION)
+    assert verdict(metrics).startswith("Gain:") and verdict(metrics) in md
+    assert md.index(verdict(metrics)) < md.index("| gan ")  # verdict first, then the strategy table
+    assert "| b | 30 |" in md
+    assert VERSION["fetch"] in md and "`augment-2025-03-04-0a1b2c`" in md
+    assert "no verdict" in fa.report_markdown({"b": 30}, None, VERSION)
+    assert "| gan |" not in fa.report_markdown({"b": 30}, None, VERSION)
+
+
+def test_key_figures_table():
+    rows = {r["figure"]: r["value"] for r in fa.key_figures({"a": 0, "b": 30, "c": 5}, _metrics(), VERSION)}
+    assert rows["images added"] == 35 and rows["classes topped up"] == 2
+    assert rows["balanced accuracy gain over none"].startswith("0.333")
+    assert rows["GAN fid"] == 12.5 and "GAN intra_fid" not in rows
+    assert rows["version"] == VERSION["tag"]
+
+
+def test_a_killed_run_is_undone_by_the_next_one(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    killed = f"""
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {str(REPO)!r})
+from flows import augment as fa
+root = Path({str(tmp_path)!r})
+with fa.rollback_on_failure(root):
+    fa.write_params(root, {{"plan.sampling_strategy": "minority"}})
+    (root / "dvc.lock").write_text("half written")
+    os._exit(9)  # killed: no cleanup runs
+"""
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == 9
+    assert (tmp_path / fa.PENDING).is_file() and "minority" in (tmp_path / "params.yaml").read_text()
+    assert fa.restore_interrupted(tmp_path)
+    assert (tmp_path / "params.yaml").read_text() == PARAMS and not (tmp_path / "dvc.lock").exists()
+    assert not fa.restore_interrupted(tmp_path)  # once
+
+
+def test_rollback_puts_params_back_on_failure_and_keeps_them_on_success(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    with pytest.raises(RuntimeError):
+        with fa.rollback_on_failure(tmp_path):
+            fa.write_params(tmp_path, {"plan.sampling_strategy": "minority"})
+            raise RuntimeError("a stage failed")
+    assert (tmp_path / "params.yaml").read_text() == PARAMS
+    with fa.rollback_on_failure(tmp_path):
+        fa.write_params(tmp_path, {"plan.sampling_strategy": "minority"})
+    assert "minority" in (tmp_path / "params.yaml").read_text() and not (tmp_path / fa.PENDING).exists()
