@@ -1,0 +1,137 @@
+"""GAN objectives, one registry keyed by the names params.yaml uses (`train_gan.loss`).
+
+`LOSSES[name]` is a `GanLoss` with `d_loss(real_logits, fake_logits)` and `g_loss(fake_logits)`,
+both returning a scalar to minimise; `gradient_penalty` is the WGAN-GP term that `train_gan`
+adds to the critic's loss when `loss.gradient_penalty` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class GanLoss:
+    """A discriminator objective and its generator counterpart.
+
+    Attributes:
+        name: registry key.
+        d_loss: (real_logits (B,), fake_logits (B,)) -> scalar the discriminator minimises.
+        g_loss: fake_logits (B,) -> scalar the generator minimises.
+        gradient_penalty: whether the recipe adds `gp_weight * gradient_penalty(...)` to d_loss.
+    """
+
+    name: str
+    d_loss: Callable[[Tensor, Tensor], Tensor]
+    g_loss: Callable[[Tensor], Tensor]
+    gradient_penalty: bool = False
+
+
+def bce_d_loss(real: Tensor, fake: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Non-saturating GAN, D side, with one-sided label smoothing s (real target 1 - s).
+
+    min_D  -E[(1-s) log D(x) + s log(1 - D(x))] - E[log(1 - D(G(z)))],  D = sigmoid(logit);
+    with -log sigmoid(l) = softplus(-l) and -log(1 - sigmoid(l)) = softplus(l).
+    """
+    t = 1.0 - label_smoothing
+    real_term = t * F.softplus(-real) + (1.0 - t) * F.softplus(real)
+    return real_term.mean() + F.softplus(fake).mean()
+
+
+def bce_g_loss(fake: Tensor) -> Tensor:
+    """Non-saturating GAN, G side: min_G -E[log D(G(z))] = E[softplus(-logit)]."""
+    return F.softplus(-fake).mean()
+
+
+def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Hinge, D side: min_D E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def hinge_g_loss(fake: Tensor) -> Tensor:
+    """Hinge, G side: min_G -E[D(G(z))]."""
+    return -fake.mean()
+
+
+def lsgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Least squares (a=0, b=1), D side: min_D 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]."""
+    return 0.5 * (real - 1.0).pow(2).mean() + 0.5 * fake.pow(2).mean()
+
+
+def lsgan_g_loss(fake: Tensor) -> Tensor:
+    """Least squares (c=1), G side: min_G 1/2 E[(D(G(z)) - 1)^2]."""
+    return 0.5 * (fake - 1.0).pow(2).mean()
+
+
+def wgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Wasserstein critic: min_D E[D(G(z))] - E[D(x)] (+ gp_weight * gradient penalty)."""
+    return fake.mean() - real.mean()
+
+
+def wgan_g_loss(fake: Tensor) -> Tensor:
+    """Wasserstein generator: min_G -E[D(G(z))]."""
+    return -fake.mean()
+
+
+LOSSES: dict[str, GanLoss] = {
+    "bce": GanLoss("bce", bce_d_loss, bce_g_loss),
+    "hinge": GanLoss("hinge", hinge_d_loss, hinge_g_loss),
+    "lsgan": GanLoss("lsgan", lsgan_d_loss, lsgan_g_loss),
+    "wgan-gp": GanLoss("wgan-gp", wgan_d_loss, wgan_g_loss, gradient_penalty=True),
+}
+
+
+def get_loss(name: str, label_smoothing: float = 0.0) -> GanLoss:
+    """`LOSSES[name]`, with `label_smoothing` bound into the D loss (only `bce` accepts one).
+
+    Raises:
+        ValueError: unknown name (listing the valid ones), or smoothing asked of another loss.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown GAN loss {name!r}; valid: {', '.join(sorted(LOSSES))}")
+    loss = LOSSES[name]
+    if label_smoothing == 0.0:
+        return loss
+    if name != "bce":
+        raise ValueError(f"label_smoothing applies to loss 'bce' only, not {name!r}; set it to 0")
+
+    def d_loss(real: Tensor, fake: Tensor) -> Tensor:
+        return bce_d_loss(real, fake, label_smoothing)
+
+    return dataclasses.replace(loss, d_loss=d_loss)
+
+
+def gradient_penalty(
+    D: Callable[[Tensor, Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    y: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """WGAN-GP term E[(||grad_x D(x_hat, y)||_2 - 1)^2] on x_hat = eps*real + (1-eps)*fake.
+
+    Args:
+        D: the critic, (x (B,C,H,W), y (B,)) -> logits (B,).
+        real: real images (B, C, H, W).
+        fake: generated images, same shape (detached or not; only x_hat is differentiated).
+        y: labels (B,) shared by the pair.
+        generator: CPU generator for eps ~ U(0, 1) per sample; None uses a fresh one seeded 0,
+            so the result never depends on the global RNG.
+
+    Returns:
+        Scalar tensor, differentiable w.r.t. D's parameters (create_graph=True).
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    b = real.shape[0]
+    eps = torch.rand((b,) + (1,) * (real.dim() - 1), generator=generator).to(real.device, real.dtype)
+    x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
+    out = D(x_hat, y)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    norms = grad.float().flatten(1).norm(2, dim=1)
+    return (norms - 1.0).pow(2).mean()

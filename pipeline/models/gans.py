@@ -1,0 +1,119 @@
+"""Class-conditional GAN architectures, keyed by the names params.yaml uses (`train_gan.arch`).
+
+`GAN_ARCHS[name].build(image_shape, num_classes, z_dim, size)` returns (G, D) with
+G(z (B, z_dim), y (B,) long) -> images (B, C, H, W) in [-1, 1] and D(x, y) -> logits (B,).
+Any H, W in 8..64 and C in {1, 3}: generators upsample by 2 from a start grid computed here and
+crop the few extra rows/columns (28 = 7 * 2^2 exactly; 9 -> built at 10, cropped to 9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+from torch import nn
+
+from pipeline.models import concat, dcgan, sngan
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """How a generator reaches (H, W): `blocks` 2x upsamplings from a (start_h, start_w) grid."""
+
+    channels: int
+    height: int
+    width: int
+    blocks: int
+    start_h: int
+    start_w: int
+
+
+def plan_geometry(image_shape: tuple[int, int, int]) -> Geometry:
+    """The upsampling plan for image_shape (C, H, W).
+
+    blocks = max(1, floor(log2(min(H, W) / 4))), start = ceil(side / 2^blocks), so the start grid
+    is 4..7 pixels for sides 8..64 and the built image is at most 2^blocks - 1 pixels too large.
+    """
+    c, h, w = (int(v) for v in image_shape)
+    if c not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {c} (image_shape is (C, H, W))")
+    if min(h, w) < 4 or max(h, w) > 512:
+        raise ValueError(f"image sides must be in 4..512, got {h}x{w}")
+    blocks = max(1, int(math.floor(math.log2(min(h, w) / 4))))
+    return Geometry(c, h, w, blocks, math.ceil(h / 2**blocks), math.ceil(w / 2**blocks))
+
+
+@dataclasses.dataclass(frozen=True)
+class GanArch:
+    """One architecture family.
+
+    Attributes:
+        name: registry key.
+        make: (geometry, num_classes, z_dim, width) -> (G, D).
+        widths: base width per size name (`light` trains fast on 2 CPU cores).
+        recipe: the training settings the family is meant to be used with (for docs/benchmarks).
+        description: one line for docs and reports.
+    """
+
+    name: str
+    make: Callable[[Geometry, int, int, int], tuple[nn.Module, nn.Module]]
+    widths: dict[str, int]
+    recipe: dict
+    description: str
+
+    def build(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        z_dim: int,
+        size: str = "light",
+        width: int | None = None,
+    ) -> tuple[nn.Module, nn.Module]:
+        """Build a fresh (generator, discriminator) pair.
+
+        Args:
+            image_shape: (C, H, W) of the training images.
+            num_classes: number of labels y can take (all classes, trained or not).
+            z_dim: noise dimension.
+            size: a key of `widths` ("light" or "base").
+            width: overrides the size's base width (channels of the last G block / first D block).
+
+        Raises:
+            ValueError: bad image shape, size name or width.
+        """
+        if size not in self.widths:
+            raise ValueError(f"unknown size {size!r} for arch {self.name!r}; valid: {', '.join(self.widths)}")
+        if num_classes < 1 or z_dim < 1:
+            raise ValueError(f"need num_classes >= 1 and z_dim >= 1, got {num_classes}, {z_dim}")
+        w = self.widths[size] if width is None else int(width)
+        if w < 4:
+            raise ValueError(f"width must be >= 4, got {w}")
+        G, D = self.make(plan_geometry(image_shape), num_classes, z_dim, w)
+        G.z_dim, G.num_classes, G.image_shape = z_dim, num_classes, tuple(int(v) for v in image_shape)
+        return G, D
+
+
+GAN_ARCHS: dict[str, GanArch] = {
+    "sngan": GanArch(
+        "sngan",
+        sngan.build,
+        sngan.WIDTHS,
+        {"loss": "hinge", "beta1": 0.0, "beta2": 0.999, "diffaug": "color,translation,cutout"},
+        "ResNet G with class-conditional BatchNorm; spectral-norm ResNet D with a projection head",
+    ),
+    "dcgan": GanArch(
+        "dcgan",
+        dcgan.build,
+        dcgan.WIDTHS,
+        {"loss": "hinge", "beta1": 0.5, "beta2": 0.999, "diffaug": "color,translation,cutout"},
+        "DCGAN: transposed-conv G and strided-conv D, label embeddings as inputs",
+    ),
+    "concat": GanArch(
+        "concat",
+        concat.build,
+        concat.WIDTHS,
+        {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "diffaug": ""},
+        "the tutorial cGAN: MLPs with the label embedding concatenated to noise and to the image",
+    ),
+}

@@ -1,0 +1,133 @@
+"""SNGAN-style conditional GAN (Miyato et al. 2018; Miyato & Koyama 2018): the default `sngan` arch.
+
+Generator: residual up-blocks with class-conditional BatchNorm (per-class gain and bias).
+Discriminator: spectral-norm residual down-blocks, global sum pooling, and a projection head
+logit = w.h + embed(y).h. Built by `pipeline.models.gans.GAN_ARCHS["sngan"]`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+if TYPE_CHECKING:
+    from pipeline.models.gans import Geometry
+
+# base width (channels at full resolution) per size; `light` is sized for 2 CPU cores
+WIDTHS = {"light": 16, "base": 64}
+
+
+def level_channels(width: int, blocks: int) -> list[int]:
+    """Channels at each resolution level, coarsest first: width * min(4, 2^(blocks - i))."""
+    return [width * min(4, 2 ** (blocks - i)) for i in range(blocks + 1)]
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own affine, then a per-class gain (init 1) and bias (init 0)."""
+
+    def __init__(self, num_features: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.gain = nn.Embedding(num_classes, num_features)
+        self.bias = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class GBlock(nn.Module):
+    """x -> CBN-ReLU-up2-conv3 -> CBN-ReLU-conv3, plus up2-conv1 shortcut: (B,i,h,w) -> (B,o,2h,2w)."""
+
+    def __init__(self, cin: int, cout: int, num_classes: int):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm2d(cin, num_classes)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm2d(cout, num_classes)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2.0, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
+        return h + self.skip(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Generator(nn.Module):
+    """z (B, z_dim), y (B,) -> (B, C, H, W) in [-1, 1]."""
+
+    def __init__(self, geo: "Geometry", num_classes: int, z_dim: int, width: int):
+        super().__init__()
+        ch = level_channels(width, geo.blocks)
+        self.geo = geo
+        self.fc = nn.Linear(z_dim, ch[0] * geo.start_h * geo.start_w)
+        self.blocks = nn.ModuleList(GBlock(ch[i], ch[i + 1], num_classes) for i in range(geo.blocks))
+        self.out_bn = nn.BatchNorm2d(ch[-1])
+        self.out_conv = nn.Conv2d(ch[-1], geo.channels, 3, padding=1)
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:
+        g = self.geo
+        h = self.fc(z).view(z.shape[0], -1, g.start_h, g.start_w)  # (ch[0]) x start_h x start_w
+        for block in self.blocks:
+            h = block(h, y)  # channels halve (down to width), sides double
+        h = torch.tanh(self.out_conv(F.relu(self.out_bn(h))))  # C x start*2^blocks
+        top = (h.shape[2] - g.height) // 2
+        left = (h.shape[3] - g.width) // 2
+        return h[:, :, top : top + g.height, left : left + g.width]
+
+
+class DBlock(nn.Module):
+    """Spectral-norm residual block: (B,i,h,w) -> (B,o,h/2,w/2) when `down`, else same size.
+
+    `first` is the input block: no ReLU before its first conv (the input is an image) and its
+    shortcut pools before the 1x1 conv.
+    """
+
+    def __init__(self, cin: int, cout: int, down: bool, first: bool = False):
+        super().__init__()
+        self.down, self.first = down, first
+        self.conv1 = spectral_norm(nn.Conv2d(cin, cout, 3, padding=1))
+        self.conv2 = spectral_norm(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = spectral_norm(nn.Conv2d(cin, cout, 1)) if (cin != cout or down) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x if self.first else F.relu(x)
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.down:
+            h = F.avg_pool2d(h, 2)
+        s = x
+        if self.first:
+            s = self.skip(F.avg_pool2d(s, 2) if self.down else s)
+        elif self.skip is not None:
+            s = self.skip(s)
+            s = F.avg_pool2d(s, 2) if self.down else s
+        return h + s
+
+
+class Discriminator(nn.Module):
+    """x (B, C, H, W), y (B,) -> logits (B,) = linear(h) + <embed(y), h>, h = sum-pooled features."""
+
+    def __init__(self, geo: "Geometry", num_classes: int, width: int):
+        super().__init__()
+        # mirror the generator: full-resolution width first, downsample to the start grid
+        ch = level_channels(width, geo.blocks)[::-1]
+        layers = [DBlock(geo.channels, ch[0], down=True, first=True)]
+        layers += [DBlock(ch[i], ch[i + 1], down=True) for i in range(geo.blocks - 1)]
+        layers.append(DBlock(ch[geo.blocks - 1], ch[geo.blocks], down=False))
+        self.blocks = nn.Sequential(*layers)
+        self.fc = spectral_norm(nn.Linear(ch[-1], 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, ch[-1]))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # (B, ch[-1])
+        return self.fc(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+
+
+def build(geo: "Geometry", num_classes: int, z_dim: int, width: int) -> tuple[nn.Module, nn.Module]:
+    """(Generator, Discriminator) for `geo`; see `pipeline.models.gans.GanArch.build`."""
+    return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width)

@@ -1,0 +1,82 @@
+"""GAN architectures: output shapes and ranges for every arch, channel count and size; conditioning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.models import GAN_ARCHS
+from pipeline.models.gans import plan_geometry
+
+SHAPES = [(c, s, s) for c in (1, 3) for s in (8, 28, 32)]
+
+
+@pytest.mark.parametrize("arch", sorted(GAN_ARCHS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
+def test_shapes_and_range(arch, shape):
+    torch.manual_seed(0)
+    G, D = GAN_ARCHS[arch].build(shape, num_classes=5, z_dim=16, size="light")
+    z, y = torch.randn(3, 16), torch.tensor([0, 2, 4])
+    x = G(z, y)
+    assert x.shape == (3, *shape)
+    assert x.min() >= -1 and x.max() <= 1
+    logits = D(x, y)
+    assert logits.shape == (3,) and torch.isfinite(logits).all()
+    assert (G.z_dim, G.num_classes, G.image_shape) == (16, 5, shape)
+
+
+@pytest.mark.parametrize("arch", sorted(GAN_ARCHS))
+def test_odd_and_large_sizes(arch):
+    for shape in [(1, 9, 13), (3, 64, 64)]:
+        G, D = GAN_ARCHS[arch].build(shape, num_classes=2, z_dim=8, size="light")
+        x = G(torch.randn(2, 8), torch.tensor([0, 1]))
+        assert x.shape == (2, *shape) and D(x, torch.tensor([0, 1])).shape == (2,)
+
+
+@pytest.mark.parametrize("arch", sorted(GAN_ARCHS))
+def test_conditioning_and_gradients_reach_every_parameter(arch):
+    torch.manual_seed(0)
+    G, D = GAN_ARCHS[arch].build((1, 16, 16), num_classes=3, z_dim=8, size="light")
+    # make label embeddings non-trivial (sngan's conditional BN starts at gain 1, bias 0)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if "gain" in name or "bias.weight" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    G.eval()
+    z = torch.randn(1, 8).repeat(3, 1)
+    x = G(z, torch.tensor([0, 1, 2]))
+    assert not torch.allclose(x[0], x[1]) and not torch.allclose(x[1], x[2])
+    G.train()
+    x = G(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))
+    D(x, torch.tensor([0, 1, 2, 0])).sum().backward()
+    for module in (G, D):
+        missing = [n for n, p in module.named_parameters() if p.grad is None]
+        assert not missing, f"{arch}: no gradient for {missing}"
+
+
+def test_sizes_and_width_change_capacity():
+    arch = GAN_ARCHS["sngan"]
+    n = {}
+    for size, width in [("light", None), ("base", None), ("light", 8)]:
+        G, _ = arch.build((1, 28, 28), 10, 64, size, width)
+        n[(size, width)] = sum(p.numel() for p in G.parameters())
+    assert n[("light", 8)] < n[("light", None)] < n[("base", None)]
+
+
+def test_bad_arguments():
+    arch = GAN_ARCHS["sngan"]
+    with pytest.raises(ValueError, match="valid: light, base"):
+        arch.build((1, 8, 8), 2, 8, "huge")
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        arch.build((4, 8, 8), 2, 8)
+    with pytest.raises(ValueError, match="width must be >= 4"):
+        arch.build((1, 8, 8), 2, 8, "light", width=2)
+
+
+@pytest.mark.parametrize(
+    "side, blocks, start", [(8, 1, 4), (16, 2, 4), (28, 2, 7), (32, 3, 4), (9, 1, 5), (64, 4, 4)]
+)
+def test_geometry(side, blocks, start):
+    geo = plan_geometry((1, side, side))
+    assert (geo.blocks, geo.start_h) == (blocks, start)
+    assert side <= start * 2**blocks < side + 2**blocks

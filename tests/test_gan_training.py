@@ -1,0 +1,340 @@
+"""train_gan: EMA arithmetic, balanced sampling, fingerprints, and whole runs on sklearn's 8x8 digits.
+
+Integration runs are tiny (light size, batch 16, a few steps): they check files, determinism,
+resume after `kill -9`, the non-finite-loss stop and the refusal of foreign checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from pipeline import gan
+from pipeline.config import TrainGanConfig
+from pipeline.data import ImageTable
+from pipeline.errors import ConfigError, DataError, TrainingError
+from pipeline.io import sha256_file
+from pipeline.losses import LOSSES, GanLoss
+
+REPO = Path(__file__).resolve().parents[1]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def digits_table(classes=(0, 1, 2)) -> ImageTable:
+    """sklearn's bundled 8x8 digits (no download) for `classes`, as uint8 (N, 8, 8, 1)."""
+    d = load_digits()
+    keep = np.isin(d.target, classes)
+    images = np.round(d.images[keep] * 255 / 16).astype(np.uint8)[..., None]
+    remap = {c: i for i, c in enumerate(classes)}
+    labels = np.array([remap[t] for t in d.target[keep]])
+    return ImageTable(images, labels, tuple(f"digit{c}" for c in classes))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and two threads crawl on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(**kw) -> TrainGanConfig:
+    base = dict(steps=6, batch_size=16, z_dim=16, checkpoint_every=3, sample_every=3, ema_warmup=2,
+                device="cpu", precision="fp32", seed=0)
+    return TrainGanConfig(**(base | kw))
+
+
+def state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    for key in ("g", "g_ema", "d"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def test_ema_decay_warm_up_then_capped_ramp():
+    assert gan.ema_decay_at(1, 0.999, warmup=10) == 0.0
+    assert gan.ema_decay_at(10, 0.999, warmup=10) == 0.0  # still a plain copy
+    assert gan.ema_decay_at(20, 0.999, warmup=10) == pytest.approx(21 / 30)
+    assert gan.ema_decay_at(10_000, 0.999, warmup=10) == 0.999
+    assert gan.ema_decay_at(5, 0.9, warmup=0) == pytest.approx(6 / 15)
+
+
+def test_ema_update_arithmetic_covers_batchnorm_buffers():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+        for p in ema.parameters():
+            p.fill_(5.0)
+        model[1].running_mean.fill_(2.0)
+        ema[1].running_mean.fill_(6.0)
+        model[1].num_batches_tracked.fill_(7)
+    gan.ema_update(ema, model, decay=0.75)
+    for p in ema.parameters():
+        torch.testing.assert_close(p, torch.full_like(p, 0.75 * 5 + 0.25 * 1))
+    torch.testing.assert_close(ema[1].running_mean, torch.full((2,), 0.75 * 6 + 0.25 * 2))
+    assert ema[1].num_batches_tracked.item() == 7
+    gan.ema_update(ema, model, decay=0.0)  # warm-up: an exact copy
+    for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(e, p)
+
+
+def test_uint8_float_round_trip():
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    f = gan.to_float(x)
+    assert f.shape == (1, 3, 16, 16) and f.min() == -1 and f.max() == 1
+    np.testing.assert_array_equal(gan.to_uint8(f), x)
+    np.testing.assert_array_equal(gan.to_uint8(torch.tensor([-3.0, 3.0]).view(1, 1, 1, 2)), [[[[0], [255]]]])
+
+
+def test_balanced_sampler_draws_rare_classes_as_often():
+    labels = np.array([0] * 100 + [1] * 10 + [2] * 1)
+    for balanced, expected in [(True, [1 / 3] * 3), (False, [100 / 111, 10 / 111, 1 / 111])]:
+        s = gan.ClassSampler(labels, [0, 1, 2], balanced, torch.Generator().manual_seed(0))
+        rows, y = s.batch(6000)
+        assert torch.equal(torch.from_numpy(labels)[rows], y)  # each row is of its drawn class
+        np.testing.assert_allclose(np.bincount(y.numpy(), minlength=3) / 6000, expected, atol=0.02)
+        fake = s.labels(6000, torch.Generator().manual_seed(1))
+        np.testing.assert_allclose(np.bincount(fake.numpy(), minlength=3) / 6000, expected, atol=0.02)
+    # a chosen subset: other classes never drawn
+    s = gan.ClassSampler(labels, [1, 2], True, torch.Generator().manual_seed(0))
+    assert set(s.batch(500)[1].tolist()) == {1, 2}
+
+
+def test_sampler_is_reproducible_from_its_generator():
+    labels = np.repeat(np.arange(4), 5)
+    a = gan.ClassSampler(labels, [0, 1, 2, 3], True, torch.Generator().manual_seed(3)).batch(32)
+    b = gan.ClassSampler(labels, [0, 1, 2, 3], True, torch.Generator().manual_seed(3)).batch(32)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_fingerprints():
+    table = digits_table()
+    fp = gan.data_fingerprint(table)
+    images = table.images.copy()
+    images[0, 0, 0, 0] ^= 1
+    assert gan.data_fingerprint(ImageTable(images, table.labels, table.class_names)) != fp
+    assert gan.data_fingerprint(ImageTable(table.images, table.labels, ("a", "b", "c"))) != fp
+    cfg = tiny_cfg()
+    assert gan.config_fingerprint(cfg, fp) == gan.config_fingerprint(tiny_cfg(steps=99, checkpoint_every=7), fp)
+    assert gan.config_fingerprint(cfg, fp) != gan.config_fingerprint(tiny_cfg(lr_d=1e-3), fp)
+
+
+def test_resolve_classes():
+    table = digits_table()
+    assert gan.resolve_classes(tiny_cfg(), table) == [0, 1, 2]
+    assert gan.resolve_classes(tiny_cfg(classes=["digit2", "digit0"]), table) == [0, 2]
+    with pytest.raises(ConfigError, match="train_gan.classes: 'digit7' is not a class.*valid: digit0"):
+        gan.resolve_classes(tiny_cfg(classes=["digit7"]), table)
+    empty = ImageTable(table.images, np.minimum(table.labels, 1), table.class_names)
+    with pytest.raises(DataError, match="no image of class\\(es\\) 'digit2'"):
+        gan.resolve_classes(tiny_cfg(), empty)
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+
+def test_short_run_writes_everything_and_loads(tmp_path, caplog):
+    table = digits_table()
+    with caplog.at_level(logging.INFO, logger="augment"):
+        final = gan.train_gan(tiny_cfg(steps=7), table, tmp_path, progress=False)
+    assert final == tmp_path / "final.pt"
+    assert [s for s, _ in gan.list_checkpoints(tmp_path)] == [3, 6]  # every 3 steps, last two kept
+    for name in ("losses.csv", "losses.png", "diversity.csv", "interpolation.png", "samples.gif"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
+        "step-0000003.png", "step-0000006.png", "step-0000007.png"]
+    assert not list(tmp_path.glob(".tmp-*"))
+    lines = (tmp_path / "losses.csv").read_text().splitlines()
+    assert lines[0] == "step,d_loss,g_loss,gp,d_real,d_fake" and len(lines) == 8
+    div = (tmp_path / "diversity.csv").read_text().splitlines()
+    assert div[0] == "step,class,fake,real,ratio" and len(div) == 1 + 3 * 3
+
+    meta = state(final)
+    assert meta["format"] == "augment-gan/1" and meta["step"] == 7
+    assert meta["image_shape"] == [1, 8, 8] and meta["class_names"] == ["digit0", "digit1", "digit2"]
+    assert meta["train_classes"] == meta["class_names"] and meta["config"]["steps"] == 7
+    ckpt = state(tmp_path / "checkpoint-6.pt")
+    assert {"torch", "numpy", "python", "per_rank"} <= set(ckpt["rng"])
+    assert set(ckpt["rng"]["per_rank"][0]) == {"sampler", "noise", "diffaug", "gp"}
+    assert {"g", "d", "g_ema", "opt_g", "opt_d", "step", "fingerprint"} <= set(ckpt)
+
+    G, info = gan.load_generator(final)
+    assert not G.training and info["sha256"] == sha256_file(final)
+    assert info["z_dim"] == 16 and "g_ema" not in info
+    x = G(torch.randn(4, 16), torch.tensor([0, 1, 2, 0]))
+    assert x.shape == (4, 1, 8, 8)
+
+    # a rerun with the same params and data is a no-op
+    mtime = final.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="augment"):
+        gan.train_gan(tiny_cfg(steps=7), table, tmp_path, progress=False)
+    assert final.stat().st_mtime_ns == mtime and "already trained" in caplog.text
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    table = digits_table()
+    a = state(gan.train_gan(tiny_cfg(steps=4), table, tmp_path / "a", progress=False))
+    b = state(gan.train_gan(tiny_cfg(steps=4), table, tmp_path / "b", progress=False))
+    assert_same_weights(a, b)
+    c = state(gan.train_gan(tiny_cfg(steps=4, seed=1), table, tmp_path / "c", progress=False))
+    assert not torch.equal(a["g_ema"]["fc.weight"], c["g_ema"]["fc.weight"])
+
+
+def test_resume_in_process_matches_uninterrupted(tmp_path, caplog):
+    table = digits_table()
+    full = state(gan.train_gan(tiny_cfg(steps=8, checkpoint_every=4), table, tmp_path / "full", progress=False))
+    gan.train_gan(tiny_cfg(steps=4, checkpoint_every=4), table, tmp_path / "parts", progress=False)
+    with caplog.at_level(logging.INFO, logger="augment"):
+        parts = state(gan.train_gan(tiny_cfg(steps=8, checkpoint_every=4), table, tmp_path / "parts", progress=False))
+    assert "resuming from checkpoint-4.pt" in caplog.text
+    assert_same_weights(full, parts)
+    assert (tmp_path / "full" / "losses.csv").read_text() == (tmp_path / "parts" / "losses.csv").read_text()
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    hinge = LOSSES["hinge"]
+
+    def g_loss(fake):  # finite for 7 steps, then NaN
+        calls["n"] += 1
+        return hinge.g_loss(fake) * (float("nan") if calls["n"] == 8 else 1.0)
+
+    monkeypatch.setitem(LOSSES, "hinge", GanLoss("hinge", hinge.d_loss, g_loss))
+    with pytest.raises(TrainingError, match="non-finite loss at step 8 .*last good checkpoint checkpoint-6.pt"):
+        gan.train_gan(tiny_cfg(steps=12), digits_table(), tmp_path, progress=False)
+    assert [s for s, _ in gan.list_checkpoints(tmp_path)] == [3, 6]
+    assert state(tmp_path / "checkpoint-6.pt")["step"] == 6
+    assert not (tmp_path / "final.pt").exists()
+
+
+def test_huge_learning_rate_is_caught(tmp_path):
+    with pytest.raises(TrainingError, match="non-finite .* at step \\d+"):
+        gan.train_gan(tiny_cfg(steps=30, lr_g=1e30, lr_d=1e30, checkpoint_every=100, sample_every=100),
+                      digits_table(), tmp_path, progress=False)
+    assert not (tmp_path / "final.pt").exists()
+
+
+def test_checkpoint_of_other_data_or_config_is_refused(tmp_path):
+    table = digits_table()
+    gan.train_gan(tiny_cfg(steps=3), table, tmp_path, progress=False)
+    (tmp_path / "final.pt").unlink()
+    images = table.images.copy()
+    images[5, 3, 3, 0] ^= 7
+    other = ImageTable(images, table.labels, table.class_names)
+    with pytest.raises(TrainingError, match="checkpoint-3.pt: written for another train_gan config or dataset"):
+        gan.train_gan(tiny_cfg(steps=6), other, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="another train_gan config or dataset"):
+        gan.train_gan(tiny_cfg(steps=6, loss="lsgan"), table, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="already at step 3 > steps=2"):
+        gan.train_gan(tiny_cfg(steps=2), table, tmp_path, progress=False)
+
+
+def test_subset_of_classes(tmp_path):
+    final = gan.train_gan(tiny_cfg(steps=2, classes=["digit1"]), digits_table(), tmp_path, progress=False)
+    meta = state(final)
+    assert meta["train_classes"] == ["digit1"] and meta["num_classes"] == 3
+    assert len((tmp_path / "diversity.csv").read_text().splitlines()) == 1 + 1
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(arch="dcgan", loss="wgan-gp", n_dis=2), dict(arch="concat", loss="bce", label_smoothing=0.1, diffaug=""),
+     dict(arch="sngan", loss="lsgan", balanced_sampling=False)],
+    ids=["dcgan-wgan-gp", "concat-bce", "sngan-lsgan"],
+)
+def test_other_recipes_train(tmp_path, kw):
+    final = gan.train_gan(tiny_cfg(steps=3, **kw), digits_table(), tmp_path, progress=False)
+    rows = (tmp_path / "losses.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 and all(np.isfinite([float(v) for v in r.split(",")]).all() for r in rows)
+    if kw["loss"] == "wgan-gp":
+        assert all(float(r.split(",")[3]) > 0 for r in rows)  # the penalty is computed and logged
+    assert gan.load_generator(final)[1]["arch"] == kw["arch"]
+
+
+_SCRIPT = """
+import json, logging, sys
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+sys.path.insert(0, {tests!r})
+from test_gan_training import digits_table, tiny_cfg
+from pipeline.gan import train_gan
+train_gan(tiny_cfg(**json.loads(sys.argv[2])), digits_table(), Path(sys.argv[1]), progress=False)
+"""
+
+
+def _train_cmd(out: Path, **kw) -> list[str]:
+    script = _SCRIPT.format(tests=str(REPO / "tests"))
+    return [sys.executable, "-c", script, str(out), json.dumps(kw)]
+
+
+def _env() -> dict:
+    # one thread in every run, so CPU kernels reduce in the same order in all three processes
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_is_bit_identical(tmp_path):
+    kw = dict(steps=60, checkpoint_every=5, sample_every=30)
+    subprocess.run(_train_cmd(tmp_path / "ref", **kw), env=_env(), check=True, capture_output=True)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(out, **kw), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint-5.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "final.pt").exists(), "the run finished before it was killed; raise steps"
+
+    rerun = subprocess.run(_train_cmd(out, **kw), env=_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming from checkpoint-" in rerun.stderr
+    assert_same_weights(state(tmp_path / "ref" / "final.pt"), state(out / "final.pt"))
+    assert (tmp_path / "ref" / "losses.csv").read_text() == (out / "losses.csv").read_text()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    """DDP (gloo) through torchrun: rank 0 writes, both ranks train, the result resumes."""
+    script = tmp_path / "ddp.py"
+    script.write_text(_SCRIPT.format(tests=str(REPO / "tests")))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(tmp_path / "out"), json.dumps(dict(steps=4, checkpoint_every=2))]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = state(tmp_path / "out" / "checkpoint-4.pt")
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]["per_rank"]) == 2
+    assert state(tmp_path / "out" / "final.pt")["step"] == 4
+
+
+@cuda
+def test_cuda_run(tmp_path):
+    final = gan.train_gan(tiny_cfg(steps=3, device="cuda", precision="auto"), digits_table(), tmp_path,
+                          progress=False)
+    G, _ = gan.load_generator(final, "cuda")
+    x = G(torch.randn(2, 16, device="cuda"), torch.tensor([0, 1], device="cuda"))
+    assert x.is_cuda and x.shape == (2, 1, 8, 8) and torch.isfinite(x).all()
