@@ -1,0 +1,286 @@
+"""Speed benchmark, all parts in ONE run on one machine, each part in its own process (own peak RSS):
+
+  gan_train   images/s of our default GAN recipe vs the tutorial-style `concat` reference (fp32, BCE,
+              Adam 2e-4/0.5), each trained for the same wall time, with the class consistency its EMA
+              samples reach (a judge trained on the full real training set labels them)
+  generate    generator -> finished Parquet shards vs a per-file torchvision `save_image` loop,
+              at 28x28x1 and 32x32x3
+  demo        `augment run` on the built-in default (what `make demo` runs after install)
+  flops       achieved GAN-training FLOP/s against this machine's measured fp32/bf16 matmul peak
+
+    python benchmarks/speed.py [--data ../shared/datasets/mnist] [--seconds 240] [--out benchmarks/results/speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+
+# ---- parts (each runs in a child process: `speed.py --part NAME --part-out FILE`) ----------------
+
+def _mnist_lt(data: Path):
+    import numpy as np
+
+    from pipeline.data import impose_long_tail, long_tail_counts
+    from pipeline.sources import ImageSpec, read_source
+
+    src = read_source(str(data), ImageSpec())
+    target = long_tail_counts(src.train.counts(), "deepsmote") if src.train.num_classes == 10 else None
+    lt = impose_long_tail(src.train, target, seed=0) if target else src.train
+    return src.train, src.test, lt
+
+
+def _judge(full_train, test, workdir: Path):
+    """A small CNN trained on the full real training set: the referee of class consistency."""
+    import torch
+
+    from pipeline.config import EvaluateConfig
+    from pipeline.evaluate import train_classifier
+
+    cfg = EvaluateConfig(epochs=2, batch_size=128, lr=2e-3, gan_quality=False, device="cpu")
+    return train_classifier(full_train, test, cfg, seed=0, progress=False)
+
+
+def _class_consistency(final: Path, judge, per_class: int = 200) -> dict:
+    import numpy as np
+
+    from pipeline.evaluate import predict
+    from pipeline.gan import load_generator
+    from pipeline.generate import generate
+
+    G, meta = load_generator(final)
+    plan = {n: per_class for n in meta["class_names"]}
+    images, labels, _, _ = generate(G, meta, plan, seed=123, batch_size=256, progress=False)
+    pred = predict(judge, images)
+    per = {n: float((pred[labels == c] == c).mean()) for c, n in enumerate(meta["class_names"])}
+    return {"overall": float((pred == labels).mean()), "min": min(per.values()), "per_class": per}
+
+
+def part_gan_train(args) -> dict:
+    """Same wall time for both recipes; images/s and the class consistency reached."""
+    from pipeline import config
+    from pipeline.gan import train_gan
+
+    full, test, lt = _mnist_lt(Path(args.data))
+    judge = _judge(full, test, Path(args.workdir))
+    ours = config.load(REPO / "params.yaml").train_gan
+    reference = ours.model_copy(update={
+        "arch": "concat", "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+        "diffaug": "", "balanced_sampling": False, "precision": "fp32", "ema_warmup": 0, "n_dis": 1,
+    })
+    out = {}
+    for name, cfg in (("augment", ours), ("reference", reference)):
+        calib = cfg.model_copy(update={"steps": 20, "checkpoint_every": 10_000, "sample_every": 10_000})
+        t0 = time.perf_counter()
+        train_gan(calib, lt, Path(args.workdir) / f"{name}-calib", progress=False)
+        per_step = (time.perf_counter() - t0) / 20
+        steps = max(20, int(args.seconds / per_step))
+        run = cfg.model_copy(update={"steps": steps, "checkpoint_every": steps, "sample_every": steps})
+        t0 = time.perf_counter()
+        final = train_gan(run, lt, Path(args.workdir) / name, progress=False)
+        wall = time.perf_counter() - t0
+        out[name] = {"arch": cfg.arch, "loss": cfg.loss, "steps": steps, "batch_size": cfg.batch_size,
+                     "wall_s": round(wall, 1), "img_per_s": round(steps * cfg.batch_size / wall, 1),
+                     "class_consistency": _class_consistency(final, judge)}
+    return {
+        "augment_img_per_s": out["augment"]["img_per_s"],
+        "reference_img_per_s": out["reference"]["img_per_s"],
+        "augment_class_consistency": out["augment"]["class_consistency"]["overall"],
+        "reference_class_consistency": out["reference"]["class_consistency"]["overall"],
+        "dataset": f"{Path(args.data).name} deepsmote long-tail", "seconds_budget": args.seconds, "runs": out,
+    }
+
+
+def _generator(shape, num_classes: int):
+    import torch
+
+    from pipeline import config
+    from pipeline.models import GAN_ARCHS
+
+    cfg = config.load(REPO / "params.yaml").train_gan
+    G, _ = GAN_ARCHS[cfg.arch].build(shape, num_classes, cfg.z_dim, cfg.size, cfg.width)
+    meta = {"z_dim": cfg.z_dim, "image_shape": list(shape), "class_names": [str(i) for i in range(num_classes)],
+            "num_classes": num_classes, "arch": cfg.arch, "sha256": "0" * 64}
+    return G.eval(), meta
+
+
+def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> float:
+    """The tutorial way: generate a batch, then one `save_image` call per image."""
+    import torch
+    from torchvision.utils import save_image
+
+    from pipeline.generate import sample_noise
+
+    folder.mkdir(parents=True, exist_ok=True)
+    k = meta["num_classes"]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            idx = list(range(start, min(n, start + batch)))
+            z = sample_noise(idx, meta["z_dim"])
+            y = torch.tensor([i % k for i in idx])
+            x = G(z, y)
+            for i, img in zip(idx, x):
+                save_image(img * 0.5 + 0.5, folder / f"{i}.png")
+    return n / (time.perf_counter() - t0)
+
+
+def part_generate(args) -> dict:
+    import numpy as np
+
+    from pipeline.generate import generate
+    from pipeline.shards import write_shards
+
+    out = {}
+    for shape in ((1, 28, 28), (3, 32, 32)):
+        key = "x".join(map(str, shape[1:] + shape[:1]))
+        G, meta = _generator(shape, 10)
+        n = args.images
+        plan = {c: n // 10 for c in meta["class_names"]}
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            t0 = time.perf_counter()
+            images, labels, seeds, scores = generate(G, meta, plan, seed=0, batch_size=1024, progress=False)
+            t_gen = time.perf_counter() - t0
+            write_shards(Path(tmp) / "shards", images, labels, meta["class_names"],
+                         {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores},
+                         shard_size=10_000, manifest_extra={})
+            total = time.perf_counter() - t0
+            per_file = _per_file_loop(G, meta, min(n, 5000), Path(tmp) / "files")
+        out[key] = {"images": int(len(labels)), "shards_img_per_s": round(len(labels) / total, 1),
+                    "generator_only_img_per_s": round(len(labels) / t_gen, 1),
+                    "writer_only_img_per_s": round(len(labels) / (total - t_gen), 1),
+                    "per_file_img_per_s": round(per_file, 1), "speedup": round(len(labels) / total / per_file, 2)}
+    return {"shards_img_per_s": out["28x28x1"]["shards_img_per_s"],
+            "per_file_img_per_s": out["28x28x1"]["per_file_img_per_s"], "by_shape": out}
+
+
+def part_demo(args) -> dict:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-q", "--params", str(REPO / "params.yaml")],
+                       cwd=tmp, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        return {"demo_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _matmul_peak(dtype, n: int = 1024, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def part_flops(args) -> dict:
+    """FLOPs of one training step counted by torch's FlopCounterMode, over the measured step time."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline import config
+    from pipeline.losses import LOSSES
+    from pipeline.models import GAN_ARCHS
+
+    cfg = config.load(REPO / "params.yaml").train_gan
+    G, D = GAN_ARCHS[cfg.arch].build((1, 28, 28), 10, cfg.z_dim, cfg.size, cfg.width)
+    loss = LOSSES[cfg.loss]
+    B = cfg.batch_size
+    real, y = torch.rand(B, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (B,))
+
+    def step():
+        fake = G(torch.randn(B, cfg.z_dim), y)
+        d = loss.d_loss(D(real, y), D(fake.detach(), y))
+        d.backward()
+        g = loss.g_loss(D(fake, y))
+        g.backward()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    step()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        step()
+    per_step = (time.perf_counter() - t0) / 10
+    fp32, bf16 = _matmul_peak(torch.float32), _matmul_peak(torch.bfloat16)
+    achieved = flops / per_step
+    return {"train_step_flops": flops, "achieved_flop_per_s": round(achieved), "fp32_matmul_peak": round(fp32),
+            "bf16_matmul_peak": round(bf16), "fraction_of_fp32_peak": round(achieved / fp32, 3),
+            "note": "one G+D step at 28x28, batch %d, fp32, counted by torch.utils.flop_counter" % B}
+
+
+PARTS = {"gan_train": part_gan_train, "generate": part_generate, "demo": part_demo, "flops": part_flops}
+
+
+def _child(args) -> int:
+    import torch
+
+    torch.manual_seed(0)
+    result = PARTS[args.part](args)
+    from machine import peak_rss_mb
+
+    result["peak_rss_mb"] = peak_rss_mb()
+    Path(args.part_out).write_text(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "mnist"))
+    p.add_argument("--seconds", type=float, default=240.0, help="GAN training wall time per recipe")
+    p.add_argument("--images", type=int, default=20_000, help="images per generation measurement")
+    p.add_argument("--out", default=str(HERE / "results" / "speed.json"))
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--part", help=argparse.SUPPRESS)
+    p.add_argument("--part-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.part:
+        return _child(args)
+    from machine import machine_info
+
+    from pipeline import io
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="augment-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+              "machine": machine_info(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    for part in args.parts.split(","):
+        if part not in PARTS:
+            raise SystemExit(f"error: unknown part {part!r}; valid: {', '.join(PARTS)}")
+        part_out = work / f"{part}.json"
+        cmd = [sys.executable, __file__, "--part", part, "--part-out", str(part_out), "--data", args.data,
+               "--seconds", str(args.seconds), "--images", str(args.images), "--workdir", str(work)]
+        print(f"speed: {part} ...", file=sys.stderr, flush=True)
+        subprocess.run(cmd, check=True, cwd=REPO)
+        data = json.loads(part_out.read_text())
+        if part == "gan_train":
+            result["gan_train"] = data
+        elif part == "generate":
+            result["generate"] = data
+        elif part == "demo":
+            result["demo_seconds"], result["demo_peak_rss_mb"] = data["demo_seconds"], data["peak_rss_mb"]
+        else:
+            result["flops"] = data
+    io.write_json(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1)[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
