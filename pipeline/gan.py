@@ -478,13 +478,11 @@ def _write_csv(path: Path, header: tuple[str, ...], rows: list[list[float]]) -> 
 
 def _plot_losses(path: Path, history: list[list[float]]) -> None:
     """D and G loss vs step (raw, faint, and a moving average) to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     h = np.asarray(history)
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.subplots()
     k = max(1, len(h) // 50)
     for col, name in ((1, "D loss"), (2, "G loss")):
         line = ax.plot(h[:, 0], h[:, col], alpha=0.25, linewidth=0.8)[0]
@@ -496,7 +494,6 @@ def _plot_losses(path: Path, history: list[list[float]]) -> None:
     fig.tight_layout()
     buf = bytes_io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     io.write_bytes(path, buf.getvalue())
 
 

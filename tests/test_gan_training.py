@@ -317,18 +317,40 @@ def test_kill_9_then_rerun_is_bit_identical(tmp_path):
     assert (tmp_path / "ref" / "losses.csv").read_text() == (out / "losses.csv").read_text()
 
 
+_SYNC_SCRIPT = """
+import hashlib, sys, torch
+sys.path.insert(0, {tests!r})
+from test_gan_training import digits_table, tiny_cfg
+from pipeline import device as devices, gan
+with devices.distributed(torch.device("cpu")) as dist:
+    run = gan._build_run(tiny_cfg(loss="wgan-gp", n_dis=2), digits_table(), [0, 1, 2], dist)
+    rows = [gan.train_step(run)[1] for _ in range(3)]
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in run.D.parameters()))
+    print("rank", dist.rank, "D", digest.hexdigest(), "d_loss", rows, flush=True)
+"""
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
-    """DDP (gloo) through torchrun: rank 0 writes, both ranks train, the result resumes."""
-    script = tmp_path / "ddp.py"
-    script.write_text(_SCRIPT.format(tests=str(REPO / "tests")))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(tmp_path / "out"), json.dumps(dict(steps=4, checkpoint_every=2))]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """DDP (gloo) through torchrun: rank 0 writes; the ranks see different batches, same weights."""
+    def torchrun(script: str, *args: str) -> subprocess.CompletedProcess:
+        path = tmp_path / f"script{len(list(tmp_path.glob('script*')))}.py"
+        path.write_text(script.format(tests=str(REPO / "tests")))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(path), *args]
+        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    torchrun(_SCRIPT, str(tmp_path / "out"), json.dumps(dict(steps=4, checkpoint_every=2)))
     ckpt = state(tmp_path / "out" / "checkpoint-4.pt")
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]["per_rank"]) == 2
+    assert not torch.equal(ckpt["rng"]["per_rank"][0]["sampler"], ckpt["rng"]["per_rank"][1]["sampler"])
     assert state(tmp_path / "out" / "final.pt")["step"] == 4
+
+    # gradients (the gradient penalty's included) are averaged: both ranks end with one D
+    lines = sorted(line.split() for line in torchrun(_SYNC_SCRIPT).stdout.splitlines() if line.startswith("rank"))
+    assert len(lines) == 2 and lines[0][3] == lines[1][3]
+    assert lines[0][5:] != lines[1][5:]  # ...though each computed its loss on its own batches
 
 
 @cuda
