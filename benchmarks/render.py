@@ -1,0 +1,133 @@
+"""Write BENCHMARKS.md (and one plot per dataset) from benchmarks/results/*.json, so the document
+always matches the result files. Run after `outcome.py` / `speed.py`: `python benchmarks/render.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline import io  # noqa: E402
+
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "g_mean")
+
+
+def _pct(m: dict) -> str:
+    lo, hi = m["ci95"]
+    return f"{100 * m['mean']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def _machine(m: dict) -> str:
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return f"{m['cpu']} ({m['cpu_capability']}), {m['cores']} cores{gpu}, torch {m['torch']}"
+
+
+def _plot(name: str, r: dict) -> str:
+    names = list(r["strategies"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    means = [r["strategies"][n]["balanced_accuracy"]["mean"] for n in names]
+    err = [[m - r["strategies"][n]["balanced_accuracy"]["ci95"][0] for n, m in zip(names, means)],
+           [r["strategies"][n]["balanced_accuracy"]["ci95"][1] - m for n, m in zip(names, means)]]
+    a.bar(names, means, yerr=err, capsize=3)
+    a.set_ylim(max(0.0, min(means) - 0.1), 1.0)
+    a.set_title(f"{name}: test balanced accuracy (95% CI)")
+    a.tick_params(axis="x", rotation=45)
+    order = sorted(range(len(r["train_counts"])), key=lambda i: -r["train_counts"][i])
+    for n in names:
+        rec = r["strategies"][n]["per_class_recall"]["mean"]
+        b.plot(range(len(order)), [rec[i] for i in order], marker=".", label=n)
+    b.set_xticks(range(len(order)), [f"{r['class_names'][i]}\n({r['train_counts'][i]})" for i in order], fontsize=6)
+    b.set_title("per-class recall, classes by training count")
+    b.legend(fontsize=6)
+    fig.tight_layout()
+    out = HERE / "results" / f"{name}.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return f"benchmarks/results/{out.name}"
+
+
+def outcome_section(name: str, r: dict) -> list[str]:
+    g = r.get("gain") or {}
+    lines = [f"## {name}: {r['dataset']}, profile {r['profile']}", "",
+             f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
+             f"- date: {r['date']}; wall time {r['wall_s']:.0f} s (stages: {r.get('stage_s')}); peak RSS {r['peak_rss_mb']:.0f} MiB",
+             f"- classifier {r['classifier']}, {r['epochs']} epochs, seeds {r['seeds']}; GAN {r['params']['train_gan']['arch']}, "
+             f"{r['params']['train_gan']['steps']} steps", ""]
+    if g.get("balanced_accuracy"):
+        lines += [f"**Verdict: {g['verdict']}.** `{g['strategy']}` minus `{g['baseline']}` (best non-GAN by {g['selected_by']}): "
+                  f"{_pct(g['balanced_accuracy'])} points of balanced accuracy x100.", ""]
+    else:
+        lines += [f"**Verdict: none** ({g.get('reason')}).", ""]
+    lines += ["| strategy | " + " | ".join(f"{m} % [95% CI]" for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for n, s in r["strategies"].items():
+        lines.append(f"| {n} | " + " | ".join(_pct(s[m]) for m in METRICS) + " |")
+    bal = r.get("balanced_test")
+    if bal:
+        lines += ["", f"Class-balanced test subsample ({bal['rows']} images):", "",
+                  "| strategy | balanced accuracy % [95% CI] |", "|---|---|"]
+        lines += [f"| {n} | {_pct(s['balanced_accuracy'])} |" for n, s in bal["strategies"].items()]
+    mp = r.get("mix_policy")
+    if mp:
+        lines += ["", f"Mixing policies tried on validation (chosen: `{mp['chosen']['name']}`):", "",
+                  "| policy | synthetic kept | val. balanced accuracy % |", "|---|---|---|"]
+        lines += [f"| {p['name']} | {p['synthetic_rows']} | {100 * p['val_balanced_accuracy']:.2f} |" for p in mp["grid"]]
+    q = r.get("gan_quality")
+    if q:
+        lines += ["", f"GAN quality: class consistency {q['class_consistency']:.3f}, FID {q['fid']:.2f}, "
+                      f"precision {q['precision']:.3f}, recall {q['recall']:.3f} (feature space: {q['feature_space']})."]
+    lines += ["", f"![{name}]({_plot(name, r)})", ""]
+    return lines
+
+
+def speed_section(r: dict) -> list[str]:
+    lines = ["## speed", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}", f"- date: {r['date']}", ""]
+    if "gan_train" in r:
+        g = r["gan_train"]
+        lines += ["| GAN training (same wall time) | images/s | class consistency (judge on full real data) | peak RSS MiB |",
+                  "|---|---|---|---|"]
+        for key, run in g["runs"].items():
+            lines.append(f"| {key}: {run['arch']} / {run['loss']} ({run['steps']} steps) | {run['img_per_s']} | "
+                         f"{run['class_consistency']['overall']:.3f} (min class {run['class_consistency']['min']:.3f}) | {g['peak_rss_mb']:.0f} |")
+        lines.append("")
+    if "generate" in r:
+        lines += ["| generation | shards images/s | generator only | writer only | per-file save_image images/s | speed-up |",
+                  "|---|---|---|---|---|---|"]
+        for shape, s in r["generate"]["by_shape"].items():
+            lines.append(f"| {shape} | {s['shards_img_per_s']} | {s['generator_only_img_per_s']} | {s['writer_only_img_per_s']} | "
+                         f"{s['per_file_img_per_s']} | {s['speedup']}x |")
+        lines.append("")
+    if "demo_seconds" in r:
+        lines += [f"Demo (`augment run` on the default params): {r['demo_seconds']} s, peak RSS {r['demo_peak_rss_mb']:.0f} MiB.", ""]
+    if "flops" in r:
+        f = r["flops"]
+        lines += [f"Training FLOP/s: {f['achieved_flop_per_s'] / 1e9:.2f} GFLOP/s achieved = {f['fraction_of_fp32_peak']:.1%} of "
+                  f"the measured fp32 matmul peak ({f['fp32_matmul_peak'] / 1e9:.1f} GFLOP/s; bf16 matmul "
+                  f"{f['bf16_matmul_peak'] / 1e9:.1f} GFLOP/s: {f['note']}).", ""]
+    return lines
+
+
+def main() -> int:
+    results = sorted((HERE / "results").glob("*.json"))
+    lines = ["# Benchmarks", "", "Generated by `python benchmarks/render.py` from `benchmarks/results/*.json`; each section "
+             "names the command and machine that produced it. Figures measured on a shared 2-core machine are "
+             "noisy; where a goal is missed the numbers say by how much.", ""]
+    for path in results:
+        r = json.loads(path.read_text())
+        lines += speed_section(r) if path.stem == "speed" else outcome_section(path.stem, r)
+    io.write_text(REPO / "BENCHMARKS.md", "\n".join(lines) + "\n")
+    print(f"BENCHMARKS.md from {len(results)} result file(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
