@@ -30,6 +30,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import config, io, stages
+from pipeline.cli import LOCK_HELD_ENV, run_lock
 from pipeline.errors import AugmentError, ConfigError, TrainingError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -341,7 +342,9 @@ def torchrun(stage: str, processes: int) -> dict:
 
     command = {fn: name for name, fn in STAGES.items()}[stage]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    proc = subprocess.run([*launch, "-m", "pipeline.cli", command, "-q"], capture_output=True, text=True)
+    # the ranks must not wait for data/.augment.lock: this flow run holds it for them
+    proc = subprocess.run([*launch, "-m", "pipeline.cli", command, "-q"], capture_output=True, text=True,
+                          env=dict(os.environ, **{LOCK_HELD_ENV: "1"}))
     for line in (proc.stdout + proc.stderr).splitlines()[-40:]:
         log.info("torchrun: %s", line)
     if proc.returncode != 0:
@@ -570,7 +573,8 @@ def augment(
     remote = check_project(root, run.push, run.git_push)
     stages.set_progress(False)  # progress goes to the run's logs, not to bars on stderr
     tag = version_tag(flow_run.get_id())
-    with library_logs(), project_lock(root, run.lock_timeout), working_dir(root):
+    # the flow's own lock, then the CLI's data/.augment.lock: no `augment run` interleaves either
+    with library_logs(), project_lock(root, run.lock_timeout), working_dir(root), run_lock(run.lock_timeout):
         with rollback_on_failure(root):
             write_params(root, run.overrides)
             cfg = run.config()  # again: params.yaml may have changed while this run waited for the lock

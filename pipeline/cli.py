@@ -8,11 +8,17 @@ exits non-zero with one line naming the cause, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+from pathlib import Path
+from typing import Iterator
 
-from pipeline import __version__, config, stages
+import filelock
+
+from pipeline import __version__, config, io, stages
 from pipeline.errors import AugmentError
 
 # CLI name -> stages function name, in pipeline order.
@@ -24,6 +30,10 @@ STAGES = {
     "evaluate": "evaluate",
     "report": "report",
 }
+# One augment run per folder: stages and `run` hold this lock; a second run waits, then fails.
+LOCK = Path("data") / ".augment.lock"
+# Set by a process that holds LOCK for the augment processes it starts (the flow's torchrun).
+LOCK_HELD_ENV = "AUGMENT_LOCK_HELD"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, value parsed as YAML (repeatable)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    common.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help=f"wait this long while another augment run holds {LOCK} (default 60)")
     for name in STAGES:
         sub.add_parser(name, parents=[common], help=f"run stage {name}")
     sub.add_parser("run", parents=[common], help="run every stage in order")
@@ -47,6 +59,34 @@ def _stage(name: str):
     if fn is None:
         raise AugmentError(f"stage {name!r} is not built yet in this version of augment")
     return fn
+
+
+@contextlib.contextmanager
+def run_lock(timeout: float) -> Iterator[None]:
+    """Hold `data/.augment.lock` (relative to the working folder) while stages write.
+
+    Waits up to `timeout` seconds for another run, then raises AugmentError. Skipped in torchrun
+    ranks other than 0 and in processes whose parent holds the lock (LOCK_HELD_ENV), which would
+    otherwise wait for their own launcher.
+    """
+    if os.environ.get(LOCK_HELD_ENV) or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        logging.getLogger("augment").warning("another augment run holds %s; waiting up to %.0f s", LOCK, timeout)
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise AugmentError(f"another augment run holds {LOCK} (waited {timeout:.0f} s); let it finish, "
+                               "or pass --lock-timeout SECONDS to wait longer") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run_all(cfg: config.Config) -> None:
@@ -72,14 +112,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show-params":
             print(json.dumps(config.dump(cfg), indent=2))
         elif args.command == "run":
-            run_all(cfg)
+            with run_lock(args.lock_timeout):
+                run_all(cfg)
         else:
-            result = _stage(args.command)(cfg)
+            with run_lock(args.lock_timeout):
+                result = _stage(args.command)(cfg)
             if args.command == "plan":
                 _print_plan(result)
     except AugmentError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.errno not in io.DISK_FULL:
+            raise
+        where = e.filename or "an output file"
+        print(f"error: {where}: no space left on the device ({e.strerror}); free some space and rerun", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -54,7 +54,7 @@ class LongTail(Section):
     profile: Literal["none", "exponential", "deepsmote", "counts"] = "exponential"
     ratio: float = Field(10.0, ge=1.0)
     counts: list[int] | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # seeds feed numpy's SeedSequence, which takes no negative number
 
     @field_validator("counts")
     @classmethod
@@ -73,7 +73,7 @@ class DataConfig(Section):
     resize: bool = True
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
     long_tail: LongTail = LongTail()
 
 
@@ -107,7 +107,7 @@ class TrainGanConfig(Section):
     classes: list[str] | None = None
     checkpoint_every: int = Field(500, ge=1)
     sample_every: int = Field(500, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
@@ -145,7 +145,7 @@ class GenerateConfig(Section):
     """Stage `generate`: sampling, filtering and the shard layout."""
 
     batch_size: int = Field(256, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     shard_size: int = Field(10000, ge=1)
     export_images: bool = False
     filter: FilterConfig = FilterConfig()
@@ -205,7 +205,7 @@ class EvaluateConfig(Section):
     lr: float = Field(3e-3, gt=0.0)
     balanced_test: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0  # run i uses seed + i; the balanced test subsample uses seed
+    seed: int = Field(0, ge=0)  # run i uses seed + i; the balanced test subsample uses seed
     gan_quality: bool = True  # FID/KID/P-R/memorisation of the synthetic data (needs synthetic data)
     # torch CPU threads while evaluating (restored after); small models run best on one, and two
     # threads on a busy 2-core machine are several times slower. null keeps torch's default.

@@ -175,7 +175,8 @@ def long_tail_counts(
     short = [(i, t, int(n)) for i, (t, n) in enumerate(zip(target, counts)) if t > n]
     if short:
         i, t, n = short[0]
-        raise DataError(f"long-tail profile wants {t} images of class {i} but the data has {n}")
+        raise DataError(f"long-tail profile wants {t} images of class {i} but the data has {n}; "
+                        "lower data.long_tail.counts or pick another profile")
     return target
 
 

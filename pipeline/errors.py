@@ -27,3 +27,9 @@ class TrainingError(AugmentError):
     """Training cannot go on (non-finite loss, incompatible checkpoint)."""
 
     exit_code = 1
+
+
+class StorageError(AugmentError):
+    """An output cannot be written: the disk or quota is full (the earlier file stays as it was)."""
+
+    exit_code = 1

@@ -609,12 +609,13 @@ def evaluate(
 
 
 def write_results(out_dir: str | Path, result: dict) -> list[Path]:
-    """Write `metrics.json` and `predictions.parquet` (atomically) into `out_dir`; return the paths."""
+    """Write `metrics.json` and `predictions.parquet` into `out_dir` as one atomic pair (metrics.json
+    renamed last, so the pair is never from two runs); return the paths."""
     out_dir = Path(out_dir)
     metrics_path, pred_path = out_dir / "metrics.json", out_dir / "predictions.parquet"
-    with io.atomic_path(pred_path) as tmp:
-        result["predictions"].to_parquet(tmp, index=False)
-    io.write_json(metrics_path, result["metrics"])
+    with io.atomic_paths([pred_path, metrics_path]) as (pred_tmp, metrics_tmp):
+        result["predictions"].to_parquet(pred_tmp, index=False)
+        io.write_json(metrics_tmp, result["metrics"])
     return [metrics_path, pred_path]
 
 

@@ -7,14 +7,43 @@ looks whole. Temporary names start with `.tmp-` so readers and globs can ignore 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.errors import StorageError
+
 TMP_PREFIX = ".tmp-"
+# errno values of a write that failed because the disk, the user's quota or the file size limit is full
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike) -> bool:
+    """True when `error`, raised while writing into `folder`, means the disk (or quota) is full.
+
+    torch.save reports a full disk as a RuntimeError without an errno ("unexpected pos ..."), so
+    a RuntimeError counts when less than 1 MiB is left in `folder` (checked before cleaning up).
+    """
+    if isinstance(error, StorageError):
+        return True
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return True
+    if isinstance(error, RuntimeError):
+        try:
+            return shutil.disk_usage(folder).free < (1 << 20)
+        except OSError:
+            return False
+    return False
+
+
+def _full(target: str, names: str) -> StorageError:
+    return StorageError(f"{target}: no space left on the device while writing {names}; free some space and "
+                        "rerun (the earlier outputs are unchanged)")
 
 
 @contextlib.contextmanager
@@ -33,10 +62,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
+        full = is_disk_full(e, path.parent)
         tmp_path.unlink(missing_ok=True)
+        if full:
+            raise _full(str(path), "it") from e
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: list[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Temporary paths beside each of `paths`; when the block succeeds all are renamed into place.
+
+    For a stage whose outputs belong together: a failure while writing (disk full, a crash) changes
+    none of `paths`. The last path marks the set complete: it is removed before the renames and
+    renamed last, so a run killed during the renames leaves it absent, never stale.
+    """
+    paths = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + p.name + ".", dir=p.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tmps
+        for tmp in tmps:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+    except BaseException as e:
+        full = is_disk_full(e, paths[0].parent)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        if full:
+            raise _full(str(paths[0].parent), ", ".join(p.name for p in paths)) from e
+        raise
+    paths[-1].unlink(missing_ok=True)
+    for tmp, p in zip(tmps, paths):
+        os.replace(tmp, p)
+    for folder in dict.fromkeys(p.parent for p in paths):
+        _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -25,7 +25,7 @@ import yaml
 from pipeline import images as imgcodec
 from pipeline import io
 from pipeline.data import ImageTable
-from pipeline.errors import DataError
+from pipeline.errors import DataError, StorageError
 
 HF_METADATA_KEY = b"huggingface"
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -440,6 +440,7 @@ def _clean_stage(folder: Path) -> None:
 
 def _export_images(stage_dir: Path, png: list[bytes], rel_paths: list[str]) -> None:
     """Write `images/<class>/<id>.png` under `stage_dir` (renamed into place as a whole later)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)  # an empty plan still gets its (empty) folder
     for d in sorted({p.rsplit("/", 1)[0] for p in rel_paths}):
         (stage_dir / d).mkdir(parents=True, exist_ok=True)
     for data, rel in zip(png, rel_paths):
@@ -574,6 +575,25 @@ def write_shards(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _clean_stage(folder)
+    try:
+        staged, manifest = _stage_dataset(folder, images, labels, class_names, columns, shard_size, manifest_extra,
+                                          export_images)
+    except BaseException as e:
+        full = io.is_disk_full(e, folder)
+        _clean_stage(folder)  # e.g. a full disk: leave no part of the new dataset behind, only the old one
+        if full:
+            raise StorageError(f"{folder}: no space left on the device while writing the new dataset; free some "
+                               "space and rerun (the previous dataset is unchanged)") from e
+        raise
+    _switch(folder, staged, manifest)
+    return manifest
+
+
+def _stage_dataset(
+    folder: Path, images: np.ndarray, labels: np.ndarray, class_names, columns: dict, shard_size: int,
+    manifest_extra: dict, export_images: bool,
+) -> tuple[list[tuple[Path, str]], dict]:
+    """Write every file of the new dataset under its staged name; return (staged, name) pairs and the manifest."""
     arrow, png, rel, dirs = _shard_table(images, labels, class_names, columns, export_images)
     bounds = shard_bounds(arrow.num_rows, shard_size)
     staged: list[tuple[Path, str]] = []
@@ -595,8 +615,7 @@ def write_shards(
         staged.append((_stage(folder, GRID), GRID))
     io.write_text(_stage(folder, CARD), dataset_card(manifest))
     staged.append((_stage(folder, CARD), CARD))
-    _switch(folder, staged, manifest)
-    return manifest
+    return staged, manifest
 
 
 _RESERVED_KEYS = (
@@ -737,7 +756,13 @@ def load_arrow(
         raise ValueError(f"mix={mix!r}; valid: {', '.join(map(str, MIXES))}")
     folder = _folder_of(path)
     manifest = read_manifest(folder)
-    tables = [read_arrow(p) for p in _manifest_paths(folder, manifest, verify)]
+    paths = _manifest_paths(folder, manifest, verify)
+    tables = [read_arrow(p) for p in paths]
+    for p, t in zip(paths, tables):  # concat_tables would fail with a bare ArrowInvalid
+        _check_columns(p, t.schema)
+        if not t.schema.remove_metadata().equals(tables[0].schema.remove_metadata()):
+            raise DataError(f"{p}: columns {t.schema.names} differ from those of {paths[0].name} "
+                            f"({tables[0].schema.names}) or their types do; rerun `augment generate`")
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if mix == "real+synthetic":
         real = Path(real) if real is not None else folder.parent / "prepared" / "train.parquet"

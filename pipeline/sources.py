@@ -161,15 +161,21 @@ def _image_folder_table(root: Path, spec: ImageSpec, names: tuple[str, ...] | No
     elif set(found) - set(names):
         extra = sorted(set(found) - set(names))
         raise DataError(f"{root}: class folder(s) {extra} are not among the training classes {list(names)}")
-    pixels, labels = [], []
+    pixels, labels, paths = [], [], []
     for d in class_dirs:
         files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         for f in files:
             img = imgcodec.decode(f.read_bytes(), str(f))
             pixels.append(imgcodec.conform(img, str(f), spec.size, spec.channels, spec.resize))
             labels.append(names.index(d.name))
+            paths.append(f)
     if not pixels:
         raise DataError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} in <class>/ folders)")
+    odd = next((i for i, img in enumerate(pixels) if img.shape != pixels[0].shape), None)
+    if odd is not None:  # name the file, not just its position
+        (h, w, c), (h0, w0, c0) = pixels[odd].shape, pixels[0].shape
+        raise DataError(f"{paths[odd]}: image {odd} is {w}x{h} with {c} channel(s), {paths[0].name} is {w0}x{h0} "
+                        f"with {c0}; set data.image_size and data.channels to bring them all to one shape")
     x = imgcodec.stack(pixels, str(root))
     return ImageTable(x, np.asarray(labels, dtype=np.int64), names)
 

@@ -52,6 +52,8 @@ def read_prepared(cfg: Config, split: str) -> ImageTable:
     path = prepared_path(cfg, split)
     if not path.is_file():
         raise DataError(f"{path}: not found; run `augment prepare` first")
+    if not counts_path(cfg).is_file():  # written last: without it the splits may be from two runs
+        raise DataError(f"{counts_path(cfg)}: not found; `augment prepare` did not finish: run it again")
     return read_parquet(path)
 
 
@@ -98,15 +100,19 @@ def prepare(cfg: Config) -> dict:
     train, val = split_and_profile(cfg, pool)
     check_classes(train, f"{cfg.data.source} (train after profile)")
     tables = {"train": train, "val": val, "test": test}
-    files = {split: write_parquet(prepared_path(cfg, split), t) for split, t in tables.items()}
-    summary = {
-        "source": source.description,
-        "class_names": list(train.class_names),
-        "image_shape": list(train.image_shape),
-        "counts": {split: t.counts_by_name() for split, t in tables.items()},
-        "files": {split: {"rows": f["rows"], "sha256": f["sha256"]} for split, f in files.items()},
-    }
-    io.write_json(counts_path(cfg), summary)
+    io.clean_temporaries(cfg.paths.prepared)  # what a killed run left: not part of the output
+    # all written first, then renamed together (class_counts.json last): a full disk or a kill
+    # never leaves a new train split beside an old test split and old counts
+    with io.atomic_paths([*(prepared_path(cfg, split) for split in tables), counts_path(cfg)]) as tmps:
+        files = {split: write_parquet(tmp, t) for tmp, (split, t) in zip(tmps, tables.items())}
+        summary = {
+            "source": source.description,
+            "class_names": list(train.class_names),
+            "image_shape": list(train.image_shape),
+            "counts": {split: t.counts_by_name() for split, t in tables.items()},
+            "files": {split: {"rows": f["rows"], "sha256": f["sha256"]} for split, f in files.items()},
+        }
+        io.write_json(tmps[-1], summary)
     log.info("prepared %s: train %d, val %d, test %d images of shape %s",
              source.description, len(train), len(val), len(test), train.image_shape)
     return summary
@@ -116,7 +122,7 @@ def read_counts(cfg: Config) -> dict:
     path = counts_path(cfg)
     if not path.is_file():
         raise DataError(f"{path}: not found; run `augment prepare` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _read_json(path, "augment prepare")
 
 
 def plan(cfg: Config) -> dict[str, int]:
@@ -135,7 +141,18 @@ def read_plan(cfg: Config) -> dict[str, int]:
     path = Path(cfg.paths.plan)
     if not path.is_file():
         raise DataError(f"{path}: not found; run `augment plan` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _read_json(path, "augment plan")
+
+
+def _read_json(path: Path, remedy: str) -> dict:
+    """A JSON object a stage wrote; DataError naming the file and the command that remakes it."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e.__class__.__name__}); run `{remedy}` again") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}; run `{remedy}` again")
+    return obj
 
 
 def gan_final_path(cfg: Config) -> Path:
@@ -170,6 +187,33 @@ def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
     return scorer
 
 
+def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> None:
+    """Refuse a final.pt trained on other classes, image size or data, or with other train_gan params.
+
+    Raises:
+        DataError: one line naming what differs; the fix is `augment train-gan` again.
+    """
+    from pipeline.gan import _UNFINGERPRINTED, config_fingerprint, data_fingerprint
+
+    retrain = "run `augment train-gan` again"
+    if list(meta["class_names"]) != list(train.class_names):
+        raise DataError(f"{path}: generator was trained on classes {meta['class_names']}, the prepared data has "
+                        f"{list(train.class_names)}; {retrain}")
+    (c, h, w), (th, tw, tc) = meta["image_shape"], train.image_shape
+    if (c, h, w) != (tc, th, tw):
+        raise DataError(f"{path}: generator makes {w}x{h} images with {c} channel(s), the prepared data is "
+                        f"{tw}x{th} with {tc}; {retrain}")
+    if meta.get("fingerprint") == config_fingerprint(cfg.train_gan, data_fingerprint(train)):
+        return
+    trained, now = meta.get("config") or {}, cfg.train_gan.model_dump(mode="json")
+    changed = [k for k in now if k not in _UNFINGERPRINTED and trained.get(k) != now[k]]
+    if changed:
+        k = changed[0]
+        raise DataError(f"{path}: trained with train_gan.{k} = {trained.get(k)!r}, the params now say "
+                        f"{now[k]!r}; {retrain}")
+    raise DataError(f"{path}: trained on other images than {prepared_path(cfg, 'train')} holds now; {retrain}")
+
+
 def generate(cfg: Config) -> dict:
     """Stage `generate`: sample each class's quota with the EMA generator into Parquet shards."""
     from pipeline import __version__
@@ -186,12 +230,9 @@ def generate(cfg: Config) -> dict:
     device = select_device(cfg.train_gan.device)
     G, meta = load_generator(path, device)
     names = read_counts(cfg)["class_names"]
-    if list(meta["class_names"]) != list(names):
-        raise DataError(
-            f"{path}: generator was trained on classes {meta['class_names']}, the prepared data has "
-            f"{names}; run `augment train-gan` again"
-        )
-    untrained = [c for c, n in quota.items() if n and c not in meta.get("train_classes", names)]
+    check_generator(cfg, path, meta, read_prepared(cfg, "train"))
+    # unknown classes are left to the sampler's check, which names the valid ones
+    untrained = [c for c, n in quota.items() if n and c in names and c not in meta.get("train_classes", names)]
     if untrained:
         raise DataError(
             f"{path}: the plan asks for classes {untrained} that the GAN was not trained on "
@@ -221,6 +262,9 @@ def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
 
     folder = Path(cfg.paths.synthetic)
     if not (folder / "manifest.json").is_file():
+        if folder.is_dir() and any(folder.glob("*.parquet")):  # shards without their manifest (written last)
+            raise DataError(f"{folder}: has shards but no manifest.json; `augment generate` did not finish: "
+                            "run it again")
         return None, None
     table = load(folder, as_="table", verify=True)
     scores = load_arrow(folder).column("score").to_numpy(zero_copy_only=False).astype(np.float32)
@@ -240,6 +284,7 @@ def evaluate(cfg: Config, mapper=None) -> dict:
         log.warning("no synthetic dataset at %s: the GAN strategies are skipped", cfg.paths.synthetic)
     result = run(cfg.evaluate, tables["train"], tables["val"], tables["test"], synthetic, read_plan(cfg),
                  progress=_PROGRESS, synthetic_scores=scores, mapper=mapper)
+    io.clean_temporaries(cfg.paths.reports)  # what a killed run left
     write_results(cfg.paths.reports, result)
     gain = result["metrics"].get("gain") or {}
     return {"gain": gain.get("balanced_accuracy"), "baseline": gain.get("baseline")}
