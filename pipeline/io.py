@@ -19,6 +19,16 @@ from typing import Any, Iterator
 from pipeline.errors import StorageError
 
 TMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs get the mode an ordinary open() would give (0666 - umask)
+_FILE_MODE = 0o666 & ~_umask()
 # errno values of a write that failed because the disk, the user's quota or the file size limit is full
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -55,6 +65,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -85,6 +96,7 @@ def atomic_paths(paths: list[str | os.PathLike]) -> Iterator[list[Path]]:
         for p in paths:
             p.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + p.name + ".", dir=p.parent)
+            os.fchmod(fd, _FILE_MODE)
             os.close(fd)
             tmps.append(Path(tmp))
         yield tmps
