@@ -99,17 +99,13 @@ def judge_scores(train: ImageTable, val: ImageTable, synthetic: ImageTable, cfg,
     import torch
 
     from pipeline.evaluate import train_feature_model
-    from pipeline.models.classifiers import to_tensor
+    from pipeline.models.classifiers import class_probability, to_tensor
 
     judge = train_feature_model(train, val, cfg, seed).eval()
-    device = next(judge.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(synthetic), 512):
-            x = to_tensor(synthetic.images[i : i + 512]).to(device)
-            probs = torch.softmax(judge(x), dim=1).cpu()
-            y = torch.from_numpy(synthetic.labels[i : i + 512]).view(-1, 1)
-            out.append(probs.gather(1, y).squeeze(1))
+    out = [
+        class_probability(judge, to_tensor(synthetic.images[i : i + 512]), torch.from_numpy(synthetic.labels[i : i + 512]))
+        for i in range(0, len(synthetic), 512)
+    ]
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 
 

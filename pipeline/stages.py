@@ -170,21 +170,14 @@ def train_gan(cfg: Config) -> dict:
 
 def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
     """A classifier trained on real data only, as `scorer(images, labels) -> p(intended class)`."""
-    import torch
+    from functools import partial
 
     from pipeline.evaluate import train_classifier
+    from pipeline.models.classifiers import class_probability
 
     model = train_classifier(train, val, cfg.evaluate.model_copy(update={"epochs": cfg.generate.filter.epochs}),
                              seed=cfg.generate.seed, progress=_PROGRESS)
-    model.eval()
-    device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def scorer(images: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
-        probs = torch.softmax(model(images.to(device).float()), dim=1)
-        return probs.gather(1, labels.to(device).view(-1, 1)).squeeze(1).cpu()
-
-    return scorer
+    return partial(class_probability, model.eval())
 
 
 def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> None:
@@ -229,8 +222,9 @@ def generate(cfg: Config) -> dict:
         raise DataError(f"{path}: not found; run `augment train-gan` first")
     device = select_device(cfg.train_gan.device)
     G, meta = load_generator(path, device)
-    names = read_counts(cfg)["class_names"]
-    check_generator(cfg, path, meta, read_prepared(cfg, "train"))
+    train = read_prepared(cfg, "train")
+    names = list(train.class_names)
+    check_generator(cfg, path, meta, train)
     # unknown classes are left to the sampler's check, which names the valid ones
     untrained = [c for c, n in quota.items() if n and c in names and c not in meta.get("train_classes", names)]
     if untrained:
@@ -239,7 +233,7 @@ def generate(cfg: Config) -> dict:
             "(train_gan.classes); add them there or leave them out of plan.sampling_strategy"
         )
     fcfg = cfg.generate.filter
-    scorer = _real_scorer(cfg, read_prepared(cfg, "train"), read_prepared(cfg, "val")) if fcfg.enabled else None
+    scorer = _real_scorer(cfg, train, read_prepared(cfg, "val")) if fcfg.enabled else None
     stats: dict = {}
     images, labels, seeds, scores = sample(
         G, meta, quota, cfg.generate.seed, cfg.generate.batch_size, device,

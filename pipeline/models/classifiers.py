@@ -115,3 +115,11 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     # contiguous NCHW: a permuted view makes BatchNorm on CPU take a slow path (~20x)
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().float()
     return x.div_(127.5).sub_(1.0)
+
+
+def class_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """p(y_i | x_i) under `model` for images x (B, C, H, W) in [-1, 1]: (B,) on the CPU."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        probs = torch.softmax(model(x.to(device).float()), dim=1)
+        return probs.gather(1, y.to(device).view(-1, 1)).squeeze(1).cpu()
