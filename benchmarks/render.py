@@ -79,8 +79,9 @@ def outcome_section(name: str, r: dict) -> list[str]:
     mp = r.get("mix_policy")
     if mp:
         lines += ["", f"Mixing policies tried on validation (chosen: `{mp['chosen']['name']}`):", "",
-                  "| policy | synthetic kept | val. balanced accuracy % |", "|---|---|---|"]
-        lines += [f"| {p['name']} | {p['synthetic_rows']} | {100 * p['val_balanced_accuracy']:.2f} |" for p in mp["grid"]]
+                  "| policy | synthetic kept | val. balanced accuracy % | val. balanced NLL |", "|---|---|---|---|"]
+        lines += [f"| {p['name']} | {p['synthetic_rows']} | {100 * p['val_balanced_accuracy']:.2f} | "
+                  f"{p.get('val_balanced_nll', float('nan')):.4f} |" for p in mp["grid"]]
     q = r.get("gan_quality")
     if q:
         lines += ["", f"GAN quality: class consistency {q['class_consistency']:.3f}, FID {q['fid']:.2f}, "

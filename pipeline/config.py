@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -92,6 +92,7 @@ class TrainGanConfig(Section):
     loss: str = "hinge"
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     gp_weight: float = Field(10.0, ge=0.0)
+    aux_weight: float = Field(0.0, ge=0.0)  # AC-GAN class loss on D (real images) and G (its samples)
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(64, ge=1)
     z_dim: int = Field(64, ge=1)
@@ -130,6 +131,13 @@ class TrainGanConfig(Section):
             if part not in valid:
                 raise ValueError(f"policy {part!r} is not one of: {', '.join(sorted(valid))}")
         return v
+
+    @model_validator(mode="after")
+    def _aux_head(self) -> "TrainGanConfig":
+        if self.aux_weight > 0 and not _registry("pipeline.models", "GAN_ARCHS")[self.arch].aux_classifier:
+            raise ValueError(f"aux_weight > 0 needs a discriminator with a class head; arch {self.arch!r} has none "
+                             "(use sngan or dcgan, or set aux_weight: 0)")
+        return self
 
 
 class FilterConfig(Section):
@@ -263,6 +271,8 @@ def _describe(err: dict, source: str) -> str:
         hint = f" (did you mean {'.'.join(loc[:-1] + (close[0],))!r}?)" if close else ""
         return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
     msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(err.get("input"), dict):  # a check across a section's fields: name the section only
+        return f"{source}: {key}: {msg}"
     return f"{source}: {key} = {err.get('input')!r}: {msg}"
 
 

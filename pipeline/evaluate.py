@@ -263,6 +263,21 @@ def _val_score(model: nn.Module, val: ImageTable) -> float:
     return M.balanced_accuracy(M.confusion_matrix(val.labels, predict(model, val.images), val.num_classes))
 
 
+@torch.no_grad()
+def validation_scores(model: nn.Module, val: ImageTable, batch_size: int = 512) -> tuple[float, float]:
+    """(balanced accuracy, class-balanced NLL) of `model` on the validation images."""
+    from pipeline.models.classifiers import class_probability
+
+    if len(val) == 0:
+        return 0.0, float("nan")
+    model.eval()
+    p = torch.cat([
+        class_probability(model, to_tensor(val.images[i : i + batch_size]), torch.from_numpy(val.labels[i : i + batch_size]))
+        for i in range(0, len(val), batch_size)
+    ]).numpy()
+    return _val_score(model, val), M.balanced_log_loss(val.labels, p)
+
+
 def train_classifier(
     train: ImageTable,
     val: ImageTable,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline import device as devices
@@ -187,7 +188,9 @@ def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist:
     # weights initialised from the run's own seed; fork_rng leaves the global RNG as it was
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(make_generator(cfg.seed, _STREAMS["init"]).initial_seed())
-        G, D = GAN_ARCHS[cfg.arch].build((c, h, w), train.num_classes, cfg.z_dim, cfg.size, cfg.width)
+        G, D = GAN_ARCHS[cfg.arch].build(
+            (c, h, w), train.num_classes, cfg.z_dim, cfg.size, cfg.width, aux_classifier=cfg.aux_weight > 0
+        )
     G, D = devices.prepare_module(G, device), devices.prepare_module(D, device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     G_train = devices.maybe_compile(devices.wrap_ddp(G, device, dist), cfg.compile, device)
@@ -228,8 +231,13 @@ def train_step(run: Run) -> list[float]:
       D: min E[max(0, 1 - D(aug(x), y))] + E[max(0, 1 + D(aug(G(z, y')), y'))]
       G: min -E[D(aug(G(z, y')), y')]
     where aug is DiffAugment, applied to real and fake alike so that D never sees clean images.
+    With aux_weight a > 0 (AC-GAN style), D's class head C learns the labels of real images and
+    G is pushed to make samples C assigns to their intended class:
+      D: ... + a * CE(C(aug(x)), y)        G: ... + a * CE(C(aug(G(z, y'))), y')
+    C never trains on fakes, so it stays a judge of real classes rather than of G's mistakes.
     """
     cfg, ac = run.cfg, devices.autocast(run.device, run.dtype)
+    aux = {"classes": True} if cfg.aux_weight > 0 else {}
     gp = torch.zeros((), device=run.device)
     run.D.requires_grad_(True)
     for i in range(cfg.n_dis):
@@ -242,9 +250,12 @@ def train_step(run: Run) -> list[float]:
         # 2. update D on one batch [real; fake]: a single forward, so DDP sees one pass per backward
         x = torch.cat([x_real, x_fake.detach().to(x_real.dtype)])
         with ac:
-            logits = run.D_train(diff_augment(x, cfg.diffaug, run.gens["diffaug"]), torch.cat([y_real, y_fake]))
+            out = run.D_train(diff_augment(x, cfg.diffaug, run.gens["diffaug"]), torch.cat([y_real, y_fake]), **aux)
+            logits, class_logits = out if aux else (out, None)
             real_logits, fake_logits = logits.float().split(cfg.batch_size)
             d_loss = run.loss.d_loss(real_logits, fake_logits)
+            if aux:
+                d_loss = d_loss + cfg.aux_weight * F.cross_entropy(class_logits[: cfg.batch_size].float(), y_real)
             if run.loss.gradient_penalty:
                 # 3. WGAN-GP: pull ||grad_x D|| towards 1 between real and fake (same labels)
                 gp = gradient_penalty(run.D, x_real, x_fake, y_real, run.gens["gp"])
@@ -257,8 +268,11 @@ def train_step(run: Run) -> list[float]:
     if run.dist.world_size == 1:
         run.D.requires_grad_(False)
     with ac:
-        g_logits = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"]), y_fake).float()
-        g_loss = run.loss.g_loss(g_logits)
+        out = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"]), y_fake, **aux)
+        g_logits, g_class_logits = out if aux else (out, None)
+        g_loss = run.loss.g_loss(g_logits.float())
+        if aux:
+            g_loss = g_loss + cfg.aux_weight * F.cross_entropy(g_class_logits.float(), y_fake)
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()

@@ -41,6 +41,19 @@ def balanced_accuracy(cm: np.ndarray) -> float:
     return float(np.nanmean(per_class_recall(cm)))
 
 
+def balanced_log_loss(y_true: np.ndarray, p_true: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean over the classes present of the mean -log p(true class): a class-balanced NLL.
+
+    Unlike balanced accuracy it keeps moving when every validation image is already right, so it
+    separates models that a small validation set scores as equal. p is clipped to [eps, 1].
+    """
+    y_true = np.asarray(y_true, np.int64)
+    nll = -np.log(np.clip(np.asarray(p_true, np.float64), eps, 1.0))
+    if nll.shape != y_true.shape:
+        raise ValueError(f"y_true has shape {y_true.shape} but p_true has {nll.shape}")
+    return float(np.mean([nll[y_true == c].mean() for c in np.unique(y_true)])) if len(y_true) else float("nan")
+
+
 def accuracy(cm: np.ndarray) -> float:
     """Fraction of correct predictions."""
     return float(np.trace(cm) / cm.sum())

@@ -1,8 +1,10 @@
 """The mixing policy: how many synthetic images per class, which ones, and how much they count.
 
 A `MixPolicy` turns (real train, synthetic, per-sample quality scores) into one training table
-with per-image loss weights. `select_policy` tries a grid of policies and keeps the one with the
-best validation balanced accuracy; it is given no test data, so it cannot peek at the test set.
+with per-image loss weights. `choose_policy` tries a grid of policies and keeps the one with the
+best validation balanced accuracy, ties broken by the lower class-balanced validation NLL (a rare
+class may have a handful of validation images, so many policies score 100%); it is given no test
+data, so it cannot peek at the test set.
 """
 
 from __future__ import annotations
@@ -113,12 +115,14 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
                   cfg, progress: bool = False):
     """Try every policy of `cfg.mix`'s grid; keep the best by validation balanced accuracy.
 
-    Takes no test data by construction. Ties go to the earlier grid point (the grid lists fewer
-    synthetic images first). Returns (report dict for metrics.json, the chosen TrainingSet).
+    Takes no test data by construction. Equal balanced accuracies (common: a rare class may have
+    4 validation images) are decided by the lower class-balanced validation NLL, which still
+    separates models that get every validation image right; then by the earlier grid point (the
+    grid lists fewer synthetic images first). Returns (report for metrics.json, the TrainingSet).
     """
     from tqdm.auto import tqdm
 
-    from pipeline.evaluate import TrainingSet, _val_score, train_classifier
+    from pipeline.evaluate import TrainingSet, train_classifier, validation_scores
 
     m = cfg.mix
     if scores is None or np.isnan(scores).all():
@@ -129,19 +133,21 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
     rows = []
     for policy in tqdm(grid, desc="mixing policy", disable=not progress, leave=False):
         table, weight = mix(train, synthetic, scores, policy)
-        vals = [
-            _val_score(train_classifier(table, val, cfg, cfg.seed + 10_000 + k, sample_weight=weight, progress=False), val)
+        vals = np.array([
+            validation_scores(train_classifier(table, val, cfg, cfg.seed + 10_000 + k, sample_weight=weight,
+                                               progress=False), val)
             for k in range(m.selection_seeds)
-        ]
+        ])
         rows.append({**describe(policy), "synthetic_rows": int(len(table) - len(train)),
-                     "val_balanced_accuracy": float(np.mean(vals))})
-    best = max(range(len(grid)), key=lambda i: (rows[i]["val_balanced_accuracy"], -i))
+                     "val_balanced_accuracy": float(vals[:, 0].mean()), "val_balanced_nll": float(vals[:, 1].mean())})
+    best = min(range(len(grid)), key=lambda i: (-rows[i]["val_balanced_accuracy"],
+                                               np.nan_to_num(rows[i]["val_balanced_nll"], nan=np.inf), i))
     table, weight = mix(train, synthetic, scores, grid[best])
     log.info("mixing policy chosen on validation: %s (val balanced accuracy %.4f)",
              grid[best].name, rows[best]["val_balanced_accuracy"])
     per_class = np.bincount(table.labels[len(train):], minlength=train.num_classes)
     report = {
-        "chosen": rows[best], "grid": rows, "selected_by": "validation balanced accuracy",
+        "chosen": rows[best], "grid": rows, "selected_by": "validation balanced accuracy, ties by class-balanced validation NLL",
         "scores_from": source, "synthetic_per_class": {n: int(c) for n, c in zip(train.class_names, per_class)},
         "judge_score_mean_per_class": {
             n: (float(np.nanmean(scores[synthetic.labels == c])) if (synthetic.labels == c).any() else None)

@@ -292,17 +292,19 @@ def policy_blocks(metrics: dict) -> list[Block]:
     if not mp:
         return []
     chosen = mp["chosen"]
-    rows = [["policy", "synthetic images kept", "val. balanced accuracy %"]]
-    for r in sorted(mp["grid"], key=lambda r: -r["val_balanced_accuracy"]):
+    rows = [["policy", "synthetic images kept", "val. balanced accuracy %", "val. balanced NLL"]]
+    nll = lambda r: r.get("val_balanced_nll", float("nan"))  # noqa: E731 (older metrics.json lack it)
+    for r in sorted(mp["grid"], key=lambda r: (-r["val_balanced_accuracy"], nll(r))):
         mark = " (chosen)" if r["name"] == chosen["name"] else ""
-        rows.append([r["name"] + mark, str(r["synthetic_rows"]), _pct(r["val_balanced_accuracy"])])
+        rows.append([r["name"] + mark, str(r["synthetic_rows"]), _pct(r["val_balanced_accuracy"]), _q(nll(r))])
     kept = [["class", "synthetic kept", "mean judge score of generated images"]]
     for n, c in mp["synthetic_per_class"].items():
         kept.append([n, str(c), _q(mp["judge_score_mean_per_class"].get(n))])
     return [
         Block("h2", "Mixing policy (strategy gan_policy)"),
         Block("p", f"Every policy below was trained once per selection seed and scored on the validation split "
-                   f"only; the test set played no part. Chosen: {chosen['name']}. cap = synthetic images per class "
+                   f"only; the test set played no part; equal balanced accuracies are decided by the lower "
+                   f"class-balanced NLL. Chosen: {chosen['name']}. cap = synthetic images per class "
                    f"at most cap x its real images (best judge score first); score = minimum probability of the "
                    f"intended class under a real-data judge ({mp['scores_from']}); w = loss weight of a synthetic "
                    f"image; +cw = inverse-frequency class weighting of the mix."),

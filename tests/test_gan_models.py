@@ -80,3 +80,25 @@ def test_geometry(side, blocks, start):
     geo = plan_geometry((1, side, side))
     assert (geo.blocks, geo.start_h) == (blocks, start)
     assert side <= start * 2**blocks < side + 2**blocks
+
+
+@pytest.mark.parametrize("arch", [a for a in sorted(GAN_ARCHS) if GAN_ARCHS[a].aux_classifier])
+def test_aux_class_head(arch):
+    torch.manual_seed(0)
+    G, D = GAN_ARCHS[arch].build((1, 28, 28), num_classes=4, z_dim=8, size="light", aux_classifier=True)
+    y = torch.tensor([0, 3, 1])
+    x = G(torch.randn(3, 8), y)
+    logits, class_logits = D(x, y, classes=True)
+    assert logits.shape == (3,) and class_logits.shape == (3, 4)
+    D.eval()  # (spectral norm's power iteration steps on every training-mode forward)
+    with torch.no_grad():
+        assert torch.equal(D(x, y, classes=True)[0], D(x, y))  # the head adds an output, never changes the logit
+    (logits.sum() + class_logits.sum()).backward()
+    assert all(p.grad is not None for p in D.parameters())
+    _, plain = GAN_ARCHS[arch].build((1, 28, 28), num_classes=4, z_dim=8, size="light")
+    assert plain.classifier is None  # no unused parameters without it (DDP would refuse them)
+
+
+def test_aux_class_head_refused_by_archs_without_one():
+    with pytest.raises(ValueError, match="no auxiliary class head; use one of: sngan, dcgan"):
+        GAN_ARCHS["concat"].build((1, 8, 8), 2, 8, aux_classifier=True)

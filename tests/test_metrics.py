@@ -178,3 +178,15 @@ def test_chunked_distances_equal_unchunked():
     d2, j2 = M.nearest(a, b, chunk=1000)
     assert np.allclose(d1, d2) and (j1 == j2).all()
     assert M.coverage_fraction(a, b, 3, chunk=4) == M.coverage_fraction(a, b, 3)
+
+
+def test_balanced_log_loss_by_hand():
+    # class 0: p = 0.5, 0.25 -> mean NLL (ln 2 + ln 4) / 2 = 1.5 ln 2; class 1: p = 1 -> 0
+    y, p = np.array([0, 0, 1]), np.array([0.5, 0.25, 1.0])
+    assert M.balanced_log_loss(y, p) == pytest.approx((1.5 * math.log(2) + 0.0) / 2)
+    # a frequent class does not dominate: 100 perfect images of class 1 weigh as much as one
+    y2, p2 = np.r_[[0], np.ones(100, int)], np.r_[[math.exp(-2)], np.ones(100)]
+    assert M.balanced_log_loss(y2, p2) == pytest.approx(1.0)
+    assert M.balanced_log_loss([0], [0.0]) == pytest.approx(-math.log(1e-7))  # clipped, finite
+    with pytest.raises(ValueError, match="shape"):
+        M.balanced_log_loss([0, 1], [0.5])

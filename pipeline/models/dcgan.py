@@ -52,9 +52,9 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """x (B, C, H, W), y (B,) -> logits (B,)."""
+    """x (B, C, H, W), y (B,) -> logits (B,); with `aux_classifier`, `classes=True` adds (B, K) class logits."""
 
-    def __init__(self, geo: "Geometry", num_classes: int, width: int):
+    def __init__(self, geo: "Geometry", num_classes: int, width: int, aux_classifier: bool = False):
         super().__init__()
         self.geo = geo
         self.embed = nn.Embedding(num_classes, geo.height * geo.width)
@@ -66,13 +66,17 @@ class Discriminator(nn.Module):
             cin, h, w = ch[i], h // 2, w // 2
         self.convs = nn.Sequential(*layers)
         self.fc = nn.Linear(cin * h * w, 1)
+        self.classifier = nn.Linear(cin * h * w, num_classes) if aux_classifier else None
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor, classes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         label_map = self.embed(y).view(-1, 1, self.geo.height, self.geo.width).to(x.dtype)
-        h = self.convs(torch.cat([x, label_map], dim=1))
-        return self.fc(h.flatten(1)).squeeze(1)
+        h = self.convs(torch.cat([x, label_map], dim=1)).flatten(1)
+        logits = self.fc(h).squeeze(1)
+        return (logits, self.classifier(h)) if classes else logits
 
 
-def build(geo: "Geometry", num_classes: int, z_dim: int, width: int) -> tuple[nn.Module, nn.Module]:
+def build(
+    geo: "Geometry", num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
+) -> tuple[nn.Module, nn.Module]:
     """(Generator, Discriminator) for `geo`; see `pipeline.models.gans.GanArch.build`."""
-    return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width)
+    return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width, aux_classifier)

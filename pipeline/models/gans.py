@@ -50,7 +50,7 @@ class GanArch:
 
     Attributes:
         name: registry key.
-        make: (geometry, num_classes, z_dim, width) -> (G, D).
+        make: (geometry, num_classes, z_dim, width[, aux_classifier]) -> (G, D).
         widths: base width per size name (`light` trains fast on 2 CPU cores).
         recipe: the training settings the family is meant to be used with (for docs/benchmarks).
         description: one line for docs and reports.
@@ -61,6 +61,7 @@ class GanArch:
     widths: dict[str, int]
     recipe: dict
     description: str
+    aux_classifier: bool = False  # D can carry an AC-GAN class head (`train_gan.aux_weight`)
 
     def build(
         self,
@@ -69,6 +70,7 @@ class GanArch:
         z_dim: int,
         size: str = "light",
         width: int | None = None,
+        aux_classifier: bool = False,
     ) -> tuple[nn.Module, nn.Module]:
         """Build a fresh (generator, discriminator) pair.
 
@@ -78,9 +80,11 @@ class GanArch:
             z_dim: noise dimension.
             size: a key of `widths` ("light" or "base").
             width: overrides the size's base width (channels of the last G block / first D block).
+            aux_classifier: give D a class head, so `D(x, y, classes=True)` returns
+                (logits (B,), class logits (B, num_classes)); only archs with `aux_classifier`.
 
         Raises:
-            ValueError: bad image shape, size name or width.
+            ValueError: bad image shape, size name or width, or a class head this arch lacks.
         """
         if size not in self.widths:
             raise ValueError(f"unknown size {size!r} for arch {self.name!r}; valid: {', '.join(self.widths)}")
@@ -89,7 +93,11 @@ class GanArch:
         w = self.widths[size] if width is None else int(width)
         if w < 4:
             raise ValueError(f"width must be >= 4, got {w}")
-        G, D = self.make(plan_geometry(image_shape), num_classes, z_dim, w)
+        if aux_classifier and not self.aux_classifier:
+            have = ", ".join(n for n, a in GAN_ARCHS.items() if a.aux_classifier)
+            raise ValueError(f"arch {self.name!r} has no auxiliary class head; use one of: {have}")
+        extra = (True,) if aux_classifier else ()
+        G, D = self.make(plan_geometry(image_shape), num_classes, z_dim, w, *extra)
         G.z_dim, G.num_classes, G.image_shape = z_dim, num_classes, tuple(int(v) for v in image_shape)
         return G, D
 
@@ -101,6 +109,7 @@ GAN_ARCHS: dict[str, GanArch] = {
         sngan.WIDTHS,
         {"loss": "hinge", "beta1": 0.0, "beta2": 0.999, "diffaug": "color,translation,cutout"},
         "ResNet G with class-conditional BatchNorm; spectral-norm ResNet D with a projection head",
+        aux_classifier=True,
     ),
     "dcgan": GanArch(
         "dcgan",
@@ -108,6 +117,7 @@ GAN_ARCHS: dict[str, GanArch] = {
         dcgan.WIDTHS,
         {"loss": "hinge", "beta1": 0.5, "beta2": 0.999, "diffaug": "color,translation,cutout"},
         "DCGAN: transposed-conv G and strided-conv D, label embeddings as inputs",
+        aux_classifier=True,
     ),
     "concat": GanArch(
         "concat",

@@ -110,9 +110,13 @@ class DBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """x (B, C, H, W), y (B,) -> logits (B,) = linear(h) + <embed(y), h>, h = sum-pooled features."""
+    """x (B, C, H, W), y (B,) -> logits (B,) = linear(h) + <embed(y), h>, h = sum-pooled features.
 
-    def __init__(self, geo: "Geometry", num_classes: int, width: int):
+    With `aux_classifier`, `D(x, y, classes=True)` also returns class logits (B, K) from a linear
+    head on the same features (AC-GAN style; `train_gan.aux_weight` trains it on real images).
+    """
+
+    def __init__(self, geo: "Geometry", num_classes: int, width: int, aux_classifier: bool = False):
         super().__init__()
         # mirror the generator: full-resolution width first, downsample to the start grid
         ch = level_channels(width, geo.blocks)[::-1]
@@ -122,12 +126,16 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*layers)
         self.fc = spectral_norm(nn.Linear(ch[-1], 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, ch[-1]))
+        self.classifier = nn.Linear(ch[-1], num_classes) if aux_classifier else None
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor, classes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # (B, ch[-1])
-        return self.fc(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        logits = self.fc(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        return (logits, self.classifier(h)) if classes else logits
 
 
-def build(geo: "Geometry", num_classes: int, z_dim: int, width: int) -> tuple[nn.Module, nn.Module]:
+def build(
+    geo: "Geometry", num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
+) -> tuple[nn.Module, nn.Module]:
     """(Generator, Discriminator) for `geo`; see `pipeline.models.gans.GanArch.build`."""
-    return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width)
+    return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width, aux_classifier)
