@@ -108,6 +108,9 @@ class TrainGanConfig(Section):
     classes: list[str] | None = None
     checkpoint_every: int = Field(500, ge=1)
     sample_every: int = Field(500, ge=1)
+    track_quality: bool = False  # judge agreement per class of the EMA samples at every sample_every step
+    early_stop_patience: int = Field(0, ge=0)  # stop after this many evaluations without a better one; 0 = never
+    judge_epochs: int = Field(3, ge=1)  # of the tracking judge (a small CNN on the training images)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -134,6 +137,8 @@ class TrainGanConfig(Section):
 
     @model_validator(mode="after")
     def _aux_head(self) -> "TrainGanConfig":
+        if self.early_stop_patience > 0 and not self.track_quality:
+            raise ValueError("early_stop_patience > 0 needs track_quality: true (stopping is decided by the judge)")
         if self.aux_weight > 0 and not _registry("pipeline.models", "GAN_ARCHS")[self.arch].aux_classifier:
             raise ValueError(f"aux_weight > 0 needs a discriminator with a class head; arch {self.arch!r} has none "
                              "(use sngan or dcgan, or set aux_weight: 0)")

@@ -31,6 +31,7 @@ from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.diffaug import diff_augment
 from pipeline.errors import ConfigError, DataError, TrainingError
+from pipeline.gan_tracking import QUALITY_COLUMNS, QUALITY_SAMPLES, Tracker, agreement, train_judge
 from pipeline.losses import GanLoss, get_loss, gradient_penalty
 from pipeline.models.gans import GAN_ARCHS
 
@@ -179,6 +180,8 @@ class Run:
     step: int = 0
     history: list[list[float]] = dataclasses.field(default_factory=list)
     diversity: list[list[float]] = dataclasses.field(default_factory=list)
+    judge: nn.Module | None = None  # train_gan.track_quality (rank 0): labels EMA samples
+    tracker: Tracker | None = None
 
 
 def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist: devices.DistInfo) -> Run:
@@ -363,6 +366,7 @@ def save_checkpoint(run: Run, out_dir: Path, fingerprint: str) -> Path | None:
         "g_ema": run.G_ema.state_dict(), "opt_g": run.opt_g.state_dict(), "opt_d": run.opt_d.state_dict(),
         "rng": rng, "history": torch.tensor(run.history, dtype=torch.float64),
         "diversity": torch.tensor(run.diversity, dtype=torch.float64),
+        "tracker": run.tracker.state() if run.tracker else None,
     }
     path = checkpoint_path(out_dir, run.step)
     with io.atomic_path(path) as tmp:
@@ -408,6 +412,8 @@ def _restore(run: Run, ckpt: dict) -> None:
     run.step = int(ckpt["step"])
     run.history = ckpt["history"].tolist()
     run.diversity = ckpt["diversity"].tolist()
+    if run.tracker is not None and ckpt.get("tracker"):
+        run.tracker = Tracker.restore(ckpt["tracker"])
 
 
 # ----------------------------------------------------------------------------- visual logs
@@ -521,10 +527,28 @@ def _log_progress(run: Run, out_dir: Path, classes: list[int], real_spread: dict
     _write_csv(out_dir / "diversity.csv", _DIVERSITY_COLUMNS, run.diversity)
     _write_csv(out_dir / "losses.csv", _LOSS_COLUMNS, run.history)
     _plot_losses(out_dir / "losses.png", run.history)
+    if run.tracker is not None:
+        _track_quality(run, out_dir, classes, names)
     low = [names[int(r[1])] for r in rows if r[4] < COLLAPSE_RATIO]
     if low and run.step > run.cfg.ema_warmup:  # early samples are all alike anyway
         log.warning("step %d: possible mode collapse in class(es) %s (sample diversity < %.0f%% of real)",
                     run.step, ", ".join(low), 100 * COLLAPSE_RATIO)
+
+
+def _track_quality(run: Run, out_dir: Path, classes: list[int], names: tuple) -> None:
+    """Judge agreement per class of fixed EMA samples -> quality.csv, the log, and the tracker."""
+    z, y = _fixed_inputs(run.cfg, classes, QUALITY_SAMPLES, stream=3)
+    per_class = agreement(run.judge, _sample(run.G_ema, z, y, run.device), y, classes)
+    run.tracker.update(run.step, per_class, classes, run.G_ema)
+    _write_csv(out_dir / "quality.csv", QUALITY_COLUMNS, run.tracker.rows)
+    worst = int(np.argmin(per_class))
+    log.info("step %d: judge agreement mean %.3f, worst class %s %.3f (best so far: step %d)", run.step,
+             float(np.mean(per_class)), names[classes[worst]], per_class[worst], run.tracker.best_step)
+
+
+def _stop_early(run: Run) -> bool:
+    t = run.tracker
+    return t is not None and t.patience > 0 and t.since_best >= t.patience
 
 
 def _write_final_visuals(run: Run, out_dir: Path, classes: list[int]) -> None:
@@ -572,7 +596,7 @@ def resolve_classes(cfg: TrainGanConfig, train: ImageTable) -> list[int]:
 
 def _final_payload(run: Run, train: ImageTable, classes: list[int], fingerprint: str) -> dict:
     c = train.image_shape[2]
-    return {
+    payload = {
         "format": FORMAT, "arch": run.cfg.arch, "size": run.cfg.size, "width": run.cfg.width,
         "z_dim": run.cfg.z_dim, "image_shape": [c, *train.image_shape[:2]],
         "class_names": list(train.class_names), "num_classes": train.num_classes,
@@ -580,6 +604,13 @@ def _final_payload(run: Run, train: ImageTable, classes: list[int], fingerprint:
         "fingerprint": fingerprint, "step": run.step,
         "g_ema": run.G_ema.state_dict(), "g": run.G.state_dict(), "d": run.D.state_dict(),
     }
+    t = run.tracker
+    if t is not None:
+        payload |= {"quality": torch.tensor(t.rows, dtype=torch.float64), "best_step": t.best_step,
+                    "best_score": list(t.best_score), "stopped_early": run.step < run.cfg.steps}
+        if t.patience > 0 and t.best_state is not None:
+            payload["g_ema"] = t.best_state  # the EMA weights of the best evaluation, not the last
+    return payload
 
 
 def _check_weights(run: Run) -> None:
@@ -597,7 +628,7 @@ def _finished(final: Path, fingerprint: str, steps: int) -> bool:
         meta = torch.load(final, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable old file is simply retrained and replaced
         return False
-    return meta.get("fingerprint") == fingerprint and meta.get("step") == steps
+    return meta.get("fingerprint") == fingerprint and (meta.get("step") == steps or bool(meta.get("stopped_early")))
 
 
 def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: bool = True) -> Path:
@@ -635,6 +666,12 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
             out_dir.mkdir(parents=True, exist_ok=True)
             io.clean_temporaries(out_dir)
         run = _build_run(cfg, train, classes, dist)
+        if cfg.track_quality:
+            if cfg.early_stop_patience > 0 and dist.world_size > 1:
+                raise ConfigError("train_gan.early_stop_patience needs a single process (not torchrun); set it to 0")
+            if dist.is_main:
+                run.judge = train_judge(train, cfg.judge_epochs, cfg.seed, run.device.type, out_dir, fingerprint)
+                run.tracker = Tracker(cfg.early_stop_patience)
         found = _read_checkpoint(out_dir, fingerprint, cfg.steps)
         if found is not None:
             log.info("resuming from %s", found[0].name)
@@ -678,6 +715,10 @@ def _train_loop(
             _check_weights(run)
             saved = save_checkpoint(run, out_dir, fingerprint)
             last_good = saved.name if saved else last_good
+        if _stop_early(run):
+            log.info("early stop at step %d: no better judge agreement for %d evaluations; final.pt keeps "
+                     "the EMA weights of step %d", run.step, run.tracker.patience, run.tracker.best_step)
+            break
     bar.close()
     _check_weights(run)
     if run.step > start:

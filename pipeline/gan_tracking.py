@@ -1,0 +1,108 @@
+"""Sample quality tracked during GAN training, and early stopping where it stops improving.
+
+With `train_gan.track_quality`, a judge (a class-weighted small CNN trained once on the GAN's own
+training images, with classic augmentation) labels a fixed set of EMA samples every
+`sample_every` steps. Its agreement with the intended class, per class, goes to quality.csv.
+With `train_gan.early_stop_patience = k > 0`, training stops after k evaluations without a
+better score and final.pt holds the EMA weights of the best evaluation. The score is the worst
+trained class's agreement, ties broken by the mean: a GAN whose rare class is unusable is not
+improved by better common classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import io
+from pipeline.data import ImageTable
+
+log = logging.getLogger("augment")
+
+JUDGE_FORMAT = "augment-gan-judge/1"
+QUALITY_SAMPLES = 100  # fixed EMA samples per trained class at each evaluation
+QUALITY_COLUMNS = ("step", "class", "agreement")
+
+
+def judge_config(epochs: int, device: str):
+    """The evaluate-section settings the judge trains with (a plain, fast recipe)."""
+    from pipeline.config import EvaluateConfig
+
+    return EvaluateConfig(epochs=epochs, batch_size=64, lr=2e-3, gan_quality=False, device=device,
+                          cpu_threads=torch.get_num_threads())
+
+
+def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path, fingerprint: str) -> nn.Module:
+    """The judge for this run: loaded from out_dir/judge.pt when it was trained for the same
+    fingerprint (a resumed run must score exactly as before), trained and saved atomically otherwise."""
+    from pipeline.evaluate import inverse_frequency_weights, train_classifier
+    from pipeline.models.classifiers import build_classifier
+
+    path = out_dir / "judge.pt"
+    h, w, c = train.image_shape
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("format") == JUDGE_FORMAT and saved.get("fingerprint") == fingerprint:
+                judge = build_classifier("small_cnn", (c, h, w), train.num_classes, torch.Generator().manual_seed(0))
+                judge.load_state_dict(saved["state"])
+                return judge.to(device).eval()
+        except Exception as e:  # noqa: BLE001 - an unreadable judge is simply retrained
+            log.warning("%s: unreadable (%s); training the judge again", path, e.__class__.__name__)
+    log.info("training the quality judge on %d real images (%d epochs)", len(train), epochs)
+    empty = ImageTable(train.images[:0], train.labels[:0], train.class_names)
+    judge = train_classifier(train, empty, judge_config(epochs, device), seed,
+                             class_weight=inverse_frequency_weights(train.counts()), augment=True)
+    with io.atomic_path(path) as tmp:
+        torch.save({"format": JUDGE_FORMAT, "fingerprint": fingerprint,
+                    "state": {k: v.cpu() for k, v in judge.state_dict().items()}}, tmp)
+    return judge.eval()
+
+
+@torch.no_grad()
+def agreement(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> list[float]:
+    """Fraction of `images` (float (N, C, H, W) in [-1, 1], quantised as stored) that the judge
+    labels as their intended class, per class of `classes` (in that order)."""
+    device = next(judge.parameters()).device
+    x = ((images + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0  # what a saved PNG would hold
+    pred = torch.cat([judge(x[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(x), 512)])
+    return [float((pred[labels == c] == c).float().mean()) for c in classes]
+
+
+@dataclasses.dataclass
+class Tracker:
+    """The best evaluation so far and how many evaluations since it; saved in every checkpoint."""
+
+    patience: int
+    best_step: int = -1
+    best_score: tuple[float, float] = (-1.0, -1.0)  # (worst class, mean)
+    best_state: dict | None = None
+    since_best: int = 0
+    rows: list[list[float]] = dataclasses.field(default_factory=list)
+
+    def update(self, step: int, per_class: list[float], classes: list[int], G_ema: nn.Module) -> bool:
+        """Record one evaluation; True when training should stop (patience used up)."""
+        self.rows += [[float(step), float(c), a] for c, a in zip(classes, per_class)]
+        score = (min(per_class), float(np.mean(per_class)))
+        if score > self.best_score:
+            self.best_step, self.best_score, self.since_best = step, score, 0
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in G_ema.state_dict().items()})
+        else:
+            self.since_best += 1
+        return self.patience > 0 and self.since_best >= self.patience
+
+    def state(self) -> dict:
+        return {"patience": self.patience, "best_step": self.best_step, "best_score": list(self.best_score),
+                "best_state": self.best_state, "since_best": self.since_best,
+                "rows": torch.tensor(self.rows, dtype=torch.float64)}
+
+    @classmethod
+    def restore(cls, s: dict) -> "Tracker":
+        return cls(int(s["patience"]), int(s["best_step"]), tuple(float(v) for v in s["best_score"]),
+                   s["best_state"], int(s["since_best"]), s["rows"].tolist())
