@@ -115,11 +115,15 @@ def speed_section(r: dict) -> list[str]:
             lines += ["", f"Our recipe: `{json.dumps(recipe, sort_keys=True)}`."]
         lines.append("")
     if "generate" in r:
-        lines += ["| generation | shards images/s | generator only | writer only | per-file save_image images/s | speed-up |",
-                  "|---|---|---|---|---|---|"]
+        peak = (r.get("flops") or {}).get("fp32_matmul_peak")
+        lines += ["| generation | shards images/s | generator only | writer only | per-file save_image images/s | speed-up "
+                  "| generator MFLOP/image | generator bound at the fp32 matmul peak, images/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for shape, s in r["generate"]["by_shape"].items():
+            mflop = s.get("generator_mflop_per_image")
+            bound = f"{peak / (mflop * 1e6):.0f}" if peak and mflop else "n/a"
             lines.append(f"| {shape} | {s['shards_img_per_s']} | {s['generator_only_img_per_s']} | {s['writer_only_img_per_s']} | "
-                         f"{s['per_file_img_per_s']} | {s['speedup']}x |")
+                         f"{s['per_file_img_per_s']} | {s['speedup']}x | {mflop if mflop else 'n/a'} | {bound} |")
         lines.append("")
     if "demo_seconds" in r:
         lines += [f"Demo (`augment run` on the default params): {r['demo_seconds']} s, peak RSS {r['demo_peak_rss_mb']:.0f} MiB.", ""]

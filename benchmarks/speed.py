@@ -136,10 +136,22 @@ def _generator(args, shape, num_classes: int):
     from pipeline.models import GAN_ARCHS
 
     cfg = _recipe(args)
+    from pipeline.device import prepare_module
+
     G, _ = GAN_ARCHS[cfg.arch].build(shape, num_classes, cfg.z_dim, cfg.size, cfg.width)
     meta = {"z_dim": cfg.z_dim, "image_shape": list(shape), "class_names": [str(i) for i in range(num_classes)],
             "num_classes": num_classes, "arch": cfg.arch, "sha256": "0" * 64}
-    return G.eval(), meta
+    return prepare_module(G, torch.device("cpu")).eval(), meta  # as pipeline.gan.load_generator does
+
+
+def _generator_flops(G, meta) -> float:
+    """FLOPs of one generated image (torch's FlopCounterMode over a batch of 8)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        G(torch.randn(8, meta["z_dim"]), torch.zeros(8, dtype=torch.long))
+    return counter.get_total_flops() / 8
 
 
 def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> float:
@@ -187,7 +199,8 @@ def part_generate(args) -> dict:
         out[key] = {"images": int(len(labels)), "shards_img_per_s": round(len(labels) / total, 1),
                     "generator_only_img_per_s": round(len(labels) / t_gen, 1),
                     "writer_only_img_per_s": round(len(labels) / (total - t_gen), 1),
-                    "per_file_img_per_s": round(per_file, 1), "speedup": round(len(labels) / total / per_file, 2)}
+                    "per_file_img_per_s": round(per_file, 1), "speedup": round(len(labels) / total / per_file, 2),
+                    "generator_mflop_per_image": round(_generator_flops(G, meta) / 1e6, 2)}
     return {"shards_img_per_s": out["28x28x1"]["shards_img_per_s"],
             "per_file_img_per_s": out["28x28x1"]["per_file_img_per_s"], "by_shape": out}
 
