@@ -130,14 +130,16 @@ def _recipe(args):
     return config.load(REPO / "params.yaml", dict(config.parse_override(o) for o in args.set)).train_gan
 
 
-def _generator(args, shape, num_classes: int):
+def _generator(args, shape, num_classes: int, arch: str | None = None):
+    """An untrained generator of our recipe (or of `arch` at its own light size) in eval mode."""
     import torch
 
+    from pipeline.device import prepare_module
     from pipeline.models import GAN_ARCHS
 
     cfg = _recipe(args)
-    from pipeline.device import prepare_module
-
+    if arch is not None:
+        cfg = cfg.model_copy(update={"arch": arch, "size": "light", "width": None, "aux_weight": 0.0})
     G, _ = GAN_ARCHS[cfg.arch].build(shape, num_classes, cfg.z_dim, cfg.size, cfg.width)
     meta = {"z_dim": cfg.z_dim, "image_shape": list(shape), "class_names": [str(i) for i in range(num_classes)],
             "num_classes": num_classes, "arch": cfg.arch, "sha256": "0" * 64}
@@ -182,9 +184,11 @@ def part_generate(args) -> dict:
     from pipeline.shards import write_shards
 
     out = {}
-    for shape in ((1, 28, 28), (3, 32, 32)):
-        key = "x".join(map(str, shape[1:] + shape[:1]))
-        G, meta = _generator(args, shape, 10)
+    # our recipe's generator at both shapes, then the tutorial MLP generator (about 1 MFLOP/image):
+    # with a near-free generator the row shows what the pipeline itself (noise, PNG, Parquet) sustains
+    for shape, arch in (((1, 28, 28), None), ((3, 32, 32), None), ((1, 28, 28), "concat")):
+        key = "x".join(map(str, shape[1:] + shape[:1])) + (f" ({arch} generator)" if arch else "")
+        G, meta = _generator(args, shape, 10, arch)
         n = args.images
         plan = {c: n // 10 for c in meta["class_names"]}
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

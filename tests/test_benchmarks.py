@@ -60,7 +60,7 @@ def test_speed_on_tiny_npz(tmp_path, npz_folder):
     assert g["runs"]["reference"]["arch"] == "concat"
     assert set(g["runs"]["augment"]["class_consistency"]["per_class"]) == {"zero", "one", "two"}
     assert set(g["judge_on_real_test"]["per_class"]) == {"zero", "one", "two"}
-    for shape in ("28x28x1", "32x32x3"):
+    for shape in ("28x28x1", "32x32x3", "28x28x1 (concat generator)"):
         s = r["generate"]["by_shape"][shape]
         assert s["images"] == 40 and s["shards_img_per_s"] > 0 and s["per_file_img_per_s"] > 0
     assert 0 < r["flops"]["fraction_of_fp32_peak"] and r["machine"]["cores"] >= 1
