@@ -24,17 +24,21 @@ def tiny_arrays(counts=(6, 4, 3), size=8, channels=1, seed=0):
     return np.clip(base + noise, 0, 255).astype(np.uint8), labels
 
 
-@pytest.fixture
-def npz_folder(tmp_path):
-    """A folder in the ../shared/datasets layout: train.npz, test.npz, classes.json."""
-    folder = tmp_path / "npz"
-    folder.mkdir()
+def make_npz_folder(folder: Path) -> Path:
+    """Write a tiny dataset in the ../shared/datasets layout (train.npz, test.npz, classes.json)."""
+    folder.mkdir(parents=True)
     x, y = tiny_arrays((12, 8, 6))
     np.savez(folder / "train.npz", x=x[..., 0], y=y)
     xt, yt = tiny_arrays((3, 3, 3), seed=1)
     np.savez(folder / "test.npz", x=xt[..., 0], y=yt)
     (folder / "classes.json").write_text('["zero", "one", "two"]')
     return folder
+
+
+@pytest.fixture
+def npz_folder(tmp_path):
+    """A folder in the ../shared/datasets layout: train.npz, test.npz, classes.json."""
+    return make_npz_folder(tmp_path / "npz")
 
 
 @pytest.fixture

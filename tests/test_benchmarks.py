@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, make_npz_folder
 
 pytestmark = pytest.mark.slow
 
@@ -15,6 +15,14 @@ TINY = ["--set", "train_gan.steps=4", "--set", "train_gan.batch_size=8", "--set"
         "--set", "evaluate.strategies=[none,class_weight,gan,gan_policy]",
         "--set", "evaluate.mix.cap_ratio=[1]", "--set", "evaluate.mix.min_score=[0.0]",
         "--set", "evaluate.mix.synthetic_weight=[1.0]", "--set", "data.val_fraction=0.3"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One tiny npz folder and one run of outcome.py and speed.py, shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("bench")
+    folder = make_npz_folder(tmp_path / "npz")
+    return tmp_path, run_outcome(tmp_path, folder), run_speed(tmp_path, folder)
 
 
 def run_outcome(tmp_path, npz_folder):
@@ -28,8 +36,8 @@ def run_outcome(tmp_path, npz_folder):
     return out
 
 
-def test_outcome_on_tiny_npz(tmp_path, npz_folder):
-    result = json.loads(run_outcome(tmp_path, npz_folder).read_text())
+def test_outcome_on_tiny_npz(bench):
+    result = json.loads(bench[1].read_text())
     for key in ("command", "machine", "dataset", "profile", "wall_s", "peak_rss_mb", "strategies", "gain"):
         assert key in result
     assert result["dataset"] == "npz" and result["profile"] == "natural"
@@ -50,9 +58,9 @@ def run_speed(tmp_path, npz_folder):
     return out
 
 
-def test_speed_on_tiny_npz(tmp_path, npz_folder):
+def test_speed_on_tiny_npz(bench):
     """Every key issue #8 names (the `demo` part runs `augment run` itself: covered by the CLI tests)."""
-    r = json.loads(run_speed(tmp_path, npz_folder).read_text())
+    r = json.loads(bench[2].read_text())
     g = r["gan_train"]
     for key in ("augment_img_per_s", "reference_img_per_s", "augment_class_consistency", "reference_class_consistency"):
         assert g[key] >= 0
@@ -66,9 +74,8 @@ def test_speed_on_tiny_npz(tmp_path, npz_folder):
     assert 0 < r["flops"]["fraction_of_fp32_peak"] and r["machine"]["cores"] >= 1
 
 
-def test_render_writes_every_section(tmp_path, npz_folder):
-    run_outcome(tmp_path, npz_folder)
-    run_speed(tmp_path, npz_folder)
+def test_render_writes_every_section(bench):
+    tmp_path = bench[0]
     md = tmp_path / "B.md"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks/render.py"), "--results", str(tmp_path / "results"),
                            "--out", str(md)], capture_output=True, text=True, cwd=tmp_path)
