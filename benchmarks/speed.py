@@ -49,21 +49,19 @@ def _judge(full_train, test, workdir: Path):
     """A small CNN trained on the full real training set (5,000 images held out to pick its epoch),
     with classic augmentation: the referee of class consistency. Cached in the workdir; returns
     (judge, its per-class accuracy on the real test set: the ceiling of any agreement figure)."""
-    import numpy as np
-    import torch
-
     from pipeline.config import EvaluateConfig
     from pipeline.data import stratified_split
     from pipeline.evaluate import predict, train_classifier
+    from pipeline.gan import data_fingerprint
+    from pipeline.gan_tracking import cached_judge
 
-    cache = workdir / "judge.pt"
-    if cache.is_file():
-        judge = torch.load(cache, weights_only=False)
-    else:
+    def fit():
         train, val = stratified_split(full_train, min(0.2, 5000 / len(full_train)), seed=0)
         cfg = EvaluateConfig(epochs=4, batch_size=128, lr=2e-3, gan_quality=False, device="cpu", cpu_threads=2)
-        judge = train_classifier(train, val, cfg, seed=0, augment=True, progress=False)
-        torch.save(judge, cache)
+        return train_classifier(train, val, cfg, seed=0, augment=True, progress=False)
+
+    # keyed by the data, so a workdir reused for another dataset never hands back a stale judge
+    judge = cached_judge(workdir / "judge.pt", data_fingerprint(full_train), full_train, fit)
     pred = predict(judge, test.images)
     names = full_train.class_names
     ceiling = {n: float((pred[test.labels == c] == c).mean()) for c, n in enumerate(names)}

@@ -136,7 +136,7 @@ class TrainGanConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _aux_head(self) -> "TrainGanConfig":
+    def _across_fields(self) -> "TrainGanConfig":
         if self.early_stop_patience > 0 and not self.track_quality:
             raise ValueError("early_stop_patience > 0 needs track_quality: true (stopping is decided by the judge)")
         if self.aux_weight > 0 and not _registry("pipeline.models", "GAN_ARCHS")[self.arch].aux_classifier:

@@ -246,15 +246,27 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, degrees: float = 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Predicted labels int64 (N,) for uint8 NHWC images, in eval mode."""
+def logits(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
+    """Class logits float32 (N, K) on the CPU for uint8 NHWC images, in eval mode, in batches."""
     model.eval()
     device = next(model.parameters()).device
-    out = [
-        model(to_tensor(images[i : i + batch_size]).to(device)).argmax(1).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+    out = [model(to_tensor(images[i : i + batch_size]).to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Predicted labels int64 (N,) for uint8 NHWC images, in eval mode."""
+    if len(images) == 0:
+        return np.zeros(0, np.int64)
+    return logits(model, images, batch_size).argmax(1).numpy().astype(np.int64)
+
+
+def intended_class_probability(model: nn.Module, table: ImageTable, batch_size: int = 512) -> np.ndarray:
+    """p(label_i | image_i) float32 (N,) under `model` for every row of `table`."""
+    if len(table) == 0:
+        return np.zeros(0, np.float32)
+    probs = torch.softmax(logits(model, table.images, batch_size), dim=1)
+    return probs.gather(1, torch.from_numpy(table.labels).view(-1, 1)).squeeze(1).numpy().astype(np.float32)
 
 
 def _val_score(model: nn.Module, val: ImageTable) -> float:
@@ -263,19 +275,14 @@ def _val_score(model: nn.Module, val: ImageTable) -> float:
     return M.balanced_accuracy(M.confusion_matrix(val.labels, predict(model, val.images), val.num_classes))
 
 
-@torch.no_grad()
-def validation_scores(model: nn.Module, val: ImageTable, batch_size: int = 512) -> tuple[float, float]:
-    """(balanced accuracy, class-balanced NLL) of `model` on the validation images."""
-    from pipeline.models.classifiers import class_probability
-
+def validation_scores(model: nn.Module, val: ImageTable) -> tuple[float, float]:
+    """(balanced accuracy, class-balanced NLL) of `model` on the validation images, one forward pass."""
     if len(val) == 0:
         return 0.0, float("nan")
-    model.eval()
-    p = torch.cat([
-        class_probability(model, to_tensor(val.images[i : i + batch_size]), torch.from_numpy(val.labels[i : i + batch_size]))
-        for i in range(0, len(val), batch_size)
-    ]).numpy()
-    return _val_score(model, val), M.balanced_log_loss(val.labels, p)
+    z = logits(model, val.images)
+    cm = M.confusion_matrix(val.labels, z.argmax(1).numpy().astype(np.int64), val.num_classes)
+    p = torch.softmax(z, dim=1).gather(1, torch.from_numpy(val.labels).view(-1, 1)).squeeze(1).numpy()
+    return M.balanced_accuracy(cm), M.balanced_log_loss(val.labels, p)
 
 
 def train_classifier(

@@ -546,11 +546,6 @@ def _track_quality(run: Run, out_dir: Path, classes: list[int], names: tuple) ->
              float(np.mean(per_class)), names[classes[worst]], per_class[worst], run.tracker.best_step)
 
 
-def _stop_early(run: Run) -> bool:
-    t = run.tracker
-    return t is not None and t.patience > 0 and t.since_best >= t.patience
-
-
 def _write_final_visuals(run: Run, out_dir: Path, classes: list[int]) -> None:
     """interpolation.png (one row per class, z_a -> z_b) and samples.gif (the grids over training)."""
     from PIL import Image
@@ -715,7 +710,7 @@ def _train_loop(
             _check_weights(run)
             saved = save_checkpoint(run, out_dir, fingerprint)
             last_good = saved.name if saved else last_good
-        if _stop_early(run):
+        if run.tracker is not None and run.tracker.exhausted:
             log.info("early stop at step %d: no better judge agreement for %d evaluations; final.pt keeps "
                      "the EMA weights of step %d", run.step, run.tracker.patience, run.tracker.best_step)
             break

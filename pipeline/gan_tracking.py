@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,31 +39,41 @@ def judge_config(epochs: int, device: str):
                           cpu_threads=torch.get_num_threads())
 
 
-def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path, fingerprint: str) -> nn.Module:
-    """The judge for this run: loaded from out_dir/judge.pt when it was trained for the same
-    fingerprint (a resumed run must score exactly as before), trained and saved atomically otherwise."""
-    from pipeline.evaluate import inverse_frequency_weights, train_classifier
+def cached_judge(path: Path, fingerprint: str, table: ImageTable, train: Callable[[], nn.Module]) -> nn.Module:
+    """A small-CNN judge for `table`'s shape and classes: loaded from `path` when it was saved for
+    the same `fingerprint`, else made by `train()` and saved there atomically. In eval mode, on the CPU
+    when loaded (callers move it)."""
     from pipeline.models.classifiers import build_classifier
 
-    path = out_dir / "judge.pt"
-    h, w, c = train.image_shape
     if path.is_file():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved.get("format") == JUDGE_FORMAT and saved.get("fingerprint") == fingerprint:
-                judge = build_classifier("small_cnn", (c, h, w), train.num_classes, torch.Generator().manual_seed(0))
+                h, w, c = table.image_shape
+                judge = build_classifier("small_cnn", (c, h, w), table.num_classes, torch.Generator().manual_seed(0))
                 judge.load_state_dict(saved["state"])
-                return judge.to(device).eval()
+                return judge.eval()
         except Exception as e:  # noqa: BLE001 - an unreadable judge is simply retrained
             log.warning("%s: unreadable (%s); training the judge again", path, e.__class__.__name__)
-    log.info("training the quality judge on %d real images (%d epochs)", len(train), epochs)
-    empty = ImageTable(train.images[:0], train.labels[:0], train.class_names)
-    judge = train_classifier(train, empty, judge_config(epochs, device), seed,
-                             class_weight=inverse_frequency_weights(train.counts()), augment=True)
+    judge = train()
     with io.atomic_path(path) as tmp:
         torch.save({"format": JUDGE_FORMAT, "fingerprint": fingerprint,
                     "state": {k: v.cpu() for k, v in judge.state_dict().items()}}, tmp)
     return judge.eval()
+
+
+def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path, fingerprint: str) -> nn.Module:
+    """The judge for this run: loaded from out_dir/judge.pt when it was trained for the same
+    fingerprint (a resumed run must score exactly as before), trained and saved otherwise."""
+    from pipeline.evaluate import inverse_frequency_weights, train_classifier
+
+    def fit() -> nn.Module:
+        log.info("training the quality judge on %d real images (%d epochs)", len(train), epochs)
+        empty = ImageTable(train.images[:0], train.labels[:0], train.class_names)
+        return train_classifier(train, empty, judge_config(epochs, device), seed,
+                                class_weight=inverse_frequency_weights(train.counts()), augment=True)
+
+    return cached_judge(out_dir / "judge.pt", fingerprint, train, fit).to(device)
 
 
 @torch.no_grad()
@@ -86,8 +97,8 @@ class Tracker:
     since_best: int = 0
     rows: list[list[float]] = dataclasses.field(default_factory=list)
 
-    def update(self, step: int, per_class: list[float], classes: list[int], G_ema: nn.Module) -> bool:
-        """Record one evaluation; True when training should stop (patience used up)."""
+    def update(self, step: int, per_class: list[float], classes: list[int], G_ema: nn.Module) -> None:
+        """Record one evaluation of the EMA generator."""
         self.rows += [[float(step), float(c), a] for c, a in zip(classes, per_class)]
         score = (min(per_class), float(np.mean(per_class)))
         if score > self.best_score:
@@ -95,6 +106,10 @@ class Tracker:
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in G_ema.state_dict().items()})
         else:
             self.since_best += 1
+
+    @property
+    def exhausted(self) -> bool:
+        """True when early stopping is on and `patience` evaluations have passed without a better one."""
         return self.patience > 0 and self.since_best >= self.patience
 
     def state(self) -> dict:

@@ -56,6 +56,20 @@ def _full(target: str, names: str) -> StorageError:
                         "rerun (the earlier outputs are unchanged)")
 
 
+def _temp_beside(path: Path) -> Path:
+    """A new empty `.tmp-<name>.<random>` file in path's folder, with the ordinary file mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it onto `path`.
@@ -63,15 +77,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        _fsync_file(tmp_path)
         os.replace(tmp_path, path)
     except BaseException as e:
         full = is_disk_full(e, path.parent)
@@ -94,15 +103,10 @@ def atomic_paths(paths: list[str | os.PathLike]) -> Iterator[list[Path]]:
     tmps: list[Path] = []
     try:
         for p in paths:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + p.name + ".", dir=p.parent)
-            os.fchmod(fd, _FILE_MODE)
-            os.close(fd)
-            tmps.append(Path(tmp))
+            tmps.append(_temp_beside(p))
         yield tmps
         for tmp in tmps:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            _fsync_file(tmp)
     except BaseException as e:
         full = is_disk_full(e, paths[0].parent)
         for tmp in tmps:

@@ -98,17 +98,9 @@ def describe(policy: MixPolicy) -> dict:
 def judge_scores(train: ImageTable, val: ImageTable, synthetic: ImageTable, cfg, seed: int) -> np.ndarray:
     """p(intended class) of each synthetic image under a class-weighted classifier trained on real
     train (model chosen on val): the quality score the policy filters and ranks by."""
-    import torch
+    from pipeline.evaluate import intended_class_probability, train_feature_model
 
-    from pipeline.evaluate import train_feature_model
-    from pipeline.models.classifiers import class_probability, to_tensor
-
-    judge = train_feature_model(train, val, cfg, seed).eval()
-    out = [
-        class_probability(judge, to_tensor(synthetic.images[i : i + 512]), torch.from_numpy(synthetic.labels[i : i + 512]))
-        for i in range(0, len(synthetic), 512)
-    ]
-    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
+    return intended_class_probability(train_feature_model(train, val, cfg, seed), synthetic)
 
 
 def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, scores: np.ndarray | None,
