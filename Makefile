@@ -59,7 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=6
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt.json \
-		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=6
+		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=10
 	$(BIN)/python benchmarks/render.py
 
 clean:
