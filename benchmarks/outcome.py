@@ -26,14 +26,17 @@ from pipeline.errors import AugmentError  # noqa: E402
 
 
 def profile_overrides(profile: str) -> dict:
-    """`deepsmote`, `rho=<ratio>` (exponential) or `natural` (the data's own imbalance)."""
+    """`deepsmote`, `rho=<ratio>` (exponential), `natural` (the data's own imbalance) or
+    `natural=<fraction>` (the data's own imbalance on that share of every class: a smaller run)."""
     if profile == "deepsmote":
         return {"data.long_tail.profile": "deepsmote"}
     if profile == "natural":
         return {"data.long_tail.profile": "none"}
+    if profile.startswith("natural="):
+        return {"data.long_tail.profile": "fraction", "data.long_tail.fraction": float(profile[8:])}
     if profile.startswith("rho="):
         return {"data.long_tail.profile": "exponential", "data.long_tail.ratio": float(profile[4:])}
-    raise SystemExit(f"error: --long-tail {profile!r}: use deepsmote, rho=<ratio> or natural")
+    raise SystemExit(f"error: --long-tail {profile!r}: use deepsmote, rho=<ratio>, natural or natural=<fraction>")
 
 
 def build_config(args: argparse.Namespace, work: Path) -> config.Config:
@@ -67,7 +70,7 @@ def run(cfg: config.Config, skip_done: bool) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder with train.npz/test.npz (+ classes.json)")
-    p.add_argument("--long-tail", required=True, help="deepsmote | rho=<ratio> | natural")
+    p.add_argument("--long-tail", required=True, help="deepsmote | rho=<ratio> | natural | natural=<fraction>")
     p.add_argument("--out", required=True, help="result JSON, e.g. benchmarks/results/mnist_lt.json")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -51,8 +51,9 @@ class Paths(Section):
 class LongTail(Section):
     """Long-tail profile imposed on the training set (after the val split)."""
 
-    profile: Literal["none", "exponential", "deepsmote", "counts"] = "exponential"
+    profile: Literal["none", "exponential", "deepsmote", "counts", "fraction"] = "exponential"
     ratio: float = Field(10.0, ge=1.0)
+    fraction: float = Field(1.0, gt=0.0, le=1.0)  # profile `fraction`: keep this share of every class
     counts: list[int] | None = None
     seed: int = Field(0, ge=0)  # seeds feed numpy's SeedSequence, which takes no negative number
 

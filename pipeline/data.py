@@ -146,12 +146,14 @@ def exponential_profile(n_max: int, num_classes: int, ratio: float) -> list[int]
 
 
 def long_tail_counts(
-    counts: np.ndarray, profile: str, ratio: float | None = None, explicit: list[int] | None = None
+    counts: np.ndarray, profile: str, ratio: float | None = None, explicit: list[int] | None = None,
+    fraction: float | None = None,
 ) -> list[int]:
     """Target images per class for a long-tail `profile` applied to a table with `counts`.
 
     Profiles: `exponential` (ratio rho, head = the smallest class count), `deepsmote` (the MNIST
-    profile 4000..40; needs 10 classes), `counts` (explicit per-class counts).
+    profile 4000..40; needs 10 classes), `counts` (explicit per-class counts), `fraction` (keep
+    round(n * fraction) of every class, at least 1: the data's own imbalance, smaller).
     """
     k = len(counts)
     if profile == "exponential":
@@ -170,8 +172,12 @@ def long_tail_counts(
             n = None if explicit is None else len(explicit)
             raise DataError(f"data.long_tail.counts must list {k} counts (one per class), got {n}")
         target = [int(c) for c in explicit]
+    elif profile == "fraction":
+        if fraction is None or not 0 < fraction <= 1:
+            raise ValueError(f"profile 'fraction' needs a fraction in (0, 1], got {fraction}")
+        target = [max(1, round(int(n) * fraction)) for n in counts]
     else:
-        raise ValueError(f"unknown long-tail profile {profile!r}; valid: exponential, deepsmote, counts")
+        raise ValueError(f"unknown long-tail profile {profile!r}; valid: exponential, deepsmote, counts, fraction")
     short = [(i, t, int(n)) for i, (t, n) in enumerate(zip(target, counts)) if t > n]
     if short:
         i, t, n = short[0]

@@ -74,7 +74,7 @@ def split_and_profile(cfg: Config, pool: ImageTable) -> tuple[ImageTable, ImageT
     train, val = stratified_split(pool, cfg.data.val_fraction, cfg.data.split_seed)
     if lt.profile == "none":
         return train, val
-    target = long_tail_counts(train.counts(), lt.profile, lt.ratio, lt.counts)
+    target = long_tail_counts(train.counts(), lt.profile, lt.ratio, lt.counts, lt.fraction)
     train = impose_long_tail(train, target, lt.seed)
     if len(val):
         val = impose_long_tail(val, _val_profile(target, cfg.data.val_fraction, val.counts()), lt.seed + 1)

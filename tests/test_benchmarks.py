@@ -28,7 +28,7 @@ def bench(tmp_path_factory):
 def run_outcome(tmp_path, npz_folder):
     out = tmp_path / "results" / "tiny.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/outcome.py"), "--data", str(npz_folder), "--long-tail", "natural",
+        [sys.executable, str(REPO / "benchmarks/outcome.py"), "--data", str(npz_folder), "--long-tail", "natural=0.8",
          "--out", str(out), "--seeds", "2", "--workdir", str(tmp_path / "work"), *TINY],
         capture_output=True, text=True, cwd=tmp_path,
     )
@@ -40,7 +40,7 @@ def test_outcome_on_tiny_npz(bench):
     result = json.loads(bench[1].read_text())
     for key in ("command", "machine", "dataset", "profile", "wall_s", "peak_rss_mb", "strategies", "gain"):
         assert key in result
-    assert result["dataset"] == "npz" and result["profile"] == "natural"
+    assert result["dataset"] == "npz" and result["profile"] == "natural=0.8"
     assert set(result["strategies"]) == {"none", "class_weight", "gan", "gan_policy"}
     assert len(result["strategies"]["none"]["balanced_accuracy"]["per_seed"]) == 2
     assert result["machine"]["cpu_capability"]
@@ -84,3 +84,27 @@ def test_render_writes_every_section(bench):
     assert "## speed" in text and "## tiny" in text and "Per-class agreement" in text
     assert "![tiny](results/tiny.png)" in text and (tmp_path / "results" / "tiny.png").stat().st_size > 0
     assert "Verdict" in text and "val. balanced NLL" in text
+
+
+def test_speed_rescore_keeps_images_per_s_and_the_earlier_figures(bench):
+    """--rescore re-judges the earlier run's two GANs; images/s untouched, old consistency kept."""
+    tmp_path, before = bench[0], json.loads(bench[2].read_text())
+    out = tmp_path / "rescored.json"
+    out.write_text(json.dumps(before))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/speed.py"), "--rescore", "--data", str(tmp_path / "npz"),
+         "--workdir", str(tmp_path / "speed"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    g, g0 = json.loads(out.read_text())["gan_train"], before["gan_train"]
+    assert g["augment_img_per_s"] == g0["augment_img_per_s"] and g["reference_img_per_s"] == g0["reference_img_per_s"]
+    assert g["rescored"]["previous"]["augment"] == g0["runs"]["augment"]["class_consistency"]
+    assert g["augment_class_consistency"] == g["runs"]["augment"]["class_consistency"]["overall"]
+    assert g["judge_on_real_test"]["recipe"]["epochs"] >= 1
+
+    # the GAN of another run is refused, not scored under this file's figures
+    before["gan_train"]["runs"]["augment"]["steps"] += 1
+    out.write_text(json.dumps(before))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/speed.py"), "--rescore", "--data", str(tmp_path / "npz"),
+         "--workdir", str(tmp_path / "speed"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "not the run that file describes" in proc.stderr

@@ -49,6 +49,14 @@ def test_explicit_counts_profile_and_errors():
         long_tail_counts(np.array([10, 10]), "deepsmote")
 
 
+def test_fraction_profile_keeps_the_data_s_own_imbalance():
+    # round(n * f), at least one image: 210 -> 21, 2250 -> 225, 7 -> 1 (0.7), 3 -> 1 (0.3 rounds to 0)
+    assert long_tail_counts(np.array([210, 2250, 7, 3]), "fraction", fraction=0.1) == [21, 225, 1, 1]
+    assert long_tail_counts(np.array([210, 2250]), "fraction", fraction=1.0) == [210, 2250]
+    with pytest.raises(ValueError, match="fraction"):
+        long_tail_counts(np.array([10, 10]), "fraction")
+
+
 def test_impose_long_tail_is_seeded_and_exact():
     t = make_table([20, 20, 20])
     a = impose_long_tail(t, [20, 5, 1], seed=3)
