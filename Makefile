@@ -56,10 +56,10 @@ bench: $(STAMP)
 		--seeds 3 $(RECIPE) --set train_gan.steps=4000 --set plan.sampling_strategy=1000 $(EVAL) --set evaluate.epochs=6
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10
-	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \
-		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=6
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural=0.05 --out benchmarks/results/gtsrb.json \
+		--seeds 3 $(RECIPE) --set train_gan.steps=2500 $(EVAL) --set evaluate.epochs=6
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt.json \
-		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=10
+		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=6
 	$(BIN)/python benchmarks/render.py
 
 clean:

@@ -110,6 +110,19 @@ def speed_section(r: dict) -> list[str]:
             lines.append(f"| {key} | " + " | ".join(f"{100 * run['class_consistency']['per_class'][n]:.1f}" for n in names) + " |")
         if judge:
             lines.append("| judge on real test images | " + " | ".join(f"{100 * judge['per_class'][n]:.1f}" for n in names) + " |")
+            lines += ["", f"Judge: small CNN on the full real training set, {100 * judge['test_accuracy']:.2f}% real test "
+                          f"accuracy; recipe `{json.dumps(judge.get('recipe'), sort_keys=True)}`."]
+        rescored = g.get("rescored")
+        if rescored:
+            prev = rescored["previous"]
+            lines += ["", f"Re-judged on {rescored['date']} (`speed.py --rescore`: the same GANs, today's judge; images/s "
+                          "as measured). Earlier judge's figures:", "",
+                      "| recipe | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            for key in g["runs"]:
+                lines.append(f"| {key} | " + " | ".join(f"{100 * prev[key]['per_class'][n]:.1f}" for n in names) + " |")
+            if prev.get("judge_on_real_test"):
+                lines.append("| earlier judge on real test images | "
+                             + " | ".join(f"{100 * prev['judge_on_real_test']['per_class'][n]:.1f}" for n in names) + " |")
         recipe = next(iter(g["runs"].values())).get("recipe")
         if recipe:
             lines += ["", f"Our recipe: `{json.dumps(recipe, sort_keys=True)}`."]

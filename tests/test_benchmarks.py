@@ -84,27 +84,35 @@ def test_render_writes_every_section(bench):
     assert "## speed" in text and "## tiny" in text and "Per-class agreement" in text
     assert "![tiny](results/tiny.png)" in text and (tmp_path / "results" / "tiny.png").stat().st_size > 0
     assert "Verdict" in text and "val. balanced NLL" in text
+    assert "Judge: small CNN" in text
 
 
 def test_speed_rescore_keeps_images_per_s_and_the_earlier_figures(bench):
     """--rescore re-judges the earlier run's two GANs; images/s untouched, old consistency kept."""
     tmp_path, before = bench[0], json.loads(bench[2].read_text())
-    out = tmp_path / "rescored.json"
+    out = tmp_path / "rescored" / "speed.json"
+    out.parent.mkdir()
     out.write_text(json.dumps(before))
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/speed.py"), "--rescore", "--data", str(tmp_path / "npz"),
-         "--workdir", str(tmp_path / "speed"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+
+    def rescore():
+        return subprocess.run([sys.executable, str(REPO / "benchmarks/speed.py"), "--rescore", "--data", str(tmp_path / "npz"),
+                               "--workdir", str(tmp_path / "speed"), "--out", str(out)],
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    proc = rescore()
     assert proc.returncode == 0, proc.stderr[-3000:]
     g, g0 = json.loads(out.read_text())["gan_train"], before["gan_train"]
     assert g["augment_img_per_s"] == g0["augment_img_per_s"] and g["reference_img_per_s"] == g0["reference_img_per_s"]
     assert g["rescored"]["previous"]["augment"] == g0["runs"]["augment"]["class_consistency"]
     assert g["augment_class_consistency"] == g["runs"]["augment"]["class_consistency"]["overall"]
     assert g["judge_on_real_test"]["recipe"]["epochs"] >= 1
+    md = tmp_path / "R.md"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/render.py"), "--results", str(out.parent), "--out", str(md)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    assert "Re-judged on" in md.read_text() and "earlier judge on real test images" in md.read_text()
 
     # the GAN of another run is refused, not scored under this file's figures
     before["gan_train"]["runs"]["augment"]["steps"] += 1
     out.write_text(json.dumps(before))
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/speed.py"), "--rescore", "--data", str(tmp_path / "npz"),
-         "--workdir", str(tmp_path / "speed"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    proc = rescore()
     assert proc.returncode != 0 and "not the run that file describes" in proc.stderr
