@@ -214,6 +214,9 @@ class EvaluateConfig(Section):
     ]
     seeds: int = Field(3, ge=1)
     epochs: int = Field(15, ge=1)
+    # at least this many optimiser steps per classifier (more epochs on a small training set), so a
+    # strategy that enlarges the set is not also the only one trained long enough; 0 = epochs only
+    min_steps: int = Field(0, ge=0)
     classifier: str = "small_cnn"
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0.0)

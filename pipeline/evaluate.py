@@ -321,6 +321,14 @@ def train_classifier(
         return _fit(train, val, cfg, seed, sample_weight, class_weight, augment, progress)
 
 
+def epochs_for(n: int, cfg: EvaluateConfig) -> int:
+    """`cfg.epochs`, raised until the epochs add up to at least `cfg.min_steps` optimiser steps
+    (a last batch of one image is skipped when the set has more than two, see `_fit`)."""
+    full, rest = divmod(n, cfg.batch_size)
+    steps = full + (1 if rest >= 2 or (rest == 1 and n <= 2) else 0)
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps)))
+
+
 def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sample_weight: np.ndarray | None,
          class_weight: np.ndarray | None, augment: bool, progress: bool) -> nn.Module:
     device = resolve_device(cfg.device)
@@ -336,7 +344,7 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
     weight = weight.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     best_score, best_state = -1.0, None
-    for epoch in tqdm(range(cfg.epochs), desc="classifier", disable=not progress, leave=False):
+    for epoch in tqdm(range(epochs_for(len(train), cfg)), desc="classifier", disable=not progress, leave=False):
         model.train()
         order = torch.randperm(len(train), generator=g).to(device)
         for i in range(0, len(order), cfg.batch_size):

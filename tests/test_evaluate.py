@@ -283,3 +283,22 @@ def test_without_synthetic_data_gan_strategies_are_skipped_with_a_reason(digits_
     assert out["gan_quality"] is None and out["skipped"]["gan_quality"]
     with pytest.raises(DataError, match="no strategy can run"):
         E.evaluate(_cfg(strategies=["gan"]), d["train"], d["val"], d["test"], None, d["plan"], progress=False)
+
+
+def test_min_steps_raises_epochs_on_small_sets_only():
+    # 13 images, batch 4 -> batches 4, 4, 4, 1 and the batch of one is skipped: 3 steps an epoch,
+    # so 10 steps need ceil(10 / 3) = 4 epochs; 14 images -> 4 steps an epoch -> 3 epochs
+    assert E.epochs_for(13, _cfg(epochs=2, batch_size=4, min_steps=10)) == 4
+    assert E.epochs_for(14, _cfg(epochs=2, batch_size=4, min_steps=10)) == 3
+    assert E.epochs_for(13, _cfg(epochs=5, batch_size=4, min_steps=10)) == 5  # epochs already give 15 steps
+    assert E.epochs_for(13, _cfg(epochs=2, batch_size=4)) == 2  # min_steps 0: epochs only
+    assert E.epochs_for(1000, _cfg(epochs=1, batch_size=32, min_steps=10)) == 1
+
+
+def test_min_steps_counts_real_optimiser_steps(monkeypatch):
+    steps = []
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (steps.append(1), real_step(self, *a, **k))[1])
+    t = _table()  # 13 images
+    E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
+    assert len(steps) == 4 * 3  # four epochs of three steps (see above)
