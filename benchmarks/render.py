@@ -92,6 +92,11 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
     return lines
 
 
+def _percent_row(label: str, per_class: dict, names: list[str]) -> str:
+    """A markdown table row: `label`, then each class's fraction in `per_class` as a percentage."""
+    return f"| {label} | " + " | ".join(f"{100 * per_class[n]:.1f}" for n in names) + " |"
+
+
 def speed_section(r: dict) -> list[str]:
     lines = ["## speed", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}", f"- date: {r['date']}", ""]
     if "gan_train" in r:
@@ -107,9 +112,9 @@ def speed_section(r: dict) -> list[str]:
         lines += ["Per-class agreement of the judge with the intended class (goal: >= 98% for every class):", "",
                   "| recipe | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for key, run in g["runs"].items():
-            lines.append(f"| {key} | " + " | ".join(f"{100 * run['class_consistency']['per_class'][n]:.1f}" for n in names) + " |")
+            lines.append(_percent_row(key, run["class_consistency"]["per_class"], names))
         if judge:
-            lines.append("| judge on real test images | " + " | ".join(f"{100 * judge['per_class'][n]:.1f}" for n in names) + " |")
+            lines.append(_percent_row("judge on real test images", judge["per_class"], names))
             lines += ["", f"Judge: small CNN on the full real training set, {100 * judge['test_accuracy']:.2f}% real test "
                           f"accuracy; recipe `{json.dumps(judge.get('recipe'), sort_keys=True)}`."]
         rescored = g.get("rescored")
@@ -119,10 +124,9 @@ def speed_section(r: dict) -> list[str]:
                           "as measured). Earlier judge's figures:", "",
                       "| recipe | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
             for key in g["runs"]:
-                lines.append(f"| {key} | " + " | ".join(f"{100 * prev[key]['per_class'][n]:.1f}" for n in names) + " |")
+                lines.append(_percent_row(key, prev[key]["per_class"], names))
             if prev.get("judge_on_real_test"):
-                lines.append("| earlier judge on real test images | "
-                             + " | ".join(f"{100 * prev['judge_on_real_test']['per_class'][n]:.1f}" for n in names) + " |")
+                lines.append(_percent_row("earlier judge on real test images", prev["judge_on_real_test"]["per_class"], names))
         recipe = next(iter(g["runs"].values())).get("recipe")
         if recipe:
             lines += ["", f"Our recipe: `{json.dumps(recipe, sort_keys=True)}`."]

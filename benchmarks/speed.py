@@ -140,27 +140,27 @@ def part_gan_train(args) -> dict:
 
 
 def part_gan_rescore(args) -> dict:
-    """The class consistency of the final.pt that an earlier gan_train run left in the workdir."""
-    full, test, _ = _mnist_lt(Path(args.data))
-    judge, judge_real = _judge(full, test, Path(args.workdir))
+    """The class consistency of the final.pt that the gan_train run described by --out left in
+    the workdir; a final.pt of another run (other step count) is refused before any work."""
     import torch
 
-    runs, steps = {}, {}
-    for name in ("augment", "reference"):
-        final = Path(args.workdir) / name / "final.pt"
-        steps[name] = int(torch.load(final, map_location="cpu", weights_only=True)["step"])
-        runs[name] = _class_consistency(final, judge)
-    return {"runs": runs, "steps": steps, "judge_on_real_test": judge_real}
+    described = json.loads(Path(args.out).read_text())["gan_train"]["runs"]
+    finals = {name: Path(args.workdir) / name / "final.pt" for name in ("augment", "reference")}
+    for name, final in finals.items():
+        steps = int(torch.load(final, map_location="cpu", weights_only=True)["step"])
+        if steps != described[name]["steps"]:
+            raise SystemExit(f"error: {final} has {steps} steps, {args.out} says {described[name]['steps']}: "
+                             "not the run that file describes")
+    full, test, _ = _mnist_lt(Path(args.data))
+    judge, judge_real = _judge(full, test, Path(args.workdir))
+    return {"runs": {name: _class_consistency(final, judge) for name, final in finals.items()},
+            "judge_on_real_test": judge_real}
 
 
 def rescore(result: dict, data: dict) -> dict:
     """`result` (an earlier speed.json) with gan_train's class consistency replaced by `data`'s
     (part_gan_rescore), the replaced figures kept under gan_train.rescored.previous."""
     g = result["gan_train"]
-    for name, steps in data["steps"].items():
-        if g["runs"][name]["steps"] != steps:
-            raise SystemExit(f"error: {name}/final.pt has {steps} steps, the results file says "
-                             f"{g['runs'][name]['steps']}: not the run that file describes")
     previous = {"judge_on_real_test": g.get("judge_on_real_test"),
                 **{name: g["runs"][name]["class_consistency"] for name in data["runs"]}}
     for name, consistency in data["runs"].items():
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: unknown part {part!r}; valid: {', '.join(PARTS)}")
         part_out = work / f"{part}.json"
         cmd = [sys.executable, __file__, "--part", part, "--part-out", str(part_out), "--data", args.data,
-               "--seconds", str(args.seconds), "--images", str(args.images), "--workdir", str(work)]
+               "--seconds", str(args.seconds), "--images", str(args.images), "--workdir", str(work), "--out", args.out]
         cmd += [a for o in args.set for a in ("--set", o)]
         print(f"speed: {part} ...", file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True, cwd=REPO)

@@ -28,7 +28,7 @@ from pipeline import metrics as M
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.errors import ConfigError, DataError, TrainingError
-from pipeline.models.classifiers import build_classifier, to_tensor
+from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
 
 # ---- strategies -------------------------------------------------------------------------------
 
@@ -265,8 +265,8 @@ def intended_class_probability(model: nn.Module, table: ImageTable, batch_size: 
     """p(label_i | image_i) float32 (N,) under `model` for every row of `table`."""
     if len(table) == 0:
         return np.zeros(0, np.float32)
-    probs = torch.softmax(logits(model, table.images, batch_size), dim=1)
-    return probs.gather(1, torch.from_numpy(table.labels).view(-1, 1)).squeeze(1).numpy().astype(np.float32)
+    p = label_probability(logits(model, table.images, batch_size), torch.from_numpy(table.labels))
+    return p.numpy().astype(np.float32)
 
 
 def _val_score(model: nn.Module, val: ImageTable) -> float:
@@ -281,7 +281,7 @@ def validation_scores(model: nn.Module, val: ImageTable) -> tuple[float, float]:
         return 0.0, float("nan")
     z = logits(model, val.images)
     cm = M.confusion_matrix(val.labels, z.argmax(1).numpy().astype(np.int64), val.num_classes)
-    p = torch.softmax(z, dim=1).gather(1, torch.from_numpy(val.labels).view(-1, 1)).squeeze(1).numpy()
+    p = label_probability(z, torch.from_numpy(val.labels)).numpy()
     return M.balanced_accuracy(cm), M.balanced_log_loss(val.labels, p)
 
 
@@ -321,11 +321,16 @@ def train_classifier(
         return _fit(train, val, cfg, seed, sample_weight, class_weight, augment, progress)
 
 
+def _trains(batch: int, n: int) -> bool:
+    """Whether a batch of `batch` images from a set of `n` takes an optimiser step: a batch of one
+    is skipped when the set has more than two (it breaks BatchNorm on 1x1 feature maps)."""
+    return batch >= 2 or n <= 2
+
+
 def epochs_for(n: int, cfg: EvaluateConfig) -> int:
-    """`cfg.epochs`, raised until the epochs add up to at least `cfg.min_steps` optimiser steps
-    (a last batch of one image is skipped when the set has more than two, see `_fit`)."""
+    """`cfg.epochs`, raised until the epochs add up to at least `cfg.min_steps` optimiser steps."""
     full, rest = divmod(n, cfg.batch_size)
-    steps = full + (1 if rest >= 2 or (rest == 1 and n <= 2) else 0)
+    steps = full * _trains(cfg.batch_size, n) + (rest > 0 and _trains(rest, n))
     return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps)))
 
 
@@ -349,8 +354,8 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
         order = torch.randperm(len(train), generator=g).to(device)
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            if len(idx) < 2 < len(order):
-                continue  # a batch of one breaks BatchNorm on 1x1 feature maps
+            if not _trains(len(idx), len(order)):
+                continue
             xb = augment_batch(x[idx], g) if augment else x[idx]
             wb = weight[idx]
             # weighted cross-entropy: sum_i w_i CE_i / sum_i w_i over the batch

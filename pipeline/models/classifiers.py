@@ -117,9 +117,13 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.div_(127.5).sub_(1.0)
 
 
+def label_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """softmax(logits)[i, y_i]: p(y_i | x_i) from class logits (B, K) and labels (B,), shape (B,)."""
+    return torch.softmax(logits, dim=1).gather(1, y.view(-1, 1)).squeeze(1)
+
+
 def class_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """p(y_i | x_i) under `model` for images x (B, C, H, W) in [-1, 1]: (B,) on the CPU."""
     device = next(model.parameters()).device
     with torch.no_grad():
-        probs = torch.softmax(model(x.to(device).float()), dim=1)
-        return probs.gather(1, y.to(device).view(-1, 1)).squeeze(1).cpu()
+        return label_probability(model(x.to(device).float()), y.to(device)).cpu()
