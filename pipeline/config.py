@@ -218,7 +218,8 @@ class EvaluateConfig(Section):
     # strategy that enlarges the set is not also the only one trained long enough; 0 = epochs only
     min_steps: int = Field(0, ge=0)
     classifier: str = "small_cnn"
-    batch_size: int = Field(32, ge=1)
+    # >= 2: a batch of one never trains (it breaks BatchNorm on 1x1 maps, see evaluate._trains)
+    batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0.0)
     balanced_test: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -27,6 +27,7 @@ from pipeline import io
 from pipeline import metrics as M
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
+from pipeline.device import prepare_module, to_device_images
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
 
@@ -250,7 +251,8 @@ def logits(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> torch
     """Class logits float32 (N, K) on the CPU for uint8 NHWC images, in eval mode, in batches."""
     model.eval()
     device = next(model.parameters()).device
-    out = [model(to_tensor(images[i : i + batch_size]).to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [model(to_device_images(to_tensor(images[i : i + batch_size]), device)).float().cpu()
+           for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
@@ -339,7 +341,9 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
     device = resolve_device(cfg.device)
     g = torch.Generator().manual_seed(seed)
     h, w, c = train.image_shape
-    model = build_classifier(cfg.classifier, (c, h, w), train.num_classes, g).to(device)
+    # channels_last: oneDNN's CPU convolutions train small_cnn 1.3-1.6x faster than with NCHW
+    # (AVX2 EPYC, batch 32; BENCHMARKS.md), and CUDA's tensor cores want it too
+    model = prepare_module(build_classifier(cfg.classifier, (c, h, w), train.num_classes, g), device)
     x, y = to_tensor(train.images).to(device), torch.from_numpy(train.labels).to(device)
     weight = torch.ones(len(train), dtype=torch.float32)
     if sample_weight is not None:
@@ -357,6 +361,7 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
             if not _trains(len(idx), len(order)):
                 continue
             xb = augment_batch(x[idx], g) if augment else x[idx]
+            xb = xb.contiguous(memory_format=torch.channels_last)
             wb = weight[idx]
             # weighted cross-entropy: sum_i w_i CE_i / sum_i w_i over the batch
             loss = (F.cross_entropy(model(xb), y[idx], reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)

@@ -46,6 +46,7 @@ def test_unknown_section():
         ({"data.channels": 2}, "data.channels"),
         ({"data.long_tail.ratio": 0.5}, "greater than or equal to 1"),
         ({"data.long_tail.counts": [3, 0]}, "every count must be >= 1"),
+        ({"evaluate.batch_size": 1}, "evaluate.batch_size"),
     ],
 )
 def test_bad_values_name_key_and_choices(override, fragment):
