@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.perf_counter() - start, 1),
         "stage_s": timings,
+        # a reused GAN's training time is in neither stage_s nor wall_s
+        "reused_gan": "train-gan" not in timings,
         "peak_rss_mb": peak_rss_mb(),
         "params": config.dump(cfg),
     }

@@ -60,10 +60,15 @@ def _plot(name: str, r: dict, results: Path, out_md: Path) -> str:
 
 def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str]:
     g = r.get("gain") or {}
+    ev = r["params"].get("evaluate", {})
     lines = [f"## {name}: {r['dataset']}, profile {r['profile']}", "",
              f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
-             f"- date: {r['date']}; wall time {r['wall_s']:.0f} s (stages: {r.get('stage_s')}); peak RSS {r['peak_rss_mb']:.0f} MiB",
-             f"- classifier {r['classifier']}, {r['epochs']} epochs, seeds {r['seeds']}; GAN {r['params']['train_gan']['arch']}, "
+             f"- date: {r['date']}; wall time {r['wall_s']:.0f} s"
+             f"{' without GAN training (a finished GAN of the same settings was reused)' if r.get('reused_gan') else ''}"
+             f" (stages: {r.get('stage_s')}); peak RSS {r['peak_rss_mb']:.0f} MiB",
+             # results from before evaluate.lr_schedule existed trained at a constant rate
+             f"- classifier {r['classifier']}, {r['epochs']} epochs (min. steps {ev.get('min_steps', 0)}), "
+             f"learning rate {ev.get('lr', '?')} {ev.get('lr_schedule', 'constant')}, seeds {r['seeds']}; GAN {r['params']['train_gan']['arch']}, "
              f"{r['params']['train_gan']['steps']} steps", ""]
     if g.get("balanced_accuracy"):
         lines += [f"**Verdict: {g['verdict']}.** `{g['strategy']}` minus `{g['baseline']}` (best non-GAN by {g['selected_by']}): "

@@ -221,6 +221,9 @@ class EvaluateConfig(Section):
     # >= 2: a batch of one never trains (it breaks BatchNorm on 1x1 maps, see evaluate._trains)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0.0)
+    # cosine: the rate decays from lr to 0 over all the classifier's steps, so the weights settle
+    # (at a constant rate the same run's validation score swung by 4 points with rounding alone)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     balanced_test: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)  # run i uses seed + i; the balanced test subsample uses seed

@@ -329,11 +329,15 @@ def _trains(batch: int, n: int) -> bool:
     return batch >= 2 or n <= 2
 
 
+def steps_per_epoch(n: int, batch: int) -> int:
+    """Optimiser steps in one pass over `n` images in batches of `batch` (see `_trains`)."""
+    full, rest = divmod(n, batch)
+    return full * _trains(batch, n) + int(rest > 0 and _trains(rest, n))
+
+
 def epochs_for(n: int, cfg: EvaluateConfig) -> int:
     """`cfg.epochs`, raised until the epochs add up to at least `cfg.min_steps` optimiser steps."""
-    full, rest = divmod(n, cfg.batch_size)
-    steps = full * _trains(cfg.batch_size, n) + (rest > 0 and _trains(rest, n))
-    return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps)))
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch(n, cfg.batch_size))))
 
 
 def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sample_weight: np.ndarray | None,
@@ -352,8 +356,13 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
         weight *= torch.as_tensor(class_weight, dtype=torch.float32)[torch.from_numpy(train.labels)]
     weight = weight.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    epochs = epochs_for(len(train), cfg)
+    schedule = None
+    if cfg.lr_schedule == "cosine":
+        total = max(1, epochs * steps_per_epoch(len(train), cfg.batch_size))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     best_score, best_state = -1.0, None
-    for epoch in tqdm(range(epochs_for(len(train), cfg)), desc="classifier", disable=not progress, leave=False):
+    for epoch in tqdm(range(epochs), desc="classifier", disable=not progress, leave=False):
         model.train()
         order = torch.randperm(len(train), generator=g).to(device)
         for i in range(0, len(order), cfg.batch_size):
@@ -370,6 +379,8 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
         score = _val_score(model, val)
         if score >= best_score:
             best_score, best_state = score, copy.deepcopy(model.state_dict())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -311,3 +312,25 @@ def test_min_steps_counts_real_optimiser_steps(monkeypatch):
     t = _table()  # 13 images
     E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
     assert len(steps) == 4 * 3  # four epochs of three steps (see above)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_lr_schedule_by_hand(monkeypatch, schedule):
+    rates = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    t = _table()  # 13 images, batch 4: 3 steps an epoch; min_steps 10 -> 4 epochs, 12 steps
+    E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
+                       seed=0, progress=False)
+    assert len(rates) == 12
+    if schedule == "constant":
+        assert rates == [0.01] * 12
+    else:  # step k runs at 0.01 * (1 + cos(pi k / 12)) / 2: from 0.01 down to 0.01 * 0.017 at k = 11
+        expect = [0.01 * (1 + math.cos(math.pi * k / 12)) / 2 for k in range(12)]
+        assert rates == pytest.approx(expect, rel=1e-9)
+        assert rates[6] == pytest.approx(0.005) and rates[-1] == pytest.approx(1.7037e-4, rel=1e-3)
