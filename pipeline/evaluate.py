@@ -528,8 +528,9 @@ def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, 
         base = out["gain"]["baseline"]
         sub = predictions[(predictions["subset"] == "balanced_test")]
         rows = int(sub.groupby(["strategy", "seed"]).size().iloc[0])
-        # same baseline as on the full test set: the subsample is for reading, not for re-selection
-        bal_gain = gain(balanced, {base: balanced[base]} if base else None)
+        # same strategy and baseline as on the full test set: the subsample is for reading, not for
+        # re-selection
+        bal_gain = gain(balanced, {base: balanced[base]} if base else None, out["gain"]["strategy"])
         out["balanced_test"] = {"rows": rows, "per_class": rows // k, "strategies": balanced, "gain": bal_gain}
     return out
 

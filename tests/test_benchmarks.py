@@ -25,11 +25,11 @@ def bench(tmp_path_factory):
     return tmp_path, run_outcome(tmp_path, folder), run_speed(tmp_path, folder)
 
 
-def run_outcome(tmp_path, npz_folder):
-    out = tmp_path / "results" / "tiny.json"
+def run_outcome(tmp_path, npz_folder, out=None, *extra):
+    out = out or tmp_path / "results" / "tiny.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/outcome.py"), "--data", str(npz_folder), "--long-tail", "natural=0.8",
-         "--out", str(out), "--seeds", "2", "--workdir", str(tmp_path / "work"), *TINY],
+         "--out", str(out), "--seeds", "2", "--workdir", str(tmp_path / "work"), *TINY, *extra],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,6 +44,15 @@ def test_outcome_on_tiny_npz(bench):
     assert set(result["strategies"]) == {"none", "class_weight", "gan", "gan_policy"}
     assert len(result["strategies"]["none"]["balanced_accuracy"]["per_seed"]) == 2
     assert result["machine"]["cpu_capability"]
+    assert result["reused_gan"] is False and "train-gan" in result["stage_s"]
+
+
+def test_outcome_reusing_the_gan_says_so(bench):
+    tmp_path = bench[0]
+    out = run_outcome(tmp_path, tmp_path / "npz", tmp_path / "reused" / "tiny.json", "--reuse-gan", "--seeds", "1")
+    result = json.loads(out.read_text())
+    assert result["reused_gan"] is True and "train-gan" not in result["stage_s"]
+    assert len(result["strategies"]["none"]["balanced_accuracy"]["per_seed"]) == 1
 
 
 def run_speed(tmp_path, npz_folder):

@@ -194,6 +194,21 @@ def test_metrics_from_a_hand_made_predictions_table():
     assert "balanced_test" not in out
 
 
+def test_balanced_test_gain_reads_the_same_strategy_and_baseline():
+    rows = []
+    preds = {"none": [0, 1, 1, 1], "oversample": [1, 0, 1, 0], "gan": [1, 1, 1, 1], "gan_policy": [0, 0, 1, 1]}
+    for strategy, p in preds.items():
+        for seed in (0, 1):
+            for subset in ("test", "val", "balanced_test"):
+                rows += [dict(strategy=strategy, seed=seed, subset=subset, row=i, y_true=t, y_pred=q)
+                         for i, (t, q) in enumerate(zip([0, 0, 1, 1], p))]
+    out = E.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
+    assert out["gain"]["strategy"] == "gan_policy" and out["gain"]["baseline"] == "none"
+    bal = out["balanced_test"]["gain"]
+    assert bal["strategy"] == "gan_policy" and bal["baseline"] == "none"
+    assert bal["balanced_accuracy"]["mean"] == pytest.approx(1.0 - 0.75)
+
+
 def test_balanced_subsample_is_balanced_and_seeded():
     labels = np.array([0] * 10 + [1] * 4 + [2] * 7)
     rows = E.balanced_subsample(labels, 4, seed=0)  # class 3 absent: ignored
