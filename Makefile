@@ -53,7 +53,7 @@ bench: $(STAMP)
 		--workdir benchmarks/work/speed --set train_gan.width=16 --set train_gan.aux_weight=1.0 \
 		--set train_gan.diffaug=color,translation,cutout
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt.json \
-		--seeds 3 $(RECIPE) --set train_gan.steps=4000 --set plan.sampling_strategy=1000 $(EVAL) --set evaluate.epochs=6 \
+		--seeds 5 $(RECIPE) --set train_gan.steps=4000 --set plan.sampling_strategy=1000 $(EVAL) --set evaluate.epochs=6 \
 		--set 'evaluate.mix.min_score=[0.9]' --set 'evaluate.mix.synthetic_weight=[0.25,1.0]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10
