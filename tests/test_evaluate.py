@@ -320,17 +320,8 @@ def test_min_steps_raises_epochs_on_small_sets_only():
     assert E.epochs_for(1000, _cfg(epochs=1, batch_size=32, min_steps=10)) == 1
 
 
-def test_min_steps_counts_real_optimiser_steps(monkeypatch):
-    steps = []
-    real_step = torch.optim.Adam.step
-    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (steps.append(1), real_step(self, *a, **k))[1])
-    t = _table()  # 13 images
-    E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
-    assert len(steps) == 4 * 3  # four epochs of three steps (see above)
-
-
-@pytest.mark.parametrize("schedule", ["cosine", "constant"])
-def test_lr_schedule_by_hand(monkeypatch, schedule):
+def _record_adam_steps(monkeypatch) -> list[float]:
+    """The learning rate of every Adam step taken from now on, in order."""
     rates = []
     real_step = torch.optim.Adam.step
 
@@ -339,6 +330,19 @@ def test_lr_schedule_by_hand(monkeypatch, schedule):
         return real_step(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
+    return rates
+
+
+def test_min_steps_counts_real_optimiser_steps(monkeypatch):
+    steps = _record_adam_steps(monkeypatch)
+    t = _table()  # 13 images
+    E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
+    assert len(steps) == 4 * 3  # four epochs of three steps (see above)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_lr_schedule_by_hand(monkeypatch, schedule):
+    rates = _record_adam_steps(monkeypatch)
     t = _table()  # 13 images, batch 4: 3 steps an epoch; min_steps 10 -> 4 epochs, 12 steps
     E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
                        seed=0, progress=False)
