@@ -231,7 +231,17 @@ class EvaluateConfig(Section):
     # torch CPU threads while evaluating (restored after); small models run best on one, and two
     # threads on a busy 2-core machine are several times slower. null keeps torch's default.
     cpu_threads: int | None = Field(1, ge=1)
+    # processes for the independent classifier runs (strategy x seed, mixing policies), each on
+    # cpu_threads threads; auto = the cores this process may use / cpu_threads (1 on a GPU)
+    workers: int | Literal["auto"] = "auto"
     mix: MixConfig = MixConfig()
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 1:
+            raise ValueError(f"must be >= 1 or 'auto', got {v}")
+        return v
 
     @field_validator("strategies")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import math
 import time
@@ -29,6 +30,7 @@ from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.device import prepare_module, select_device, to_device_images
 from pipeline.errors import ConfigError, DataError, TrainingError
+from pipeline.parallel import Workers, resolve_workers
 from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
 
 # ---- strategies -------------------------------------------------------------------------------
@@ -560,33 +562,36 @@ def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable], progress: b
     return gan_quality(tables["train"], tables["test"], tables["synthetic"], judge, cfg.seed), None
 
 
-def _run_all(cfg: EvaluateConfig, names: list[str], seeds: list[int], tables: dict[str, ImageTable],
-             add: np.ndarray, balanced_rows: np.ndarray | None, progress: bool,
-             mixed: TrainingSet | None = None, mapper: Callable | None = None) -> tuple[pd.DataFrame, dict]:
-    """Every (strategy, seed) run; the predictions table and seconds per strategy.
+def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float]:
+    """One run: `unit` = (strategy, seed, mix), mix = (policy, scores) for `gan_policy` else None;
+    `shared` holds "cfg", "tables", "add" and "balanced_rows". Returns (predictions, seconds)."""
+    cfg, tables = shared["cfg"], shared["tables"]
+    name, seed, mix_spec = unit
+    start = time.perf_counter()
+    mixed = None
+    if mix_spec is not None:
+        from pipeline.mixing import mix
 
-    Runs are independent: `mapper(fn, units)` (e.g. Prefect tasks on a Dask cluster) may run them
-    anywhere and in any order, returning results in the order of `units`; default: a plain loop.
+        policy, scores = mix_spec
+        table, weight = mix(tables["train"], tables["synthetic"], scores, policy)
+        mixed = TrainingSet(table, sample_weight=weight)
+    with cpu_threads(cfg.cpu_threads):
+        frame = run_strategy(name, cfg, tables, shared["add"], seed, shared["balanced_rows"], mixed)
+    return frame, time.perf_counter() - start
+
+
+def _run_all(shared: dict, names: list[str], seeds: list[int], mix_spec: tuple | None, progress: bool,
+             run: Callable) -> tuple[pd.DataFrame, dict]:
+    """Every (strategy, seed) run through `run(fn, units)`; the predictions table and seconds per strategy.
+
+    Runs are independent, so `run` may place them anywhere and in any order (local worker
+    processes, Prefect tasks on a Dask cluster) as long as results come back in the order of
+    `units`; a run's predictions depend only on its strategy, seed and thread count.
     """
-    units = [(name, seed) for name in names for seed in seeds]
-
-    def run_unit(unit: tuple[str, int]) -> tuple[pd.DataFrame, float]:
-        start = time.perf_counter()
-        with cpu_threads(cfg.cpu_threads):
-            frame = run_strategy(unit[0], cfg, tables, add, unit[1], balanced_rows, mixed)
-        return frame, time.perf_counter() - start
-
-    if mapper is not None:
-        results = list(mapper(run_unit, units))
-    else:
-        results = []
-        with tqdm(total=len(units), desc="evaluate", disable=not progress) as bar:
-            for unit in units:
-                bar.set_postfix_str(f"{unit[0]} seed {unit[1]}")
-                results.append(run_unit(unit))
-                bar.update()
+    units = [(name, seed, mix_spec if name == "gan_policy" else None) for name in names for seed in seeds]
+    results = list(tqdm(run(_strategy_unit, units), total=len(units), desc="evaluate", disable=not progress))
     timing: dict[str, float] = defaultdict(float)
-    for (name, _), (_, seconds) in zip(units, results):
+    for (name, _, _), (_, seconds) in zip(units, results):
         timing[name] = round(timing[name] + seconds, 2)
     return pd.concat([frame for frame, _ in results], ignore_index=True), dict(timing)
 
@@ -629,13 +634,18 @@ def evaluate(
         tables["synthetic"] = synthetic
     balanced_rows = balanced_subsample(test.labels, test.num_classes, cfg.seed) if cfg.balanced_test else None
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    mixed, policy = None, None
-    if "gan_policy" in names:
-        from pipeline.mixing import choose_policy
+    shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows}
+    workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
+    with Workers(workers, cfg.cpu_threads, shared) as pool:
+        report, mix_spec = None, None
+        if "gan_policy" in names:
+            from pipeline.mixing import choose_policy
 
-        with cpu_threads(cfg.cpu_threads):
-            policy, mixed = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress)
-    predictions, timing = _run_all(cfg, names, seeds, tables, add, balanced_rows, progress, mixed, mapper)
+            with cpu_threads(cfg.cpu_threads):
+                report, policy, scores = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress, pool)
+            mix_spec = (policy, scores)
+        run = pool.map if mapper is None else (lambda fn, units: mapper(functools.partial(fn, shared), units))
+        predictions, timing = _run_all(shared, names, seeds, mix_spec, progress, run)
     metrics = {
         "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds,
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
@@ -644,7 +654,7 @@ def evaluate(
         "strategy_descriptions": {n: STRATEGIES[n].description for n in cfg.strategies},
         **metrics_from_predictions(predictions, train.class_names),
         "skipped": skipped,
-        "mix_policy": policy,
+        "mix_policy": report,
         "data": {n: {"rows": len(t), "sha256": fingerprint(t)} for n, t in tables.items()},
     }
     start = time.perf_counter()

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy import stats
 
 # Scalar classification metrics kept per seed and summarised; all are fractions in 0..1.
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "g_mean")
@@ -117,6 +116,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[flo
     if len(v) == 1:
         lo = hi = mean
     else:
+        from scipy import stats  # here: scipy.stats takes ~0.5 s to import, paid by every worker process
+
         half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
         lo, hi = mean - half, mean + half
         if bounds is not None:

@@ -3,12 +3,13 @@
 A `MixPolicy` turns (real train, synthetic, per-sample quality scores) into one training table
 with per-image loss weights. `choose_policy` tries a grid of policies and keeps the one with the
 best validation balanced accuracy, ties broken by the lower class-balanced validation NLL (a rare
-class may have a handful of validation images, so many policies score 100%); it is given no test
-data, so it cannot peek at the test set.
+class may have a handful of validation images, so many policies score 100%); it reads only train,
+val and synthetic, never the test split.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.data import ImageTable
+from pipeline.parallel import Workers, resolve_workers
 
 log = logging.getLogger("augment")
 
@@ -103,18 +105,35 @@ def judge_scores(train: ImageTable, val: ImageTable, synthetic: ImageTable, cfg,
     return intended_class_probability(train_feature_model(train, val, cfg, seed), synthetic)
 
 
+def _policy_unit(shared: dict, unit: tuple[MixPolicy, int, np.ndarray]) -> tuple[float, float]:
+    """Validation (balanced accuracy, balanced NLL) of a classifier trained on `unit` = (policy,
+    seed, synthetic scores)'s mix; `shared` holds "cfg" and "tables" (train, val, synthetic)."""
+    from pipeline.evaluate import cpu_threads, train_classifier, validation_scores
+
+    cfg, tables = shared["cfg"], shared["tables"]
+    policy, seed, scores = unit
+    table, weight = mix(tables["train"], tables["synthetic"], scores, policy)
+    with cpu_threads(cfg.cpu_threads):
+        model = train_classifier(table, tables["val"], cfg, seed, sample_weight=weight, progress=False)
+        return validation_scores(model, tables["val"])
+
+
 def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, scores: np.ndarray | None,
-                  cfg, progress: bool = False):
+                  cfg, progress: bool = False, pool: Workers | None = None) -> tuple[dict, MixPolicy, np.ndarray]:
     """Try every policy of `cfg.mix`'s grid; keep the best by validation balanced accuracy.
 
-    Takes no test data by construction. Equal balanced accuracies (common: a rare class may have
+    Reads no test data (a shared `pool` may hold it, for the runs that come after). Equal balanced accuracies (common: a rare class may have
     4 validation images) are decided by the lower class-balanced validation NLL, which still
     separates models that get every validation image right; then by the earlier grid point (the
-    grid lists fewer synthetic images first). Returns (report for metrics.json, the TrainingSet).
+    grid lists fewer synthetic images first). The grid's classifiers run on `pool` (its shared
+    "cfg" and "tables" must be these), else in `cfg.workers` processes of their own.
+
+    Returns (report for metrics.json, the chosen policy, the scores it ranks by); `mix(train,
+    synthetic, scores, policy)` gives the training set.
     """
     from tqdm.auto import tqdm
 
-    from pipeline.evaluate import TrainingSet, train_classifier, validation_scores
+    from pipeline.evaluate import resolve_device
 
     m = cfg.mix
     if scores is None or np.isnan(scores).all():
@@ -122,21 +141,25 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
     else:
         source = "generate.filter scores"
     grid = policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight)
+    units = [(policy, cfg.seed + 10_000 + k, scores) for policy in grid for k in range(m.selection_seeds)]
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            shared = {"cfg": cfg, "tables": {"train": train, "val": val, "synthetic": synthetic}}
+            workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
+            pool = stack.enter_context(Workers(workers, cfg.cpu_threads, shared))
+        scored = list(tqdm(pool.map(_policy_unit, units), total=len(units), desc="mixing policy",
+                           disable=not progress, leave=False))
     rows = []
-    for policy in tqdm(grid, desc="mixing policy", disable=not progress, leave=False):
-        table, weight = mix(train, synthetic, scores, policy)
-        vals = np.array([
-            validation_scores(train_classifier(table, val, cfg, cfg.seed + 10_000 + k, sample_weight=weight,
-                                               progress=False), val)
-            for k in range(m.selection_seeds)
-        ])
-        rows.append({**describe(policy), "synthetic_rows": int(len(table) - len(train)),
+    for i, policy in enumerate(grid):
+        vals = np.array(scored[i * m.selection_seeds : (i + 1) * m.selection_seeds])
+        kept = select_synthetic(train.counts(), synthetic.labels, scores, policy)
+        rows.append({**describe(policy), "synthetic_rows": int(len(kept)),
                      "val_balanced_accuracy": float(vals[:, 0].mean()), "val_balanced_nll": float(vals[:, 1].mean())})
     best = min(range(len(grid)), key=lambda i: (-rows[i]["val_balanced_accuracy"],
                                                np.nan_to_num(rows[i]["val_balanced_nll"], nan=np.inf), i))
-    table, weight = mix(train, synthetic, scores, grid[best])
     log.info("mixing policy chosen on validation: %s (val balanced accuracy %.4f)",
              grid[best].name, rows[best]["val_balanced_accuracy"])
+    table, _ = mix(train, synthetic, scores, grid[best])
     per_class = np.bincount(table.labels[len(train):], minlength=train.num_classes)
     report = {
         "chosen": rows[best], "grid": rows, "selected_by": "validation balanced accuracy, ties by class-balanced validation NLL",
@@ -146,4 +169,4 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
             for c, n in enumerate(train.class_names)
         },
     }
-    return report, TrainingSet(table, sample_weight=weight)
+    return report, grid[best], scores

@@ -248,6 +248,19 @@ def digits_run():
 
 
 @pytest.mark.slow
+def test_worker_processes_give_the_same_predictions_and_policy(digits_run):
+    """Two spawned workers, one thread each, reproduce the in-process run exactly (policy included)."""
+    d = digits_run
+    runs = {}
+    for workers in (1, 2):
+        cfg = d["cfg"].model_copy(update={"workers": workers, "cpu_threads": 1, "gan_quality": False,
+                                          "strategies": ["none", "gan", "gan_policy"]})
+        runs[workers] = E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False)
+    pd.testing.assert_frame_equal(runs[1]["predictions"], runs[2]["predictions"])
+    assert runs[1]["metrics"]["mix_policy"] == runs[2]["metrics"]["mix_policy"]
+
+
+@pytest.mark.slow
 def test_every_strategy_runs_for_two_seeds(digits_run):
     m, pred = digits_run["result"]["metrics"], digits_run["result"]["predictions"]
     assert list(m["strategies"]) == list(E.STRATEGIES)

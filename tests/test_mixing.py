@@ -98,14 +98,15 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
     from pipeline import config, evaluate
 
     cfg = config.build({}, {"evaluate.mix.cap_ratio": [1, 4, None], "evaluate.mix.min_score": [0.0],
-                            "evaluate.mix.synthetic_weight": [1.0]}).evaluate
+                            "evaluate.mix.synthetic_weight": [1.0], "evaluate.workers": 1}).evaluate
     canned = {3: (1.0, 0.30), 6: (1.0, 0.10), 7: (0.99, 0.01)}  # synthetic rows kept -> (bal. acc, NLL)
     monkeypatch.setattr(evaluate, "train_classifier", lambda table, *a, **k: len(table) - len(REAL))
     monkeypatch.setattr(evaluate, "validation_scores", lambda kept, val: canned[kept])
     from pipeline.mixing import choose_policy
 
-    report, chosen = choose_policy(REAL, REAL, SYN, SCORES, cfg)
+    report, policy, scores = choose_policy(REAL, REAL, SYN, SCORES, cfg)
     assert [r["synthetic_rows"] for r in report["grid"]] == [3, 6, 7]
     assert report["chosen"]["name"].startswith("cap=4x") and report["chosen"]["val_balanced_nll"] == 0.10
-    assert len(chosen.table) == len(REAL) + 6
+    assert policy.cap_ratio == 4 and scores is SCORES
+    assert len(mix(REAL, SYN, scores, policy)[0]) == len(REAL) + 6
     assert "NLL" in report["selected_by"]

@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 
@@ -64,8 +63,11 @@ def small_cnn(image_shape: tuple[int, int, int], num_classes: int, width: int = 
 
 def resnet18(image_shape: tuple[int, int, int], num_classes: int) -> Classifier:
     """torchvision's ResNet-18 (weights=None) adapted to small images: 3x3 stride-1 stem, no max-pool."""
+    # imported here: torchvision.models costs ~1.5 s to import, paid by every evaluation worker
+    from torchvision.models import resnet18 as torchvision_resnet18
+
     c = int(image_shape[0])
-    net = torchvision.models.resnet18(weights=None)
+    net = torchvision_resnet18(weights=None)
     # the ImageNet stem (7x7 stride 2 + max-pool) would shrink a 32x32 image to 8x8 before any block
     net.conv1 = nn.Conv2d(c, 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()

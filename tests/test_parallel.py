@@ -1,0 +1,62 @@
+"""Worker processes for independent classifier runs: order, errors, how many, same results."""
+
+import os
+
+import pytest
+import torch
+
+from pipeline import parallel
+from pipeline.errors import TrainingError
+from pipeline.parallel import Workers, resolve_workers
+
+
+def _scaled(shared, unit):
+    return shared["k"] * unit, torch.get_num_threads(), os.getpid()
+
+
+def _fails_on_three(shared, unit):
+    if unit == 3:
+        raise ValueError(f"unit {unit} is bad")
+    return unit
+
+
+def _dies(shared, unit):
+    os._exit(3)
+
+
+def test_results_come_back_in_order_from_other_processes_with_one_thread_each():
+    with Workers(2, None, {"k": 10}) as pool:
+        out = list(pool.map(_scaled, list(range(7))))
+        again = list(pool.map(_scaled, [1, 2]))  # the same processes serve the next map
+    assert [v for v, _, _ in out] == [10 * i for i in range(7)]
+    assert {threads for _, threads, _ in out} == {1}
+    pids = {pid for _, _, pid in out}
+    assert os.getpid() not in pids and {pid for _, _, pid in again} <= pids
+
+
+def test_one_worker_or_one_unit_runs_here():
+    for workers, units in ((1, [1, 2, 3]), (4, [5])):
+        out = list(Workers(workers, None, {"k": 2}).map(_scaled, units))
+        assert [v for v, _, _ in out] == [2 * u for u in units]
+        assert {pid for _, _, pid in out} == {os.getpid()}
+
+
+def test_a_unit_error_is_raised_here():
+    with Workers(2, 1, {}) as pool, pytest.raises(ValueError, match="unit 3 is bad"):
+        list(pool.map(_fails_on_three, [1, 2, 3, 4]))
+
+
+def test_a_dead_worker_is_a_clear_error():
+    with Workers(2, 1, {}) as pool, pytest.raises(TrainingError, match="evaluate.workers"):
+        list(pool.map(_dies, [1, 2]))
+
+
+def test_resolve_workers(monkeypatch):
+    monkeypatch.setattr(parallel, "available_cores", lambda: 8)
+    cpu = torch.device("cpu")
+    assert resolve_workers("auto", 1, cpu) == 8
+    assert resolve_workers("auto", None, cpu) == 8
+    assert resolve_workers("auto", 3, cpu) == 2
+    assert resolve_workers("auto", 16, cpu) == 1
+    assert resolve_workers(3, 1, cpu) == 3
+    assert resolve_workers("auto", 1, torch.device("cuda")) == 1
