@@ -45,7 +45,7 @@ serve: $(STAMP)
 # the settings behind the committed results (BENCHMARKS.md shows each run's exact command)
 RECIPE = --set train_gan.width=16 --set train_gan.aux_weight=1.0 --set train_gan.diffaug=color,translation,cutout \
 	--set train_gan.checkpoint_every=500 --set train_gan.sample_every=500
-EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,smote,augment,gan,gan_policy]' --set evaluate.cpu_threads=2 \
+EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,smote,augment,gan,gan_policy]' --set evaluate.cpu_threads=1 \
 	--set 'evaluate.mix.cap_ratio=[4,null]' --set 'evaluate.mix.min_score=[0,0.9]' --set 'evaluate.mix.synthetic_weight=[1.0]'
 
 bench: $(STAMP)

@@ -170,7 +170,8 @@ class MixConfig(Section):
     try, and the combination with the best validation balanced accuracy is used (never the test set).
     """
 
-    cap_ratio: list[float | None] = [1.0, 4.0, None]  # per class at most cap x real images; null = all
+    # per class at most cap x real images; null = all; 0 = none (the real data alone, tried once)
+    cap_ratio: list[float | None] = [0.0, 1.0, 4.0, None]
     min_score: list[float] = [0.0, 0.9]  # keep images the real-data judge gives p(class) >= this
     synthetic_weight: list[float] = [0.5, 1.0]  # loss weight of a synthetic image (real = 1)
     class_weight: list[bool] = [True]  # also weight classes by inverse effective frequency

@@ -86,11 +86,19 @@ def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: Mix
 
 
 def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_weight: list) -> list[MixPolicy]:
-    """Every combination of the given knob values, in a stable order."""
-    return [
-        MixPolicy(c, s, w, cw)
-        for c, s, w, cw in itertools.product(cap_ratio, min_score, synthetic_weight, class_weight)
-    ]
+    """Every combination of the given knob values, in a stable order, without repeats.
+
+    A cap of 0 keeps no synthetic image, so score and weight mean nothing there: it is tried once
+    per class_weight value, as `cap=0x score>=0 w=1` (the real data alone: the policy may conclude
+    that the GAN's images do not help).
+    """
+    grid: list[MixPolicy] = []
+    for c, s, w, cw in itertools.product(cap_ratio, min_score, synthetic_weight, class_weight):
+        policy = MixPolicy(0.0, 0.0, 1.0, cw) if c == 0 else MixPolicy(c, s, w, cw)
+        if policy not in grid:
+            grid.append(policy)
+    return grid
+
 
 
 def describe(policy: MixPolicy) -> dict:

@@ -124,6 +124,11 @@ def verdict(metrics: dict) -> str:
     mean, (lo, hi) = d["mean"], d["ci95"]
     ci = f"95% CI {_points(lo)} to {_points(hi)} points, {n} seed{'s' if n > 1 else ''}"
     against = f"against {base}, the best non-GAN strategy by {g['selected_by']}"
+    chosen = (metrics.get("mix_policy") or {}).get("chosen") or {}
+    if g.get("strategy") == "gan_policy" and chosen.get("synthetic_rows") == 0:
+        return (f"No gain: the mixing policy chosen on validation ({chosen['name']}) adds none of the GAN's "
+                f"images, so gan_policy trained on the real data alone: {_points(mean)} points of balanced "
+                f"accuracy ({ci}) {against}.")
     if g["verdict"] == "gain":
         return f"Gain: adding the GAN's images raises balanced accuracy by {_points(mean)} points ({ci}) {against}."
     if g["verdict"] == "undetermined":

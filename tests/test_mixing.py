@@ -59,6 +59,13 @@ def test_grid_is_the_product():
     assert len({p.name for p in grid}) == 8
 
 
+def test_a_zero_cap_is_tried_once_per_class_weight_setting():
+    grid = policy_grid([0, None], [0.0, 0.9], [0.5, 1.0], [True])
+    assert grid[0] == MixPolicy(0.0, 0.0, 1.0, True) and grid[0].name == "cap=0x score>=0 w=1+cw"
+    assert len(grid) == 1 + 4
+    assert len(select_synthetic(REAL.counts(), SYN.labels, SCORES, grid[0])) == 0
+
+
 @pytest.mark.slow
 def test_policy_selection_never_reads_the_test_split():
     """Poisoned test labels change the test metrics but not the policy chosen on validation."""

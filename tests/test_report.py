@@ -35,6 +35,16 @@ def test_verdict_sentences(per_seed, verdict, expected):
     assert re.search(expected, R.verdict(_gain(per_seed, verdict)))
 
 
+def test_verdict_says_when_the_chosen_policy_adds_no_gan_images():
+    m = _gain([-0.01, 0.0, -0.02], "no gain")
+    m["gain"]["strategy"] = "gan_policy"
+    m["mix_policy"] = {"chosen": {"name": "cap=0x score>=0 w=1+cw", "synthetic_rows": 0}}
+    assert re.search(r"^No gain: the mixing policy chosen on validation \(cap=0x score>=0 w=1\+cw\) adds none "
+                     r"of the GAN's images, .* real data alone: -1\.0 points", R.verdict(m))
+    m["mix_policy"]["chosen"]["synthetic_rows"] = 5  # it added some: the usual sentence
+    assert R.verdict(m).startswith("No gain: adding the GAN's images")
+
+
 def test_verdict_without_synthetic_data_says_why():
     m = {"gain": {"balanced_accuracy": None, "reason": "strategy 'gan' was not run"},
          "skipped": {"gan": "no synthetic data were given (run `augment generate`)"}}
