@@ -6,6 +6,8 @@ import os
 import platform
 import resource
 import sys
+import threading
+import time
 
 import torch
 
@@ -41,3 +43,56 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, kids) / 1024, 1)
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of process `root` and all its descendants now, in bytes (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # field 4, after "(comm)"
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended while we looked
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo, page = 0, [root], os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm", encoding="utf-8") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class TreeMemory:
+    """Samples the summed RSS of this process and its worker processes every `interval` seconds
+    while the block runs; `peak_mb` is the largest sum seen. `peak_rss_mb` alone would miss
+    workers that run side by side (ru_maxrss of children is the largest single one)."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
+            self._stop.wait(self.interval)
+
+    @property
+    def peak_mb(self) -> float:
+        return round(max(self.peak / 2**20, peak_rss_mb()), 1)
+
+    def __enter__(self) -> TreeMemory:
+        if os.path.isdir("/proc"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info, peak_rss_mb  # noqa: E402
+from machine import TreeMemory, machine_info  # noqa: E402
 
 from pipeline import config, io, stages  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         cfg = build_config(args, work)
-        timings = run(cfg, args.reuse_gan)
+        with TreeMemory() as memory:
+            timings = run(cfg, args.reuse_gan)
     except AugmentError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         "stage_s": timings,
         # a reused GAN's training time is in neither stage_s nor wall_s
         "reused_gan": "train-gan" not in timings,
-        "peak_rss_mb": peak_rss_mb(),
+        # this process and its evaluation workers together (their summed RSS, sampled each second)
+        "peak_rss_mb": memory.peak_mb,
+        "peak_rss_scope": "process tree",
         "params": config.dump(cfg),
     }
     io.write_json(out, result)

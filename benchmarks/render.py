@@ -58,6 +58,14 @@ def _plot(name: str, r: dict, results: Path, out_md: Path) -> str:
     return os.path.relpath(out, out_md.parent)
 
 
+def _workers(r: dict) -> str:
+    """Evaluation processes of a run: as recorded, or what `auto` resolved to on its machine."""
+    if "workers" in r:
+        return str(r["workers"])
+    w, threads = r["params"]["evaluate"].get("workers", 1), r["params"]["evaluate"].get("cpu_threads") or 1
+    return f"auto = {max(1, r['machine']['cores'] // threads)}" if w == "auto" else str(w)
+
+
 def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str]:
     g = r.get("gain") or {}
     ev = r["params"].get("evaluate", {})
@@ -65,10 +73,16 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
              f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
              f"- date: {r['date']}; wall time {r['wall_s']:.0f} s"
              f"{' without GAN training (a finished GAN of the same settings was reused)' if r.get('reused_gan') else ''}"
-             f" (stages: {r.get('stage_s')}); peak RSS {r['peak_rss_mb']:.0f} MiB",
-             # results from before evaluate.lr_schedule existed trained at a constant rate
+             f" (stages: {r.get('stage_s')}); peak RSS {r['peak_rss_mb']:.0f} MiB"
+             # older results: the largest single process; newer: the process and its workers summed
+             f"{' (process and evaluation workers together)' if r.get('peak_rss_scope') == 'process tree' else ''}"
+             f"{'; ' + r['peak_rss_note'] if r.get('peak_rss_note') else ''}",
+             # results from before evaluate.lr_schedule existed trained at a constant rate, before
+             # evaluate.workers in one process
              f"- classifier {r['classifier']}, {r['epochs']} epochs (min. steps {ev.get('min_steps', 0)}), "
-             f"learning rate {ev.get('lr', '?')} {ev.get('lr_schedule', 'constant')}, seeds {r['seeds']}; GAN {r['params']['train_gan']['arch']}, "
+             f"learning rate {ev.get('lr', '?')} {ev.get('lr_schedule', 'constant')}, "
+             f"{_workers(r)} worker process(es) x {ev.get('cpu_threads')} thread(s), "
+             f"seeds {r['seeds']}; GAN {r['params']['train_gan']['arch']}, "
              f"{r['params']['train_gan']['steps']} steps", ""]
     if g.get("balanced_accuracy"):
         lines += [f"**Verdict: {g['verdict']}.** `{g['strategy']}` minus `{g['baseline']}` (best non-GAN by {g['selected_by']}): "

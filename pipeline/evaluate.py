@@ -551,15 +551,29 @@ def _notes(metrics: dict, seeds: list[int], tables: dict[str, ImageTable]) -> li
     return notes
 
 
-def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable], progress: bool) -> tuple[dict | None, str | None]:
+def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable], judge: nn.Module | None) -> tuple[dict | None, str | None]:
     from pipeline.quality import gan_quality
 
     if "synthetic" not in tables:
         return None, "no synthetic data to score"
     if not cfg.gan_quality:
         return None, "evaluate.gan_quality is false"
-    judge = train_feature_model(tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
     return gan_quality(tables["train"], tables["test"], tables["synthetic"], judge, cfg.seed), None
+
+
+def _unscored(scores: np.ndarray | None) -> bool:
+    return scores is None or bool(np.isnan(scores).all())
+
+
+def _judge(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str], scores: np.ndarray | None,
+           progress: bool) -> nn.Module | None:
+    """The one real-data judge (`train_feature_model`) that scores unscored synthetic images for
+    gan_policy and embeds images for the GAN-quality metrics; None when neither needs it. It trains
+    on `cpu_threads` like every run (more threads round differently, and the policy's scores would
+    then depend on `evaluate.workers`)."""
+    if "synthetic" not in tables or not (cfg.gan_quality or ("gan_policy" in names and _unscored(scores))):
+        return None
+    return train_feature_model(tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
 
 
 def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float]:
@@ -636,18 +650,21 @@ def evaluate(
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows}
     workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
+    start = time.perf_counter()
+    judge = _judge(cfg, tables, names, synthetic_scores, progress)
+    judge_seconds = time.perf_counter() - start
     with Workers(workers, cfg.cpu_threads, shared) as pool:
         report, mix_spec = None, None
         if "gan_policy" in names:
             from pipeline.mixing import choose_policy
 
             with cpu_threads(cfg.cpu_threads):
-                report, policy, scores = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress, pool)
+                report, policy, scores = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress, pool, judge)
             mix_spec = (policy, scores)
         run = pool.map if mapper is None else (lambda fn, units: mapper(functools.partial(fn, shared), units))
         predictions, timing = _run_all(shared, names, seeds, mix_spec, progress, run)
     metrics = {
-        "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds,
+        "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds, "workers": workers,
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
         "train_counts": train.counts().tolist(), "test_counts": test.counts().tolist(),
         "plan": {n: int(a) for n, a in zip(train.class_names, add)},
@@ -659,9 +676,10 @@ def evaluate(
     }
     start = time.perf_counter()
     with cpu_threads(cfg.cpu_threads):
-        metrics["gan_quality"], why = _gan_quality(cfg, tables, progress)
+        metrics["gan_quality"], why = _gan_quality(cfg, tables, judge)
     if why:
         metrics["skipped"]["gan_quality"] = why
+    timing["judge"] = round(judge_seconds, 2)
     timing["gan_quality"] = round(time.perf_counter() - start, 2)
     metrics["timing_s"] = timing
     metrics["notes"] = _notes(metrics, seeds, tables)

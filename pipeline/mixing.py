@@ -105,14 +105,6 @@ def describe(policy: MixPolicy) -> dict:
     return {"name": policy.name, **asdict(policy)}
 
 
-def judge_scores(train: ImageTable, val: ImageTable, synthetic: ImageTable, cfg, seed: int) -> np.ndarray:
-    """p(intended class) of each synthetic image under a class-weighted classifier trained on real
-    train (model chosen on val): the quality score the policy filters and ranks by."""
-    from pipeline.evaluate import intended_class_probability, train_feature_model
-
-    return intended_class_probability(train_feature_model(train, val, cfg, seed), synthetic)
-
-
 def _policy_unit(shared: dict, unit: tuple[MixPolicy, int, np.ndarray]) -> tuple[float, float]:
     """Validation (balanced accuracy, balanced NLL) of a classifier trained on `unit` = (policy,
     seed, synthetic scores)'s mix; `shared` holds "cfg" and "tables" (train, val, synthetic)."""
@@ -127,25 +119,29 @@ def _policy_unit(shared: dict, unit: tuple[MixPolicy, int, np.ndarray]) -> tuple
 
 
 def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, scores: np.ndarray | None,
-                  cfg, progress: bool = False, pool: Workers | None = None) -> tuple[dict, MixPolicy, np.ndarray]:
+                  cfg, progress: bool = False, pool: Workers | None = None,
+                  judge=None) -> tuple[dict, MixPolicy, np.ndarray]:
     """Try every policy of `cfg.mix`'s grid; keep the best by validation balanced accuracy.
 
-    Reads no test data (a shared `pool` may hold it, for the runs that come after). Equal balanced accuracies (common: a rare class may have
-    4 validation images) are decided by the lower class-balanced validation NLL, which still
-    separates models that get every validation image right; then by the earlier grid point (the
-    grid lists fewer synthetic images first). The grid's classifiers run on `pool` (its shared
-    "cfg" and "tables" must be these), else in `cfg.workers` processes of their own.
+    Reads no test data (a shared `pool` may hold it, for the runs that come after). Equal balanced
+    accuracies (common: a rare class may have 4 validation images) are decided by the lower
+    class-balanced validation NLL, which still separates models that get every validation image
+    right; then by the earlier grid point (the grid lists fewer synthetic images first). The grid's classifiers run on `pool` (its shared
+    "cfg" and "tables" must be these), else in `cfg.workers` processes of their own. Without
+    `scores`, each image is scored by its p(intended class) under `judge` (default: a class-weighted
+    classifier trained here on real train, chosen on val: `train_feature_model`).
 
     Returns (report for metrics.json, the chosen policy, the scores it ranks by); `mix(train,
     synthetic, scores, policy)` gives the training set.
     """
     from tqdm.auto import tqdm
 
-    from pipeline.evaluate import resolve_device
+    from pipeline.evaluate import intended_class_probability, resolve_device, train_feature_model
 
     m = cfg.mix
     if scores is None or np.isnan(scores).all():
-        scores, source = judge_scores(train, val, synthetic, cfg, cfg.seed), "real-data judge (evaluate)"
+        judge = judge if judge is not None else train_feature_model(train, val, cfg, cfg.seed)
+        scores, source = intended_class_probability(judge, synthetic), "real-data judge (evaluate)"
     else:
         source = "generate.filter scores"
     grid = policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight)

@@ -125,3 +125,24 @@ def test_speed_rescore_keeps_images_per_s_and_the_earlier_figures(bench):
     out.write_text(json.dumps(before))
     proc = rescore()
     assert proc.returncode != 0 and "not the run that file describes" in proc.stderr
+
+
+def test_tree_memory_counts_worker_processes_side_by_side(monkeypatch):
+    """A child holding ~200 MiB is in the peak, which ru_maxrss of this process alone would miss."""
+    import os
+    import time
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from machine import TreeMemory, tree_rss_bytes
+
+    hold = "import numpy, time; a = numpy.ones(200 * 2**20 // 8); print('ready', flush=True); time.sleep(30)"
+    before = tree_rss_bytes(os.getpid()) / 2**20
+    with TreeMemory(interval=0.05) as memory:
+        child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(0.3)
+        finally:
+            child.kill()
+            child.wait()
+    assert memory.peak_mb >= before + 180

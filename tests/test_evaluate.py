@@ -260,6 +260,21 @@ def test_worker_processes_give_the_same_predictions_and_policy(digits_run):
     assert runs[1]["metrics"]["mix_policy"] == runs[2]["metrics"]["mix_policy"]
 
 
+def test_one_judge_scores_the_policy_and_embeds_for_gan_quality(digits_run, monkeypatch):
+    d, calls = digits_run, []
+    real = E.train_feature_model
+    monkeypatch.setattr(E, "train_feature_model", lambda *a, **k: calls.append(a[2].cpu_threads) or real(*a, **k))
+    cfg = d["cfg"].model_copy(update={"workers": 2, "seeds": 1, "epochs": 1, "strategies": ["gan_policy"]})
+    m = E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False)["metrics"]
+    assert calls == [1] and m["gan_quality"] is not None
+    assert m["mix_policy"]["scores_from"] == "real-data judge (evaluate)" and m["timing_s"]["judge"] > 0
+    calls.clear()  # scores given and no quality metrics: no judge at all
+    cfg = cfg.model_copy(update={"gan_quality": False})
+    scores = np.full(len(d["synthetic"]), 0.95, dtype=np.float32)
+    E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False, synthetic_scores=scores)
+    assert calls == []
+
+
 @pytest.mark.slow
 def test_every_strategy_runs_for_two_seeds(digits_run):
     m, pred = digits_run["result"]["metrics"], digits_run["result"]["predictions"]
