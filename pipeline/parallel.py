@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
@@ -39,11 +41,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _start_worker(shared: Any, threads: int | None) -> None:
+def _start_worker(shared: Any, threads: int | None, parent: int) -> None:
     global _SHARED
     _SHARED = shared
     # one thread per worker unless told otherwise: the workers share the cores between them
     torch.set_num_threads(threads or 1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int, interval: float = 0.5) -> None:
+    """End this worker soon after its parent dies (a kill -9 of `augment` runs no clean-up, and a
+    worker waiting on the pool's queue would otherwise live on, holding its copy of the data)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _call(fn: Callable[[Any, Any], Any], unit: Any) -> Any:
@@ -71,7 +82,7 @@ class Workers:
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(self.shared, self.threads))
+                                             initializer=_start_worker, initargs=(self.shared, self.threads, os.getpid()))
         try:
             yield from self._pool.map(_call, [fn] * len(units), units)
         except BrokenProcessPool as e:

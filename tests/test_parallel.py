@@ -1,6 +1,7 @@
 """Worker processes for independent classifier runs: order, errors, how many, same results."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,3 +61,45 @@ def test_resolve_workers(monkeypatch):
     assert resolve_workers("auto", 16, cpu) == 1
     assert resolve_workers(3, 1, cpu) == 3
     assert resolve_workers("auto", 1, torch.device("cuda")) == 1
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """kill -9 of the process that owns the pool: its workers notice and exit, none is orphaned."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from pipeline.parallel import Workers\n"
+        "def pid_then_sleep(shared, unit):\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    with Workers(2, 1, None) as pool:\n"
+        "        list(pool.map(pid_then_sleep, [1, 2]))\n"
+    )
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             cwd=str(Path(__file__).resolve().parents[1]))
+    try:
+        pids = [int(owner.stdout.readline()) for _ in range(2)]
+        assert all(_alive(pid) for pid in pids)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), f"workers {pids} outlived their parent"
+    finally:
+        owner.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by init, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

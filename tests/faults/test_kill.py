@@ -97,8 +97,9 @@ def test_kill_during_evaluate(tmp_path, monkeypatch):
     p.copy_outputs(reference(), ["prepare", "plan", "train_gan", "generate"])
     p.ok("evaluate", "-q", "--set", "evaluate.seed=3")  # earlier results, of another seed
     before = p.visible()
-    # 1. killed while training the second strategy: the earlier results are as they were
-    p.killed("evaluate", "-q", fault="call:pipeline.evaluate.run_strategy:2")
+    # 1. killed while training the second strategy (in this process: the fault hook is not in
+    # spawned workers; test_parallel covers a kill of a pool's owner): earlier results stay as they were
+    p.killed("evaluate", "-q", "--set", "evaluate.workers=1", fault="call:pipeline.evaluate.run_strategy:2")
     assert_whole(p.root)
     assert p.visible() == before
     # 2. between the renames: predictions.parquet is new, metrics.json (renamed last) is gone
