@@ -171,3 +171,6 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
     mnist["reused_gan"] = True  # a reused GAN is not the whole benchmark
     rows = [line for line in goals_section({"mnist_lt": mnist}) if "30 min" in line]
     assert "not measured" in rows[0]
+    del speed["demo_seconds"]  # speed.py --skip-demo: the other speed goals still show, the demo row is left out
+    rows = [line for line in goals_section({"speed": speed}) if line.startswith("| ")][1:]
+    assert len(rows) == 4 and not any("make demo" in row for row in rows) and any("Shards" in row for row in rows)
