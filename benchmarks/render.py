@@ -101,7 +101,7 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
     if mp:
         lines += ["", f"Mixing policies tried on validation (chosen: `{mp['chosen']['name']}`):", "",
                   "| policy | synthetic kept | val. balanced accuracy % | val. balanced NLL |", "|---|---|---|---|"]
-        lines += [f"| {p['name']} | {p['synthetic_rows']} | {100 * p['val_balanced_accuracy']:.2f} | "
+        lines += [f"| {p['name']}{'' if p.get('eligible', True) else ' (class-weighting probe)'} | {p['synthetic_rows']} | {100 * p['val_balanced_accuracy']:.2f} | "
                   f"{p.get('val_balanced_nll', float('nan')):.4f} |" for p in mp["grid"]]
     q = r.get("gan_quality")
     if q:

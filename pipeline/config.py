@@ -174,8 +174,11 @@ class MixConfig(Section):
     cap_ratio: list[float | None] = [0.0, 1.0, 4.0, None]
     min_score: list[float] = [0.0, 0.9]  # keep images the real-data judge gives p(class) >= this
     synthetic_weight: list[float] = [0.5, 1.0]  # loss weight of a synthetic image (real = 1)
-    class_weight: list[bool] = [True]  # also weight classes by inverse effective frequency
+    class_weight: list[bool] = [False, True]  # also weight classes by inverse effective frequency
     selection_seeds: int = Field(1, ge=1)  # classifier seeds averaged per grid point
+    # staged: with both class_weight values, decide class weighting on the real data alone (cap 0)
+    # first, then try the synthetic grid with the winner only; full: every combination
+    search: Literal["staged", "full"] = "staged"
 
     @field_validator("cap_ratio", "min_score", "synthetic_weight", "class_weight")
     @classmethod

@@ -101,6 +101,14 @@ def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_
 
 
 
+def _best(rows: list[dict]) -> int:
+    """Index of the best eligible row: highest validation balanced accuracy, then lowest NLL, then
+    the earliest (fewer synthetic images)."""
+    eligible = [i for i, r in enumerate(rows) if r.get("eligible", True)]
+    return min(eligible, key=lambda i: (-rows[i]["val_balanced_accuracy"],
+                                        np.nan_to_num(rows[i]["val_balanced_nll"], nan=np.inf), i))
+
+
 def describe(policy: MixPolicy) -> dict:
     return {"name": policy.name, **asdict(policy)}
 
@@ -121,15 +129,20 @@ def _policy_unit(shared: dict, unit: tuple[MixPolicy, int, np.ndarray]) -> tuple
 def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, scores: np.ndarray | None,
                   cfg, progress: bool = False, pool: Workers | None = None,
                   judge=None) -> tuple[dict, MixPolicy, np.ndarray]:
-    """Try every policy of `cfg.mix`'s grid; keep the best by validation balanced accuracy.
+    """Try the policies of `cfg.mix`'s grid; keep the best by validation balanced accuracy.
 
+    With `mix.search: staged` and both class_weight values listed, class weighting is decided first
+    on the real data alone (cap 0 with and without it: the better of the two plain baselines), and
+    the synthetic grid runs with the winner only, instead of the full product (twice the
+    classifiers). A zero-cap row can be chosen only when cap_ratio lists 0 (`eligible` in the rows).
     Reads no test data (a shared `pool` may hold it, for the runs that come after). Equal balanced
     accuracies (common: a rare class may have 4 validation images) are decided by the lower
     class-balanced validation NLL, which still separates models that get every validation image
-    right; then by the earlier grid point (the grid lists fewer synthetic images first). The grid's classifiers run on `pool` (its shared
-    "cfg" and "tables" must be these), else in `cfg.workers` processes of their own. Without
-    `scores`, each image is scored by its p(intended class) under `judge` (default: a class-weighted
-    classifier trained here on real train, chosen on val: `train_feature_model`).
+    right; then by the earlier grid point (the grid lists fewer synthetic images first). The
+    grid's classifiers run on `pool` (its shared "cfg" and "tables" must be these), else in
+    `cfg.workers` processes of their own. Without `scores`, each image is scored by its p(intended
+    class) under `judge` (default: a class-weighted classifier trained here on real train, chosen
+    on val: `train_feature_model`).
 
     Returns (report for metrics.json, the chosen policy, the scores it ranks by); `mix(train,
     synthetic, scores, policy)` gives the training set.
@@ -144,29 +157,48 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
         scores, source = intended_class_probability(judge, synthetic), "real-data judge (evaluate)"
     else:
         source = "generate.filter scores"
-    grid = policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight)
-    units = [(policy, cfg.seed + 10_000 + k, scores) for policy in grid for k in range(m.selection_seeds)]
     with contextlib.ExitStack() as stack:
         if pool is None:
             shared = {"cfg": cfg, "tables": {"train": train, "val": val, "synthetic": synthetic}}
             workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
             pool = stack.enter_context(Workers(workers, cfg.cpu_threads, shared))
-        scored = list(tqdm(pool.map(_policy_unit, units), total=len(units), desc="mixing policy",
-                           disable=not progress, leave=False))
-    rows = []
-    for i, policy in enumerate(grid):
-        vals = np.array(scored[i * m.selection_seeds : (i + 1) * m.selection_seeds])
-        kept = select_synthetic(train.counts(), synthetic.labels, scores, policy)
-        rows.append({**describe(policy), "synthetic_rows": int(len(kept)),
-                     "val_balanced_accuracy": float(vals[:, 0].mean()), "val_balanced_nll": float(vals[:, 1].mean())})
-    best = min(range(len(grid)), key=lambda i: (-rows[i]["val_balanced_accuracy"],
-                                               np.nan_to_num(rows[i]["val_balanced_nll"], nan=np.inf), i))
+
+        def score(grid: list[MixPolicy], stage: int) -> list[dict]:
+            units = [(policy, cfg.seed + 10_000 + k, scores) for policy in grid for k in range(m.selection_seeds)]
+            scored = list(tqdm(pool.map(_policy_unit, units), total=len(units), desc=f"mixing policy ({stage})",
+                               disable=not progress, leave=False))
+            rows = []
+            for i, policy in enumerate(grid):
+                vals = np.array(scored[i * m.selection_seeds : (i + 1) * m.selection_seeds])
+                kept = select_synthetic(train.counts(), synthetic.labels, scores, policy)
+                rows.append({**describe(policy), "synthetic_rows": int(len(kept)), "stage": stage,
+                             "val_balanced_accuracy": float(vals[:, 0].mean()),
+                             "val_balanced_nll": float(vals[:, 1].mean())})
+            return rows
+
+        weights = list(dict.fromkeys(m.class_weight))
+        if m.search == "staged" and len(weights) > 1:
+            # stage 1: class weighting on or off, decided on the real data alone (the better of the
+            # `none` and `class_weight` baselines); stage 2: the synthetic grid with that setting
+            probe = [MixPolicy(0.0, 0.0, 1.0, cw) for cw in weights]
+            first = score(probe, 1)
+            cw = probe[_best(first)].class_weight
+            caps = [c for c in m.cap_ratio if c != 0]
+            second = score(policy_grid(caps, m.min_score, m.synthetic_weight, [cw]), 2) if caps else []
+            zero_allowed = any(c == 0 for c in m.cap_ratio)
+            rows = [{**r, "eligible": zero_allowed} for r in first] + [{**r, "eligible": True} for r in second]
+        else:
+            rows = [{**r, "eligible": True}
+                    for r in score(policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight), 1)]
+    grid = [MixPolicy(r["cap_ratio"], r["min_score"], r["synthetic_weight"], r["class_weight"]) for r in rows]
+    best = _best(rows)
     log.info("mixing policy chosen on validation: %s (val balanced accuracy %.4f)",
              grid[best].name, rows[best]["val_balanced_accuracy"])
     table, _ = mix(train, synthetic, scores, grid[best])
     per_class = np.bincount(table.labels[len(train):], minlength=train.num_classes)
     report = {
-        "chosen": rows[best], "grid": rows, "selected_by": "validation balanced accuracy, ties by class-balanced validation NLL",
+        "chosen": rows[best], "grid": rows, "search": m.search,
+        "selected_by": "validation balanced accuracy, ties by class-balanced validation NLL",
         "scores_from": source, "synthetic_per_class": {n: int(c) for n, c in zip(train.class_names, per_class)},
         "judge_score_mean_per_class": {
             n: (float(np.nanmean(scores[synthetic.labels == c])) if (synthetic.labels == c).any() else None)

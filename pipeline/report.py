@@ -301,6 +301,7 @@ def policy_blocks(metrics: dict) -> list[Block]:
     nll = lambda r: r.get("val_balanced_nll", float("nan"))  # noqa: E731 (older metrics.json lack it)
     for r in sorted(mp["grid"], key=lambda r: (-r["val_balanced_accuracy"], nll(r))):
         mark = " (chosen)" if r["name"] == chosen["name"] else ""
+        mark += "" if r.get("eligible", True) else " (class-weighting probe only: cap_ratio lists no 0)"
         rows.append([r["name"] + mark, str(r["synthetic_rows"]), _pct(r["val_balanced_accuracy"]), _q(nll(r))])
     kept = [["class", "synthetic kept", "mean judge score of generated images"]]
     for n, c in mp["synthetic_per_class"].items():
@@ -312,7 +313,10 @@ def policy_blocks(metrics: dict) -> list[Block]:
                    f"class-balanced NLL. Chosen: {chosen['name']}. cap = synthetic images per class "
                    f"at most cap x its real images (best judge score first); score = minimum probability of the "
                    f"intended class under a real-data judge ({mp['scores_from']}); w = loss weight of a synthetic "
-                   f"image; +cw = inverse-frequency class weighting of the mix."),
+                   f"image; +cw = inverse-frequency class weighting of the mix."
+                   + (" Search staged: class weighting was decided on the real data alone (cap 0, with and "
+                      "without it) and the synthetic policies were tried with the winner only."
+                      if any(r.get("stage") == 2 for r in mp["grid"]) else "")),
         Block("table", rows=rows),
         Block("table", rows=kept),
     ]

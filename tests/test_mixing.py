@@ -94,7 +94,7 @@ def test_policy_selection_never_reads_the_test_split():
     poisoned_test = ImageTable(test.images, (test.labels + 1) % 10, test.class_names)
     poisoned = evaluate(cfg, train, val, poisoned_test, synthetic, plan, progress=False, synthetic_scores=scores)
     assert clean["metrics"]["mix_policy"] == poisoned["metrics"]["mix_policy"]
-    assert len(clean["metrics"]["mix_policy"]["grid"]) == 4
+    assert len(clean["metrics"]["mix_policy"]["grid"]) == 2 + 4  # class weighting off/on, then 2 caps x 2 scores
     bal = lambda r: r["metrics"]["strategies"]["gan_policy"]["balanced_accuracy"]["mean"]
     assert bal(clean) != bal(poisoned)
     assert clean["metrics"]["gain"]["strategy"] == "gan_policy"
@@ -105,7 +105,8 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
     from pipeline import config, evaluate
 
     cfg = config.build({}, {"evaluate.mix.cap_ratio": [1, 4, None], "evaluate.mix.min_score": [0.0],
-                            "evaluate.mix.synthetic_weight": [1.0], "evaluate.workers": 1}).evaluate
+                            "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [True],
+                            "evaluate.workers": 1}).evaluate
     canned = {3: (1.0, 0.30), 6: (1.0, 0.10), 7: (0.99, 0.01)}  # synthetic rows kept -> (bal. acc, NLL)
     monkeypatch.setattr(evaluate, "train_classifier", lambda table, *a, **k: len(table) - len(REAL))
     monkeypatch.setattr(evaluate, "validation_scores", lambda kept, val: canned[kept])
@@ -117,3 +118,42 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
     assert policy.cap_ratio == 4 and scores is SCORES
     assert len(mix(REAL, SYN, scores, policy)[0]) == len(REAL) + 6
     assert "NLL" in report["selected_by"]
+
+
+@pytest.mark.parametrize("zero_cap", [True, False])
+def test_staged_search_decides_class_weighting_on_the_real_data_first(monkeypatch, zero_cap):
+    """Stage 1 trains cap 0 with and without class weights; stage 2 runs the synthetic grid with the
+    winner only (3 classifiers, not 2 x 2 + 2); the zero-cap rows are choosable only if 0 is a cap."""
+    from pipeline import config, evaluate
+    from pipeline.mixing import choose_policy
+
+    caps = [0, 4, None] if zero_cap else [4, None]
+    cfg = config.build({}, {"evaluate.mix.cap_ratio": caps, "evaluate.mix.min_score": [0.0],
+                            "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [False, True],
+                            "evaluate.workers": 1}).evaluate
+    trained = []
+
+    def fake_train(table, val, cfg, seed, sample_weight=None, **k):
+        weighted = not np.allclose(sample_weight, sample_weight[0])  # class weights make them unequal
+        trained.append((len(table) - len(REAL), weighted))
+        return trained[-1]
+
+    # without class weights is better on the real data alone and best overall
+    canned = {(0, False): (0.95, 0.2), (0, True): (0.90, 0.3), (6, False): (0.93, 0.2), (7, False): (0.94, 0.2)}
+    monkeypatch.setattr(evaluate, "train_classifier", fake_train)
+    monkeypatch.setattr(evaluate, "validation_scores", lambda model, val: canned[model])
+    report, policy, _ = choose_policy(REAL, REAL, SYN, SCORES, cfg)
+    assert trained == [(0, False), (0, True), (6, False), (7, False)]
+    assert [(r["stage"], r["eligible"]) for r in report["grid"]] == [(1, zero_cap), (1, zero_cap), (2, True), (2, True)]
+    assert report["search"] == "staged"
+    if zero_cap:
+        assert policy == MixPolicy(0.0, 0.0, 1.0, False) and report["chosen"]["synthetic_rows"] == 0
+    else:
+        assert policy == MixPolicy(None, 0.0, 1.0, False)  # 0.94: the best row that adds synthetic images
+
+    trained.clear()
+    full = cfg.model_copy(update={"mix": cfg.mix.model_copy(update={"search": "full"})})
+    canned.update({(6, True): (0.97, 0.1), (7, True): (0.96, 0.1)})
+    report, policy, _ = choose_policy(REAL, REAL, SYN, SCORES, full)
+    assert len(trained) == (6 if zero_cap else 4)
+    assert policy == MixPolicy(4.0, 0.0, 1.0, True)  # the full product finds the weighted mix

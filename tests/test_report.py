@@ -45,6 +45,20 @@ def test_verdict_says_when_the_chosen_policy_adds_no_gan_images():
     assert R.verdict(m).startswith("No gain: adding the GAN's images")
 
 
+def test_policy_table_marks_the_staged_search_and_probe_rows():
+    row = lambda name, acc, stage, eligible: {"name": name, "synthetic_rows": 0 if "0x" in name else 9, "stage": stage,
+                                              "eligible": eligible, "val_balanced_accuracy": acc, "val_balanced_nll": 0.1}
+    grid = [row("cap=0x score>=0 w=1", 0.9, 1, False), row("cap=0x score>=0 w=1+cw", 0.8, 1, False),
+            row("cap=all score>=0 w=1", 0.85, 2, True)]
+    blocks = R.policy_blocks({"mix_policy": {"chosen": grid[2], "grid": grid, "scores_from": "judge",
+                                             "synthetic_per_class": {"a": 9}, "judge_score_mean_per_class": {"a": 0.5}}})
+    assert "Search staged: class weighting was decided on the real data alone" in blocks[1].text
+    names = [r[0] for r in blocks[2].rows[1:]]
+    assert names == ["cap=0x score>=0 w=1 (class-weighting probe only: cap_ratio lists no 0)",
+                     "cap=all score>=0 w=1 (chosen)",
+                     "cap=0x score>=0 w=1+cw (class-weighting probe only: cap_ratio lists no 0)"]
+
+
 def test_verdict_without_synthetic_data_says_why():
     m = {"gain": {"balanced_accuracy": None, "reason": "strategy 'gan' was not run"},
          "skipped": {"gan": "no synthetic data were given (run `augment generate`)"}}
