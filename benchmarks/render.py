@@ -82,6 +82,8 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
              f"- classifier {r['classifier']}, {r['epochs']} epochs (min. steps {ev.get('min_steps', 0)}), "
              f"learning rate {ev.get('lr', '?')} {ev.get('lr_schedule', 'constant')}, "
              f"{_workers(r)} worker process(es) x {ev.get('cpu_threads')} thread(s), "
+             # results from before evaluate.precision trained in fp32
+             f"training in {r.get('precision', 'fp32')}, "
              f"seeds {r['seeds']}; GAN {r['params']['train_gan']['arch']}, "
              f"{r['params']['train_gan']['steps']} steps", ""]
     if g.get("balanced_accuracy"):

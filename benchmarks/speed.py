@@ -226,10 +226,16 @@ def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> float:
 
 
 def part_generate(args) -> dict:
-    import numpy as np
+    import torch
 
+    from pipeline import config
+    from pipeline.device import choose_precision
     from pipeline.generate import generate
     from pipeline.shards import write_shards
+
+    # generate.precision as the pipeline resolves it (params.yaml plus --set), recorded per row
+    pref = config.load(REPO / "params.yaml", dict(config.parse_override(o) for o in args.set)).generate.precision
+    dtype = choose_precision(pref, torch.device("cpu"))
 
     out = {}
     # our recipe's generator at both shapes, then the tutorial MLP generator (about 1 MFLOP/image):
@@ -241,7 +247,8 @@ def part_generate(args) -> dict:
         plan = {c: n // 10 for c in meta["class_names"]}
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             t0 = time.perf_counter()
-            images, labels, seeds, scores = generate(G, meta, plan, seed=0, batch_size=1024, progress=False)
+            images, labels, seeds, scores = generate(G, meta, plan, seed=0, batch_size=1024, progress=False,
+                                                     dtype=dtype)
             t_gen = time.perf_counter() - t0
             write_shards(Path(tmp) / "shards", images, labels, meta["class_names"],
                          {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores},
@@ -252,6 +259,7 @@ def part_generate(args) -> dict:
                     "generator_only_img_per_s": round(len(labels) / t_gen, 1),
                     "writer_only_img_per_s": round(len(labels) / (total - t_gen), 1),
                     "per_file_img_per_s": round(per_file, 1), "speedup": round(len(labels) / total / per_file, 2),
+                    "precision": "bf16" if dtype is not None else "fp32", "per_file_precision": "fp32",
                     "generator_mflop_per_image": round(_generator_flops(G, meta) / 1e6, 2)}
     return {"shards_img_per_s": out["28x28x1"]["shards_img_per_s"],
             "per_file_img_per_s": out["28x28x1"]["per_file_img_per_s"], "by_shape": out}

@@ -160,6 +160,8 @@ class GenerateConfig(Section):
 
     batch_size: int = Field(256, ge=1)
     seed: int = Field(0, ge=0)
+    # autocast of the generator's forward; auto = bf16 where the device has it and it is measured faster
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     shard_size: int = Field(10000, ge=1)
     export_images: bool = False
     filter: FilterConfig = FilterConfig()
@@ -230,6 +232,9 @@ class EvaluateConfig(Section):
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     balanced_test: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # autocast of the classifiers' training steps (predictions and embeddings stay fp32); auto = bf16
+    # where the device has it and it is measured faster (small_cnn trains 2.1x faster on an AMX CPU)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = Field(0, ge=0)  # run i uses seed + i; the balanced test subsample uses seed
     gan_quality: bool = True  # FID/KID/P-R/memorisation of the synthetic data (needs synthetic data)
     # torch CPU threads while evaluating (restored after); small models run best on one, and two

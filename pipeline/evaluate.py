@@ -28,7 +28,7 @@ from pipeline import io
 from pipeline import metrics as M
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
-from pipeline.device import prepare_module, select_device, to_device_images
+from pipeline.device import autocast, choose_precision, prepare_module, select_device, to_device_images
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.parallel import Workers, resolve_workers
 from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
@@ -355,6 +355,7 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
     if class_weight is not None:
         weight *= torch.as_tensor(class_weight, dtype=torch.float32)[torch.from_numpy(train.labels)]
     weight = weight.to(device)
+    dtype = choose_precision(cfg.precision, device)  # bf16 autocast of the forward; weights and Adam stay fp32
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     epochs = epochs_for(len(train), cfg)
     schedule = None
@@ -372,8 +373,10 @@ def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sam
             xb = augment_batch(x[idx], g) if augment else x[idx]
             xb = xb.contiguous(memory_format=torch.channels_last)
             wb = weight[idx]
-            # weighted cross-entropy: sum_i w_i CE_i / sum_i w_i over the batch
-            loss = (F.cross_entropy(model(xb), y[idx], reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
+            with autocast(device, dtype):
+                out = model(xb)
+            # weighted cross-entropy in fp32: sum_i w_i CE_i / sum_i w_i over the batch
+            loss = (F.cross_entropy(out.float(), y[idx], reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
             if not torch.isfinite(loss):
                 raise TrainingError(f"classifier loss is {loss.item()} at epoch {epoch}; lower evaluate.lr")
             opt.zero_grad(set_to_none=True)
@@ -665,6 +668,7 @@ def evaluate(
         predictions, timing = _run_all(shared, names, seeds, mix_spec, progress, run)
     metrics = {
         "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds, "workers": workers,
+        "precision": "bf16" if choose_precision(cfg.precision, resolve_device(cfg.device)) is not None else "fp32",
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
         "train_counts": train.counts().tolist(), "test_counts": test.counts().tolist(),
         "plan": {n: int(a) for n, a in zip(train.class_names, add)},

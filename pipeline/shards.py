@@ -484,6 +484,7 @@ def dataset_card(manifest: dict) -> str:
     gen_text = gen if isinstance(gen, str) else json.dumps(gen, sort_keys=True, ensure_ascii=False)
     counts = "\n".join(f"| {_md_cell(name)} | {n} |" for name, n in manifest["counts"].items())
     params = json.dumps(manifest.get("params", {}), indent=2, sort_keys=True, ensure_ascii=False)
+    precision = f", run in {manifest['precision']}" if isinstance(manifest.get("precision"), str) else ""
     body = f"""# augment synthetic samples
 
 **What.** {manifest['rows']} images made by a class-conditional GAN (EMA generator) to fill the
@@ -492,7 +493,7 @@ Each row has `image` (PNG), `label` / `label_name`, `source` ("synthetic"), `gen
 the checkpoint), `seed` (the per-sample seed: the same run seed, class and index give the same
 image) and `score` (the quality filter's probability of the intended class; null when unfiltered).
 
-**How made.** augment {manifest['package']['version']}; generator: `{gen_text}`.
+**How made.** augment {manifest['package']['version']}; generator: `{gen_text}`{precision}.
 Files, row counts and sha256 are in `manifest.json` (`augment` verifies them with
 `pipeline.shards.load(path, verify=True)`). Parameters:
 

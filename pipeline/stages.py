@@ -211,7 +211,7 @@ def generate(cfg: Config) -> dict:
     """Stage `generate`: sample each class's quota with the EMA generator into Parquet shards."""
     from pipeline import __version__
     from pipeline.config import dump
-    from pipeline.device import select_device
+    from pipeline.device import choose_precision, select_device
     from pipeline.gan import load_generator
     from pipeline.generate import generate as sample
     from pipeline.shards import write_shards
@@ -235,13 +235,14 @@ def generate(cfg: Config) -> dict:
     fcfg = cfg.generate.filter
     scorer = _real_scorer(cfg, train, read_prepared(cfg, "val")) if fcfg.enabled else None
     stats: dict = {}
+    dtype = choose_precision(cfg.generate.precision, device)
     images, labels, seeds, scores = sample(
         G, meta, quota, cfg.generate.seed, cfg.generate.batch_size, device,
         scorer=scorer, tau=fcfg.tau if fcfg.enabled else 0.0, max_oversample=fcfg.max_oversample,
-        progress=_PROGRESS, stats=stats,
+        progress=_PROGRESS, stats=stats, dtype=dtype,
     )
     extra = {"plan": quota, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
-             "filter": stats if fcfg.enabled else None}
+             "filter": stats if fcfg.enabled else None, "precision": "bf16" if dtype is not None else "fp32"}
     columns = {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores}
     manifest = write_shards(cfg.paths.synthetic, images, labels, names, columns, cfg.generate.shard_size,
                             extra, export_images=cfg.generate.export_images)

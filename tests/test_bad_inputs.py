@@ -438,6 +438,11 @@ def test_a_class_with_one_image_and_awkward_names_go_end_to_end(tmp_path, capsys
     assert plan[".."] == counts["train"]["a/b"] - 1
     manifest = json.loads((tmp_path / "data/synthetic/manifest.json").read_text())
     assert manifest["counts"][".."] == plan[".."]
+    # generate.precision auto, resolved as on this machine, is recorded in the manifest and the card
+    from pipeline.device import choose_precision
+    resolved = "bf16" if choose_precision("auto", torch.device("cpu")) is not None else "fp32"
+    assert manifest["precision"] == resolved
+    assert f", run in {resolved}." in (tmp_path / "data/synthetic/README.md").read_text()
     dirs = manifest["images"]["class_dirs"]
     assert dirs == {"a_b": "a_b-2", "é猫": "é猫", "..": "__"}  # 'a/b' (no image to add) took 'a_b'
     export = tmp_path / "data/synthetic/images"

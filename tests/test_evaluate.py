@@ -123,6 +123,29 @@ def test_train_classifier_learns_and_is_deterministic():
         assert torch.allclose(nchw(x.contiguous()), m1(x.contiguous(memory_format=torch.channels_last)), atol=1e-4)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_precision_sets_autocast_for_training_steps_only(monkeypatch, precision):
+    """evaluate.precision bf16: the training forwards run under bf16 autocast, the weights stay fp32,
+    and validation predictions run without autocast; fp32: never autocast."""
+    seen = []  # (training?, autocast on?) per forward of the classifier
+    real_build = E.build_classifier
+
+    def build(*a, **k):
+        model = real_build(*a, **k)
+        model.register_forward_pre_hook(lambda m, _: seen.append((m.training, torch.is_autocast_enabled("cpu"))))
+        return model
+
+    monkeypatch.setattr(E, "build_classifier", build)
+    train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
+    model = E.train_classifier(train, val, _cfg(epochs=3, batch_size=16, device="cpu", precision=precision),
+                               seed=0, progress=False)
+    in_training = {on for training, on in seen if training}
+    assert in_training == ({True} if precision == "bf16" else {False})
+    assert {on for training, on in seen if not training} == {False}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert M.balanced_accuracy(M.confusion_matrix(val.labels, E.predict(model, val.images), 3)) > 0.9
+
+
 def test_train_classifier_with_weights_augmentation_and_no_validation():
     train = _table((12, 6, 3))
     empty = train.subset(np.zeros(0, dtype=np.int64))
@@ -280,6 +303,8 @@ def test_every_strategy_runs_for_two_seeds(digits_run):
     m, pred = digits_run["result"]["metrics"], digits_run["result"]["predictions"]
     assert list(m["strategies"]) == list(E.STRATEGIES)
     assert m["skipped"] == {} and m["seeds"] == [0, 1]
+    from pipeline.device import choose_precision  # evaluate.precision auto, as this machine resolves it
+    assert m["precision"] == ("bf16" if choose_precision("auto", torch.device("cpu")) is not None else "fp32")
     for s in m["strategies"].values():
         for name in M.SCALAR_METRICS:
             assert len(s[name]["per_seed"]) == 2 and 0 <= s[name]["mean"] <= 1

@@ -102,3 +102,40 @@ def test_aux_class_head(arch):
 def test_aux_class_head_refused_by_archs_without_one():
     with pytest.raises(ValueError, match="no auxiliary class head; use one of: sngan, dcgan"):
         GAN_ARCHS["concat"].build((1, 8, 8), 2, 8, aux_classifier=True)
+
+
+def test_conditional_batchnorm_eval_is_the_textbook_formula():
+    """Eval mode fuses normalisation and the class affine; it must equal (x - mean) / sqrt(var + eps)
+    * gain[y] + bias[y] computed by hand, and train mode must still use the batch statistics."""
+    from pipeline.models.sngan import ConditionalBatchNorm2d
+
+    g = torch.Generator().manual_seed(0)
+    cbn = ConditionalBatchNorm2d(3, num_classes=2)
+    with torch.no_grad():
+        cbn.gain.weight.copy_(torch.tensor([[1.0, 2.0, -0.5], [0.5, 1.5, 3.0]]))
+        cbn.bias.weight.copy_(torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.5]]))
+        cbn.bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        cbn.bn.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    x, y = torch.randn(4, 3, 2, 2, generator=g), torch.tensor([0, 1, 1, 0])
+    mean, std = cbn.bn.running_mean.view(1, 3, 1, 1), torch.sqrt(cbn.bn.running_var.view(1, 3, 1, 1) + cbn.bn.eps)
+    expect = (x - mean) / std * cbn.gain.weight[y][:, :, None, None] + cbn.bias.weight[y][:, :, None, None]
+    torch.testing.assert_close(cbn.eval()(x, y), expect, rtol=1e-6, atol=1e-6)
+    batch_mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    batch_std = torch.sqrt(x.var(dim=(0, 2, 3), unbiased=False, keepdim=True) + cbn.bn.eps)
+    expect_train = (x - batch_mean) / batch_std * cbn.gain.weight[y][:, :, None, None] + cbn.bias.weight[y][:, :, None, None]
+    torch.testing.assert_close(cbn.train()(x, y), expect_train, rtol=1e-5, atol=1e-5)
+
+
+def test_generator_block_shortcut_equals_upsample_then_conv():
+    """The 1x1 shortcut runs before the nearest upsampling; the values equal conv(up(x)) exactly."""
+    import torch.nn.functional as F
+
+    from pipeline.models.sngan import GBlock
+
+    torch.manual_seed(0)
+    block = GBlock(4, 2, num_classes=3).eval()
+    x = torch.randn(2, 4, 5, 5)
+    up_first = block.skip(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    conv_first = F.interpolate(block.skip(x), scale_factor=2.0, mode="nearest")
+    torch.testing.assert_close(conv_first, up_first, rtol=0, atol=1e-6)
+    assert block(x, torch.tensor([0, 2])).shape == (2, 2, 10, 10)

@@ -283,3 +283,29 @@ def test_shard_writing_beats_a_save_image_loop(tmp_path):
     print(f"\ngenerate {n / (t1 - t0):.0f} img/s, write_shards {n / (t2 - t1):.0f} img/s, "
           f"end to end {n / (t2 - t0):.0f} img/s; save_image loop {n / (t3 - t2):.0f} img/s")
     assert (t3 - t2) > 3 * (t2 - t1)
+
+
+@pytest.mark.slow
+def test_bf16_generation_is_batch_size_independent_and_within_a_level_of_fp32():
+    """generate.precision bf16: the same bytes whatever batch_size, each pixel at most one level
+    (of 255) from the fp32 output, and the noise and seeds untouched."""
+    from pipeline.models import GAN_ARCHS
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        G, _ = GAN_ARCHS["sngan"].build((1, 28, 28), 10, 64, "light", 16)
+    with torch.no_grad():  # a generator whose classes and statistics differ, as a trained one's do
+        for name, p in G.named_parameters():
+            if "gain" in name or "bias.weight" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    meta = tiny_meta(z_dim=64, shape=(1, 28, 28), names=[str(i) for i in range(10)])
+    plan = {"3": 40, "9": 3}
+    runs = [gen.generate(G, meta, plan, seed=2, batch_size=b, progress=False, dtype=torch.bfloat16)
+            for b in (1, 7, 256)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    fp32 = gen.generate(G, meta, plan, seed=2, batch_size=256, progress=False)
+    np.testing.assert_array_equal(fp32[2], runs[0][2])
+    diff = np.abs(fp32[0].astype(int) - runs[0][0].astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.2
