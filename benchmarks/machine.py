@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from pipeline.device import cpu_bf16_features, cpu_bf16_is_faster
+
 
 def cpu_model() -> str:
     try:
@@ -28,6 +30,9 @@ def machine_info() -> dict:
     info = {
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # native bf16 (AMX, AVX512-BF16) and whether a matmul measured bf16 faster: what precision auto chose
+        "bf16_features": cpu_bf16_features(),
+        "bf16_faster": cpu_bf16_is_faster(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

@@ -30,7 +30,11 @@ def _pct(m: dict) -> str:
 
 def _machine(m: dict) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    return f"{m['cpu']} ({m['cpu_capability']}), {m['cores']} cores{gpu}, torch {m['torch']}"
+    # results from before bf16_features was recorded: AVX2-only machines, fp32
+    bf16 = ", ".join(m.get("bf16_features") or [])
+    isa = m["cpu_capability"] + (f", {bf16}" if bf16 else "")
+    chosen = "bf16" if m.get("bf16_faster") and bf16 else "fp32"
+    return f"{m['cpu']} ({isa}; precision auto = {chosen} on CPU), {m['cores']} cores{gpu}, torch {m['torch']}"
 
 
 def _plot(name: str, r: dict, results: Path, out_md: Path) -> str:
@@ -119,13 +123,17 @@ def _percent_row(label: str, per_class: dict, names: list[str]) -> str:
 
 
 def speed_section(r: dict) -> list[str]:
-    lines = ["## speed", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}", f"- date: {r['date']}", ""]
+    lines = ["## speed", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}", f"- date: {r['date']}"]
+    if r.get("resumed_parts"):
+        lines.append(f"- parts read with `--resume` from an interrupted run of the same arguments in the same workdir: "
+                     f"{', '.join(r['resumed_parts'])}")
+    lines.append("")
     if "gan_train" in r:
         g = r["gan_train"]
-        lines += ["| GAN training (same wall time) | images/s | class consistency (judge on full real data) | peak RSS MiB |",
-                  "|---|---|---|---|"]
+        lines += ["| GAN training (same wall-time budget) | wall s | images/s | class consistency (judge on full real data) "
+                  "| peak RSS MiB |", "|---|---|---|---|---|"]
         for key, run in g["runs"].items():
-            lines.append(f"| {key}: {run['arch']} / {run['loss']} ({run['steps']} steps) | {run['img_per_s']} | "
+            lines.append(f"| {key}: {run['arch']} / {run['loss']} ({run['steps']} steps) | {run['wall_s']} | {run['img_per_s']} | "
                          f"{run['class_consistency']['overall']:.3f} (min class {run['class_consistency']['min']:.3f}) | {g['peak_rss_mb']:.0f} |")
         lines.append("")
         names = list(next(iter(g["runs"].values()))["class_consistency"]["per_class"])
@@ -153,14 +161,20 @@ def speed_section(r: dict) -> list[str]:
             lines += ["", f"Our recipe: `{json.dumps(recipe, sort_keys=True)}`."]
         lines.append("")
     if "generate" in r:
-        peak = (r.get("flops") or {}).get("fp32_matmul_peak")
-        lines += ["| generation | shards images/s | generator only | writer only | per-file save_image images/s | speed-up "
-                  "| generator MFLOP/image | generator bound at the fp32 matmul peak, images/s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        peaks = r.get("flops") or {}
+        lines += ["| generation | precision (ours / per-file) | shards images/s | generator only | writer only "
+                  "| per-file save_image images/s | speed-up | generator MFLOP/image "
+                  "| generator bound at the matmul peak of its precision, images/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for shape, s in r["generate"]["by_shape"].items():
             mflop = s.get("generator_mflop_per_image")
+            # results from before generate.precision ran the generator in fp32
+            ours = s.get("precision", "fp32")
+            peak = peaks.get(f"{ours}_matmul_peak")
             bound = f"{peak / (mflop * 1e6):.0f}" if peak and mflop else "n/a"
-            lines.append(f"| {shape} | {s['shards_img_per_s']} | {s['generator_only_img_per_s']} | {s['writer_only_img_per_s']} | "
+            precision = f"{ours} / {s.get('per_file_precision', 'fp32')}"
+            lines.append(f"| {shape} | {precision} | {s['shards_img_per_s']} | {s['generator_only_img_per_s']} | "
+                         f"{s['writer_only_img_per_s']} | "
                          f"{s['per_file_img_per_s']} | {s['speedup']}x | {mflop if mflop else 'n/a'} | {bound} |")
         lines.append("")
     if "demo_seconds" in r:

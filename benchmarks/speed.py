@@ -8,6 +8,9 @@
   demo        `augment run` on the built-in default (what `make demo` runs after install)
   flops       achieved GAN-training FLOP/s against this machine's measured fp32/bf16 matmul peak
 
+  --resume    after a failure, reads the parts an earlier run with the same arguments finished in
+              --workdir (their results are kept there, with their arguments) and measures the rest
+
   --rescore   re-judges the two final.pt of an earlier gan_train run in --workdir with today's judge
               and updates --out in place: the images/s stay those measured; the earlier class
               consistency is kept under gan_train.rescored.previous
@@ -322,6 +325,8 @@ def part_flops(args) -> dict:
 
 PARTS = {"gan_train": part_gan_train, "generate": part_generate, "demo": part_demo, "flops": part_flops,
          "gan_rescore": part_gan_rescore}
+# what a plain run measures; gan_rescore only runs under --rescore (it re-judges an earlier run's GANs)
+MEASURED = ("gan_train", "generate", "demo", "flops")
 
 
 def _child(args) -> int:
@@ -342,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=240.0, help="GAN training wall time per recipe")
     p.add_argument("--images", type=int, default=20_000, help="images per generation measurement")
     p.add_argument("--out", default=str(HERE / "results" / "speed.json"))
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--parts", default=",".join(MEASURED), help=f"comma-separated subset of {','.join(MEASURED)}")
+    p.add_argument("--resume", action="store_true",
+                   help="read the parts whose result an interrupted run with the same arguments left in --workdir "
+                        "instead of measuring them again (listed under resumed_parts)")
     p.add_argument("--workdir", default=None)
     p.add_argument("--set", action="append", default=[], metavar="train_gan.KEY=VALUE",
                    help="override our GAN recipe (params.yaml) for gan_train, e.g. train_gan.width=16")
@@ -359,21 +367,37 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.rescore and not (args.workdir and Path(args.out).is_file()):
         raise SystemExit("error: --rescore needs the --workdir of the earlier run and its --out file")
+    if args.resume and not args.workdir:
+        raise SystemExit("error: --resume needs the --workdir of the interrupted run")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="augment-speed-"))
     work.mkdir(parents=True, exist_ok=True)
     result = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": machine_info(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if args.rescore:
         result, args.parts = json.loads(Path(args.out).read_text()), "gan_rescore"
-    for part in args.parts.split(","):
-        if part not in PARTS:
-            raise SystemExit(f"error: unknown part {part!r}; valid: {', '.join(PARTS)}")
-        part_out = work / f"{part}.json"
-        cmd = [sys.executable, __file__, "--part", part, "--part-out", str(part_out), "--data", args.data,
-               "--seconds", str(args.seconds), "--images", str(args.images), "--workdir", str(work), "--out", args.out]
-        cmd += [a for o in args.set for a in ("--set", o)]
-        print(f"speed: {part} ...", file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True, cwd=REPO)
+    parts = args.parts.split(",")
+    valid = ("gan_rescore",) if args.rescore else MEASURED
+    for part in parts:
+        if part not in valid:
+            raise SystemExit(f"error: unknown part {part!r}; valid: {', '.join(valid)}")
+    # a part's arguments, saved beside its result: --resume reuses a result only for the same ones
+    part_args = {"data": args.data, "seconds": args.seconds, "images": args.images, "set": args.set}
+    resumed = []
+    for part in parts:
+        part_out, args_file = work / f"{part}.json", work / f"{part}.args.json"
+        if args.resume and part_out.is_file() and args_file.is_file() \
+                and json.loads(args_file.read_text()) == part_args:
+            print(f"speed: {part}: result of the interrupted run in {work} (--resume)", file=sys.stderr, flush=True)
+            resumed.append(part)
+        else:
+            cmd = [sys.executable, __file__, "--part", part, "--part-out", str(part_out), "--data", args.data,
+                   "--seconds", str(args.seconds), "--images", str(args.images), "--workdir", str(work),
+                   "--out", args.out]
+            cmd += [a for o in args.set for a in ("--set", o)]
+            print(f"speed: {part} ...", file=sys.stderr, flush=True)
+            args_file.unlink(missing_ok=True)
+            subprocess.run(cmd, check=True, cwd=REPO)
+            io.write_json(args_file, part_args)
         data = json.loads(part_out.read_text())
         if part == "gan_train":
             result["gan_train"] = data
@@ -385,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             result["demo_seconds"], result["demo_peak_rss_mb"] = data["demo_seconds"], data["peak_rss_mb"]
         else:
             result["flops"] = data
+    if resumed:
+        result["resumed_parts"] = resumed
     io.write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1)[:2000])
     return 0

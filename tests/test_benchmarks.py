@@ -83,6 +83,32 @@ def test_speed_on_tiny_npz(bench):
     assert 0 < r["flops"]["fraction_of_fp32_peak"] and r["machine"]["cores"] >= 1
 
 
+def test_speed_resume_reads_finished_parts_of_the_same_arguments_only(bench):
+    """--resume reads a part an interrupted run finished with the same arguments, and measures a
+    part again when an argument differs; gan_rescore is not a part of a plain run."""
+    tmp_path, first = bench[0], json.loads(bench[2].read_text())
+    out = tmp_path / "resumed" / "speed.json"
+
+    def speed(*extra, images="40"):
+        return subprocess.run(
+            [sys.executable, str(REPO / "benchmarks/speed.py"), "--data", str(tmp_path / "npz"), "--resume",
+             "--seconds", "1", "--images", images, "--workdir", str(tmp_path / "speed"), "--out", str(out),
+             "--set", "train_gan.width=8", "--set", "train_gan.aux_weight=0.5", *extra],
+            capture_output=True, text=True, cwd=tmp_path)
+
+    proc = speed("--parts", "generate,flops")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["resumed_parts"] == ["generate", "flops"]
+    assert r["generate"] == first["generate"] and r["flops"] == first["flops"]  # read, not measured again
+    proc = speed("--parts", "generate", images="50")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert "resumed_parts" not in r and r["generate"]["by_shape"]["28x28x1"]["images"] == 50
+    proc = speed("--parts", "gan_rescore")
+    assert proc.returncode != 0 and "unknown part 'gan_rescore'" in proc.stderr
+
+
 def test_render_writes_every_section(bench):
     tmp_path = bench[0]
     md = tmp_path / "B.md"
