@@ -77,11 +77,14 @@ def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: Mix
     )
     weight = np.concatenate([np.ones(len(real)), np.full(len(kept), policy.synthetic_weight)]).astype(np.float32)
     if policy.class_weight:
-        # effective images per class: real ones count 1, synthetic ones count synthetic_weight
+        from pipeline.evaluate import inverse_frequency_weights
+
+        # effective images per class: real ones count 1, synthetic ones count synthetic_weight. The
+        # class_weight strategy's own formula, so a mix without synthetic images weighs every image
+        # bit for bit as that strategy does and trains the same classifier (the loss divides by
+        # the batch's weight sum, so only the ratios between classes matter)
         effective = np.bincount(table.labels, weights=weight, minlength=real.num_classes)
-        per_class = len(weight) / (real.num_classes * np.maximum(effective, 1e-12))
-        per_class = per_class / per_class[effective > 0].mean()
-        weight = weight * per_class[table.labels].astype(np.float32)
+        weight = weight * inverse_frequency_weights(effective)[table.labels].astype(np.float32)
     return table, weight
 
 

@@ -52,6 +52,31 @@ def test_class_weight_balances_effective_counts():
     assert w[5] == pytest.approx(0.5 * w[4])
 
 
+def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strategy():
+    """cap 0 + class weighting is the class_weight baseline: the same weights bit for bit, hence the
+    same classifier (with other weights of the same ratios, rounding made a seed diverge by 3.6
+    points of balanced accuracy on USPS-LT)."""
+    import torch
+
+    from pipeline.config import build
+    from pipeline.evaluate import inverse_frequency_weights, train_classifier
+    from tests.conftest import tiny_arrays
+
+    t, w = mix(REAL, SYN, SCORES, MixPolicy(cap_ratio=0.0, class_weight=True))
+    assert len(t) == len(REAL) and w.dtype == np.float32
+    expect = inverse_frequency_weights(REAL.counts())[REAL.labels].astype(np.float32)
+    assert w.tobytes() == expect.tobytes()
+    x, y = tiny_arrays((12, 5, 3), seed=0)
+    real = ImageTable(x, y, ("a", "b", "c"))
+    t, w = mix(real, real.subset(np.zeros(0, dtype=np.int64)), np.zeros(0), MixPolicy(cap_ratio=0.0, class_weight=True))
+    cfg = build({}, {"evaluate.epochs": 2, "evaluate.batch_size": 4, "evaluate.device": "cpu"}).evaluate
+    by_policy = train_classifier(t, real, cfg, seed=1, sample_weight=w, progress=False)
+    baseline = train_classifier(real, real, cfg, seed=1, class_weight=inverse_frequency_weights(real.counts()),
+                                progress=False)
+    for a, b in zip(by_policy.state_dict().values(), baseline.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_grid_is_the_product():
     grid = policy_grid([None, 1], [0.0, 0.9], [1.0], [False, True])
     assert len(grid) == 8
