@@ -52,6 +52,7 @@ EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,smote,augment,ga
 SMALL = --set evaluate.min_steps=2000 --set 'evaluate.mix.cap_ratio=[0,4,null]'
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/speed.py --data ../shared/datasets/mnist --seconds 780 --images 10000 \
 		--workdir benchmarks/work/speed --set train_gan.width=16 --set train_gan.aux_weight=1.0 \
 		--set train_gan.diffaug=color,translation,cutout

@@ -187,6 +187,20 @@ def speed_section(r: dict) -> list[str]:
     return lines
 
 
+def precision_section(r: dict) -> list[str]:
+    """fp32 against bf16 autocast for the GAN step, the generator and the classifier (precision.py)."""
+    rows = [("GAN step (sngan 28x28, width 16, batch 64), steps/s", r["gan_step_per_s"])]
+    rows += [(f"generator eval forward {shape} (width 16, batch 256), images/s", v)
+             for shape, v in r["generator_img_per_s"].items()]
+    rows.append(("small_cnn Adam step (28x28, batch 32, one thread), images/s", r["classifier_img_per_s"]))
+    lines = ["## precision", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
+             f"- date: {r['date']}; `precision: auto` resolves to **{r['auto']}** on this CPU", "",
+             "| what | fp32 | bf16 autocast | bf16 / fp32 |", "|---|---|---|---|"]
+    for what, v in rows:
+        lines.append(f"| {what} | {v['fp32']} | {v['bf16']} | {v['bf16'] / v['fp32']:.2f}x |")
+    return lines + [""]
+
+
 def _gain_row(results: dict[str, dict], name: str, goal: str, need: float) -> list[str]:
     """Goal row for `gan(_policy) - best non-GAN >= need` (a fraction), CI above 0."""
     r = results.get(name)
@@ -258,7 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     lines += goals_section(loaded)
     for path in results:
         r = loaded[path.stem]
-        lines += speed_section(r) if path.stem == "speed" else outcome_section(path.stem, r, path.parent, Path(args.out))
+        if path.stem == "speed":
+            lines += speed_section(r)
+        elif path.stem == "precision":
+            lines += precision_section(r)
+        else:
+            lines += outcome_section(path.stem, r, path.parent, Path(args.out))
     io.write_text(Path(args.out), "\n".join(lines) + "\n")
     print(f"BENCHMARKS.md from {len(results)} result file(s)")
     return 0

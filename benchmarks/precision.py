@@ -1,0 +1,119 @@
+"""Precision benchmark: fp32 against bf16 autocast on this machine, for the three places augment
+uses `precision` (train_gan, generate, evaluate), plus what `auto` resolves to here.
+
+    python benchmarks/precision.py [--seconds 3] [--out benchmarks/results/precision.json]
+
+Each figure is the best-effort steady rate over `--seconds` after a warm-up, on random inputs:
+  gan_step       one sngan G+D hinge step at 28x28, width 16, batch 64 (steps/s)
+  generator      the EMA generator's eval forward at 28x28 and 32x32x3, width 16, batch 256 (images/s)
+  classifier     one small_cnn Adam step at 28x28, batch 32, on one thread (images/s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+
+def _rate(fn, seconds: float, per_call: int) -> float:
+    """Calls of `fn` per second x `per_call`, after three warm-up calls."""
+    for _ in range(3):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    return per_call * n / (time.perf_counter() - t0)
+
+
+def measure(seconds: float) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.device import autocast, choose_precision, prepare_module
+    from pipeline.losses import LOSSES
+    from pipeline.models import GAN_ARCHS
+    from pipeline.models.classifiers import build_classifier
+
+    cpu = torch.device("cpu")
+    dtypes = {"fp32": None, "bf16": torch.bfloat16}
+    out: dict = {"auto": "bf16" if choose_precision("auto", cpu) is not None else "fp32"}
+
+    G, D = (prepare_module(m, cpu) for m in GAN_ARCHS["sngan"].build((1, 28, 28), 10, 64, "light", 16))
+    loss, B = LOSSES["hinge"], 64
+    real = (torch.rand(B, 1, 28, 28) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (B,))
+    out["gan_step_per_s"] = {}
+    for name, dtype in dtypes.items():
+        def step():
+            with autocast(cpu, dtype):
+                fake = G(torch.randn(B, 64), y)
+                d = loss.d_loss(D(real, y).float(), D(fake.detach(), y).float())
+            d.backward()
+            with autocast(cpu, dtype):
+                g = loss.g_loss(D(fake, y).float())
+            g.backward()
+        out["gan_step_per_s"][name] = round(_rate(step, seconds, 1), 1)
+
+    out["generator_img_per_s"] = {}
+    for shape in ((1, 28, 28), (3, 32, 32)):
+        gen = prepare_module(GAN_ARCHS["sngan"].build(shape, 10, 64, "light", 16)[0], cpu).eval()
+        z, yy = torch.randn(256, 64), torch.randint(0, 10, (256,))
+        key = "x".join(map(str, shape[1:] + shape[:1]))
+        out["generator_img_per_s"][key] = {}
+        for name, dtype in dtypes.items():
+            def forward():
+                with torch.inference_mode(), autocast(cpu, dtype):
+                    gen(z, yy)
+            out["generator_img_per_s"][key][name] = round(_rate(forward, seconds, 256), 1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as evaluate runs its classifiers (evaluate.cpu_threads: 1)
+    try:
+        model = prepare_module(build_classifier("small_cnn", (1, 28, 28), 10, torch.Generator().manual_seed(0)), cpu)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.randn(32, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+        t = torch.randint(0, 10, (32,))
+        out["classifier_img_per_s"] = {}
+        for name, dtype in dtypes.items():
+            def train_step():
+                with autocast(cpu, dtype):
+                    logits = model(x)
+                step_loss = F.cross_entropy(logits.float(), t)
+                opt.zero_grad(set_to_none=True)
+                step_loss.backward()
+                opt.step()
+            out["classifier_img_per_s"][name] = round(_rate(train_step, seconds, 32), 1)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure")
+    p.add_argument("--out", default=str(HERE / "results" / "precision.json"))
+    args = p.parse_args(argv)
+    from machine import machine_info
+
+    from pipeline import io
+
+    result = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+              "machine": machine_info(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              **measure(args.seconds)}
+    io.write_json(args.out, result)
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
