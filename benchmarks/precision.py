@@ -2,6 +2,7 @@
 uses `precision` (train_gan, generate, evaluate), plus what `auto` resolves to here.
 
     python benchmarks/precision.py [--seconds 3] [--out benchmarks/results/precision.json]
+        [--gan final.pt ...]   (also: how far bf16 moves a trained generator's pixels from fp32)
 
 Each figure is the best-effort steady rate over `--seconds` after a warm-up, on random inputs:
   gan_step       one sngan G+D hinge step at 28x28, width 16, batch 64 (steps/s)
@@ -98,10 +99,30 @@ def measure(seconds: float) -> dict:
     return out
 
 
+def pixel_change(path: str, per_class: int = 300) -> dict:
+    """Pixels of a trained GAN's samples in bf16 against fp32: the same seeds, `per_class` per class."""
+    import numpy as np
+    import torch
+
+    from pipeline.gan import load_generator
+    from pipeline.generate import generate
+
+    G, meta = load_generator(Path(path))
+    plan = {name: per_class for name in meta["class_names"]}
+    a, b = (generate(G, meta, plan, seed=0, batch_size=256, progress=False, dtype=d)[0].astype(np.int16)
+            for d in (None, torch.bfloat16))
+    d = np.abs(a - b)
+    return {"image_shape": meta["image_shape"], "images": int(len(a)), "fraction_moved": round(float((d > 0).mean()), 4),
+            "fraction_moved_more_than_one": round(float((d > 1).mean()), 5), "mean_levels": round(float(d.mean()), 4),
+            "max_levels": int(d.max())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure")
     p.add_argument("--out", default=str(HERE / "results" / "precision.json"))
+    p.add_argument("--gan", action="append", default=[], metavar="FINAL_PT",
+                   help="a trained final.pt whose bf16 pixels are compared with its fp32 ones (repeatable)")
     args = p.parse_args(argv)
     from machine import machine_info
 
@@ -110,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": machine_info(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               **measure(args.seconds)}
+    if args.gan:
+        result["pixel_change"] = {path: pixel_change(path) for path in args.gan}
     io.write_json(args.out, result)
     print(result)
     return 0

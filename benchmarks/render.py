@@ -198,6 +198,13 @@ def precision_section(r: dict) -> list[str]:
              "| what | fp32 | bf16 autocast | bf16 / fp32 |", "|---|---|---|---|"]
     for what, v in rows:
         lines.append(f"| {what} | {v['fp32']} | {v['bf16']} | {v['bf16'] / v['fp32']:.2f}x |")
+    if r.get("pixel_change"):
+        lines += ["", "Trained generators, bf16 images against fp32 ones (same seeds; levels of 255):", "",
+                  "| generator | images | pixels moved | moved by > 1 level | mean levels | max levels |",
+                  "|---|---|---|---|---|---|"]
+        for path, c in r["pixel_change"].items():
+            lines.append(f"| `{path}` ({'x'.join(map(str, c['image_shape']))}) | {c['images']} | {c['fraction_moved']:.1%} "
+                         f"| {c['fraction_moved_more_than_one']:.2%} | {c['mean_levels']} | {c['max_levels']} |")
     return lines + [""]
 
 

@@ -268,8 +268,9 @@ def generate(
             the last bits of the float output, hence a pixel now and then.
         dtype: autocast precision of G's forward: None (fp32) or torch.bfloat16, as
             `pipeline.device.choose_precision` resolves `generate.precision`. Like `block`, it is
-            part of the computation: bf16 moves about 5% of the pixels of a trained generator by
-            one level (of 255) from its fp32 output, and the same precision always gives the
+            part of the computation: against fp32, bf16 moved 16% of the pixels of the MNIST-LT
+            GAN (by 0.22 of 255 levels on average, 3.5% of them by more than one, at most 15) and
+            34% of the GTSRB-LT GAN's (mean 0.36, at most 8); the same precision always gives the
             same bytes whatever `batch_size`.
 
     Returns:

@@ -109,26 +109,32 @@ def test_speed_resume_reads_finished_parts_of_the_same_arguments_only(bench):
     assert proc.returncode != 0 and "unknown part 'gan_rescore'" in proc.stderr
 
 
-def test_precision_benchmark_measures_both_precisions(tmp_path):
+def test_precision_benchmark_measures_both_precisions(bench):
     """precision.py: fp32 and bf16 figures for the GAN step, both generator shapes and the classifier,
-    what auto resolves to here, and its BENCHMARKS.md section."""
+    what auto resolves to here, the pixel change of a trained GAN, and its BENCHMARKS.md section."""
     import torch
 
     from pipeline.device import choose_precision
 
+    tmp_path = bench[0] / "precision"
     out = tmp_path / "results" / "precision.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/precision.py"), "--seconds", "0.05", "--out", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    tmp_path.mkdir()
+    gan = bench[0] / "speed" / "augment" / "final.pt"  # trained by the speed.py run of the fixture
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/precision.py"), "--seconds", "0.05", "--out", str(out),
+                           "--gan", str(gan)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["auto"] == ("bf16" if choose_precision("auto", torch.device("cpu")) is not None else "fp32")
     figures = [r["gan_step_per_s"], r["classifier_img_per_s"], *r["generator_img_per_s"].values()]
     assert len(figures) == 4 and all(f["fp32"] > 0 and f["bf16"] > 0 for f in figures)
     assert set(r["generator_img_per_s"]) == {"28x28x1", "32x32x3"} and "bf16_features" in r["machine"]
+    change = r["pixel_change"][str(gan)]
+    assert change["images"] == 3 * 300 and 0 <= change["fraction_moved_more_than_one"] <= change["fraction_moved"] <= 1
+    assert 0 <= change["mean_levels"] <= change["max_levels"] <= 255
     md = tmp_path / "P.md"
     subprocess.run([sys.executable, str(REPO / "benchmarks/render.py"), "--results", str(out.parent), "--out", str(md)],
                    check=True, capture_output=True, cwd=tmp_path)
-    assert "## precision" in md.read_text() and "bf16 / fp32" in md.read_text()
+    assert "## precision" in md.read_text() and "bf16 / fp32" in md.read_text() and "pixels moved" in md.read_text()
 
 
 def test_render_writes_every_section(bench):

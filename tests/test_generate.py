@@ -286,9 +286,10 @@ def test_shard_writing_beats_a_save_image_loop(tmp_path):
 
 
 @pytest.mark.slow
-def test_bf16_generation_is_batch_size_independent_and_within_a_level_of_fp32():
-    """generate.precision bf16: the same bytes whatever batch_size, each pixel at most one level
-    (of 255) from the fp32 output, and the noise and seeds untouched."""
+def test_bf16_generation_is_batch_size_independent_and_close_to_fp32():
+    """generate.precision bf16: the same bytes whatever batch_size, the noise and seeds untouched,
+    and for this small random generator each pixel at most one level (of 255) from the fp32 output
+    (trained generators move more: up to 15 levels on the MNIST-LT GAN, see `generate`)."""
     from pipeline.models import GAN_ARCHS
 
     with torch.random.fork_rng():
