@@ -233,7 +233,7 @@ class EvaluateConfig(Section):
     balanced_test: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # autocast of the classifiers' training steps (predictions and embeddings stay fp32); auto = bf16
-    # where the device has it and it is measured faster (small_cnn trained 1.68x faster on the AMX CPU
+    # where the device has it and it is measured faster (small_cnn trained 1.7x faster on the AMX CPU
     # of BENCHMARKS.md's precision section)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = Field(0, ge=0)  # run i uses seed + i; the balanced test subsample uses seed

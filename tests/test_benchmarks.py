@@ -120,7 +120,7 @@ def test_precision_benchmark_measures_both_precisions(bench):
     out = tmp_path / "results" / "precision.json"
     tmp_path.mkdir()
     gan = bench[0] / "speed" / "augment" / "final.pt"  # trained by the speed.py run of the fixture
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/precision.py"), "--seconds", "0.05", "--out", str(out),
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/precision.py"), "--seconds", "0.05", "--rounds", "2", "--out", str(out),
                            "--gan", str(gan)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
