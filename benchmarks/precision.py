@@ -51,14 +51,14 @@ def measure(seconds: float, rounds: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.device import autocast, choose_precision, prepare_module
+    from pipeline.device import autocast, choose_precision, precision_name, prepare_module
     from pipeline.losses import LOSSES
     from pipeline.models import GAN_ARCHS
     from pipeline.models.classifiers import build_classifier
 
     cpu = torch.device("cpu")
     dtypes = {"fp32": None, "bf16": torch.bfloat16}
-    out: dict = {"auto": "bf16" if choose_precision("auto", cpu) is not None else "fp32", "rounds": rounds}
+    out: dict = {"auto": precision_name(choose_precision("auto", cpu)), "rounds": rounds}
 
     G, D = (prepare_module(m, cpu) for m in GAN_ARCHS["sngan"].build((1, 28, 28), 10, 64, "light", 16))
     loss, B = LOSSES["hinge"], 64

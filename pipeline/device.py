@@ -119,6 +119,11 @@ def choose_precision(pref: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How results record a `choose_precision` outcome: "bf16", or "fp32" for None."""
+    return "fp32" if dtype is None else "bf16"
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """`torch.autocast` for `dtype`, or a no-op context when dtype is None (fp32)."""
     if dtype is None:

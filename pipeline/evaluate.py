@@ -28,7 +28,9 @@ from pipeline import io
 from pipeline import metrics as M
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
-from pipeline.device import autocast, choose_precision, prepare_module, select_device, to_device_images
+from pipeline.device import (
+    autocast, choose_precision, precision_name, prepare_module, select_device, to_device_images,
+)
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.parallel import Workers, resolve_workers
 from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
@@ -668,7 +670,7 @@ def evaluate(
         predictions, timing = _run_all(shared, names, seeds, mix_spec, progress, run)
     metrics = {
         "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds, "workers": workers,
-        "precision": "bf16" if choose_precision(cfg.precision, resolve_device(cfg.device)) is not None else "fp32",
+        "precision": precision_name(choose_precision(cfg.precision, resolve_device(cfg.device))),
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
         "train_counts": train.counts().tolist(), "test_counts": test.counts().tolist(),
         "plan": {n: int(a) for n, a in zip(train.class_names, add)},

@@ -211,7 +211,7 @@ def generate(cfg: Config) -> dict:
     """Stage `generate`: sample each class's quota with the EMA generator into Parquet shards."""
     from pipeline import __version__
     from pipeline.config import dump
-    from pipeline.device import choose_precision, select_device
+    from pipeline.device import choose_precision, precision_name, select_device
     from pipeline.gan import load_generator
     from pipeline.generate import generate as sample
     from pipeline.shards import write_shards
@@ -242,7 +242,7 @@ def generate(cfg: Config) -> dict:
         progress=_PROGRESS, stats=stats, dtype=dtype,
     )
     extra = {"plan": quota, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
-             "filter": stats if fcfg.enabled else None, "precision": "bf16" if dtype is not None else "fp32"}
+             "filter": stats if fcfg.enabled else None, "precision": precision_name(dtype)}
     columns = {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores}
     manifest = write_shards(cfg.paths.synthetic, images, labels, names, columns, cfg.generate.shard_size,
                             extra, export_images=cfg.generate.export_images)

@@ -87,3 +87,9 @@ def test_cuda_device_precision_and_layout():
     with devices.autocast(dev, expected):
         out = model(devices.to_device_images(torch.rand(2, 3, 8, 8), dev))
     assert out.dtype == (expected or torch.float32)
+
+
+def test_precision_name_records_a_choose_precision_outcome():
+    from pipeline.device import precision_name
+
+    assert precision_name(None) == "fp32" and precision_name(torch.bfloat16) == "bf16"
