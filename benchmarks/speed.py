@@ -174,11 +174,16 @@ def rescore(result: dict, data: dict) -> dict:
     return result
 
 
-def _recipe(args):
-    """Our GAN recipe: params.yaml's train_gan with the command line's --set overrides."""
+def _params(args):
+    """params.yaml with the command line's --set overrides, validated."""
     from pipeline import config
 
-    return config.load(REPO / "params.yaml", dict(config.parse_override(o) for o in args.set)).train_gan
+    return config.load(REPO / "params.yaml", dict(config.parse_override(o) for o in args.set))
+
+
+def _recipe(args):
+    """Our GAN recipe: the train_gan section of `_params`."""
+    return _params(args).train_gan
 
 
 def _generator(args, shape, num_classes: int, arch: str | None = None):
@@ -231,14 +236,12 @@ def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> float:
 def part_generate(args) -> dict:
     import torch
 
-    from pipeline import config
-    from pipeline.device import choose_precision
+    from pipeline.device import choose_precision, precision_name
     from pipeline.generate import generate
     from pipeline.shards import write_shards
 
     # generate.precision as the pipeline resolves it (params.yaml plus --set), recorded per row
-    pref = config.load(REPO / "params.yaml", dict(config.parse_override(o) for o in args.set)).generate.precision
-    dtype = choose_precision(pref, torch.device("cpu"))
+    dtype = choose_precision(_params(args).generate.precision, torch.device("cpu"))
 
     out = {}
     # our recipe's generator at both shapes, then the tutorial MLP generator (about 1 MFLOP/image):
@@ -262,7 +265,7 @@ def part_generate(args) -> dict:
                     "generator_only_img_per_s": round(len(labels) / t_gen, 1),
                     "writer_only_img_per_s": round(len(labels) / (total - t_gen), 1),
                     "per_file_img_per_s": round(per_file, 1), "speedup": round(len(labels) / total / per_file, 2),
-                    "precision": "bf16" if dtype is not None else "fp32", "per_file_precision": "fp32",
+                    "precision": precision_name(dtype), "per_file_precision": "fp32",
                     "generator_mflop_per_image": round(_generator_flops(G, meta) / 1e6, 2)}
     return {"shards_img_per_s": out["28x28x1"]["shards_img_per_s"],
             "per_file_img_per_s": out["28x28x1"]["per_file_img_per_s"], "by_shape": out}
