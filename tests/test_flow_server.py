@@ -21,6 +21,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import filelock
 import pytest
 import yaml
 
@@ -314,15 +315,27 @@ def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, tmp_pa
     # two plans that cannot be mistaken for each other; `a` trains the GAN with 2 DDP processes (gloo)
     runs = {"a": {"overrides": dict(SMALL, **{"plan.sampling_strategy": "not majority"}), "train_processes": 2},
             "b": {"overrides": dict(SMALL, **{"plan.sampling_strategy": {"0": 500}})}}
-    procs = {k: subprocess.Popen([*cmd, json.dumps(params)], cwd=repo, env=served["env"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for k, params in runs.items()}
+    waits = served["log"].read_text().count("another run holds")
+    # The test holds the project's lock until both runs wait on it, so they overlap however the
+    # runner's polls and this host's speed fall (left to timing, a quick run could end first).
+    lock = filelock.FileLock(repo / ".dvc" / "tmp" / "augment-flow.lock")
+    lock.acquire(timeout=0)
+    try:
+        procs = {k: subprocess.Popen([*cmd, json.dumps(params)], cwd=repo, env=served["env"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for k, params in runs.items()}
+        deadline = time.monotonic() + 300
+        while served["log"].read_text().count("another run holds") < waits + 2:
+            assert time.monotonic() < deadline, f"both runs should wait on the lock:\n{served['log'].read_text()[-4000:]}"
+            assert all(p.poll() is None for p in procs.values()), served["log"].read_text()[-4000:]
+            time.sleep(1)
+    finally:
+        lock.release()
     outs = {k: p.communicate(timeout=500)[0] for k, p in procs.items()}
     assert all(p.returncode == 0 for p in procs.values()), (outs, served["log"].read_text()[-4000:])
     new = [t for t in tags(repo) if t not in before]
     assert len(new) == 2
     log = served["log"].read_text()
-    assert "another run holds" in log  # one of them waited for the other
     assert "torchrun: " in log and "train_processes: 2" in sh("git", "log", "--format=%B", cwd=repo).stdout
     # one history, each tag's plan is its own run's plan (nothing interleaved)
     first, second = sorted(new, key=lambda t: int(sh("git", "rev-list", "--count", t, cwd=repo).stdout))
