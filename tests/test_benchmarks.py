@@ -148,6 +148,21 @@ def test_render_writes_every_section(bench):
     assert "![tiny](results/tiny.png)" in text and (tmp_path / "results" / "tiny.png").stat().st_size > 0
     assert "Verdict" in text and "val. balanced NLL" in text
     assert "Judge: small CNN" in text
+    assert "## What was tried for the goals" in text and "**Shards vs per-file**" in text
+
+
+def test_what_was_tried_quotes_the_result_files(bench, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import tried_section
+
+    results = bench[0] / "results"
+    tiny, speed = (json.loads((results / f"{n}.json").read_text()) for n in ("tiny", "speed"))
+    text = "\n".join(tried_section({"mnist_lt": tiny, "gtsrb_lt": tiny, "speed": speed}))
+    gan = 100 * tiny["strategies"]["gan"]["balanced_accuracy"]["mean"]
+    assert f"`gan` alone {gan:.2f}%" in text and "**GTSRB-LT gain** (`gtsrb_lt.json`)" in text
+    assert f"{tiny['params']['train_gan']['steps']} steps" in text and tiny["mix_policy"]["chosen"]["name"] in text
+    assert f"{speed['gan_train']['augment_img_per_s']} img/s" in text
+    assert tried_section({}) == []
 
 
 def test_speed_rescore_keeps_images_per_s_and_the_earlier_figures(bench):
