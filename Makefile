@@ -61,7 +61,7 @@ bench: $(STAMP)
 		--set 'evaluate.mix.min_score=[0.9]' --set 'evaluate.mix.synthetic_weight=[0.25,1.0]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
-	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural=0.05 --out benchmarks/results/gtsrb.json \
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2500 $(EVAL) --set evaluate.epochs=6 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=6 $(SMALL)

@@ -75,7 +75,7 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
     ev = r["params"].get("evaluate", {})
     lines = [f"## {name}: {r['dataset']}, profile {r['profile']}", "",
              f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
-             f"- date: {r['date']}; wall time {r['wall_s']:.0f} s"
+             f"- date: {r['date']}; wall time {r['wall_s']:.0f} s{' (' + r['wall_note'] + ')' if r.get('wall_note') else ''}"
              f"{' without GAN training (a finished GAN of the same settings was reused)' if r.get('reused_gan') else ''}"
              f" (stages: {r.get('stage_s')}); peak RSS {r['peak_rss_mb']:.0f} MiB"
              # older results: the largest single process; newer: the process and its workers summed
@@ -306,7 +306,7 @@ def tried_section(results: dict[str, dict]) -> list[str]:
     if sel and sel.get("mix_policy"):
         out.append(f"- **MNIST-LT, policy chosen on 3 classifier seeds per grid point** (`mnist_lt_selection_seeds3.json`, "
                    f"same GAN): {_gain_text(sel)}; chosen `{sel['mix_policy']['chosen']['name']}`.")
-    for name, what in (("gtsrb_lt", "GTSRB-LT gain"), ("gtsrb_lt_no_class_head", "GTSRB-LT, no class head"),
+    for name, what in (("mnist_lt_long_gan", "MNIST-LT, 3x the GAN steps"), ("gtsrb_lt", "GTSRB-LT gain"), ("gtsrb_lt_no_class_head", "GTSRB-LT, no class head"),
                        ("gtsrb", "GTSRB natural imbalance"), ("usps_lt", "USPS-LT"),
                        ("usps_lt_demo_recipe", "USPS-LT, the demo recipe")):
         r = results.get(name)
