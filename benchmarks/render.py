@@ -306,7 +306,9 @@ def tried_section(results: dict[str, dict]) -> list[str]:
     if sel and sel.get("mix_policy"):
         out.append(f"- **MNIST-LT, policy chosen on 3 classifier seeds per grid point** (`mnist_lt_selection_seeds3.json`, "
                    f"same GAN): {_gain_text(sel)}; chosen `{sel['mix_policy']['chosen']['name']}`.")
-    for name, what in (("mnist_lt_long_gan", "MNIST-LT, 3x the GAN steps"), ("gtsrb_lt", "GTSRB-LT gain"), ("gtsrb_lt_no_class_head", "GTSRB-LT, no class head"),
+    for name, what in (("mnist_lt_long_gan", "MNIST-LT, 3x the GAN steps"),
+                       ("mnist_lt_long_gan_selection_seeds3", "MNIST-LT, 3x the GAN steps, policy chosen on 3 seeds"),
+                       ("gtsrb_lt", "GTSRB-LT gain"), ("gtsrb_lt_no_class_head", "GTSRB-LT, no class head"),
                        ("gtsrb", "GTSRB natural imbalance"), ("usps_lt", "USPS-LT"),
                        ("usps_lt_demo_recipe", "USPS-LT, the demo recipe")):
         r = results.get(name)
