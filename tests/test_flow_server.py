@@ -21,7 +21,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import filelock
 import pytest
 import yaml
 
@@ -308,7 +307,9 @@ def test_a_run_waiting_too_long_for_the_lock_fails_cleanly(served, in_process):
     assert_clean(repo)
 
 
-def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, tmp_path):
+def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, in_process, tmp_path):
+    from flows.augment import project_lock
+
     repo = served["repo"]
     before = set(tags(repo))
     cmd = [str(BIN / "prefect"), "deployment", "run", "augment/balance", "--watch", "--watch-timeout", "400", "--params"]
@@ -318,9 +319,7 @@ def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, tmp_pa
     waits = served["log"].read_text().count("another run holds")
     # The test holds the project's lock until both runs wait on it, so they overlap however the
     # runner's polls and this host's speed fall (left to timing, a quick run could end first).
-    lock = filelock.FileLock(repo / ".dvc" / "tmp" / "augment-flow.lock")
-    lock.acquire(timeout=0)
-    try:
+    with project_lock(repo, timeout=0):  # as another run would
         procs = {k: subprocess.Popen([*cmd, json.dumps(params)], cwd=repo, env=served["env"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for k, params in runs.items()}
@@ -329,8 +328,6 @@ def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, tmp_pa
             assert time.monotonic() < deadline, f"both runs should wait on the lock:\n{served['log'].read_text()[-4000:]}"
             assert all(p.poll() is None for p in procs.values()), served["log"].read_text()[-4000:]
             time.sleep(1)
-    finally:
-        lock.release()
     outs = {k: p.communicate(timeout=500)[0] for k, p in procs.items()}
     assert all(p.returncode == 0 for p in procs.values()), (outs, served["log"].read_text()[-4000:])
     new = [t for t in tags(repo) if t not in before]
