@@ -1,5 +1,6 @@
-"""Precision benchmark: fp32 against bf16 autocast on this machine, for the three places augment
-uses `precision` (train_gan, generate, evaluate), plus what `auto` resolves to here.
+"""Precision benchmark: fp32 against bf16 on this machine, for the three places augment uses
+`precision` (train_gan and evaluate: autocast; generate: the generator's weights in bf16), plus
+what `auto` resolves to here.
 
     python benchmarks/precision.py [--seconds 2] [--rounds 3] [--out benchmarks/results/precision.json]
         [--gan final.pt ...]   (also: how far bf16 moves a trained generator's pixels from fp32)
@@ -8,7 +9,8 @@ Each figure is the best of `--rounds` steady rates over `--seconds` (after a war
 taking turns, so a slow spell of a shared machine does not fall on one precision only), on random
 inputs:
   gan_step       one sngan G+D hinge step at 28x28, width 16, batch 64 (steps/s)
-  generator      the EMA generator's eval forward at 28x28 and 32x32x3, width 16, batch 256 (images/s)
+  generator      the EMA generator's eval forward at 28x28 and 32x32x3, width 16, batch 256 (images/s),
+                 in bf16 as `generate` runs it (`pipeline.generate.in_precision`)
   classifier     one small_cnn Adam step at 28x28, batch 32, on one thread (images/s)
 """
 
@@ -52,6 +54,7 @@ def measure(seconds: float, rounds: int) -> dict:
     import torch.nn.functional as F
 
     from pipeline.device import autocast, choose_precision, precision_name, prepare_module
+    from pipeline.generate import in_precision
     from pipeline.losses import LOSSES
     from pipeline.models import GAN_ARCHS
     from pipeline.models.classifiers import build_classifier
@@ -85,9 +88,12 @@ def measure(seconds: float, rounds: int) -> dict:
         key = "x".join(map(str, shape[1:] + shape[:1]))
 
         def forward(dtype, gen=gen, z=z, yy=yy):
+            g = in_precision(gen, dtype)  # as `generate` runs it: weights and activations in dtype
+            zz = z if dtype is None else z.to(dtype)
+
             def run():
-                with torch.inference_mode(), autocast(cpu, dtype):
-                    gen(z, yy)
+                with torch.inference_mode():
+                    g(zz, yy)
             return run
 
         out["generator_img_per_s"][key] = _best_rates({n: forward(d) for n, d in dtypes.items()}, seconds, 256, rounds)

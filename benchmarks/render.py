@@ -188,14 +188,16 @@ def speed_section(r: dict) -> list[str]:
 
 
 def precision_section(r: dict) -> list[str]:
-    """fp32 against bf16 autocast for the GAN step, the generator and the classifier (precision.py)."""
+    """fp32 against bf16 for the GAN step, the generator and the classifier (precision.py)."""
     rows = [("GAN step (sngan 28x28, width 16, batch 64), steps/s", r["gan_step_per_s"])]
     rows += [(f"generator eval forward {shape} (width 16, batch 256), images/s", v)
              for shape, v in r["generator_img_per_s"].items()]
     rows.append(("small_cnn Adam step (28x28, batch 32, one thread), images/s", r["classifier_img_per_s"]))
     lines = ["## precision", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
              f"- date: {r['date']}; `precision: auto` resolves to **{r['auto']}** on this CPU", "",
-             "| what | fp32 | bf16 autocast | bf16 / fp32 |", "|---|---|---|---|"]
+             "bf16: autocast for the training steps; the generator runs with its weights in bf16, as "
+             "`generate` does (files from before 0.2.0 measured it under autocast).", "",
+             "| what | fp32 | bf16 | bf16 / fp32 |", "|---|---|---|---|"]
     for what, v in rows:
         lines.append(f"| {what} | {v['fp32']} | {v['bf16']} | {v['bf16'] / v['fp32']:.2f}x |")
     if r.get("pixel_change"):

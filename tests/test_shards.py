@@ -444,6 +444,16 @@ def test_encode_png_batch_writes_pngs_pillow_reads_back(shape):
         shards.encode_png_batch(np.zeros((1, 2, 2, 4), np.uint8))
 
 
+def test_encode_png_batch_gives_the_same_bytes_whatever_the_thread_count():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3 * shards.PNG_ROWS_PER_THREAD + 5, 4, 6, 1), dtype=np.uint8)
+    one = shards.encode_png_batch(images, threads=1)
+    assert len(one) == len(images)
+    for threads in (2, 3):
+        assert shards.encode_png_batch(images, threads=threads) == one
+    assert one[-1] == shards.encode_png_batch(images[-1:], threads=1)[0]  # rows in order, none lost
+
+
 def test_a_crash_in_the_switch_leaves_an_incomplete_folder_that_readers_refuse(tmp_path, monkeypatch):
     folder = tmp_path / "syn"
     write_folder(folder, tiny_table((4, 4, 4)), shard_size=2)
