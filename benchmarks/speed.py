@@ -336,6 +336,9 @@ def part_flops(args) -> dict:
 
 PARTS = {"gan_train": part_gan_train, "generate": part_generate, "demo": part_demo, "flops": part_flops,
          "gan_rescore": part_gan_rescore}
+# the arguments each part reads: --resume reuses a part's result when these are the same
+PART_READS = {"gan_train": ("data", "seconds", "set"), "generate": ("images", "rounds", "set"), "demo": (),
+              "flops": ("set",), "gan_rescore": ("data", "set")}
 # what a plain run measures; gan_rescore only runs under --rescore (it re-judges an earlier run's GANs)
 MEASURED = ("gan_train", "generate", "demo", "flops")
 
@@ -395,11 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     # a part's arguments, saved beside its result: --resume reuses a result only for the same ones
     part_args = {"data": args.data, "seconds": args.seconds, "images": args.images, "rounds": args.rounds,
                  "set": args.set}
+
+    def same_arguments(part: str, saved: dict) -> bool:  # only those the part reads
+        return all(saved.get(k) == part_args[k] for k in PART_READS[part])
+
     resumed = []
     for part in parts:
         part_out, args_file = work / f"{part}.json", work / f"{part}.args.json"
         if args.resume and part_out.is_file() and args_file.is_file() \
-                and json.loads(args_file.read_text()) == part_args:
+                and same_arguments(part, json.loads(args_file.read_text())):
             print(f"speed: {part}: result of the interrupted run in {work} (--resume)", file=sys.stderr, flush=True)
             resumed.append(part)
         else:

@@ -105,6 +105,10 @@ def test_speed_resume_reads_finished_parts_of_the_same_arguments_only(bench):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert "resumed_parts" not in r and r["generate"]["by_shape"]["28x28x1"]["images"] == 50
+    proc = speed("--parts", "generate,flops", "--rounds", "1")  # flops does not read --rounds: resumed
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["resumed_parts"] == ["flops"] and r["generate"]["by_shape"]["28x28x1"]["rounds"] == 1
     proc = speed("--parts", "gan_rescore")
     assert proc.returncode != 0 and "unknown part 'gan_rescore'" in proc.stderr
 
