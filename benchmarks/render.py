@@ -328,7 +328,9 @@ def tried_section(results: dict[str, dict]) -> list[str]:
         out.append(f"- **Shards vs per-file** (`speed.json`): the writer alone runs at {ours['writer_only_img_per_s']:.0f} "
                    f"img/s, the generator alone ({ours['generator_mflop_per_image']} MFLOP/image) at "
                    f"{ours['generator_only_img_per_s']:.0f}, so generator-to-shards ({ours['shards_img_per_s']:.0f}) is "
-                   f"bound by the generator, which the per-file loop runs too ({ours['speedup']}x){extra}.")
+                   f"bound by the generator, which the per-file loop runs too ({ours['speedup']}x){extra}."
+                   + (f" The per-file loop spends {ours['per_file_save_image_share']:.0%} of its time in `save_image`, "
+                      "the rest in the fp32 generator." if "per_file_save_image_share" in ours else ""))
     if not out:
         return []
     return ["## What was tried for the goals", "",

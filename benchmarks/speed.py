@@ -212,8 +212,11 @@ def _generator_flops(G, meta) -> float:
     return counter.get_total_flops() / 8
 
 
-def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> float:
-    """The tutorial way: generate a batch, then one `save_image` call per image."""
+def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> tuple[float, float]:
+    """The tutorial way: generate a batch, then one `save_image` call per image.
+
+    Returns (images/s of the whole loop, the share of its time spent in `save_image`).
+    """
     import torch
     from torchvision.utils import save_image
 
@@ -221,6 +224,7 @@ def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> float:
 
     folder.mkdir(parents=True, exist_ok=True)
     k = meta["num_classes"]
+    saving = 0.0
     t0 = time.perf_counter()
     with torch.no_grad():
         for start in range(0, n, batch):
@@ -228,9 +232,12 @@ def _per_file_loop(G, meta, n: int, folder: Path, batch: int = 256) -> float:
             z = sample_noise(idx, meta["z_dim"])
             y = torch.tensor([i % k for i in idx])
             x = G(z, y)
+            t_save = time.perf_counter()
             for i, img in zip(idx, x):
                 save_image(img * 0.5 + 0.5, folder / f"{i}.png")
-    return n / (time.perf_counter() - t0)
+            saving += time.perf_counter() - t_save
+    total = time.perf_counter() - t0
+    return n / total, saving / total
 
 
 def part_generate(args) -> dict:
@@ -264,7 +271,9 @@ def part_generate(args) -> dict:
                              {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores},
                              shard_size=10_000, manifest_extra={})
                 total = time.perf_counter() - t0
-                best["per_file"] = max(best["per_file"], _per_file_loop(G, meta, min(n, 5000), Path(tmp) / "files"))
+                rate, saving = _per_file_loop(G, meta, min(n, 5000), Path(tmp) / "files")
+                if rate > best["per_file"]:
+                    best["per_file"], best["per_file_saving"] = rate, saving
             best["total"], best["gen"] = min(best["total"], total), min(best["gen"], t_gen)
             best["write"] = min(best["write"], total - t_gen)
         rows = len(labels)
@@ -272,6 +281,7 @@ def part_generate(args) -> dict:
                     "generator_only_img_per_s": round(rows / best["gen"], 1),
                     "writer_only_img_per_s": round(rows / best["write"], 1),
                     "per_file_img_per_s": round(best["per_file"], 1),
+                    "per_file_save_image_share": round(best["per_file_saving"], 3),
                     "speedup": round(rows / best["total"] / best["per_file"], 2),
                     "precision": precision_name(dtype), "per_file_precision": "fp32",
                     "generator_mflop_per_image": round(_generator_flops(G, meta) / 1e6, 2)}

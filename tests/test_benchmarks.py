@@ -80,6 +80,7 @@ def test_speed_on_tiny_npz(bench):
     for shape in ("28x28x1", "32x32x3", "28x28x1 (concat generator)"):
         s = r["generate"]["by_shape"][shape]
         assert s["images"] == 40 and s["rounds"] == 2 and s["shards_img_per_s"] > 0 and s["per_file_img_per_s"] > 0
+        assert 0 < s["per_file_save_image_share"] < 1
     assert 0 < r["flops"]["fraction_of_fp32_peak"] and r["machine"]["cores"] >= 1
 
 
