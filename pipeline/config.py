@@ -160,7 +160,8 @@ class GenerateConfig(Section):
 
     batch_size: int = Field(256, ge=1)
     seed: int = Field(0, ge=0)
-    # autocast of the generator's forward; auto = bf16 where the device has it and it is measured faster
+    # precision of the generator's forward (bf16: a copy with bf16 weights); auto = bf16 where the device
+    # has it and it is measured faster
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     shard_size: int = Field(10000, ge=1)
     export_images: bool = False
