@@ -317,3 +317,24 @@ def test_bf16_generation_is_batch_size_independent_and_close_to_fp32():
     np.testing.assert_array_equal(fp32[2], runs[0][2])
     diff = np.abs(fp32[0].astype(int) - runs[0][0].astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.2
+
+
+@pytest.mark.parametrize("arch", ["sngan", "dcgan", "concat"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_every_arch_generates_in_bf16_close_to_fp32_and_leaves_its_generator_fp32(arch, shape):
+    """bf16 runs a bf16 copy of G (`in_precision`): every op of every arch has a bf16 kernel, the
+    caller's G keeps its fp32 weights and its train mode, and the images stay near the fp32 ones."""
+    from pipeline.models import GAN_ARCHS
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        G, _ = GAN_ARCHS[arch].build(shape, 3, 16, "light", 8)
+    meta = tiny_meta(z_dim=16, shape=shape, names=["a", "b", "c"])
+    plan = {"a": 5, "c": 20}
+    bf16 = gen.generate(G, meta, plan, seed=0, batch_size=8, progress=False, dtype=torch.bfloat16)
+    assert G.training and all(p.dtype == torch.float32 for p in G.parameters())
+    fp32 = gen.generate(G, meta, plan, seed=0, batch_size=8, progress=False)
+    assert bf16[0].shape == fp32[0].shape == (25, shape[1], shape[2], shape[0])
+    np.testing.assert_array_equal(bf16[2], fp32[2])
+    assert np.abs(bf16[0].astype(int) - fp32[0].astype(int)).mean() < 1.0
+    assert gen.in_precision(G, None) is G  # fp32 asked, fp32 held: no copy
