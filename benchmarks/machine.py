@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import subprocess
 import sys
 import threading
 import time
 
 import torch
 
+from pipeline import __version__
 from pipeline.device import cpu_bf16_features, cpu_bf16_is_faster
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_model() -> str:
@@ -23,6 +27,20 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def code_version() -> dict:
+    """The code a figure was measured with: augment's version and the git commit of the checkout
+    (short hash, "-dirty" with uncommitted changes to tracked files; None outside a git checkout)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=30).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        commit += "-dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"augment": __version__, "commit": commit}
 
 
 def machine_info() -> dict:
@@ -39,6 +57,7 @@ def machine_info() -> dict:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **code_version(),
     }
     return info
 

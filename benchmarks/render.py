@@ -34,7 +34,14 @@ def _machine(m: dict) -> str:
     bf16 = ", ".join(m.get("bf16_features") or [])
     isa = m["cpu_capability"] + (f", {bf16}" if bf16 else "")
     chosen = "bf16" if m.get("bf16_faster") and bf16 else "fp32"
-    return f"{m['cpu']} ({isa}; precision auto = {chosen} on CPU), {m['cores']} cores{gpu}, torch {m['torch']}"
+    return f"{m['cpu']} ({isa}; precision auto = {chosen} on CPU), {m['cores']} cores{gpu}, torch {m['torch']}, {_code(m)}"
+
+
+def _code(m: dict) -> str:
+    """`augment 0.2.0 (abc1234)`; files from before the version was recorded were all made by 0.1.0."""
+    if "augment" not in m:
+        return "augment 0.1.0 (recorded before versions were)"
+    return f"augment {m['augment']}" + (f" ({m['commit']})" if m.get("commit") else "")
 
 
 def _plot(name: str, r: dict, results: Path, out_md: Path) -> str:
@@ -127,6 +134,10 @@ def speed_section(r: dict) -> list[str]:
     if r.get("resumed_parts"):
         lines.append(f"- parts read with `--resume` from an interrupted run of the same arguments in the same workdir: "
                      f"{', '.join(r['resumed_parts'])}")
+        parts = {"gan_train": r.get("gan_train"), "generate": r.get("generate"), "flops": r.get("flops"),
+                 "demo": {"code": r["demo_code"]} if "demo_code" in r else ({} if "demo_seconds" in r else None)}
+        lines.append("- code of each part: " + ", ".join(f"{name} {_code(part.get('code') or {})}"
+                                                         for name, part in parts.items() if part is not None))
     lines.append("")
     if "gan_train" in r:
         g = r["gan_train"]

@@ -358,9 +358,10 @@ def _child(args) -> int:
 
     torch.manual_seed(0)
     result = PARTS[args.part](args)
-    from machine import peak_rss_mb
+    from machine import code_version, peak_rss_mb
 
     result["peak_rss_mb"] = peak_rss_mb()
+    result["code"] = code_version()  # per part: --resume may combine parts measured with other code
     Path(args.part_out).write_text(json.dumps(result))
     return 0
 
@@ -438,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             result["generate"] = data
         elif part == "demo":
             result["demo_seconds"], result["demo_peak_rss_mb"] = data["demo_seconds"], data["peak_rss_mb"]
+            if "code" in data:
+                result["demo_code"] = data["code"]
         else:
             result["flops"] = data
     if resumed:

@@ -1,6 +1,7 @@
 """Each benchmark script runs on tiny data in seconds, so they cannot rot."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -248,3 +249,22 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
     del speed["demo_seconds"]  # speed.py --skip-demo: the other speed goals still show, the demo row is left out
     rows = [line for line in goals_section({"speed": speed}) if line.startswith("| ")][1:]
     assert len(rows) == 4 and not any("make demo" in row for row in rows) and any("Shards" in row for row in rows)
+
+
+def test_every_figure_names_the_code_that_made_it(bench, monkeypatch):
+    """machine_info and each speed.py part record augment's version and commit; render shows them,
+    and files from before the version was recorded say 0.1.0."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import _machine
+
+    from pipeline import __version__
+
+    r = json.loads(bench[2].read_text())
+    assert r["machine"]["augment"] == __version__
+    for part in ("gan_train", "generate", "flops"):
+        commit = r[part]["code"]["commit"]  # None where git is missing or refuses the checkout
+        assert r[part]["code"]["augment"] == __version__
+        assert commit is None or re.fullmatch(r"[0-9a-f]{4,40}(-dirty)?", commit)
+    assert f"augment {__version__}" in _machine(r["machine"])
+    old = {k: v for k, v in r["machine"].items() if k not in ("augment", "commit")}
+    assert _machine(old).endswith("augment 0.1.0 (recorded before versions were)")
