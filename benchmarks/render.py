@@ -134,10 +134,10 @@ def speed_section(r: dict) -> list[str]:
     if r.get("resumed_parts"):
         lines.append(f"- parts read with `--resume` from an interrupted run of the same arguments in the same workdir: "
                      f"{', '.join(r['resumed_parts'])}")
-        parts = {"gan_train": r.get("gan_train"), "generate": r.get("generate"), "flops": r.get("flops"),
-                 "demo": {"code": r["demo_code"]} if "demo_code" in r else ({} if "demo_seconds" in r else None)}
-        lines.append("- code of each part: " + ", ".join(f"{name} {_code(part.get('code') or {})}"
-                                                         for name, part in parts.items() if part is not None))
+        codes = {name: r[name].get("code") for name in ("gan_train", "generate", "flops") if name in r}
+        if "demo_seconds" in r:
+            codes["demo"] = r.get("demo_code")  # the demo part's figures are stored flat
+        lines.append("- code of each part: " + ", ".join(f"{name} {_code(code or {})}" for name, code in codes.items()))
     lines.append("")
     if "gan_train" in r:
         g = r["gan_train"]

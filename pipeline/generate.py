@@ -201,7 +201,7 @@ def sample_range(
     spans = [(a, b) for a, b in blocks(quota, block) if a < stop and b > start]
     if not spans:
         return np.zeros((0, h, w, c), np.uint8), np.zeros(0, np.int64)
-    s = sample_blocks(in_precision(G, dtype), meta, class_index, spans, seed, device, dtype=dtype)
+    s = sample_blocks(G, meta, class_index, spans, seed, device, dtype=dtype)  # casts G once itself
     keep = (s.index >= start) & (s.index < stop)
     return s.images[keep], s.seeds[keep]
 
