@@ -139,3 +139,21 @@ def test_generator_block_shortcut_equals_upsample_then_conv():
     conv_first = F.interpolate(block.skip(x), scale_factor=2.0, mode="nearest")
     torch.testing.assert_close(conv_first, up_first, rtol=0, atol=1e-6)
     assert block(x, torch.tensor([0, 2])).shape == (2, 2, 10, 10)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_sngan_blocks_get_channels_last_input(shape):
+    """Prepared as the pipeline prepares it (channels_last), the generator hands every block a
+    channels_last tensor: an NCHW start grid made each op of the first block copy its input."""
+    from pipeline.device import prepare_module
+
+    G, _ = GAN_ARCHS["sngan"].build(shape, 3, 8, "light")
+    G = prepare_module(G, torch.device("cpu")).eval()
+    seen = []
+    for block in G.blocks:
+        block.register_forward_pre_hook(
+            lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+    with torch.no_grad():
+        G(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))
+    assert seen == [True] * len(G.blocks)

@@ -84,6 +84,10 @@ class Generator(nn.Module):
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         g = self.geo
         h = self.fc(z).view(z.shape[0], -1, g.start_h, g.start_w)  # (ch[0]) x start_h x start_w
+        # the view is NCHW; the blocks run in channels_last (`prepare_module`), and left in NCHW the
+        # first block's upsampling and both its convolutions each copy their input to channels_last
+        # (the 28x28 bf16 forward measured 1.56x faster with this one small copy instead)
+        h = h.contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
             h = block(h, y)  # channels halve (down to width), sides double
         h = torch.tanh(self.out_conv(F.relu(self.out_bn(h))))  # C x start*2^blocks
