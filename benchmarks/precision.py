@@ -10,7 +10,8 @@ taking turns, so a slow spell of a shared machine does not fall on one precision
 inputs:
   gan_step       one sngan G+D hinge step at 28x28, width 16, batch 64 (steps/s)
   generator      the EMA generator's eval forward at 28x28 and 32x32x3, width 16, batch 256 (images/s),
-                 in bf16 as `generate` runs it (`pipeline.generate.in_precision`)
+                 as `generate` runs it (`pipeline.generate.class_forward`: one class per batch,
+                 sngan fused per class, weights and activations in the precision)
   classifier     one small_cnn Adam step at 28x28, batch 32, on one thread (images/s)
 """
 
@@ -54,7 +55,7 @@ def measure(seconds: float, rounds: int) -> dict:
     import torch.nn.functional as F
 
     from pipeline.device import autocast, choose_precision, precision_name, prepare_module
-    from pipeline.generate import in_precision
+    from pipeline.generate import class_forward
     from pipeline.losses import LOSSES
     from pipeline.models import GAN_ARCHS
     from pipeline.models.classifiers import build_classifier
@@ -84,16 +85,15 @@ def measure(seconds: float, rounds: int) -> dict:
     out["generator_img_per_s"] = {}
     for shape in ((1, 28, 28), (3, 32, 32)):
         gen = prepare_module(GAN_ARCHS["sngan"].build(shape, 10, 64, "light", 16)[0], cpu).eval()
-        z, yy = torch.randn(256, 64), torch.randint(0, 10, (256,))
+        z, yy = torch.randn(256, 64), torch.full((256,), 3)  # generate's batches hold one class
         key = "x".join(map(str, shape[1:] + shape[:1]))
 
         def forward(dtype, gen=gen, z=z, yy=yy):
-            g = in_precision(gen, dtype)  # as `generate` runs it: weights and activations in dtype
-            zz = z if dtype is None else z.to(dtype)
+            g = class_forward(gen, 3, dtype)  # as `generate` runs it: fused, in dtype
 
             def run():
                 with torch.inference_mode():
-                    g(zz, yy)
+                    g(z, yy)
             return run
 
         out["generator_img_per_s"][key] = _best_rates({n: forward(d) for n, d in dtypes.items()}, seconds, 256, rounds)

@@ -119,15 +119,35 @@ def in_precision(G: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Modu
     return copy.deepcopy(G).to(target).eval()
 
 
-def _forward(
-    G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, shape: tuple[int, int, int], dtype: torch.dtype | None,
-) -> torch.Tensor:
-    """G(z, y) as uint8 (B, H, W, C) on G's device, checked against the metadata's shape.
+def for_sampling(G: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Module:
+    """G made ready for `class_forward` once, before a run: G itself when its arch builds a fused
+    per-class forward (`for_class`, from fp32 weights), else `in_precision(G, dtype)`."""
+    return G if hasattr(G, "for_class") else in_precision(G, dtype)
 
-    G's parameters are in `dtype` (None: fp32; see `in_precision`) and z is cast to it; the pixels
-    are quantised from fp32 either way.
+
+def class_forward(G: torch.nn.Module, class_index: int, dtype: torch.dtype | None) -> Callable:
+    """f(z, y) -> G(z, y) for a batch of class `class_index` only, in `dtype` (None: fp32).
+
+    Archs whose generator has `for_class` (sngan: `ClassGenerator`, the class's conditional
+    BatchNorms folded into the convolutions, ReLUs and residual sums fused into them) run that:
+    1.5x the images/s of the plain bf16 forward at 28x28 and 32x32x3 on the 2-core AMX machine.
+    The others run G in `dtype` (`in_precision`).
     """
-    x = G(z if dtype is None else z.to(dtype), y).float()
+    fold = getattr(G, "for_class", None)
+    if fold is not None:
+        net = fold(class_index, dtype)
+        return lambda z, y: net(z)
+    Gp = in_precision(G, dtype)
+    return lambda z, y: Gp(z if dtype is None else z.to(dtype), y)
+
+
+def _forward(
+    G: Callable, z: torch.Tensor, y: torch.Tensor, shape: tuple[int, int, int],
+) -> torch.Tensor:
+    """G(z, y) (a `class_forward`) as uint8 (B, H, W, C) on G's device, checked against the
+    metadata's shape; the pixels are quantised from fp32 whatever the precision of the forward.
+    """
+    x = G(z, y).float()
     if tuple(x.shape) != (len(z), *shape):
         raise TrainingError(
             f"generator output {list(x.shape)[1:]} differs from its metadata's image_shape {list(shape)}; "
@@ -163,18 +183,18 @@ def sample_blocks(
 
     Each span is one forward (and one scorer call); the results come to the host once. G must be
     in eval mode (BatchNorm then uses running statistics, so rows are independent). `dtype`: the
-    precision of G's forward (None: fp32; see `generate`); pass G already `in_precision` to save a
-    copy per call.
+    precision of G's forward (None: fp32; see `generate`); pass G through `for_sampling` first to
+    save a copy per call. The forward is `class_forward(G, class_index, dtype)`.
     """
     shape = _expected_shape(meta)
-    G = in_precision(G, dtype)
+    forward = class_forward(G, class_index, dtype)
     index = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in spans])
     seeds = [sample_seed(seed, class_index, int(i)) for i in index]
     z_all = sample_noise(seeds, int(meta["z_dim"]))  # on the CPU: the same noise on any device
     images, scores, row = [], [], 0
     for a, b in spans:
         y = torch.full((b - a,), class_index, dtype=torch.long, device=device)
-        u8 = _forward(G, z_all[row : row + b - a].to(device), y, shape, dtype)
+        u8 = _forward(forward, z_all[row : row + b - a].to(device), y, shape)
         images.append(u8)
         scores.append(_score(scorer, u8, y) if scorer is not None else torch.full((b - a,), float("nan")))
         row += b - a
@@ -201,7 +221,7 @@ def sample_range(
     spans = [(a, b) for a, b in blocks(quota, block) if a < stop and b > start]
     if not spans:
         return np.zeros((0, h, w, c), np.uint8), np.zeros(0, np.int64)
-    s = sample_blocks(G, meta, class_index, spans, seed, device, dtype=dtype)  # casts G once itself
+    s = sample_blocks(G, meta, class_index, spans, seed, device, dtype=dtype)  # builds the class forward once itself
     keep = (s.index >= start) & (s.index < stop)
     return s.images[keep], s.seeds[keep]
 
@@ -321,7 +341,7 @@ def generate(
     parts, labels = [], []
     was_training = G.training
     G.eval()
-    Gp = in_precision(G, dtype)  # once, not per step
+    Gp = for_sampling(G, dtype)  # once, not per step
     try:
         with tqdm(total=sum(quotas), desc="generate", unit="img", disable=not progress) as bar:
             for c, quota in enumerate(quotas):

@@ -157,3 +157,77 @@ def test_sngan_blocks_get_channels_last_input(shape):
     with torch.no_grad():
         G(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))
     assert seen == [True] * len(G.blocks)
+
+
+def _trained_looking(G):
+    """Running statistics, BN affines and class gains/biases away from their init (which would
+    make every fold trivial)."""
+    with torch.no_grad():
+        for m in G.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.5, 0.5)
+            elif isinstance(m, torch.nn.Embedding):
+                m.weight.uniform_(-1.5, 1.5)
+    return G
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 20, 36)])
+@pytest.mark.parametrize("fused", [None, False])
+def test_class_generator_equals_the_generator_for_its_class(shape, fused):
+    """ClassGenerator folds the class's BatchNorms into the convolutions and fuses ReLUs and sums:
+    in fp32 it must give Generator's eval output for every class (fused oneDNN ops or plain ones),
+    and leave G's own weights alone."""
+    from pipeline.device import prepare_module
+
+    torch.manual_seed(0)
+    G = prepare_module(_trained_looking(GAN_ARCHS["sngan"].build(shape, 4, 16, "light")[0]), torch.device("cpu"))
+    G.eval()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    z = torch.randn(9, 16)
+    with torch.no_grad():
+        for c in range(4):
+            out = G.for_class(c)(z, fused=fused)
+            torch.testing.assert_close(out, G(z, torch.full((9,), c)), rtol=0, atol=1e-5)
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="class_index 4 out of range for 4 classes"):
+        G.for_class(4)
+
+
+def test_class_generator_in_bf16_is_near_fp32_and_runs_in_bf16():
+    torch.manual_seed(0)
+    G = _trained_looking(GAN_ARCHS["sngan"].build((1, 28, 28), 3, 16, "light")[0]).eval()
+    net = G.for_class(1, torch.bfloat16)
+    assert {t.dtype for t in net.blocks[0]} == {torch.bfloat16} and G.fc.weight.dtype == torch.float32
+    z = torch.randn(16, 16)
+    with torch.no_grad():
+        out = net(z)
+        assert out.dtype == torch.bfloat16
+        assert (out.float() - G(z, torch.full((16,), 1))).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_add", [False, True])
+def test_fused_conv_equals_conv_then_add_then_relu(dtype, relu, with_add):
+    from pipeline.models.sngan import fused_conv
+
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    x = torch.randn(4, 8, 6, 6).to(dtype).contiguous(memory_format=cl)
+    w = torch.randn(5, 8, 3, 3).to(dtype).contiguous(memory_format=cl)
+    b = torch.randn(5).to(dtype)
+    add = torch.randn(4, 5, 6, 6).to(dtype).contiguous(memory_format=cl) if with_add else None
+    expect = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1)
+    if with_add:
+        expect = expect + add.double()
+    if relu:
+        expect = expect.clamp_min(0)
+    tol = 1e-4 if dtype == torch.float32 else 0.25  # bf16: 8 bits of mantissa on sums of ~72 terms
+    for fused in (None, False):
+        out = fused_conv(x, w, b, relu=relu, add=add, fused=fused)
+        assert out.dtype == dtype and out.shape == (4, 5, 6, 6)
+        torch.testing.assert_close(out.double(), expect, rtol=0, atol=tol)

@@ -260,6 +260,33 @@ def test_sngan_generator_is_batch_size_independent_at_28x28():
     assert runs[0][0].shape == (43, 28, 28, 1)
 
 
+def test_sngan_generates_with_its_fused_class_forward_the_pixels_of_its_plain_forward():
+    """generate runs sngan through `for_class` (BatchNorms folded, ops fused); in fp32 its pixels
+    are those of G(z, y) on the same noise, bar a rare one-level flip where folding rounds the other way."""
+    from pipeline.models import GAN_ARCHS
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        G, _ = GAN_ARCHS["sngan"].build((1, 16, 16), 3, 16, "light")
+    with torch.no_grad():  # classes and statistics that differ, as a trained generator's do
+        for m in G.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+            elif isinstance(m, nn.Embedding):
+                m.weight.uniform_(-1.5, 1.5)
+    meta = tiny_meta(z_dim=16, shape=(1, 16, 16), names=["a", "b", "c"])
+    built = []
+    for_class = G.for_class
+    G.for_class = lambda c, dtype: built.append(c) or for_class(c, dtype)
+    images, labels, seeds, _ = gen.generate(G, meta, {"b": 30, "c": 5}, seed=4, batch_size=8, progress=False)
+    assert sorted(set(built)) == [1, 2]  # the fused forward ran, per class
+    with torch.no_grad():
+        plain = gen.to_uint8(G.eval()(gen.sample_noise(seeds, 16), torch.as_tensor(labels))).numpy()
+    diff = np.abs(images.astype(int) - plain.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
 @pytest.mark.slow
 def test_trained_checkpoint_through_load_generator(tmp_path):
     gan = pytest.importorskip("pipeline.gan")
