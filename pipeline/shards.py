@@ -92,15 +92,13 @@ def _extra_array(name: str, values, n: int) -> pa.Array:
 def table_to_arrow(
     table: ImageTable,
     extra: dict[str, np.ndarray | list] | None = None,
-    png: list[bytes] | None = None,
     paths: list[str] | None = None,
 ) -> pa.Table:
     """An `ImageTable` as an Arrow table in the Hugging Face image layout.
 
     Args:
-        table: the images (encoded to PNG here unless `png` is given) and labels.
+        table: the images (encoded to PNG at PNG_LEVEL_IN_PARQUET here) and labels.
         extra: further columns, one value per row (e.g. `source`, `seed`, `score`).
-        png: already encoded PNG bytes, one per row (the shard writer encodes once for all files).
         paths: the `image.path` of each row (None: null paths).
 
     Returns:
@@ -108,8 +106,7 @@ def table_to_arrow(
         the table has groups, then `extra`; the `datasets` features in the schema metadata.
     """
     n = len(table)
-    if png is None:
-        png = encode_png_batch(table.images)
+    png = encode_png_batch(table.images)
     names = np.asarray(table.class_names, dtype=object)
     columns: dict[str, pa.Array] = {
         "image": _image_column(png, paths),
@@ -332,6 +329,12 @@ MAX_NAME_BYTES = 200
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # below this many images per thread, a thread costs more than it saves
 PNG_ROWS_PER_THREAD = 256
+# PNGs inside Parquet are stored, not deflated: the file's zstd then compresses across rows. On
+# 10,000 images (2-core AMX Xeon) that made MNIST shards smaller than level-6 PNGs did (180 vs 199
+# bytes/row) and GTSRB ones 2% larger (2,560 vs 2,501), while encoding took 3.6 instead of 20 us
+# per MNIST image. Loose files (the ImageFolder export) have no zstd around them: level 6.
+PNG_LEVEL_IN_PARQUET = 0
+PNG_LEVEL_LOOSE = 6
 
 
 def shard_name(index: int, count: int) -> str:
@@ -381,15 +384,19 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def encode_png_batch(images: np.ndarray, level: int = 6, threads: int | None = None) -> list[bytes]:
+def encode_png_batch(
+    images: np.ndarray, level: int = PNG_LEVEL_IN_PARQUET, threads: int | None = None
+) -> list[bytes]:
     """uint8 (N, H, W, C), C in (1, 3) -> N PNG files (8-bit grayscale or RGB), about 5x Pillow's speed.
 
     The scanlines of the whole batch are laid out by numpy (filter byte 0, "None", then the row),
     so the per-image work is one zlib call and a join: with many small images Pillow's per-call
-    overhead, not compression, is the cost. zlib releases the GIL while it compresses, so
-    contiguous slices of the batch are encoded in `threads` threads (None: the cores this process
-    may use); the bytes do not depend on the thread count. Output is plain PNG any decoder reads;
-    the Parquet file's zstd compresses it further.
+    overhead, not compression, is the cost. `level` is zlib's: 0 (the default, for Parquet; see
+    PNG_LEVEL_IN_PARQUET) stores the pixels uncompressed in valid deflate blocks. zlib releases
+    the GIL while it compresses, so for levels >= 1 contiguous slices of the batch are encoded in
+    `threads` threads (None: the cores this process may use); level 0 is copying, which the GIL
+    would serialise, so it runs in one. The bytes do not depend on the thread count. Output is
+    plain PNG any decoder reads.
     """
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected uint8 (N, H, W, C) with C in (1, 3), got {images.dtype} {images.shape}")
@@ -409,6 +416,7 @@ def encode_png_batch(images: np.ndarray, level: int = 6, threads: int | None = N
                                  struct.pack(">I", zlib.crc32(z, idat_crc)), tail)))
         return out
 
+    threads = 1 if level == 0 and threads is None else threads
     threads = min(threads or available_cores(), max(1, n // PNG_ROWS_PER_THREAD))
     if threads <= 1:
         return encode(raw)
@@ -452,12 +460,13 @@ def _clean_stage(folder: Path) -> None:
             shutil.rmtree(p)
 
 
-def _export_images(stage_dir: Path, png: list[bytes], rel_paths: list[str]) -> None:
-    """Write `images/<class>/<id>.png` under `stage_dir` (renamed into place as a whole later)."""
+def _export_images(stage_dir: Path, images: np.ndarray, rel_paths: list[str]) -> None:
+    """Write `images/<class>/<id>.png` under `stage_dir` (renamed into place as a whole later),
+    deflated at PNG_LEVEL_LOOSE: unlike the Parquet copies, nothing compresses them further."""
     stage_dir.mkdir(parents=True, exist_ok=True)  # an empty plan still gets its (empty) folder
     for d in sorted({p.rsplit("/", 1)[0] for p in rel_paths}):
         (stage_dir / d).mkdir(parents=True, exist_ok=True)
-    for data, rel in zip(png, rel_paths):
+    for data, rel in zip(encode_png_batch(images, PNG_LEVEL_LOOSE), rel_paths):
         # plain writes are enough: the folder is staged and renamed as a whole, atomically
         (stage_dir / rel).write_bytes(data)
 
@@ -536,17 +545,16 @@ license and terms of use; they add none of their own.
 
 def _shard_table(
     images: np.ndarray, labels: np.ndarray, class_names, columns: dict, export_images: bool
-) -> tuple[pa.Table, list[bytes], list[str], dict[str, str]]:
-    """The whole dataset as one Arrow table, plus the PNGs, ImageFolder paths and class folders."""
+) -> tuple[pa.Table, list[str], dict[str, str]]:
+    """The whole dataset as one Arrow table, plus the ImageFolder paths and class folders."""
     table = ImageTable(images, labels, class_names)
     n = len(table)
-    png = encode_png_batch(table.images)
     dirs = safe_class_dirs(table.class_names)
     width = max(6, len(str(max(n - 1, 0))))
     rel = [f"{dirs[table.class_names[lab]]}/{r:0{width}d}.png" for r, lab in enumerate(table.labels.tolist())]
     paths = [f"{IMAGES_DIR}/{p}" for p in rel] if export_images else [p.split("/", 1)[1] for p in rel]
     extra = {name: _column_array(name, value, n) for name, value in columns.items()}
-    return table_to_arrow(table, extra, png=png, paths=paths), png, rel, dirs
+    return table_to_arrow(table, extra, paths=paths), rel, dirs
 
 
 def synthetic_columns(generator_sha256: str, seeds: np.ndarray, scores: np.ndarray) -> dict:
@@ -609,7 +617,7 @@ def _stage_dataset(
     manifest_extra: dict, export_images: bool,
 ) -> tuple[list[tuple[Path, str]], dict]:
     """Write every file of the new dataset under its staged name; return (staged, name) pairs and the manifest."""
-    arrow, png, rel, dirs = _shard_table(images, labels, class_names, columns, export_images)
+    arrow, rel, dirs = _shard_table(images, labels, class_names, columns, export_images)
     bounds = shard_bounds(arrow.num_rows, shard_size)
     staged: list[tuple[Path, str]] = []
     files = []
@@ -619,7 +627,7 @@ def _stage_dataset(
         files.append({"path": name, "rows": info["rows"], "sha256": info["sha256"]})
         staged.append((_stage(folder, name), name))
     if export_images:
-        _export_images(_stage(folder, IMAGES_DIR), png, rel)
+        _export_images(_stage(folder, IMAGES_DIR), np.asarray(images), rel)
         staged.append((_stage(folder, IMAGES_DIR), IMAGES_DIR))
     table_names = tuple(str(c) for c in class_names)
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(table_names))

@@ -431,17 +431,41 @@ def test_kill_9_while_writing_leaves_the_old_dataset_and_a_rerun_completes(tmp_p
     assert shards.load(folder, as_="table").images.max() == 30
 
 
-@pytest.mark.parametrize("shape", [(5, 7, 3, 1), (3, 1, 9, 3), (2, 33, 17, 3)])
-def test_encode_png_batch_writes_pngs_pillow_reads_back(shape):
+@pytest.mark.parametrize("level", [0, 6])
+@pytest.mark.parametrize("shape", [(5, 7, 3, 1), (3, 1, 9, 3), (2, 33, 17, 3), (1, 200, 120, 3)])
+def test_encode_png_batch_writes_pngs_pillow_reads_back(shape, level):
+    """Both the stored PNGs of the Parquet shards (level 0; 200x120x3 needs several 64 KiB stored
+    deflate blocks) and the deflated ones of the ImageFolder export."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, shape, dtype=np.uint8)
-    for data, img in zip(shards.encode_png_batch(images), images):
+    for data, img in zip(shards.encode_png_batch(images, level), images):
         with Image.open(pyio.BytesIO(data)) as im:
             im.load()  # checks every CRC and the zlib stream
             assert im.format == "PNG" and im.mode == ("L" if shape[-1] == 1 else "RGB")
             np.testing.assert_array_equal(np.asarray(im).reshape(img.shape), img)
     with pytest.raises(ValueError, match="C in"):
         shards.encode_png_batch(np.zeros((1, 2, 2, 4), np.uint8))
+
+
+def test_parquet_pngs_are_stored_and_exported_files_deflated_with_the_same_pixels(tmp_path):
+    """Inside Parquet the PNGs are stored (the file's zstd compresses across rows); the loose
+    ImageFolder files have nothing around them, so they are deflated. Same pixels either way."""
+    import zlib
+
+    t = tiny_table((6, 0, 2), size=16)
+    t = ImageTable(np.repeat(t.images[:, :1], 16, axis=1), t.labels, t.class_names)  # compressible rows
+    folder = tmp_path / "syn"
+    write_folder(folder, t, export=True)
+    table = pq.read_table(folder / "train-00000-of-00002.parquet")
+    for k, row in enumerate(table.column("image").to_pylist()):
+        loose = (folder / row["path"]).read_bytes()
+        assert len(loose) < len(row["bytes"])
+        idat = row["bytes"][row["bytes"].index(b"IDAT") + 4 :]
+        assert idat[2] & 0b110 == 0  # first deflate block header: BTYPE 00, stored
+        assert len(zlib.decompress(idat[: -12 - 4])) == 16 * (1 + 16)  # the scanlines, uncompressed
+        for data in (loose, row["bytes"]):
+            with Image.open(pyio.BytesIO(data)) as im:
+                np.testing.assert_array_equal(np.asarray(im), t.images[k, :, :, 0])
 
 
 def test_encode_png_batch_gives_the_same_bytes_whatever_the_thread_count():
