@@ -207,7 +207,8 @@ def precision_section(r: dict) -> list[str]:
     lines = ["## precision", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
              f"- date: {r['date']}; `precision: auto` resolves to **{r['auto']}** on this CPU", "",
              "bf16: autocast for the training steps; the generator runs with its weights in bf16, as "
-             "`generate` does (files from before 0.2.0 measured it under autocast).", "",
+             "`generate` does (files from before 0.2.0 measured it under autocast; from 0.3.0 it is the "
+             "fused one-class forward, `pipeline.generate.class_forward`, in both precisions).", "",
              "| what | fp32 | bf16 | bf16 / fp32 |", "|---|---|---|---|"]
     for what, v in rows:
         lines.append(f"| {what} | {v['fp32']} | {v['bf16']} | {v['bf16'] / v['fp32']:.2f}x |")

@@ -110,7 +110,8 @@ def in_precision(G: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Modu
     Generation runs the whole forward in that dtype rather than under autocast: autocast keeps fp32
     weights, casts them again at every call and switches dtypes between the convolutions and the
     normalisations, which on the 2-core AMX machine made the bf16 forward of the MNIST-LT
-    generator about half as fast as this (BENCHMARKS.md, precision: 4.4x fp32 now, 1.4x then).
+    generator about half as fast as this (precision.json of 0.2.0, in git history: 4.4x fp32
+    with bf16 weights, 1.4x under autocast). sngan now samples through `class_forward` instead.
     """
     target = dtype or torch.float32
     p = next(G.parameters(), None)
@@ -320,11 +321,11 @@ def generate(
             the last bits of the float output, hence a pixel now and then.
         dtype: precision of G's forward: None (fp32) or torch.bfloat16 (weights and activations;
             see `in_precision`), as `pipeline.device.choose_precision` resolves `generate.precision`.
-            Like `block`, it is part of the computation: against fp32, bf16 moved 18% of the pixels
-            of the MNIST-LT GAN (by 0.33 of 255 levels on average, 6% of them by more than one, at
-            most 22; the judge's class consistency stayed 0.9984) and 51% of the GTSRB-LT GAN's
-            (mean 0.67, at most 13); the same precision always gives the same bytes whatever
-            `batch_size`.
+            Like `block`, it is part of the computation: against fp32, bf16 moved 16% of the pixels
+            of the MNIST-LT GAN (by 0.24 of 255 levels on average, 4% of them by more than one, at
+            most 13; the judge's class consistency stayed 0.9984) and 34% of the GTSRB-LT GAN's
+            (mean 0.36, at most 7); the same precision always gives the same bytes whatever
+            `batch_size`. Each class runs through `class_forward` (sngan: fused per class).
 
     Returns:
         images uint8 (N, H, W, C), labels int64 (N,) indices into meta["class_names"], seeds int64
