@@ -14,6 +14,7 @@ import shutil
 import struct
 import unicodedata
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,12 +73,9 @@ def _with_hf_metadata(table: pa.Table, class_names) -> pa.Table:
 
 # ---- writing -----------------------------------------------------------------------------------------
 
-def _image_column(png: list[bytes], paths: list[str] | None) -> pa.StructArray:
+def _image_column(png: pa.BinaryArray, paths: list[str] | None) -> pa.StructArray:
     return pa.StructArray.from_arrays(
-        [
-            pa.array(png, type=pa.binary()),
-            pa.array(paths if paths is not None else [None] * len(png), type=pa.string()),
-        ],
+        [png, pa.array(paths if paths is not None else [None] * len(png), type=pa.string())],
         fields=list(IMAGE_TYPE),
     )
 
@@ -106,7 +104,7 @@ def table_to_arrow(
         the table has groups, then `extra`; the `datasets` features in the schema metadata.
     """
     n = len(table)
-    png = encode_png_batch(table.images)
+    png = png_array(table.images)
     names = np.asarray(table.class_names, dtype=object)
     columns: dict[str, pa.Array] = {
         "image": _image_column(png, paths),
@@ -331,8 +329,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_ROWS_PER_THREAD = 256
 # PNGs inside Parquet are stored, not deflated: the file's zstd then compresses across rows. On
 # 10,000 images (2-core AMX Xeon) that made MNIST shards smaller than level-6 PNGs did (180 vs 199
-# bytes/row) and GTSRB ones 2% larger (2,560 vs 2,501), while encoding took 3.6 instead of 20 us
-# per MNIST image. Loose files (the ImageFolder export) have no zstd around them: level 6.
+# bytes/row) and GTSRB ones 2% larger (2,560 vs 2,501); on 10,000 samples of the GTSRB-LT GAN
+# 3% smaller (2,844 vs 2,921). `stored_png_array` builds them at about 1.3 us per MNIST image,
+# against 20 us for level 6. Loose files (the ImageFolder export) have no zstd around them: level 6.
 PNG_LEVEL_IN_PARQUET = 0
 PNG_LEVEL_LOOSE = 6
 
@@ -384,28 +383,99 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def _check_batch(images: np.ndarray) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected uint8 (N, H, W, C) with C in (1, 3), got {images.dtype} {images.shape}")
+
+
+def _png_parts(images: np.ndarray) -> tuple[bytes, bytes, np.ndarray]:
+    """(signature + IHDR, IEND chunk, scanlines (N, H * (1 + W*C))) of a uint8 (N, H, W, C) batch.
+
+    The scanlines of the whole batch are laid out by numpy: filter byte 0 ("None"), then the row.
+    """
+    _check_batch(images)
+    n, h, w, c = images.shape
+    # IHDR: width, height, bit depth 8, colour type 0 (gray) or 2 (RGB), deflate, filter 0, no interlace
+    head = PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0))
+    raw = np.zeros((n, h, 1 + w * c), dtype=np.uint8)
+    raw[:, :, 1:] = images.reshape(n, h, w * c)
+    return head, _png_chunk(b"IEND", b""), raw.reshape(n, h * (1 + w * c))
+
+
+# a stored deflate block holds at most this many bytes (RFC 1951, 3.2.4: LEN is 16 bits)
+STORED_BLOCK = 65535
+# zlib stream header: deflate, 32 KiB window, check bits, "fastest" level (RFC 1950, 2.2)
+_ZLIB_HEADER = b"\x78\x01"
+
+
+def stored_png_array(images: np.ndarray) -> pa.BinaryArray:
+    """uint8 (N, H, W, C), C in (1, 3) -> N PNG files with stored (uncompressed) deflate blocks, as
+    one Arrow binary array: PNG_LEVEL_IN_PARQUET's format, built without a Python step per image
+    but the two checksums.
+
+    All images share a shape, so every file has the same length and layout: numpy writes the
+    constant parts and the scanlines of the whole batch into one buffer, zlib's C adler32 and crc32
+    fill in each file's checksums, and Arrow takes the buffer as it is. Any PNG decoder reads the
+    result (the zlib stream is RFC 1950/1951 stored blocks of at most 65,535 bytes).
+    """
+    _check_batch(images)
+    n, h, w, c = images.shape
+    size = h * (1 + w * c)
+    nblocks = max(1, -(-size // STORED_BLOCK))
+    zlen = len(_ZLIB_HEADER) + 5 * nblocks + size + 4  # header, block headers, data, adler32
+    length = 33 + 8 + zlen + 4 + 12  # signature + IHDR, IDAT length and type, data, CRC, IEND
+    if n * length >= 2**31:
+        raise ValueError(f"{n} PNGs of {length} bytes exceed an Arrow binary array's 2 GiB; encode fewer at once")
+    head, tail, raw = _png_parts(images)
+    out = np.empty((n, length), dtype=np.uint8)
+
+    def put(at: int, data: bytes | np.ndarray) -> int:
+        block = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
+        out[:, at : at + block.shape[-1]] = block
+        return at + block.shape[-1]
+
+    pos = put(0, head)
+    pos = put(pos, struct.pack(">I", zlen) + b"IDAT")
+    idat = pos - 4  # the CRC covers the chunk type and its data
+    pos = put(pos, _ZLIB_HEADER)
+    data_at = []
+    for k in range(nblocks):
+        a, b = k * STORED_BLOCK, min(size, (k + 1) * STORED_BLOCK)
+        pos = put(pos, struct.pack("<BHH", k == nblocks - 1, b - a, (b - a) ^ 0xFFFF))  # BFINAL, BTYPE 00, LEN, NLEN
+        data_at.append((pos, a, b))
+        pos = put(pos, raw[:, a:b])
+    adler_at, crc_at = pos, pos + 4
+    put(crc_at + 4, tail)
+    flat = memoryview(raw.reshape(-1))  # contiguous
+    adler = np.fromiter((zlib.adler32(flat[i * size : (i + 1) * size]) for i in range(n)), np.uint32, n)
+    out[:, adler_at:crc_at] = adler.astype(">u4").view(np.uint8).reshape(n, 4)
+    buf = memoryview(out.reshape(-1))
+    crc = np.fromiter((zlib.crc32(buf[i * length + idat : i * length + crc_at]) for i in range(n)), np.uint32, n)
+    out[:, crc_at : crc_at + 4] = crc.astype(">u4").view(np.uint8).reshape(n, 4)
+    offsets = np.arange(n + 1, dtype=np.int32) * length
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out.reshape(-1))])
+
+
+def png_array(images: np.ndarray, level: int = PNG_LEVEL_IN_PARQUET) -> pa.BinaryArray:
+    """The PNGs of `encode_png_batch` as an Arrow binary array (level 0: `stored_png_array`)."""
+    return stored_png_array(images) if level == 0 else pa.array(encode_png_batch(images, level), type=pa.binary())
+
+
 def encode_png_batch(
     images: np.ndarray, level: int = PNG_LEVEL_IN_PARQUET, threads: int | None = None
 ) -> list[bytes]:
     """uint8 (N, H, W, C), C in (1, 3) -> N PNG files (8-bit grayscale or RGB), about 5x Pillow's speed.
 
-    The scanlines of the whole batch are laid out by numpy (filter byte 0, "None", then the row),
-    so the per-image work is one zlib call and a join: with many small images Pillow's per-call
-    overhead, not compression, is the cost. `level` is zlib's: 0 (the default, for Parquet; see
-    PNG_LEVEL_IN_PARQUET) stores the pixels uncompressed in valid deflate blocks. zlib releases
-    the GIL while it compresses, so for levels >= 1 contiguous slices of the batch are encoded in
-    `threads` threads (None: the cores this process may use); level 0 is copying, which the GIL
-    would serialise, so it runs in one. The bytes do not depend on the thread count. Output is
-    plain PNG any decoder reads.
+    `level` is zlib's. Level 0 (PNG_LEVEL_IN_PARQUET) stores the pixels uncompressed: the files
+    of `stored_png_array`. Levels 1-9 deflate each image's scanlines (laid out for the whole batch
+    by numpy) with one zlib call: with many small images Pillow's per-call overhead, not
+    compression, is the cost. zlib releases the GIL while it compresses, so contiguous slices of
+    the batch are encoded in `threads` threads (None: the cores this process may use); the bytes do
+    not depend on the thread count. Output is plain PNG any decoder reads.
     """
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"expected uint8 (N, H, W, C) with C in (1, 3), got {images.dtype} {images.shape}")
-    n, h, w, c = images.shape
-    # IHDR: width, height, bit depth 8, colour type 0 (gray) or 2 (RGB), deflate, filter 0, no interlace
-    head = PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0))
-    tail = _png_chunk(b"IEND", b"")
-    raw = np.zeros((n, h, 1 + w * c), dtype=np.uint8)  # (N, H, 1 + W*C): filter byte + row
-    raw[:, :, 1:] = images.reshape(n, h, w * c)
+    if level == 0:
+        return stored_png_array(images).to_pylist()
+    head, tail, raw = _png_parts(images)
     idat_crc = zlib.crc32(b"IDAT")
 
     def encode(part: np.ndarray) -> list[bytes]:
@@ -416,8 +486,7 @@ def encode_png_batch(
                                  struct.pack(">I", zlib.crc32(z, idat_crc)), tail)))
         return out
 
-    threads = 1 if level == 0 and threads is None else threads
-    threads = min(threads or available_cores(), max(1, n // PNG_ROWS_PER_THREAD))
+    threads = min(threads or available_cores(), max(1, len(raw) // PNG_ROWS_PER_THREAD))
     if threads <= 1:
         return encode(raw)
     with ThreadPoolExecutor(threads) as pool:
@@ -543,10 +612,11 @@ license and terms of use; they add none of their own.
     return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + body
 
 
-def _shard_table(
-    images: np.ndarray, labels: np.ndarray, class_names, columns: dict, export_images: bool
-) -> tuple[pa.Table, list[str], dict[str, str]]:
-    """The whole dataset as one Arrow table, plus the ImageFolder paths and class folders."""
+def _shard_tables(
+    images: np.ndarray, labels: np.ndarray, class_names, columns: dict, export_images: bool, shard_size: int,
+) -> tuple[Iterator[pa.Table], list[str], dict[str, str]]:
+    """The dataset's Arrow tables, one per shard and made as they are consumed (so no Arrow array
+    outgrows its 2 GiB offsets however large the dataset), plus the ImageFolder paths and class folders."""
     table = ImageTable(images, labels, class_names)
     n = len(table)
     dirs = safe_class_dirs(table.class_names)
@@ -554,7 +624,13 @@ def _shard_table(
     rel = [f"{dirs[table.class_names[lab]]}/{r:0{width}d}.png" for r, lab in enumerate(table.labels.tolist())]
     paths = [f"{IMAGES_DIR}/{p}" for p in rel] if export_images else [p.split("/", 1)[1] for p in rel]
     extra = {name: _column_array(name, value, n) for name, value in columns.items()}
-    return table_to_arrow(table, extra, paths=paths), rel, dirs
+
+    def shards() -> Iterator[pa.Table]:
+        for a, b in shard_bounds(n, shard_size):
+            part = ImageTable(table.images[a:b], table.labels[a:b], table.class_names)
+            yield table_to_arrow(part, {k: v.slice(a, b - a) for k, v in extra.items()}, paths=paths[a:b])
+
+    return shards(), rel, dirs
 
 
 def synthetic_columns(generator_sha256: str, seeds: np.ndarray, scores: np.ndarray) -> dict:
@@ -617,21 +693,24 @@ def _stage_dataset(
     manifest_extra: dict, export_images: bool,
 ) -> tuple[list[tuple[Path, str]], dict]:
     """Write every file of the new dataset under its staged name; return (staged, name) pairs and the manifest."""
-    arrow, rel, dirs = _shard_table(images, labels, class_names, columns, export_images)
-    bounds = shard_bounds(arrow.num_rows, shard_size)
+    tables, rel, dirs = _shard_tables(images, labels, class_names, columns, export_images, shard_size)
+    count = len(shard_bounds(len(labels), shard_size))
     staged: list[tuple[Path, str]] = []
     files = []
-    for k, (a, b) in enumerate(bounds):
-        name = shard_name(k, len(bounds))
-        info = write_arrow(_stage(folder, name), arrow.slice(a, b - a))
+    num_bytes = 0
+    for k, arrow in enumerate(tables):
+        name = shard_name(k, count)
+        info = write_arrow(_stage(folder, name), arrow)
         files.append({"path": name, "rows": info["rows"], "sha256": info["sha256"]})
         staged.append((_stage(folder, name), name))
+        num_bytes += arrow.nbytes
     if export_images:
         _export_images(_stage(folder, IMAGES_DIR), np.asarray(images), rel)
         staged.append((_stage(folder, IMAGES_DIR), IMAGES_DIR))
     table_names = tuple(str(c) for c in class_names)
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(table_names))
-    manifest = _manifest(arrow, files, table_names, counts, dirs if export_images else None, manifest_extra)
+    manifest = _manifest(arrow.schema, num_bytes, files, table_names, counts, dirs if export_images else None,
+                         manifest_extra)
     grid = sample_grid(np.asarray(images), np.asarray(labels), len(table_names)) if len(images) else None
     if grid is not None:
         io.write_bytes(_stage(folder, GRID), imgcodec.encode_png(grid[None], compress_level=6)[0])
@@ -646,7 +725,9 @@ _RESERVED_KEYS = (
 )
 
 
-def _manifest(arrow: pa.Table, files: list, names: tuple, counts: np.ndarray, dirs: dict | None, extra: dict) -> dict:
+def _manifest(
+    schema: pa.Schema, num_bytes: int, files: list, names: tuple, counts: np.ndarray, dirs: dict | None, extra: dict,
+) -> dict:
     clash = sorted(set(extra) & set(_RESERVED_KEYS))
     if clash:
         raise ValueError(f"manifest_extra keys {clash} clash with the manifest's own keys {list(_RESERVED_KEYS)}")
@@ -659,12 +740,12 @@ def _manifest(arrow: pa.Table, files: list, names: tuple, counts: np.ndarray, di
     return {
         "format": "augment-synthetic/1",
         "files": files,
-        "rows": int(arrow.num_rows),
-        "num_bytes": int(arrow.nbytes),
+        "rows": sum(f["rows"] for f in files),
+        "num_bytes": int(num_bytes),
         "class_names": list(names),
         "counts": {n: int(c) for n, c in zip(names, counts)},
-        "features": hf_features(arrow.schema, names),
-        "columns": list(arrow.schema.names),
+        "features": hf_features(schema, names),
+        "columns": list(schema.names),
         "images": images,
         "package": {"name": "augment", "version": __version__},
         **extra,

@@ -468,14 +468,25 @@ def test_parquet_pngs_are_stored_and_exported_files_deflated_with_the_same_pixel
                 np.testing.assert_array_equal(np.asarray(im), t.images[k, :, :, 0])
 
 
+def test_stored_pngs_are_one_arrow_buffer_and_too_many_are_refused_before_any_allocation():
+    images = np.random.default_rng(2).integers(0, 256, (6, 5, 4, 3), dtype=np.uint8)
+    arr = shards.stored_png_array(images)
+    assert arr.type == pa.binary() and len(arr) == 6 and len({len(b) for b in arr.to_pylist()}) == 1
+    assert arr.to_pylist() == shards.encode_png_batch(images, 0)
+    huge = np.broadcast_to(np.zeros((1, 1000, 1000, 3), np.uint8), (800, 1000, 1000, 3))  # no memory behind it
+    with pytest.raises(ValueError, match="800 PNGs of 3001293 bytes exceed an Arrow binary array's 2 GiB"):
+        shards.stored_png_array(huge)
+
+
 def test_encode_png_batch_gives_the_same_bytes_whatever_the_thread_count():
+    """Deflating levels run in threads (level 0 is one numpy pass, `stored_png_array`)."""
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (3 * shards.PNG_ROWS_PER_THREAD + 5, 4, 6, 1), dtype=np.uint8)
-    one = shards.encode_png_batch(images, threads=1)
+    one = shards.encode_png_batch(images, shards.PNG_LEVEL_LOOSE, threads=1)
     assert len(one) == len(images)
     for threads in (2, 3):
-        assert shards.encode_png_batch(images, threads=threads) == one
-    assert one[-1] == shards.encode_png_batch(images[-1:], threads=1)[0]  # rows in order, none lost
+        assert shards.encode_png_batch(images, shards.PNG_LEVEL_LOOSE, threads=threads) == one
+    assert one[-1] == shards.encode_png_batch(images[-1:], shards.PNG_LEVEL_LOOSE, threads=1)[0]  # in order
 
 
 def test_a_crash_in_the_switch_leaves_an_incomplete_folder_that_readers_refuse(tmp_path, monkeypatch):
