@@ -231,3 +231,35 @@ def test_fused_conv_equals_conv_then_add_then_relu(dtype, relu, with_add):
         out = fused_conv(x, w, b, relu=relu, add=add, fused=fused)
         assert out.dtype == dtype and out.shape == (4, 5, 6, 6)
         torch.testing.assert_close(out.double(), expect, rtol=0, atol=tol)
+
+
+def test_fused_conv_falls_back_to_plain_ops_once_the_fused_op_fails(monkeypatch, caplog):
+    """The oneDNN op is internal to torch: where a build or CPU lacks a kernel for it, generation
+    goes on with plain conv2d (same values) and says so once."""
+    import logging
+
+    from pipeline.models import sngan
+
+    if not sngan._FUSED_CONV:
+        pytest.skip("this torch build has no oneDNN fused convolution")
+    calls = []
+
+    class Broken:
+        def __call__(self, *args):
+            calls.append(1)
+            raise RuntimeError("no kernel for this CPU\nsecond line")
+
+        binary = __call__
+
+    monkeypatch.setattr(sngan, "_fused_failed", [])
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", Broken())
+    x, w, b = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3), torch.randn(4)
+    expect = torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1))
+    with caplog.at_level(logging.WARNING, logger="augment"):
+        for _ in range(3):
+            torch.testing.assert_close(sngan.fused_conv(x, w, b, relu=True), expect)
+    assert len(calls) == 1  # tried once, then plain ops only
+    assert [r.getMessage() for r in caplog.records] == [
+        "oneDNN's fused convolution failed here (no kernel for this CPU); using plain conv2d from now on "
+        "(same values, slower)"
+    ]

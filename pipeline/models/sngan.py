@@ -7,6 +7,7 @@ logit = w.h + embed(y).h. Built by `pipeline.models.gans.GAN_ARCHS["sngan"]`.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,6 +17,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 if TYPE_CHECKING:
     from pipeline.models.gans import Geometry
+
+log = logging.getLogger("augment")
 
 # base width (channels at full resolution) per size; `light` is sized for 2 CPU cores
 WIDTHS = {"light": 16, "base": 64}
@@ -120,6 +123,7 @@ def _scaled_conv(conv: nn.Conv2d, scale: Tensor, shift: Tensor) -> tuple[Tensor,
 # oneDNN convolutions with the ReLU or residual sum applied as they write their output (the ops
 # torch.compile's CPU backend emits); where missing, plain conv2d and separate element-wise ops
 _FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+_fused_failed: list[str] = []  # the first error of the fused op on this machine, once it failed
 
 
 def fused_conv(x: Tensor, weight: Tensor, bias: Tensor, relu: bool = False, add: Tensor | None = None,
@@ -130,15 +134,21 @@ def fused_conv(x: Tensor, weight: Tensor, bias: Tensor, relu: bool = False, add:
     (CUDA always takes them). Both give the same values up to float rounding (tested).
     """
     if fused is None:
-        fused = _FUSED_CONV and x.device.type == "cpu"
+        fused = _FUSED_CONV and x.device.type == "cpu" and not _fused_failed
     pad = [weight.shape[-1] // 2] * 2
     if fused:
         ones = [1, 1]
-        if add is None:
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, pad, ones, ones, 1, "relu" if relu else "none", [None], "")
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, add, weight, bias, pad, ones, ones, 1, "add", None, "relu" if relu else None, [None], "")
+        try:
+            if add is None:
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, weight, bias, pad, ones, ones, 1, "relu" if relu else "none", [None], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, add, weight, bias, pad, ones, ones, 1, "add", None, "relu" if relu else None, [None], "")
+        except RuntimeError as e:  # an internal op: a CPU or dtype this torch build lacks a kernel for
+            if not _fused_failed:
+                _fused_failed.append(str(e).splitlines()[0][:200])
+                log.warning("oneDNN's fused convolution failed here (%s); using plain conv2d from now on "
+                            "(same values, slower)", _fused_failed[0])
     h = F.conv2d(x, weight, bias, padding=pad)
     if add is not None:
         h = h + add
