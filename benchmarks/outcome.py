@@ -54,17 +54,29 @@ def build_config(args: argparse.Namespace, work: Path) -> config.Config:
     return config.load(args.params, overrides)
 
 
-def run(cfg: config.Config, skip_done: bool) -> dict[str, float]:
-    """Every stage in order; seconds per stage. With `skip_done`, a finished GAN is reused."""
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def run(cfg: config.Config, skip_done: bool) -> tuple[dict[str, float], bool]:
+    """Every stage in order: (seconds per stage, whether the GAN was trained in this run).
+
+    With `skip_done`, a finished GAN is reused without running train-gan. Without it, train-gan
+    runs, but it resumes from the workdir's checkpoints: when they already hold a finished GAN of
+    the same settings, nothing is trained, and the run says so rather than time a stage that did
+    not train.
+    """
     timings = {}
+    final = stages.gan_final_path(cfg)
+    before = _mtime(final)
     for name, fn_name in STAGES.items():
-        if skip_done and name == "train-gan" and stages.gan_final_path(cfg).is_file():
-            logging.getLogger("augment").info("reusing %s", stages.gan_final_path(cfg))
+        if skip_done and name == "train-gan" and final.is_file():
+            logging.getLogger("augment").info("reusing %s", final)
             continue
         start = time.perf_counter()
         getattr(stages, fn_name)(cfg)
         timings[name] = round(time.perf_counter() - start, 1)
-    return timings
+    return timings, "train-gan" in timings and (before is None or _mtime(final) != before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(args, work)
         with TreeMemory() as memory:
-            timings = run(cfg, args.reuse_gan)
+            timings, trained = run(cfg, args.reuse_gan)
     except AugmentError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -101,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.perf_counter() - start, 1),
         "stage_s": timings,
-        # a reused GAN's training time is in neither stage_s nor wall_s
-        "reused_gan": "train-gan" not in timings,
+        # a reused GAN's training time is in neither stage_s nor wall_s (with the workdir's finished
+        # GAN, train-gan only checks it: its stage time is then not a training time either)
+        "reused_gan": not trained,
         # this process and its evaluation workers together (their summed RSS, sampled each second)
         "peak_rss_mb": memory.peak_mb,
         "peak_rss_scope": "process tree",

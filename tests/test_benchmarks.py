@@ -56,6 +56,15 @@ def test_outcome_reusing_the_gan_says_so(bench):
     assert len(result["strategies"]["none"]["balanced_accuracy"]["per_seed"]) == 1
 
 
+def test_outcome_rerun_in_the_same_workdir_says_its_gan_was_not_trained_again(bench):
+    """Without --reuse-gan, train-gan resumes from the workdir; a GAN already finished there is not
+    trained again, so the result must not present the run as the whole benchmark."""
+    tmp_path = bench[0]
+    out = run_outcome(tmp_path, tmp_path / "npz", tmp_path / "again" / "tiny.json", "--seeds", "1")
+    result = json.loads(out.read_text())
+    assert "train-gan" in result["stage_s"] and result["reused_gan"] is True
+
+
 def run_speed(tmp_path, npz_folder):
     out = tmp_path / "results" / "speed.json"
     proc = subprocess.run(
