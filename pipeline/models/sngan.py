@@ -98,13 +98,13 @@ class Generator(nn.Module):
         left = (h.shape[3] - g.width) // 2
         return h[:, :, top : top + g.height, left : left + g.width]
 
-
     @torch.no_grad()
     def for_class(self, class_index: int, dtype: torch.dtype | None = None) -> "ClassGenerator":
         """This generator's eval-mode forward for samples of one class, fused (see ClassGenerator).
 
-        Built from the current weights and running statistics in fp32, then cast to `dtype`
-        (None: fp32); costs well under a millisecond, so build one per class and batch.
+        Built from the current weights and running statistics (in fp32 for an fp32 generator),
+        then cast to `dtype` (None: fp32); it costs about a millisecond, so build one per class
+        and run many batches through it.
         """
         return ClassGenerator(self, class_index, dtype or torch.float32)
 
