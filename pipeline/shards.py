@@ -388,18 +388,19 @@ def _check_batch(images: np.ndarray) -> None:
         raise ValueError(f"expected uint8 (N, H, W, C) with C in (1, 3), got {images.dtype} {images.shape}")
 
 
-def _png_parts(images: np.ndarray) -> tuple[bytes, bytes, np.ndarray]:
-    """(signature + IHDR, IEND chunk, scanlines (N, H * (1 + W*C))) of a uint8 (N, H, W, C) batch.
-
-    The scanlines of the whole batch are laid out by numpy: filter byte 0 ("None"), then the row.
-    """
-    _check_batch(images)
-    n, h, w, c = images.shape
+def _png_frame(h: int, w: int, c: int) -> tuple[bytes, bytes]:
+    """(signature + IHDR, IEND chunk) of every PNG of an H x W x C batch."""
     # IHDR: width, height, bit depth 8, colour type 0 (gray) or 2 (RGB), deflate, filter 0, no interlace
     head = PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0))
+    return head, _png_chunk(b"IEND", b"")
+
+
+def _scanlines(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H * (1 + W*C)): each image's rows, each after filter byte 0 ("None"), by numpy."""
+    n, h, w, c = images.shape
     raw = np.zeros((n, h, 1 + w * c), dtype=np.uint8)
     raw[:, :, 1:] = images.reshape(n, h, w * c)
-    return head, _png_chunk(b"IEND", b""), raw.reshape(n, h * (1 + w * c))
+    return raw.reshape(n, h * (1 + w * c))
 
 
 # a stored deflate block holds at most this many bytes (RFC 1951, 3.2.4: LEN is 16 bits)
@@ -420,13 +421,14 @@ def stored_png_array(images: np.ndarray) -> pa.BinaryArray:
     """
     _check_batch(images)
     n, h, w, c = images.shape
+    head, tail = _png_frame(h, w, c)
     size = h * (1 + w * c)
     nblocks = max(1, -(-size // STORED_BLOCK))
     zlen = len(_ZLIB_HEADER) + 5 * nblocks + size + 4  # header, block headers, data, adler32
-    length = 33 + 8 + zlen + 4 + 12  # signature + IHDR, IDAT length and type, data, CRC, IEND
+    length = len(head) + 8 + zlen + 4 + len(tail)  # + IDAT length and type, + its CRC
     if n * length >= 2**31:
         raise ValueError(f"{n} PNGs of {length} bytes exceed an Arrow binary array's 2 GiB; encode fewer at once")
-    head, tail, raw = _png_parts(images)
+    raw = _scanlines(images)
     out = np.empty((n, length), dtype=np.uint8)
 
     def put(at: int, data: bytes | np.ndarray) -> int:
@@ -438,11 +440,9 @@ def stored_png_array(images: np.ndarray) -> pa.BinaryArray:
     pos = put(pos, struct.pack(">I", zlen) + b"IDAT")
     idat = pos - 4  # the CRC covers the chunk type and its data
     pos = put(pos, _ZLIB_HEADER)
-    data_at = []
     for k in range(nblocks):
         a, b = k * STORED_BLOCK, min(size, (k + 1) * STORED_BLOCK)
         pos = put(pos, struct.pack("<BHH", k == nblocks - 1, b - a, (b - a) ^ 0xFFFF))  # BFINAL, BTYPE 00, LEN, NLEN
-        data_at.append((pos, a, b))
         pos = put(pos, raw[:, a:b])
     adler_at, crc_at = pos, pos + 4
     put(crc_at + 4, tail)
@@ -475,7 +475,9 @@ def encode_png_batch(
     """
     if level == 0:
         return stored_png_array(images).to_pylist()
-    head, tail, raw = _png_parts(images)
+    _check_batch(images)
+    head, tail = _png_frame(*images.shape[1:])
+    raw = _scanlines(images)
     idat_crc = zlib.crc32(b"IDAT")
 
     def encode(part: np.ndarray) -> list[bytes]:
@@ -614,9 +616,9 @@ license and terms of use; they add none of their own.
 
 def _shard_tables(
     images: np.ndarray, labels: np.ndarray, class_names, columns: dict, export_images: bool, shard_size: int,
-) -> tuple[Iterator[pa.Table], list[str], dict[str, str]]:
-    """The dataset's Arrow tables, one per shard and made as they are consumed (so no Arrow array
-    outgrows its 2 GiB offsets however large the dataset), plus the ImageFolder paths and class folders."""
+) -> tuple[int, Iterator[pa.Table], list[str], dict[str, str]]:
+    """How many shards, their Arrow tables, made one at a time as they are consumed (so no Arrow
+    array outgrows its 2 GiB offsets however large the dataset), the ImageFolder paths and class folders."""
     table = ImageTable(images, labels, class_names)
     n = len(table)
     dirs = safe_class_dirs(table.class_names)
@@ -625,12 +627,14 @@ def _shard_tables(
     paths = [f"{IMAGES_DIR}/{p}" for p in rel] if export_images else [p.split("/", 1)[1] for p in rel]
     extra = {name: _column_array(name, value, n) for name, value in columns.items()}
 
+    bounds = shard_bounds(n, shard_size)
+
     def shards() -> Iterator[pa.Table]:
-        for a, b in shard_bounds(n, shard_size):
+        for a, b in bounds:
             part = ImageTable(table.images[a:b], table.labels[a:b], table.class_names)
             yield table_to_arrow(part, {k: v.slice(a, b - a) for k, v in extra.items()}, paths=paths[a:b])
 
-    return shards(), rel, dirs
+    return len(bounds), shards(), rel, dirs
 
 
 def synthetic_columns(generator_sha256: str, seeds: np.ndarray, scores: np.ndarray) -> dict:
@@ -693,8 +697,7 @@ def _stage_dataset(
     manifest_extra: dict, export_images: bool,
 ) -> tuple[list[tuple[Path, str]], dict]:
     """Write every file of the new dataset under its staged name; return (staged, name) pairs and the manifest."""
-    tables, rel, dirs = _shard_tables(images, labels, class_names, columns, export_images, shard_size)
-    count = len(shard_bounds(len(labels), shard_size))
+    count, tables, rel, dirs = _shard_tables(images, labels, class_names, columns, export_images, shard_size)
     staged: list[tuple[Path, str]] = []
     files = []
     num_bytes = 0

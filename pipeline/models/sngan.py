@@ -29,6 +29,12 @@ def level_channels(width: int, blocks: int) -> list[int]:
     return [width * min(4, 2 ** (blocks - i)) for i in range(blocks + 1)]
 
 
+def _bn_affine(bn: nn.BatchNorm2d, gain: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """(scale, shift) with bn(x) * gain + bias = x * scale + shift in eval mode (running stats)."""
+    scale = gain * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bias - bn.running_mean * scale
+
+
 class ConditionalBatchNorm2d(nn.Module):
     """BatchNorm without its own affine, then a per-class gain (init 1) and bias (init 0)."""
 
@@ -46,8 +52,7 @@ class ConditionalBatchNorm2d(nn.Module):
             return bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
         # eval: normalising with the running statistics and the class's gain and bias is one
         # per-(sample, channel) affine, x * scale + shift: a single pass over x instead of four
-        scale = self.gain(y) * torch.rsqrt(bn.running_var + bn.eps)
-        shift = self.bias(y) - bn.running_mean * scale
+        scale, shift = _bn_affine(bn, self.gain(y), self.bias(y))
         return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
 
 
@@ -72,6 +77,13 @@ class GBlock(nn.Module):
         return h + F.interpolate(self.skip(x), scale_factor=2.0, mode="nearest")
 
 
+def _crop(h: Tensor, geo: "Geometry") -> Tensor:
+    """The centre geo.height x geo.width of the generator's output grid (start * 2^blocks a side)."""
+    top = (h.shape[2] - geo.height) // 2
+    left = (h.shape[3] - geo.width) // 2
+    return h[:, :, top : top + geo.height, left : left + geo.width]
+
+
 class Generator(nn.Module):
     """z (B, z_dim), y (B,) -> (B, C, H, W) in [-1, 1]."""
 
@@ -93,10 +105,7 @@ class Generator(nn.Module):
         h = h.contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
             h = block(h, y)  # channels halve (down to width), sides double
-        h = torch.tanh(self.out_conv(F.relu(self.out_bn(h))))  # C x start*2^blocks
-        top = (h.shape[2] - g.height) // 2
-        left = (h.shape[3] - g.width) // 2
-        return h[:, :, top : top + g.height, left : left + g.width]
+        return _crop(torch.tanh(self.out_conv(F.relu(self.out_bn(h)))), g)  # C x start*2^blocks, cropped
 
     @torch.no_grad()
     def for_class(self, class_index: int, dtype: torch.dtype | None = None) -> "ClassGenerator":
@@ -107,12 +116,6 @@ class Generator(nn.Module):
         and run many batches through it.
         """
         return ClassGenerator(self, class_index, dtype or torch.float32)
-
-
-def _bn_affine(bn: nn.BatchNorm2d, gain: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-    """(scale, shift) with bn(x) * gain + bias = x * scale + shift in eval mode (running stats)."""
-    scale = gain * torch.rsqrt(bn.running_var + bn.eps)
-    return scale, bias - bn.running_mean * scale
 
 
 def _scaled_conv(conv: nn.Conv2d, scale: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
@@ -210,10 +213,7 @@ class ClassGenerator(nn.Module):
             a = fused_conv(a, w1, b1, relu=True, fused=fused)
             shortcut = F.interpolate(F.conv2d(h, ws, bs), scale_factor=2.0, mode="nearest")
             h = fused_conv(a, w2, b2, relu=i == last, add=shortcut, fused=fused)
-        h = torch.tanh(F.conv2d(h, self.out_w, self.out_b, padding=1))
-        top = (h.shape[2] - g.height) // 2
-        left = (h.shape[3] - g.width) // 2
-        return h[:, :, top : top + g.height, left : left + g.width]
+        return _crop(torch.tanh(F.conv2d(h, self.out_w, self.out_b, padding=1)), g)
 
 
 class DBlock(nn.Module):
