@@ -315,7 +315,14 @@ def read_parquet(
 MANIFEST = "manifest.json"
 CARD = "README.md"
 GRID = "sample_grid.png"
+CLASSES = "classes.json"  # the class names in label order (label i = CLASSES[i])
 IMAGES_DIR = "images"
+# The shards sit in their own folder, so `pd.read_parquet("<release>/data")` and
+# `pq.read_table(...)` see Parquet files only (the Hugging Face Hub layout: data/train-*.parquet).
+SHARDS_DIR = "data"
+# An exported class folder without images holds this file only, so copies that keep files, not
+# folders (DVC, git), keep the folder, and ImageFolder's numbering stays the labels'.
+EMPTY_MARKER = ".keep"
 SHARD_RE = re.compile(r"train-\d{5}-of-\d{5}\.parquet")
 # New files are first written under these names (ignored by globs, removed by a rerun), then
 # renamed into place in one short switch.
@@ -376,6 +383,16 @@ def safe_class_dirs(class_names: list[str] | tuple[str, ...]) -> dict[str, str]:
         taken.add(candidate.casefold())
         out[name] = candidate
     return out
+
+
+def export_class_dirs(class_names: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """{class name: ImageFolder folder name}: `<label>-<safe name>`, the label zero-padded.
+
+    torchvision's ImageFolder numbers the folders in sorted order, so the label prefix makes its
+    index of every folder equal to the shards' `label` (the prefix also makes the names unique).
+    """
+    width = len(str(max(len(class_names) - 1, 0)))
+    return {name: f"{i:0{width}d}-{safe_dir_name(name)}" for i, name in enumerate(class_names)}
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -531,12 +548,19 @@ def _clean_stage(folder: Path) -> None:
             shutil.rmtree(p)
 
 
-def _export_images(stage_dir: Path, images: np.ndarray, rel_paths: list[str]) -> None:
-    """Write `images/<class>/<id>.png` under `stage_dir` (renamed into place as a whole later),
-    deflated at PNG_LEVEL_LOOSE: unlike the Parquet copies, nothing compresses them further."""
-    stage_dir.mkdir(parents=True, exist_ok=True)  # an empty plan still gets its (empty) folder
-    for d in sorted({p.rsplit("/", 1)[0] for p in rel_paths}):
+def _export_images(stage_dir: Path, images: np.ndarray, rel_paths: list[str], dirs: dict[str, str]) -> None:
+    """Write `images/<label>-<class>/<id>.png` under `stage_dir` (renamed into place as a whole
+    later), deflated at PNG_LEVEL_LOOSE: unlike the Parquet copies, nothing compresses them further.
+
+    Every class gets its folder, those without images an EMPTY_MARKER file, so ImageFolder's
+    class indices are the labels whichever classes the plan filled.
+    """
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    used = {p.rsplit("/", 1)[0] for p in rel_paths}
+    for d in dirs.values():
         (stage_dir / d).mkdir(parents=True, exist_ok=True)
+        if d not in used:
+            (stage_dir / d / EMPTY_MARKER).write_bytes(b"")
     for data, rel in zip(encode_png_batch(images, PNG_LEVEL_LOOSE), rel_paths):
         # plain writes are enough: the folder is staged and renamed as a whole, atomically
         (stage_dir / rel).write_bytes(data)
@@ -568,7 +592,8 @@ def dataset_card(manifest: dict) -> str:
         "task_categories": ["image-classification"],
         "tags": ["synthetic", "gan", "class-imbalance"],
         "pretty_name": "augment synthetic samples",
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "train-*.parquet"}]}],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": "train", "path": f"{SHARDS_DIR}/train-*.parquet"}]}],
         "dataset_info": {
             "features": _hf_card_features(manifest["features"]),
             "splits": [{"name": "train", "num_bytes": manifest["num_bytes"], "num_examples": manifest["rows"]}],
@@ -576,7 +601,16 @@ def dataset_card(manifest: dict) -> str:
     }
     gen = manifest.get("generator")
     gen_text = gen if isinstance(gen, str) else json.dumps(gen, sort_keys=True, ensure_ascii=False)
-    counts = "\n".join(f"| {_md_cell(name)} | {n} |" for name, n in manifest["counts"].items())
+    dirs = (manifest.get("images") or {}).get("class_dirs") or {}
+    counts = "\n".join(
+        f"| {i} | {_md_cell(name)} | {n} |" + (f" `{IMAGES_DIR}/{_md_cell(dirs[name])}/` |" if dirs else "")
+        for i, (name, n) in enumerate(manifest["counts"].items()))
+    folder_head, folder_rule = (" ImageFolder folder |", "---|") if dirs else ("", "")
+    image_folder = f"""
+**ImageFolder.** `images/<label>-<class>/` holds every class, also those without images (a
+`{EMPTY_MARKER}` file keeps such a folder), so `torchvision.datasets.ImageFolder("images",
+allow_empty=True)` numbers the classes as the shards' `label`.
+""" if dirs else ""
     params = json.dumps(manifest.get("params", {}), indent=2, sort_keys=True, ensure_ascii=False)
     precision = f", run in {manifest['precision']}" if isinstance(manifest.get("precision"), str) else ""
     body = f"""# augment synthetic samples
@@ -588,19 +622,19 @@ the checkpoint), `seed` (the per-sample seed: the same run seed, class and index
 image) and `score` (the quality filter's probability of the intended class; null when unfiltered).
 
 **How made.** augment {manifest['package']['version']}; generator: `{gen_text}`{precision}.
-Files, row counts and sha256 are in `manifest.json` (`augment` verifies them with
-`pipeline.shards.load(path, verify=True)`). Parameters:
+The shards are `{SHARDS_DIR}/train-*.parquet`. Files, row counts and sha256 are in `manifest.json`
+(`augment` verifies them with `pipeline.shards.load(path, verify=True)`). Parameters:
 
 ```json
 {params}
 ```
 
-**Counts.**
+**Labels and counts** (also in `{CLASSES}`: the class names in label order).
 
-| class | images |
-|---|---|
+| label | class | images |{folder_head}
+|---|---|---|{folder_rule}
 {counts}
-
+{image_folder}
 **Samples** (one row per class): ![samples]({GRID})
 
 **Intended use.** Extra training data for the minority classes, mixed with the real training split
@@ -621,7 +655,7 @@ def _shard_tables(
     array outgrows its 2 GiB offsets however large the dataset), the ImageFolder paths and class folders."""
     table = ImageTable(images, labels, class_names)
     n = len(table)
-    dirs = safe_class_dirs(table.class_names)
+    dirs = export_class_dirs(table.class_names)
     width = max(6, len(str(max(n - 1, 0))))
     rel = [f"{dirs[table.class_names[lab]]}/{r:0{width}d}.png" for r, lab in enumerate(table.labels.tolist())]
     paths = [f"{IMAGES_DIR}/{p}" for p in rel] if export_images else [p.split("/", 1)[1] for p in rel]
@@ -653,7 +687,8 @@ def write_shards(
     manifest_extra: dict,
     export_images: bool = False,
 ) -> dict:
-    """Write the synthetic dataset folder: Parquet shards, optional ImageFolder, card, manifest.
+    """Write the synthetic dataset folder: `data/` Parquet shards, `classes.json`, optional
+    ImageFolder, card, manifest.
 
     Every file is staged under a `.tmp-` name first; then, in one short switch, the old manifest
     is removed (the folder is no longer "complete"), stale shards of an earlier run are deleted,
@@ -670,7 +705,8 @@ def write_shards(
             stored as null.
         shard_size: rows per shard.
         manifest_extra: merged into the manifest (e.g. plan, params, generator).
-        export_images: also write `images/<class>/<id>.png` (torchvision ImageFolder).
+        export_images: also write `images/<label>-<class>/<id>.png` (torchvision ImageFolder;
+            every class has its folder).
 
     Returns:
         The manifest (also written to `folder/manifest.json`).
@@ -704,13 +740,15 @@ def _stage_dataset(
     for k, arrow in enumerate(tables):
         name = shard_name(k, count)
         info = write_arrow(_stage(folder, name), arrow)
-        files.append({"path": name, "rows": info["rows"], "sha256": info["sha256"]})
-        staged.append((_stage(folder, name), name))
+        files.append({"path": f"{SHARDS_DIR}/{name}", "rows": info["rows"], "sha256": info["sha256"]})
+        staged.append((_stage(folder, name), f"{SHARDS_DIR}/{name}"))
         num_bytes += arrow.nbytes
     if export_images:
-        _export_images(_stage(folder, IMAGES_DIR), np.asarray(images), rel)
+        _export_images(_stage(folder, IMAGES_DIR), np.asarray(images), rel, dirs)
         staged.append((_stage(folder, IMAGES_DIR), IMAGES_DIR))
     table_names = tuple(str(c) for c in class_names)
+    io.write_text(_stage(folder, CLASSES), json.dumps(list(table_names), indent=2, ensure_ascii=False) + "\n")
+    staged.append((_stage(folder, CLASSES), CLASSES))
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(table_names))
     manifest = _manifest(arrow.schema, num_bytes, files, table_names, counts, dirs if export_images else None,
                          manifest_extra)
@@ -737,9 +775,8 @@ def _manifest(
     from pipeline import __version__
 
     images = None
-    if dirs is not None:
-        used = {names[c] for c in np.flatnonzero(counts)}
-        images = {"folder": IMAGES_DIR, "class_dirs": {n: d for n, d in dirs.items() if n in used}}
+    if dirs is not None:  # every class, in label order: ImageFolder's index of each folder is its label
+        images = {"folder": IMAGES_DIR, "class_dirs": dict(dirs)}
     return {
         "format": "augment-synthetic/1",
         "files": files,
@@ -765,22 +802,32 @@ def _old_listed_files(folder: Path) -> set[str]:
 
 
 def _switch(folder: Path, staged: list[tuple[Path, str]], manifest: dict) -> None:
-    """Replace the folder's dataset by the staged files; the manifest goes last."""
-    keep = {name for _, name in staged}
+    """Replace the folder's dataset by the staged files; the manifest goes last.
+
+    `staged` pairs a staged file with its path in the folder (`data/<shard>`, `README.md`, ...).
+    """
+    keep = set(dict(staged).values())
     old_listed = _old_listed_files(folder)
     (folder / MANIFEST).unlink(missing_ok=True)
     # stale shards: those of the earlier run, and any shard-named file that the new manifest lacks
-    for p in folder.iterdir():
-        listed = p.name in old_listed or SHARD_RE.fullmatch(p.name)
-        if listed and p.name not in keep and p.is_file() and not p.is_symlink():
-            p.unlink()
+    # (in data/, and at the top where releases before 0.4.0 kept them)
+    shard_dir = folder / SHARDS_DIR
+    if shard_dir.is_symlink() or (shard_dir.exists() and not shard_dir.is_dir()):
+        shard_dir.unlink()
+    for where in (folder, shard_dir):
+        for p in (where.iterdir() if where.is_dir() else ()):
+            rel = p.relative_to(folder).as_posix()
+            listed = rel in old_listed or SHARD_RE.fullmatch(p.name)
+            if listed and rel not in keep and p.is_file() and not p.is_symlink():
+                p.unlink()
     old_images = folder / IMAGES_DIR
     if old_images.is_dir() and not old_images.is_symlink():
         trash = _stage(folder, "old-" + IMAGES_DIR)
         os.replace(old_images, trash)
         shutil.rmtree(trash)
-    for src, name in staged:
-        os.replace(src, folder / name)
+    shard_dir.mkdir(exist_ok=True)
+    for src, rel in staged:
+        os.replace(src, folder / rel)
     if GRID not in keep:
         (folder / GRID).unlink(missing_ok=True)
     io.write_json(folder / MANIFEST, manifest)

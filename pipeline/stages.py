@@ -257,7 +257,7 @@ def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
 
     folder = Path(cfg.paths.synthetic)
     if not (folder / "manifest.json").is_file():
-        if folder.is_dir() and any(folder.glob("*.parquet")):  # shards without their manifest (written last)
+        if folder.is_dir() and any(folder.glob("**/*.parquet")):  # shards without their manifest (written last)
             raise DataError(f"{folder}: has shards but no manifest.json; `augment generate` did not finish: "
                             "run it again")
         return None, None

@@ -147,10 +147,10 @@ def truncate(path: Path) -> None:
 def shard_with_other_columns(path: Path) -> None:
     """Shard 1 rewritten with other columns, and the manifest's sha256 updated to match it."""
     pq.write_table(pa.table({"img": [b"x"], "lbl": [1]}), path)
-    manifest_path = path.parent / "manifest.json"
+    manifest_path = path.parent.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     for f in manifest["files"]:
-        if f["path"] == path.name:
+        if f["path"] == f"data/{path.name}":
             f["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
 
@@ -229,7 +229,7 @@ class Case:
     marks: list = field(default_factory=list)
 
 
-SHARD1 = "data/synthetic/train-00001-of-00002.parquet"
+SHARD1 = "data/synthetic/data/train-00001-of-00002.parquet"
 CASES = [
     # sources: prepare
     Case("missing source", lambda r: prepare("nowhere"), ["data.source: 'nowhere' not found", "use 'digits'"]),
@@ -444,9 +444,11 @@ def test_a_class_with_one_image_and_awkward_names_go_end_to_end(tmp_path, capsys
     assert manifest["precision"] == resolved
     assert f", run in {resolved}." in (tmp_path / "data/synthetic/README.md").read_text()
     dirs = manifest["images"]["class_dirs"]
-    assert dirs == {"a_b": "a_b-2", "é猫": "é猫", "..": "__"}  # 'a/b' (no image to add) took 'a_b'
+    # every class has its folder, 'a/b' (no image to add) too: ImageFolder's indices are the labels
+    assert dirs == {"a/b": "0-a_b", "a_b": "1-a_b", "é猫": "2-é猫", "..": "3-__"}
     export = tmp_path / "data/synthetic/images"
     assert {p.name for p in export.iterdir()} == set(dirs.values())
+    assert [p.name for p in (export / "0-a_b").iterdir()] == [".keep"]
     assert all(p.resolve().is_relative_to(export.resolve()) for p in export.rglob("*"))
     metrics = json.loads((tmp_path / "data/reports/metrics.json").read_text())
     assert set(metrics["strategies"]) >= {"none", "smote", "gan", "oversample"}

@@ -194,7 +194,7 @@ def test_a_manifest_cannot_point_outside_its_folder(tmp_path, path):
     x, y = tiny_arrays((2, 2))
     folder = tmp_path / "syn"
     shards.write_shards(folder, x, y, ["a", "b"], {"source": "synthetic"}, 10, {})
-    (tmp_path / "outside.parquet").write_bytes((folder / "train-00000-of-00001.parquet").read_bytes())
+    (tmp_path / "outside.parquet").write_bytes((folder / "data" / "train-00000-of-00001.parquet").read_bytes())
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"][0]["path"] = path
     (folder / "manifest.json").write_text(json.dumps(manifest))

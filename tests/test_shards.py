@@ -204,7 +204,7 @@ def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
     t = tiny_table((5, 0, 4), size=6, channels=3)
     m = write_folder(tmp_path / "syn", t)
     folder = tmp_path / "syn"
-    assert [f["path"] for f in m["files"]] == [f"train-0000{k}-of-00003.parquet" for k in range(3)]
+    assert [f["path"] for f in m["files"]] == [f"data/train-0000{k}-of-00003.parquet" for k in range(3)]
     assert [f["rows"] for f in m["files"]] == [4, 4, 1]
     for f in m["files"]:
         assert shards.io.sha256_file(folder / f["path"]) == f["sha256"]
@@ -222,13 +222,14 @@ def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
             assert im.format == "PNG" and im.mode == "RGB" and im.size == (6, 6)
             np.testing.assert_array_equal(np.asarray(im), img)
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\n") and "class_label" in card and "| two | 4 |" in card
+    assert card.startswith("---\n") and "class_label" in card and "| 2 | two | 4 |" in card
+    assert json.loads((folder / "classes.json").read_text()) == list(NAMES)
     assert (folder / "sample_grid.png").is_file()
 
 
 def test_grayscale_pngs_decode_as_mode_l(tmp_path):
     write_folder(tmp_path / "syn", tiny_table(size=5, channels=1))
-    row = pq.read_table(tmp_path / "syn" / "train-00000-of-00002.parquet").to_pylist()[0]
+    row = pq.read_table(tmp_path / "syn" / "data" / "train-00000-of-00002.parquet").to_pylist()[0]
     with Image.open(pyio.BytesIO(row["image"]["bytes"])) as im:
         assert im.mode == "L" and im.size == (5, 5)
 
@@ -236,10 +237,12 @@ def test_grayscale_pngs_decode_as_mode_l(tmp_path):
 def test_rewrite_removes_stale_shards_and_images(tmp_path):
     folder = tmp_path / "syn"
     write_folder(folder, tiny_table((6, 6, 6)), shard_size=2, export=True)
-    assert len(list(folder.glob("train-*.parquet"))) == 9 and (folder / "images").is_dir()
+    assert len(list(folder.glob("data/train-*.parquet"))) == 9 and (folder / "images").is_dir()
     (folder / "notes.txt").write_text("mine")  # a user's file is left alone
+    (folder / "train-00000-of-00009.parquet").write_bytes(b"")  # a shard of the layout before 0.4.0
     m = write_folder(folder, tiny_table((1, 1, 1)), shard_size=2)
-    assert sorted(p.name for p in folder.glob("train-*.parquet")) == [f["path"] for f in m["files"]]
+    assert sorted(f"data/{p.name}" for p in folder.glob("data/train-*.parquet")) == [f["path"] for f in m["files"]]
+    assert not list(folder.glob("train-*.parquet"))
     assert not (folder / "images").exists() and (folder / "notes.txt").exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
 
@@ -268,19 +271,46 @@ def test_image_folder_export_is_safe_and_torchvision_reads_it(tmp_path):
     m = write_folder(tmp_path / "syn", t, export=True)
     root = tmp_path / "syn" / "images"
     dirs = m["images"]["class_dirs"]
-    assert dirs == {"a/b": "a_b", "..": "__", "two words": "two words", "é猫": "é猫",
-                    "../../etc": "___.._etc", "A": "A", "a": "a-2"}
+    assert dirs == {"a/b": "0-a_b", "..": "1-__", "two words": "2-two words", "é猫": "3-é猫",
+                    "../../etc": "4-___.._etc", "A": "5-A", "a": "6-a"}
     files = [p for p in (tmp_path).rglob("*.png") if "images" in p.parts]
     assert len(files) == len(t) and all(p.resolve().is_relative_to(root.resolve()) for p in files)
     ds = ImageFolder(str(root))
     to_name = {d: n for n, d in dirs.items()}
     got = sorted((os.path.basename(path), to_name[ds.classes[y]]) for path, y in ds.samples)
-    rows = pq.read_table(tmp_path / "syn" / "train-00000-of-00003.parquet").to_pylist()
-    assert rows[0]["image"]["path"] == "images/a_b/000000.png"
+    assert ds.class_to_idx == {d: i for i, d in enumerate(dirs.values())}
+    rows = pq.read_table(tmp_path / "syn" / "data" / "train-00000-of-00003.parquet").to_pylist()
+    assert rows[0]["image"]["path"] == "images/0-a_b/000000.png"
     want = sorted((f"{r:06d}.png", t.class_names[y]) for r, y in enumerate(t.labels))
     assert got == want
     img, _ = ds[0]
     assert img.size == (4, 4)
+
+
+def test_image_folder_indices_are_the_shard_labels_when_the_plan_leaves_classes_out(tmp_path):
+    """Classes 'a' and 'zz' get no image: their folders are still there (kept by a marker file
+    through copies that carry files only, as DVC and git do), so ImageFolder's index of every
+    image is its shard label, and classes.json and the card give the mapping."""
+    from torchvision.datasets import ImageFolder
+
+    names = ("a", "b", "c", "zz", "d")  # sorted names would number them otherwise
+    t = tiny_table((0, 2, 3, 0, 1), size=4, channels=1, names=names)
+    write_folder(tmp_path / "syn", t, export=True)
+    copy = tmp_path / "copy"
+    for f in (tmp_path / "syn").rglob("*"):
+        if f.is_file():
+            (copy / f.relative_to(tmp_path / "syn")).parent.mkdir(parents=True, exist_ok=True)
+            (copy / f.relative_to(tmp_path / "syn")).write_bytes(f.read_bytes())
+    for root in (tmp_path / "syn", copy):
+        ds = ImageFolder(str(root / "images"), allow_empty=True)
+        assert len(ds.classes) == len(names)
+        by_path = {r["image"]["path"]: r["label"] for r in shards.load(root, as_="pandas").to_dict("records")}
+        got = {Path(p).relative_to(root).as_posix(): y for p, y in ds.samples}
+        assert got == by_path and sorted(set(got.values())) == [1, 2, 4]
+        assert json.loads((root / "classes.json").read_text()) == list(names)
+        assert [ds.classes[i].split("-", 1)[1] for i in range(5)] == list(names)
+    card = (tmp_path / "syn" / "README.md").read_text()
+    assert "| 3 | zz | 0 | `images/3-zz/` |" in card and "allow_empty=True" in card
 
 
 @pytest.mark.slow
@@ -288,7 +318,7 @@ def test_hugging_face_datasets_reads_the_folder(tmp_path):
     datasets = pytest.importorskip("datasets")
     t = tiny_table((3, 2, 4), size=5, channels=1, names=("cat", "dog", "é猫"))
     write_folder(tmp_path / "syn", t, shard_size=4)
-    files = sorted(str(p) for p in (tmp_path / "syn").glob("train-*.parquet"))
+    files = sorted(str(p) for p in (tmp_path / "syn").glob("data/train-*.parquet"))
     ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache"))
     assert ds.features["label"].names == ["cat", "dog", "é猫"]
     assert ds["label"] == t.labels.tolist() and ds["label_name"] == [t.class_names[y] for y in t.labels]
@@ -401,7 +431,8 @@ def _run_writer(folder: Path, n: int, value: int, kill_after: float | None):
 
 def _assert_consistent(folder: Path) -> dict | None:
     """Every visible shard is listed in the manifest and matches it; no manifest means no visible shard."""
-    visible = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    visible = {p.relative_to(folder).as_posix() for p in [*folder.iterdir(), *folder.glob("data/*")]
+               if not p.name.startswith(".")}
     if "manifest.json" not in visible:
         assert not [v for v in visible if v.endswith(".parquet")], visible
         return None
@@ -456,7 +487,7 @@ def test_parquet_pngs_are_stored_and_exported_files_deflated_with_the_same_pixel
     t = ImageTable(np.repeat(t.images[:, :1], 16, axis=1), t.labels, t.class_names)  # compressible rows
     folder = tmp_path / "syn"
     write_folder(folder, t, export=True)
-    table = pq.read_table(folder / "train-00000-of-00002.parquet")
+    table = pq.read_table(folder / "data" / "train-00000-of-00002.parquet")
     for k, row in enumerate(table.column("image").to_pylist()):
         loose = (folder / row["path"]).read_bytes()
         assert len(loose) < len(row["bytes"])

@@ -212,7 +212,7 @@ def assert_whole(root: Path) -> None:
     syn = data / "synthetic"
     if (syn / "manifest.json").is_file():
         manifest = shards.read_manifest(syn)
-        present = {p.name for p in syn.glob("train-*.parquet")}
+        present = {f"data/{p.name}" for p in syn.glob("data/train-*.parquet")}
         assert present == {f["path"] for f in manifest["files"]}, (present, manifest["files"])
         shards.load(syn, as_="arrow", verify=True)
 
