@@ -637,7 +637,7 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
         cfg: the `train_gan` section of params.yaml.
         train: the training split (uint8 NHWC); classes outside `cfg.classes` are ignored.
         out_dir: folder for checkpoints, final.pt, curves and sample grids (created).
-        progress: show a tqdm bar with the losses.
+        progress: show progress with the losses (a bar on a terminal, lines in a log).
 
     Raises:
         ConfigError / DataError: unknown class names, a trained class without images, no CUDA,
@@ -686,7 +686,7 @@ def _train_loop(
     progress: bool,
 ) -> None:
     """Steps run.step + 1 .. cfg.steps: check each step's losses; sample and checkpoint on schedule."""
-    from tqdm.auto import tqdm
+    from pipeline.progress import tqdm
 
     cfg, main = run.cfg, run.dist.is_main
     real_spread = _real_spreads(train, classes, cfg.seed)

@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pipeline.errors import DataError, TrainingError
+from pipeline.progress import tqdm
 
 log = logging.getLogger("augment")
 
