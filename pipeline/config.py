@@ -48,10 +48,18 @@ class Paths(Section):
     reports: str = "data/reports"
 
 
-class LongTail(Section):
-    """Long-tail profile imposed on the training set (after the val split)."""
+# the demo source, which is balanced: `auto` makes it long-tailed (exponential, ratio 10)
+DEMO_SOURCE = "digits"
 
-    profile: Literal["none", "exponential", "deepsmote", "counts", "fraction"] = "exponential"
+
+class LongTail(Section):
+    """Long-tail profile imposed on the training set (after the val split).
+
+    `auto` (default): `exponential` for the balanced demo source `digits`, `none` for any other
+    source, which is the user's own data and keeps its own class counts unless a profile is named.
+    """
+
+    profile: Literal["auto", "none", "exponential", "deepsmote", "counts", "fraction"] = "auto"
     ratio: float = Field(10.0, ge=1.0)
     fraction: float = Field(1.0, gt=0.0, le=1.0)  # profile `fraction`: keep this share of every class
     counts: list[int] | None = None
@@ -67,6 +75,12 @@ class LongTail(Section):
 
 class DataConfig(Section):
     """Stage `prepare`: the source, its image size, the split and the long-tail profile."""
+
+    def profile(self) -> str:
+        """The long-tail profile `prepare` imposes: `long_tail.profile` with `auto` resolved."""
+        if self.long_tail.profile != "auto":
+            return self.long_tail.profile
+        return "exponential" if self.source == DEMO_SOURCE else "none"
 
     source: str = "digits"
     image_size: int | None = Field(None, ge=4, le=512)

@@ -70,11 +70,11 @@ def split_and_profile(cfg: Config, pool: ImageTable) -> tuple[ImageTable, ImageT
     (rarest class 40 for `deepsmote`), and validation follows the same shape scaled by
     val_fraction / (1 - val_fraction): model choice sees the imbalance users have.
     """
-    lt = cfg.data.long_tail
+    lt, profile = cfg.data.long_tail, cfg.data.profile()
     train, val = stratified_split(pool, cfg.data.val_fraction, cfg.data.split_seed)
-    if lt.profile == "none":
+    if profile == "none":
         return train, val
-    target = long_tail_counts(train.counts(), lt.profile, lt.ratio, lt.counts, lt.fraction)
+    target = long_tail_counts(train.counts(), profile, lt.ratio, lt.counts, lt.fraction)
     train = impose_long_tail(train, target, lt.seed)
     if len(val):
         val = impose_long_tail(val, _val_profile(target, cfg.data.val_fraction, val.counts()), lt.seed + 1)

@@ -41,6 +41,21 @@ def test_npz_source_with_params_file(tmp_path, npz_folder):
     assert json.loads((tmp_path / "data/plan.json").read_text()) == {"zero": 0, "one": 0, "two": 3}
 
 
+def test_a_source_other_than_the_demo_keeps_its_own_class_counts(tmp_path, npz_folder):
+    """The default profile (auto) makes only the balanced demo long-tailed: a user's data keeps
+    every image of the training split unless a profile is asked for."""
+    run_cli("prepare", "--set", f"data.source={npz_folder}", cwd=tmp_path, check=True)
+    default = json.loads((tmp_path / "data/prepared/class_counts.json").read_text())["counts"]
+    run_cli("prepare", "--set", f"data.source={npz_folder}", "--set", "data.long_tail.profile=none",
+            cwd=tmp_path, check=True)
+    none = json.loads((tmp_path / "data/prepared/class_counts.json").read_text())["counts"]
+    assert default == none and sum(default["train"].values()) + sum(default["val"].values()) == 26
+    run_cli("prepare", "--set", f"data.source={npz_folder}", "--set", "data.long_tail.profile=exponential",
+            cwd=tmp_path, check=True)
+    asked = json.loads((tmp_path / "data/prepared/class_counts.json").read_text())["counts"]["train"]
+    assert sum(asked.values()) < sum(default["train"].values())  # the profile, when asked for, cuts
+
+
 def test_unknown_key_exit_2(tmp_path):
     line = _one_line_error(run_cli("prepare", "--set", "data.sorce=x", cwd=tmp_path))
     assert "data.sorce" in line and "did you mean 'data.source'" in line

@@ -42,7 +42,7 @@ def test_unknown_section():
     "override, fragment",
     [
         ({"data.val_fraction": 1.5}, "data.val_fraction = 1.5"),
-        ({"data.long_tail.profile": "zipf"}, "'none', 'exponential', 'deepsmote', 'counts' or 'fraction'"),
+        ({"data.long_tail.profile": "zipf"}, "'auto', 'none', 'exponential', 'deepsmote', 'counts' or 'fraction'"),
         ({"data.channels": 2}, "data.channels"),
         ({"data.long_tail.ratio": 0.5}, "greater than or equal to 1"),
         ({"data.long_tail.counts": [3, 0]}, "every count must be >= 1"),
