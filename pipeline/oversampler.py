@@ -65,8 +65,9 @@ class GanOverSampler(BaseOverSampler):
         aux_weight: weight of the AC-GAN class head (0: none; sngan and dcgan only).
         diffaug: DiffAugment policy ("color,translation,cutout", "" for none).
         device: "auto" (CUDA if visible), "cpu" or "cuda"; training and sampling run there.
-        precision: "fp32", "bf16" or "auto" (bf16 where the device has it and it is faster), for
-            training and sampling both; bf16 moves a fraction of the pixels by a level or so.
+        precision: "fp32" (default: the same images on every machine), "bf16" or "auto" (bf16
+            where the device has it and it is faster, as the CLI's default), for training and
+            sampling both; bf16 moves a fraction of the pixels by a level or so.
         gan_params: any other `train_gan` setting by name (e.g. `{"lr_g": 1e-4, "n_dis": 2}`),
             validated like params.yaml's `train_gan` section.
 

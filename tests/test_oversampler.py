@@ -121,6 +121,16 @@ def test_image_layouts_come_back_in_their_own_shape_and_dtype():
     assert X_res.dtype == np.int16 and X_res.min() >= 0 and X_res.max() <= 16
 
 
+def test_string_labels_and_pandas_come_back_as_they_went_in():
+    X, y = digits()
+    names = np.array(["cat", "dog", "eel"])[y]
+    frame = pd.DataFrame(X, columns=[f"px{i}" for i in range(64)])
+    X_res, y_res = sampler(sampling_strategy={"eel": 15}).fit_resample(frame, pd.Series(names, name="animal"))
+    assert isinstance(X_res, pd.DataFrame) and list(X_res.columns) == list(frame.columns)
+    assert isinstance(y_res, pd.Series) and y_res.name == "animal"
+    assert Counter(y_res) == {"cat": 40, "dog": 10, "eel": 15}
+
+
 def test_nothing_to_add_returns_the_input_and_trains_nothing():
     X, y = digits((10, 10))
     X_res, y_res = sampler().fit_resample(X, y)
