@@ -63,7 +63,7 @@ def _judge(full_train, test, workdir: Path):
     the ceiling of any agreement figure)."""
     from pipeline.config import EvaluateConfig
     from pipeline.data import stratified_split
-    from pipeline.evaluate import predict, train_classifier
+    from pipeline.training import predict, train_classifier
     from pipeline.gan import data_fingerprint
     from pipeline.gan_tracking import cached_judge
 
@@ -87,7 +87,7 @@ def _judge(full_train, test, workdir: Path):
 def _class_consistency(final: Path, judge, per_class: int = 200) -> dict:
     import numpy as np
 
-    from pipeline.evaluate import predict
+    from pipeline.training import predict
     from pipeline.gan import load_generator
     from pipeline.generate import generate
 

@@ -178,6 +178,8 @@ class GenerateConfig(Section):
     # has it and it is measured faster
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     shard_size: int = Field(10000, ge=1)
+    # generate this many times the plan: a pool the GAN strategies draw afresh from every epoch
+    pool_factor: int = Field(1, ge=1)
     export_images: bool = False
     filter: FilterConfig = FilterConfig()
 
@@ -192,12 +194,14 @@ class MixConfig(Section):
     min_score: list[float] = [0.0, 0.9]  # keep images the real-data judge gives p(class) >= this
     synthetic_weight: list[float] = [0.5, 1.0]  # loss weight of a synthetic image (real = 1)
     class_weight: list[bool] = [False, True]  # also weight classes by inverse effective frequency
+    # the loss: ce, or logit_adjusted (the prior of the mix, synthetic rows included)
+    loss: list[Literal["ce", "logit_adjusted"]] = ["ce"]
     selection_seeds: int = Field(1, ge=1)  # classifier seeds averaged per grid point
     # staged: with both class_weight values, decide class weighting on the real data alone (cap 0)
     # first, then try the synthetic grid with the winner only; full: every combination
     search: Literal["staged", "full"] = "staged"
 
-    @field_validator("cap_ratio", "min_score", "synthetic_weight", "class_weight")
+    @field_validator("cap_ratio", "min_score", "synthetic_weight", "class_weight", "loss")
     @classmethod
     def _non_empty(cls, v: list) -> list:
         if not v:
@@ -230,8 +234,8 @@ class EvaluateConfig(Section):
     """Stage `evaluate`: strategies x seeds with one classifier and one test set."""
 
     strategies: list[str] = [
-        "none", "class_weight", "oversample", "smote", "augment", "gan", "gan+augment",
-        "gan_policy", "synthetic_only",
+        "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple",
+        "mixup_drw", "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only",
     ]
     seeds: int = Field(3, ge=1)
     epochs: int = Field(15, ge=1)
@@ -259,6 +263,11 @@ class EvaluateConfig(Section):
     # processes for the independent classifier runs (strategy x seed, mixing policies), each on
     # cpu_threads threads; auto = the cores this process may use / cpu_threads (1 on a GPU)
     workers: int | Literal["auto"] = "auto"
+    # the recipes' knobs: logit adjustment's tau (1 = balanced softmax), the share of the epochs in
+    # the late phase (DRW's re-weighting, cRT's head re-training, late synthetic rows), mixup's alpha
+    tau: float = Field(1.0, ge=0.0)
+    late_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    mixup_alpha: float = Field(0.2, gt=0.0)
     mix: MixConfig = MixConfig()
 
     @field_validator("workers")

@@ -6,8 +6,6 @@ loop (model chosen on validation), `evaluate` runs strategies x seeds -> metrics
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import hashlib
 import math
@@ -19,33 +17,37 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
+from pipeline.progress import tqdm
 
 from pipeline import io
 from pipeline import metrics as M
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
-from pipeline.device import (
-    autocast, choose_precision, precision_name, prepare_module, select_device, to_device_images,
-)
-from pipeline.errors import ConfigError, DataError, TrainingError
+from pipeline.device import choose_precision, precision_name
+from pipeline.errors import DataError
+from pipeline.mixing import choose_policy, mix
 from pipeline.parallel import Workers, resolve_workers
-from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
+from torch import nn
+
+from pipeline.training import (
+    Recipe, SyntheticUse, cpu_threads, inverse_frequency_weights, predict, resolve_device, train_classifier,
+    train_feature_model,
+)
 
 # ---- strategies -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """What one strategy trains on: images, optional per-class loss weights, on-the-fly augmentation."""
+    """What one strategy trains on: real rows (as they are, duplicated or interpolated), per-row and
+    per-class loss weights, the training recipe and an optional synthetic pool."""
 
     table: ImageTable
     class_weight: np.ndarray | None = None
     augment: bool = False
     sample_weight: np.ndarray | None = None
+    recipe: Recipe | None = None
+    synthetic: SyntheticUse | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class StrategyInputs:
     """What a strategy may build its training set from (never the test split).
 
     `mixed` is the real+synthetic set of the mixing policy chosen on validation (strategy
-    `gan_policy`), or None when that strategy is not run.
+    `gan_policy`), or None when that strategy is not run; `cfg` carries the recipes' knobs
+    (tau, late_fraction, mixup_alpha).
     """
 
     train: ImageTable
@@ -61,6 +64,7 @@ class StrategyInputs:
     add: np.ndarray
     seed: int
     mixed: TrainingSet | None = None
+    cfg: EvaluateConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,6 @@ class Strategy:
     uses_synthetic: bool
     prepare: Callable[[StrategyInputs], TrainingSet]
     description: str
-
-
-def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:
-    """w_c = N / (K * n_c) (scikit-learn's "balanced"); 0 for a class without images."""
-    counts = np.asarray(counts, float)
-    with np.errstate(divide="ignore"):
-        w = counts.sum() / (np.count_nonzero(counts) * counts)
-    return np.where(counts > 0, w, 0.0)
 
 
 def random_oversample(table: ImageTable, add: np.ndarray, seed: int) -> ImageTable:
@@ -151,6 +147,27 @@ def _synthetic(synthetic: ImageTable | None) -> ImageTable:
     return synthetic
 
 
+def _recipe(i: StrategyInputs, **kw) -> Recipe:
+    """A recipe with the config's knobs (tau, late_fraction, mixup_alpha) and `kw` on top."""
+    cfg = i.cfg or EvaluateConfig()
+    return Recipe(**{"tau": cfg.tau, "late_fraction": cfg.late_fraction, **kw})
+
+
+def synthetic_pool(synthetic: ImageTable, add: np.ndarray, phase: str) -> SyntheticUse:
+    """The generated set as a pool: each epoch draws the plan's count per class afresh (a pool
+    several times the plan, `generate.pool_factor`, then repeats no image until it is used up);
+    a pool no larger than the plan joins whole every epoch. Every synthetic row weighs 1."""
+    have = synthetic.counts()
+    per_epoch = np.minimum(add, have) if (have > add).any() else None
+    return SyntheticUse(synthetic, np.ones(len(synthetic), np.float32), per_epoch, phase)
+
+
+def _with_pool(i: StrategyInputs, phase: str, **recipe) -> TrainingSet:
+    if i.synthetic is None or len(i.synthetic) == 0:
+        raise DataError("this strategy needs synthetic images; run `augment generate` first")
+    return TrainingSet(i.train, recipe=_recipe(i, **recipe), synthetic=synthetic_pool(i.synthetic, i.add, phase))
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in [
@@ -173,6 +190,24 @@ STRATEGIES: dict[str, Strategy] = {
             "classic augmentation: random affine (rotation, scale, shift), no flips",
         ),
         Strategy(
+            "logit_adjust", False, lambda i: TrainingSet(i.train, recipe=_recipe(i, loss="logit_adjusted")),
+            "logit-adjusted cross-entropy (Menon et al. 2021): logits + tau * log(class prior) in the loss",
+        ),
+        Strategy(
+            "drw", False, lambda i: TrainingSet(i.train, recipe=_recipe(i, class_weight="deferred")),
+            "deferred re-weighting (Cao et al. 2019): plain loss, then effective-number class weights late",
+        ),
+        Strategy(
+            "decouple", False, lambda i: TrainingSet(i.train, recipe=_recipe(i, retrain_head=True)),
+            "decoupling (Kang et al. 2020): plain training, then the head alone trained on class-balanced batches",
+        ),
+        Strategy(
+            "mixup_drw", False,
+            lambda i: TrainingSet(i.train, recipe=_recipe(i, class_weight="deferred",
+                                                          mixup_alpha=(i.cfg or EvaluateConfig()).mixup_alpha)),
+            "mixup all along with deferred re-weighting",
+        ),
+        Strategy(
             "gan", True, lambda i: TrainingSet(_real_and_synthetic(i.train, i.synthetic)),
             "real images plus the GAN's synthetic images",
         ),
@@ -181,8 +216,22 @@ STRATEGIES: dict[str, Strategy] = {
             "real plus synthetic images, with classic augmentation",
         ),
         Strategy(
+            "gan_la", True, lambda i: _with_pool(i, "all", loss="logit_adjusted"),
+            "real plus synthetic images drawn afresh each epoch, logit-adjusted loss with the prior "
+            "of the real+synthetic mix",
+        ),
+        Strategy(
+            "gan_drw", True, lambda i: _with_pool(i, "late", class_weight="deferred"),
+            "deferred re-weighting with the synthetic images only in the late phase",
+        ),
+        Strategy(
+            "gan_crt", True, lambda i: _with_pool(i, "head", retrain_head=True),
+            "decoupling: plain training on real images, then the head re-trained on class-balanced "
+            "real+synthetic batches",
+        ),
+        Strategy(
             "gan_policy", True, lambda i: _policy_mix(i),
-            "real plus the synthetic images the mixing policy keeps (cap, judge score, loss weight) "
+            "real plus the synthetic images the mixing policy keeps (cap, judge score, loss weight, loss) "
             "with the policy chosen on validation",
         ),
         Strategy(
@@ -207,198 +256,6 @@ def plan_counts(plan: dict[str, int], class_names: tuple[str, ...]) -> np.ndarra
             raise DataError(f"plan.json: class {name!r} has a negative count {n}")
         add[index[str(name)]] = int(n)
     return add
-
-
-# ---- training ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """Run the block with `n` torch CPU threads (None: unchanged), then restore the previous count."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`pipeline.device.select_device` for `evaluate.device`; errors name that key."""
-    try:
-        return select_device(name)
-    except ConfigError as e:
-        raise ConfigError(f"evaluate.{e}") from None
-
-
-def augment_batch(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
-                  scale: float = 0.1, shift: float = 0.1) -> torch.Tensor:
-    """Random affine per image: rotation +-degrees, zoom 1 +- scale, shift +- shift of the side.
-
-    No flips: they change the meaning of digits and traffic signs. Border pixels are repeated.
-    """
-    b = x.shape[0]
-    u = (torch.rand(4, b, generator=generator) * 2 - 1).to(x.device)  # (4, B) in [-1, 1]
-    angle, zoom = u[0] * math.radians(degrees), 1 + u[1] * scale
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    # affine_grid works in [-1, 1] coordinates: a shift of f of the side is 2f
-    theta = torch.stack([torch.stack([cos, -sin, 2 * shift * u[2]], 1), torch.stack([sin, cos, 2 * shift * u[3]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-
-
-@torch.no_grad()
-def logits(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
-    """Class logits float32 (N, K) on the CPU for uint8 NHWC images, in eval mode, in batches."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = [model(to_device_images(to_tensor(images[i : i + batch_size]), device)).float().cpu()
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, 0)
-
-
-def predict(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Predicted labels int64 (N,) for uint8 NHWC images, in eval mode."""
-    if len(images) == 0:
-        return np.zeros(0, np.int64)
-    return logits(model, images, batch_size).argmax(1).numpy().astype(np.int64)
-
-
-def intended_class_probability(model: nn.Module, table: ImageTable, batch_size: int = 512) -> np.ndarray:
-    """p(label_i | image_i) float32 (N,) under `model` for every row of `table`."""
-    if len(table) == 0:
-        return np.zeros(0, np.float32)
-    p = label_probability(logits(model, table.images, batch_size), torch.from_numpy(table.labels))
-    return p.numpy().astype(np.float32)
-
-
-def _val_score(model: nn.Module, val: ImageTable) -> float:
-    if len(val) == 0:
-        return 0.0
-    return M.balanced_accuracy(M.confusion_matrix(val.labels, predict(model, val.images), val.num_classes))
-
-
-def validation_scores(model: nn.Module, val: ImageTable) -> tuple[float, float]:
-    """(balanced accuracy, class-balanced NLL) of `model` on the validation images, one forward pass."""
-    if len(val) == 0:
-        return 0.0, float("nan")
-    z = logits(model, val.images)
-    cm = M.confusion_matrix(val.labels, z.argmax(1).numpy().astype(np.int64), val.num_classes)
-    p = label_probability(z, torch.from_numpy(val.labels)).numpy()
-    return M.balanced_accuracy(cm), M.balanced_log_loss(val.labels, p)
-
-
-def train_classifier(
-    train: ImageTable,
-    val: ImageTable,
-    cfg: EvaluateConfig,
-    seed: int,
-    *,
-    sample_weight: np.ndarray | None = None,
-    class_weight: np.ndarray | None = None,
-    augment: bool = False,
-    progress: bool = True,
-) -> nn.Module:
-    """Train `cfg.classifier` for `cfg.epochs`; return it at the epoch with the best validation
-    balanced accuracy (the last epoch on ties or without validation images), in eval mode.
-
-    Args:
-        train: the training images (any strategy's output).
-        val: real validation images; the only data used to choose the model.
-        cfg: classifier, epochs, batch_size, lr, device.
-        seed: seeds the weights, the batch order and the augmentation (one torch.Generator).
-        sample_weight: (N,) per-image loss weights.
-        class_weight: (K,) per-class loss weights; the loss is sum(w_i * CE_i) / sum(w_i).
-        augment: apply `augment_batch` to every training batch.
-        progress: show a bar over epochs.
-
-    Runs with `cfg.cpu_threads` torch threads, restored afterwards.
-    """
-    if len(train) == 0:
-        raise DataError("no training images for the classifier")
-    if sample_weight is not None and len(sample_weight) != len(train):
-        raise ValueError(f"sample_weight has {len(sample_weight)} values for {len(train)} training images")
-    if class_weight is not None and len(class_weight) != train.num_classes:
-        raise ValueError(f"class_weight has {len(class_weight)} values for {train.num_classes} classes")
-    with cpu_threads(cfg.cpu_threads):
-        return _fit(train, val, cfg, seed, sample_weight, class_weight, augment, progress)
-
-
-def _trains(batch: int, n: int) -> bool:
-    """Whether a batch of `batch` images from a set of `n` takes an optimiser step: a batch of one
-    is skipped when the set has more than two (it breaks BatchNorm on 1x1 feature maps)."""
-    return batch >= 2 or n <= 2
-
-
-def steps_per_epoch(n: int, batch: int) -> int:
-    """Optimiser steps in one pass over `n` images in batches of `batch` (see `_trains`)."""
-    full, rest = divmod(n, batch)
-    return full * _trains(batch, n) + int(rest > 0 and _trains(rest, n))
-
-
-def epochs_for(n: int, cfg: EvaluateConfig) -> int:
-    """`cfg.epochs`, raised until the epochs add up to at least `cfg.min_steps` optimiser steps."""
-    return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch(n, cfg.batch_size))))
-
-
-def _fit(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, sample_weight: np.ndarray | None,
-         class_weight: np.ndarray | None, augment: bool, progress: bool) -> nn.Module:
-    device = resolve_device(cfg.device)
-    g = torch.Generator().manual_seed(seed)
-    h, w, c = train.image_shape
-    # channels_last: oneDNN's CPU convolutions train small_cnn faster than with NCHW (a probe on the
-    # 2-core AVX2 EPYC, batch 32: 1.36x; 1.17x with augmentation), and CUDA's tensor cores want it too
-    model = prepare_module(build_classifier(cfg.classifier, (c, h, w), train.num_classes, g), device)
-    x, y = to_tensor(train.images).to(device), torch.from_numpy(train.labels).to(device)
-    weight = torch.ones(len(train), dtype=torch.float32)
-    if sample_weight is not None:
-        weight *= torch.as_tensor(sample_weight, dtype=torch.float32)
-    if class_weight is not None:
-        weight *= torch.as_tensor(class_weight, dtype=torch.float32)[torch.from_numpy(train.labels)]
-    weight = weight.to(device)
-    dtype = choose_precision(cfg.precision, device)  # bf16 autocast of the forward; weights and Adam stay fp32
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    epochs = epochs_for(len(train), cfg)
-    schedule = None
-    if cfg.lr_schedule == "cosine":
-        total = max(1, epochs * steps_per_epoch(len(train), cfg.batch_size))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    best_score, best_state = -1.0, None
-    for epoch in tqdm(range(epochs), desc="classifier", disable=not progress, leave=False):
-        model.train()
-        order = torch.randperm(len(train), generator=g).to(device)
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            if not _trains(len(idx), len(order)):
-                continue
-            xb = augment_batch(x[idx], g) if augment else x[idx]
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            wb = weight[idx]
-            with autocast(device, dtype):
-                out = model(xb)
-            # weighted cross-entropy in fp32: sum_i w_i CE_i / sum_i w_i over the batch
-            loss = (F.cross_entropy(out.float(), y[idx], reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"classifier loss is {loss.item()} at epoch {epoch}; lower evaluate.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if schedule is not None:
-                schedule.step()
-        score = _val_score(model, val)
-        if score >= best_score:
-            best_score, best_state = score, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return model.eval()
-
-
-def train_feature_model(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, progress: bool = False) -> nn.Module:
-    """The real-data judge for GAN quality: a class-weighted `small_cnn` (its penultimate layer embeds)."""
-    judge_cfg = cfg.model_copy(update={"classifier": "small_cnn"})
-    return train_classifier(
-        train, val, judge_cfg, seed, class_weight=inverse_frequency_weights(train.counts()), progress=progress
-    )
 
 
 # ---- the evaluation: strategies x seeds -------------------------------------------------------
@@ -454,13 +311,19 @@ def _prediction_rows(name: str, seed: int, subset: str, rows: np.ndarray, y_true
     })
 
 
+def fit_training_set(ts: TrainingSet, tables: dict[str, ImageTable], cfg: EvaluateConfig, seed: int):
+    """The classifier of one training set; every strategy takes the optimiser steps of the real
+    training set (`tables["train"]`), whatever rows it adds."""
+    return train_classifier(ts.table, tables["val"], cfg, seed, class_weight=ts.class_weight,
+                            sample_weight=ts.sample_weight, augment=ts.augment, recipe=ts.recipe,
+                            synthetic=ts.synthetic, steps_from=len(tables["train"]), progress=False)
+
+
 def run_strategy(name: str, cfg: EvaluateConfig, tables: dict[str, ImageTable], add: np.ndarray,
                  seed: int, balanced_rows: np.ndarray | None, mixed: TrainingSet | None = None) -> pd.DataFrame:
     """Train one strategy with one seed; its predictions on test, balanced_test and val."""
-    inputs = StrategyInputs(tables["train"], tables.get("synthetic"), add, seed, mixed)
-    ts = STRATEGIES[name].prepare(inputs)
-    model = train_classifier(ts.table, tables["val"], cfg, seed, class_weight=ts.class_weight,
-                             sample_weight=ts.sample_weight, augment=ts.augment, progress=False)
+    inputs = StrategyInputs(tables["train"], tables.get("synthetic"), add, seed, mixed, cfg)
+    model = fit_training_set(STRATEGIES[name].prepare(inputs), tables, cfg, seed)
     test, val = tables["test"], tables["val"]
     pred = predict(model, test.images)  # the test split is predicted once per model
     parts = [_prediction_rows(name, seed, "test", np.arange(len(test)), test.labels, pred)]
@@ -512,6 +375,63 @@ def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str
                   "significant": verdict == "gain", "verdict": verdict}
 
 
+def _val_means(val: dict[str, dict], names: list[str]) -> dict[str, float]:
+    return {n: -math.inf if val[n]["balanced_accuracy"]["mean"] is None else val[n]["balanced_accuracy"]["mean"]
+            for n in names}
+
+
+def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, share of `name`'s seeds right) per validation image, in row order."""
+    sub = predictions[(predictions["strategy"] == name) & (predictions["subset"] == "val")]
+    right = (sub["y_true"] == sub["y_pred"]).groupby(sub["row"]).mean().sort_index()
+    labels = sub.groupby("row")["y_true"].first().sort_index()
+    return labels.to_numpy(), right.to_numpy()
+
+
+RECOMMEND_RULE = (
+    "the best non-GAN strategy by mean validation balanced accuracy over the seeds, unless the best GAN "
+    "strategy beats it on validation at the 5th percentile of a class-stratified bootstrap over the "
+    "validation images (the noise of a class with a handful of images)"
+)
+
+
+def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int, seed: int = 0) -> dict:
+    """The strategy to use, chosen on validation only (see `RECOMMEND_RULE`).
+
+    A GAN strategy is recommended only when its validation lead over the best non-GAN strategy is
+    more than the validation set's own noise, so a run never recommends something its evidence
+    does not put above the strongest baseline; `synthetic_only` is a diagnostic, never recommended.
+    """
+    names = [n for n in val if n != "synthetic_only"]
+    out = {"strategy": None, "uses_synthetic": False, "baseline": None, "best_gan": None, "rule": RECOMMEND_RULE,
+           "validation_balanced_accuracy": {n: val[n]["balanced_accuracy"]["mean"] for n in names},
+           "evidence": None, "reason": None}
+    if not names:
+        return out | {"reason": "no validation predictions (evaluate with data.val_fraction > 0)"}
+    plain = [n for n in names if not STRATEGIES[n].uses_synthetic]
+    gan_names = [n for n in names if STRATEGIES[n].uses_synthetic]
+    base = M.best_strategy(_val_means(val, plain)) if plain else None
+    best_gan = M.best_strategy(_val_means(val, gan_names)) if gan_names else None
+    out |= {"baseline": base, "best_gan": best_gan}
+    if base is None:
+        return out | {"strategy": best_gan, "uses_synthetic": True, "reason": "only GAN strategies were run"}
+    if best_gan is None:
+        return out | {"strategy": base, "reason": "no GAN strategy was run"}
+    labels, right_gan = _val_correct(predictions, best_gan)
+    _, right_base = _val_correct(predictions, base)
+    evidence = M.bootstrap_balanced_difference(labels, right_gan, right_base, num_classes, seed=seed)
+    out["evidence"] = evidence
+    if evidence["p5"] > 0:
+        return out | {"strategy": best_gan, "uses_synthetic": True,
+                      "reason": f"{best_gan} leads {base} on validation by {100 * evidence['mean']:+.2f} points, "
+                                f"above the validation noise (5th percentile {100 * evidence['p5']:+.2f})"}
+    lead = (f"ties it" if evidence["mean"] == 0 else f"trails it by {100 * -evidence['mean']:.2f} points"
+            ) if evidence["mean"] <= 0 else (
+        f"leads by {100 * evidence['mean']:+.2f} points, within the validation noise "
+        f"(5th percentile {100 * evidence['p5']:+.2f})")
+    return out | {"strategy": base, "reason": f"the best GAN strategy on validation, {best_gan}, {lead}"}
+
+
 def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, ...] | list[str]) -> dict:
     """The metrics.json core from the predictions table: `strategies`, `balanced_test`, `validation`, `gain`.
 
@@ -522,11 +442,16 @@ def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, 
     test = summarize_predictions(predictions, k, "test")
     val = summarize_predictions(predictions, k, "val")
     selection = {n: s for n, s in val.items() if n in test} or None
+    rec = recommend(predictions, val, k)
+    # the headline gain: the GAN strategy the validation set ranks first (gan_policy or gan without
+    # validation) against the non-GAN strategy it ranks first
+    headline = rec["best_gan"] or ("gan_policy" if "gan_policy" in test else "gan")
     out = {
         "strategies": test,
         "validation": {"strategies": {n: {"balanced_accuracy": s["balanced_accuracy"]} for n, s in val.items()}},
-        "gain": gain(test, selection, "gan_policy" if "gan_policy" in test else "gan"),
+        "gain": gain(test, selection, headline),
         "gains": {n: gain(test, selection, n) for n in test if STRATEGIES[n].uses_synthetic},
+        "recommendation": rec,
     }
     balanced = summarize_predictions(predictions, k, "balanced_test")
     if balanced:
@@ -589,11 +514,9 @@ def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float]:
     start = time.perf_counter()
     mixed = None
     if mix_spec is not None:
-        from pipeline.mixing import mix
-
         policy, scores = mix_spec
         table, weight = mix(tables["train"], tables["synthetic"], scores, policy)
-        mixed = TrainingSet(table, sample_weight=weight)
+        mixed = TrainingSet(table, sample_weight=weight, recipe=policy.recipe(cfg.tau))
     with cpu_threads(cfg.cpu_threads):
         frame = run_strategy(name, cfg, tables, shared["add"], seed, shared["balanced_rows"], mixed)
     return frame, time.perf_counter() - start
@@ -661,8 +584,6 @@ def evaluate(
     with Workers(workers, cfg.cpu_threads, shared) as pool:
         report, mix_spec = None, None
         if "gan_policy" in names:
-            from pipeline.mixing import choose_policy
-
             with cpu_threads(cfg.cpu_threads):
                 report, policy, scores = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress, pool, judge)
             mix_spec = (policy, scores)

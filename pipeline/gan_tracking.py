@@ -65,7 +65,7 @@ def cached_judge(path: Path, fingerprint: str, table: ImageTable, train: Callabl
 def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path, fingerprint: str) -> nn.Module:
     """The judge for this run: loaded from out_dir/judge.pt when it was trained for the same
     fingerprint (a resumed run must score exactly as before), trained and saved otherwise."""
-    from pipeline.evaluate import inverse_frequency_weights, train_classifier
+    from pipeline.training import inverse_frequency_weights, train_classifier
 
     def fit() -> nn.Module:
         log.info("training the quality judge on %d real images (%d epochs)", len(train), epochs)

@@ -150,6 +150,41 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
     return mean_ci([float(x) - float(y) for x, y in zip(a, b)])
 
 
+def bootstrap_balanced_difference(y_true: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray,
+                                  num_classes: int, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Balanced accuracy of A minus B on the same images, with a class-stratified bootstrap over
+    the images: the noise of a small evaluation set (a class of 4 images), which seeds do not show.
+
+    Args:
+        y_true: (N,) labels of the evaluation images.
+        correct_a, correct_b: (N,) share of A's (B's) models that classify each image right (the
+            mean over seeds), in [0, 1].
+        num_classes: K; classes without an image are left out of the mean, as in `balanced_accuracy`.
+        n_boot: bootstrap draws; seed: their numpy seed.
+
+    Returns:
+        {"mean": observed difference, "p5": its 5th bootstrap percentile, "p95": its 95th,
+         "share_positive": the share of draws with A ahead}.
+    """
+    y_true = np.asarray(y_true)
+    delta = np.asarray(correct_a, float) - np.asarray(correct_b, float)
+    rng = np.random.default_rng(seed)
+    present = [c for c in range(num_classes) if (y_true == c).any()]
+    if not present:
+        raise ValueError("no evaluation image to compare on")
+    draws = np.zeros(n_boot)
+    observed = 0.0
+    for c in present:
+        d = delta[y_true == c]
+        observed += d.mean()
+        # n draws with replacement from the class's images = multinomial counts over them
+        counts = rng.multinomial(len(d), np.full(len(d), 1.0 / len(d)), size=n_boot)
+        draws += counts @ d / len(d)
+    observed, draws = observed / len(present), draws / len(present)
+    return {"mean": float(observed), "p5": float(np.percentile(draws, 5)), "p95": float(np.percentile(draws, 95)),
+            "share_positive": float((draws > 0).mean())}
+
+
 def best_strategy(scores: dict[str, float]) -> str:
     """The name with the highest score; ties go to the first listed (deterministic)."""
     if not scores:

@@ -18,6 +18,11 @@ import numpy as np
 
 from pipeline.data import ImageTable
 from pipeline.parallel import Workers, resolve_workers
+from pipeline.progress import tqdm
+from pipeline.training import (
+    Recipe, cpu_threads, intended_class_probability, inverse_frequency_weights, resolve_device, train_classifier,
+    train_feature_model, validation_scores,
+)
 
 log = logging.getLogger("augment")
 
@@ -33,18 +38,25 @@ class MixPolicy:
         synthetic_weight: loss weight of a synthetic image (a real image weighs 1).
         class_weight: also weight the loss by the inverse frequency of each class in the mix,
             counting a synthetic image as `synthetic_weight` of an image.
+        loss: "ce" or "logit_adjusted" (its prior is the mix's, synthetic rows and weights included).
     """
 
     cap_ratio: float | None = None
     min_score: float = 0.0
     synthetic_weight: float = 1.0
     class_weight: bool = False
+    loss: str = "ce"
 
     @property
     def name(self) -> str:
         cap = "all" if self.cap_ratio is None else f"{self.cap_ratio:g}x"
         cw = "+cw" if self.class_weight else ""
-        return f"cap={cap} score>={self.min_score:g} w={self.synthetic_weight:g}{cw}"
+        la = " +la" if self.loss == "logit_adjusted" else ""
+        return f"cap={cap} score>={self.min_score:g} w={self.synthetic_weight:g}{cw}{la}"
+
+    def recipe(self, tau: float) -> Recipe:
+        """The training recipe of a classifier on this policy's mix."""
+        return Recipe(loss=self.loss, tau=tau)
 
 
 def select_synthetic(real_counts: np.ndarray, labels: np.ndarray, scores: np.ndarray, policy: MixPolicy) -> np.ndarray:
@@ -77,8 +89,6 @@ def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: Mix
     )
     weight = np.concatenate([np.ones(len(real)), np.full(len(kept), policy.synthetic_weight)]).astype(np.float32)
     if policy.class_weight:
-        from pipeline.evaluate import inverse_frequency_weights
-
         # effective images per class: real ones count 1, synthetic ones count synthetic_weight. The
         # class_weight strategy's own formula, so a mix without synthetic images weighs every image
         # bit for bit as that strategy does and trains the same classifier (the loss divides by
@@ -88,7 +98,8 @@ def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: Mix
     return table, weight
 
 
-def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_weight: list) -> list[MixPolicy]:
+def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_weight: list,
+                loss: tuple = ("ce",)) -> list[MixPolicy]:
     """Every combination of the given knob values, in a stable order, without repeats.
 
     A cap of 0 keeps no synthetic image, so score and weight mean nothing there: it is tried once
@@ -96,8 +107,8 @@ def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_
     that the GAN's images do not help).
     """
     grid: list[MixPolicy] = []
-    for c, s, w, cw in itertools.product(cap_ratio, min_score, synthetic_weight, class_weight):
-        policy = MixPolicy(0.0, 0.0, 1.0, cw) if c == 0 else MixPolicy(c, s, w, cw)
+    for c, s, w, cw, lo in itertools.product(cap_ratio, min_score, synthetic_weight, class_weight, loss):
+        policy = MixPolicy(0.0, 0.0, 1.0, cw, lo) if c == 0 else MixPolicy(c, s, w, cw, lo)
         if policy not in grid:
             grid.append(policy)
     return grid
@@ -119,13 +130,12 @@ def describe(policy: MixPolicy) -> dict:
 def _policy_unit(shared: dict, unit: tuple[MixPolicy, int, np.ndarray]) -> tuple[float, float]:
     """Validation (balanced accuracy, balanced NLL) of a classifier trained on `unit` = (policy,
     seed, synthetic scores)'s mix; `shared` holds "cfg" and "tables" (train, val, synthetic)."""
-    from pipeline.evaluate import cpu_threads, train_classifier, validation_scores
-
     cfg, tables = shared["cfg"], shared["tables"]
     policy, seed, scores = unit
     table, weight = mix(tables["train"], tables["synthetic"], scores, policy)
     with cpu_threads(cfg.cpu_threads):
-        model = train_classifier(table, tables["val"], cfg, seed, sample_weight=weight, progress=False)
+        model = train_classifier(table, tables["val"], cfg, seed, sample_weight=weight, recipe=policy.recipe(cfg.tau),
+                                 steps_from=len(tables["train"]), progress=False)
         return validation_scores(model, tables["val"])
 
 
@@ -150,10 +160,6 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
     Returns (report for metrics.json, the chosen policy, the scores it ranks by); `mix(train,
     synthetic, scores, policy)` gives the training set.
     """
-    from tqdm.auto import tqdm
-
-    from pipeline.evaluate import intended_class_probability, resolve_device, train_feature_model
-
     m = cfg.mix
     if scores is None or np.isnan(scores).all():
         judge = judge if judge is not None else train_feature_model(train, val, cfg, cfg.seed)
@@ -187,13 +193,13 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
             first = score(probe, 1)
             cw = probe[_best(first)].class_weight
             caps = [c for c in m.cap_ratio if c != 0]
-            second = score(policy_grid(caps, m.min_score, m.synthetic_weight, [cw]), 2) if caps else []
+            second = score(policy_grid(caps, m.min_score, m.synthetic_weight, [cw], m.loss), 2) if caps else []
             zero_allowed = any(c == 0 for c in m.cap_ratio)
             rows = [{**r, "eligible": zero_allowed} for r in first] + [{**r, "eligible": True} for r in second]
         else:
             rows = [{**r, "eligible": True}
-                    for r in score(policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight), 1)]
-    grid = [MixPolicy(r["cap_ratio"], r["min_score"], r["synthetic_weight"], r["class_weight"]) for r in rows]
+                    for r in score(policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight, m.loss), 1)]
+    grid = [MixPolicy(r["cap_ratio"], r["min_score"], r["synthetic_weight"], r["class_weight"], r["loss"]) for r in rows]
     best = _best(rows)
     log.info("mixing policy chosen on validation: %s (val balanced accuracy %.4f)",
              grid[best].name, rows[best]["val_balanced_accuracy"])

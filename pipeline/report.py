@@ -258,12 +258,45 @@ def _strategy_table(summaries: dict, validation: dict | None = None) -> list[lis
     return rows
 
 
+def recommendation_line(metrics: dict) -> str:
+    """One sentence: the strategy to use, chosen on validation among every strategy run."""
+    rec = metrics.get("recommendation") or {}
+    if not rec.get("strategy"):
+        return f"No recommendation: {rec.get('reason') or 'this metrics.json predates recommendations'}."
+    test = (metrics["strategies"].get(rec["strategy"]) or {}).get("balanced_accuracy")
+    kind = "a GAN strategy" if rec["uses_synthetic"] else "no GAN images"
+    return (f"Recommended: {rec['strategy']} ({kind}; test balanced accuracy {_with_ci(test)}%), because "
+            f"{rec['reason']}.")
+
+
+def recommendation_blocks(metrics: dict) -> list[Block]:
+    """The closing section: the strategy to use, the rule, and every strategy's validation score."""
+    rec = metrics.get("recommendation")
+    if not rec:
+        return []
+    rows = [["strategy", "val. balanced accuracy %", "role"]]
+    val = rec["validation_balanced_accuracy"]
+    for name in sorted(val, key=lambda n: -(val[n] if val[n] is not None else -1)):
+        role = ("recommended" if name == rec["strategy"] else
+                "best non-GAN" if name == rec["baseline"] else "best GAN" if name == rec["best_gan"] else "")
+        rows.append([name, _pct(val[name]), role])
+    blocks = [Block("h2", "Recommendation"), Block("p", recommendation_line(metrics)),
+              Block("p", f"Rule, on validation only (the test set plays no part): {rec['rule']}.")]
+    ev = rec.get("evidence")
+    if ev:
+        blocks.append(Block("p", f"{rec['best_gan']} minus {rec['baseline']} on validation: {_points(ev['mean'])} "
+                                 f"points, bootstrap 5th-95th percentile {_points(ev['p5'])} to {_points(ev['p95'])}; "
+                                 f"ahead in {100 * ev['share_positive']:.0f}% of the resampled validation sets."))
+    return blocks + [Block("table", rows=rows)]
+
+
 def summary_blocks(metrics: dict) -> list[Block]:
     """Verdict, strategy tables (test and balanced test), notes and skipped strategies."""
     desc = metrics.get("strategy_descriptions", {})
     val = metrics.get("validation", {}).get("strategies")
     blocks = [
         Block("p", verdict(metrics)),
+        *([Block("p", recommendation_line(metrics))] if "recommendation" in metrics else []),
         Block("h2", "Strategies on the test set"),
         Block("p", f"{metrics.get('classifier', '?')} classifier, {metrics.get('epochs', '?')} epochs, seeds "
                    f"{metrics.get('seeds')}; {sum(metrics.get('test_counts', []))} test images, touched once per "
@@ -497,7 +530,7 @@ def write_report(
     blocks = [Block("h1", "augment: does the synthetic data help?")]
     blocks += summary_blocks(metrics) + policy_blocks(metrics) + recall + confusion_blocks(metrics, shown)
     blocks += quality_blocks(metrics) + loss_blocks(gan_dir) + image_blocks(metrics, train, synthetic)
-    blocks += provenance_blocks(metrics, params)
+    blocks += recommendation_blocks(metrics) + provenance_blocks(metrics, params)
     paths = []
     for b in blocks:
         if b.kind == "figure":

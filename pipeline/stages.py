@@ -172,7 +172,7 @@ def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
     """A classifier trained on real data only, as `scorer(images, labels) -> p(intended class)`."""
     from functools import partial
 
-    from pipeline.evaluate import train_classifier
+    from pipeline.training import train_classifier
     from pipeline.models.classifiers import class_probability
 
     model = train_classifier(train, val, cfg.evaluate.model_copy(update={"epochs": cfg.generate.filter.epochs}),
@@ -237,11 +237,12 @@ def generate(cfg: Config) -> dict:
     stats: dict = {}
     dtype = choose_precision(cfg.generate.precision, device)
     images, labels, seeds, scores = sample(
-        G, meta, quota, cfg.generate.seed, cfg.generate.batch_size, device,
+        G, meta, {c: n * cfg.generate.pool_factor for c, n in quota.items()}, cfg.generate.seed,
+        cfg.generate.batch_size, device,
         scorer=scorer, tau=fcfg.tau if fcfg.enabled else 0.0, max_oversample=fcfg.max_oversample,
         progress=_PROGRESS, stats=stats, dtype=dtype,
     )
-    extra = {"plan": quota, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
+    extra = {"plan": quota, "pool_factor": cfg.generate.pool_factor, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
              "filter": stats if fcfg.enabled else None, "precision": precision_name(dtype)}
     columns = {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores}
     manifest = write_shards(cfg.paths.synthetic, images, labels, names, columns, cfg.generate.shard_size,

@@ -14,6 +14,7 @@ import torch
 from pipeline import config
 from pipeline import evaluate as E
 from pipeline import metrics as M
+from pipeline import training as T
 from pipeline.data import ImageTable, impose_long_tail, stratified_split
 from pipeline.errors import ConfigError, DataError
 from pipeline.sources import ImageSpec, read_digits
@@ -34,8 +35,8 @@ def _cfg(**kw) -> config.EvaluateConfig:
 # ---- strategies -------------------------------------------------------------------------------
 
 def test_inverse_frequency_weights_by_hand():
-    assert E.inverse_frequency_weights(np.array([6, 3, 1])) == pytest.approx([10 / 18, 10 / 9, 10 / 3])
-    assert E.inverse_frequency_weights(np.array([2, 0]))[1] == 0.0
+    assert T.inverse_frequency_weights(np.array([6, 3, 1])) == pytest.approx([10 / 18, 10 / 9, 10 / 3])
+    assert T.inverse_frequency_weights(np.array([2, 0]))[1] == 0.0
 
 
 def test_plan_counts_and_bad_plan():
@@ -75,8 +76,12 @@ def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
 
 
 def test_strategy_registry_matches_the_config_choices():
-    assert set(E.STRATEGIES) == {"none", "class_weight", "oversample", "smote", "augment", "gan", "gan+augment", "gan_policy", "synthetic_only"}
-    assert {n for n, s in E.STRATEGIES.items() if s.uses_synthetic} == {"gan", "gan+augment", "gan_policy", "synthetic_only"}
+    assert set(E.STRATEGIES) == {
+        "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple", "mixup_drw",
+        "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
+    assert {n for n, s in E.STRATEGIES.items() if s.uses_synthetic} == {
+        "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
+    assert config.build({}).evaluate.strategies == list(E.STRATEGIES)  # params.yaml's default runs them all
     with pytest.raises(ConfigError, match="valid|one of"):
         config.build({}, {"evaluate.strategies": ["mixup"]})
 
@@ -90,28 +95,43 @@ def test_strategies_prepare_their_data():
     assert E.STRATEGIES["class_weight"].prepare(E.StrategyInputs(t, None, add, 0)).class_weight is not None
     with pytest.raises(DataError, match="augment generate"):
         E.STRATEGIES["synthetic_only"].prepare(E.StrategyInputs(t, None, add, 0))
+    cfg = _cfg(tau=0.5, late_fraction=0.5, mixup_alpha=0.3)
+    la = E.STRATEGIES["logit_adjust"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg))
+    assert la.table is t and la.recipe.loss == "logit_adjusted" and la.recipe.tau == 0.5
+    assert E.STRATEGIES["drw"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.class_weight == "deferred"
+    assert E.STRATEGIES["decouple"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.retrain_head
+    assert E.STRATEGIES["mixup_drw"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.mixup_alpha == 0.3
+    for name, phase in (("gan_la", "all"), ("gan_drw", "late"), ("gan_crt", "head")):
+        ts = E.STRATEGIES[name].prepare(E.StrategyInputs(t, syn, add, 0, cfg=cfg))
+        assert ts.table is t and ts.synthetic.pool is syn and ts.synthetic.phase == phase
+        assert ts.synthetic.per_epoch is None  # the pool is the plan: all of it every epoch
+        with pytest.raises(DataError, match="augment generate"):
+            E.STRATEGIES[name].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg))
+    # a pool twice the plan: the plan's count per class drawn afresh each epoch
+    pool = ImageTable.concat([syn, syn])
+    assert E.synthetic_pool(pool, add, "all").per_epoch.tolist() == [0, 2, 3]
 
 
 # ---- training ---------------------------------------------------------------------------------
 
 def test_augment_batch_identity_at_zero_strength_and_seeded():
     x = torch.rand(4, 1, 8, 8) * 2 - 1
-    same = E.augment_batch(x, torch.Generator().manual_seed(0), degrees=0, scale=0, shift=0)
+    same = T.augment_batch(x, torch.Generator().manual_seed(0), degrees=0, scale=0, shift=0)
     assert torch.allclose(same, x, atol=1e-5)
-    a = E.augment_batch(x, torch.Generator().manual_seed(1))
-    b = E.augment_batch(x, torch.Generator().manual_seed(1))
+    a = T.augment_batch(x, torch.Generator().manual_seed(1))
+    b = T.augment_batch(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.allclose(a, x)
 
 
 def test_train_classifier_learns_and_is_deterministic():
     train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
     cfg = _cfg(epochs=4, batch_size=16, device="cpu")
-    m1 = E.train_classifier(train, val, cfg, seed=3, progress=False)
-    m2 = E.train_classifier(train, val, cfg, seed=3, progress=False)
+    m1 = T.train_classifier(train, val, cfg, seed=3, progress=False)
+    m2 = T.train_classifier(train, val, cfg, seed=3, progress=False)
     assert not m1.training
     for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(p1, p2)
-    pred = E.predict(m1, val.images)
+    pred = T.predict(m1, val.images)
     assert M.balanced_accuracy(M.confusion_matrix(val.labels, pred, 3)) > 0.9
     # trained in channels_last (the faster layout for oneDNN and tensor cores), and predicts the
     # same from it as an NCHW copy of the same weights
@@ -128,46 +148,46 @@ def test_precision_sets_autocast_for_training_steps_only(monkeypatch, precision)
     """evaluate.precision bf16: the training forwards run under bf16 autocast, the weights stay fp32,
     and validation predictions run without autocast; fp32: never autocast."""
     seen = []  # (training?, autocast on?) per forward of the classifier
-    real_build = E.build_classifier
+    real_build = T.build_classifier
 
     def build(*a, **k):
         model = real_build(*a, **k)
         model.register_forward_pre_hook(lambda m, _: seen.append((m.training, torch.is_autocast_enabled("cpu"))))
         return model
 
-    monkeypatch.setattr(E, "build_classifier", build)
+    monkeypatch.setattr(T, "build_classifier", build)
     train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
-    model = E.train_classifier(train, val, _cfg(epochs=3, batch_size=16, device="cpu", precision=precision),
+    model = T.train_classifier(train, val, _cfg(epochs=3, batch_size=16, device="cpu", precision=precision),
                                seed=0, progress=False)
     in_training = {on for training, on in seen if training}
     assert in_training == ({True} if precision == "bf16" else {False})
     assert {on for training, on in seen if not training} == {False}
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert M.balanced_accuracy(M.confusion_matrix(val.labels, E.predict(model, val.images), 3)) > 0.9
+    assert M.balanced_accuracy(M.confusion_matrix(val.labels, T.predict(model, val.images), 3)) > 0.9
 
 
 def test_train_classifier_with_weights_augmentation_and_no_validation():
     train = _table((12, 6, 3))
     empty = train.subset(np.zeros(0, dtype=np.int64))
     cfg = _cfg(epochs=1, batch_size=8, device="cpu")
-    model = E.train_classifier(train, empty, cfg, 0, class_weight=np.array([1.0, 2.0, 4.0]),
+    model = T.train_classifier(train, empty, cfg, 0, class_weight=np.array([1.0, 2.0, 4.0]),
                                sample_weight=np.ones(len(train)), augment=True, progress=False)
-    assert E.predict(model, train.images).shape == (len(train),)
+    assert T.predict(model, train.images).shape == (len(train),)
 
 
 def test_cuda_requested_without_a_gpu_is_a_config_error():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     with pytest.raises(ConfigError, match="evaluate.device"):
-        E.resolve_device("cuda")
+        T.resolve_device("cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_train_classifier_on_cuda():
     train = _table((12, 6, 3))
-    model = E.train_classifier(train, train, _cfg(epochs=1, device="cuda"), 0, progress=False)
+    model = T.train_classifier(train, train, _cfg(epochs=1, device="cuda"), 0, progress=False)
     assert next(model.parameters()).is_cuda
-    assert E.predict(model, train.images).shape == (len(train),)
+    assert T.predict(model, train.images).shape == (len(train),)
 
 
 # ---- the gain and the metrics core --------------------------------------------------------------
@@ -366,11 +386,11 @@ def test_without_synthetic_data_gan_strategies_are_skipped_with_a_reason(digits_
 def test_min_steps_raises_epochs_on_small_sets_only():
     # 13 images, batch 4 -> batches 4, 4, 4, 1 and the batch of one is skipped: 3 steps an epoch,
     # so 10 steps need ceil(10 / 3) = 4 epochs; 14 images -> 4 steps an epoch -> 3 epochs
-    assert E.epochs_for(13, _cfg(epochs=2, batch_size=4, min_steps=10)) == 4
-    assert E.epochs_for(14, _cfg(epochs=2, batch_size=4, min_steps=10)) == 3
-    assert E.epochs_for(13, _cfg(epochs=5, batch_size=4, min_steps=10)) == 5  # epochs already give 15 steps
-    assert E.epochs_for(13, _cfg(epochs=2, batch_size=4)) == 2  # min_steps 0: epochs only
-    assert E.epochs_for(1000, _cfg(epochs=1, batch_size=32, min_steps=10)) == 1
+    assert T.epochs_for(13, _cfg(epochs=2, batch_size=4, min_steps=10)) == 4
+    assert T.epochs_for(14, _cfg(epochs=2, batch_size=4, min_steps=10)) == 3
+    assert T.epochs_for(13, _cfg(epochs=5, batch_size=4, min_steps=10)) == 5  # epochs already give 15 steps
+    assert T.epochs_for(13, _cfg(epochs=2, batch_size=4)) == 2  # min_steps 0: epochs only
+    assert T.epochs_for(1000, _cfg(epochs=1, batch_size=32, min_steps=10)) == 1
 
 
 def _record_adam_steps(monkeypatch) -> list[float]:
@@ -389,7 +409,7 @@ def _record_adam_steps(monkeypatch) -> list[float]:
 def test_min_steps_counts_real_optimiser_steps(monkeypatch):
     steps = _record_adam_steps(monkeypatch)
     t = _table()  # 13 images
-    E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
+    T.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
     assert len(steps) == 4 * 3  # four epochs of three steps (see above)
 
 
@@ -397,7 +417,7 @@ def test_min_steps_counts_real_optimiser_steps(monkeypatch):
 def test_lr_schedule_by_hand(monkeypatch, schedule):
     rates = _record_adam_steps(monkeypatch)
     t = _table()  # 13 images, batch 4: 3 steps an epoch; min_steps 10 -> 4 epochs, 12 steps
-    E.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
+    T.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
                        seed=0, progress=False)
     assert len(rates) == 12
     if schedule == "constant":

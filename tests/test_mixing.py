@@ -59,7 +59,7 @@ def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strat
     import torch
 
     from pipeline.config import build
-    from pipeline.evaluate import inverse_frequency_weights, train_classifier
+    from pipeline.training import inverse_frequency_weights, train_classifier
     from tests.conftest import tiny_arrays
 
     t, w = mix(REAL, SYN, SCORES, MixPolicy(cap_ratio=0.0, class_weight=True))
@@ -127,14 +127,14 @@ def test_policy_selection_never_reads_the_test_split():
 
 def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
     """A saturated validation set (every policy at 100%) falls back to the class-balanced NLL."""
-    from pipeline import config, evaluate
+    from pipeline import config, mixing
 
     cfg = config.build({}, {"evaluate.mix.cap_ratio": [1, 4, None], "evaluate.mix.min_score": [0.0],
                             "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [True],
                             "evaluate.workers": 1}).evaluate
     canned = {3: (1.0, 0.30), 6: (1.0, 0.10), 7: (0.99, 0.01)}  # synthetic rows kept -> (bal. acc, NLL)
-    monkeypatch.setattr(evaluate, "train_classifier", lambda table, *a, **k: len(table) - len(REAL))
-    monkeypatch.setattr(evaluate, "validation_scores", lambda kept, val: canned[kept])
+    monkeypatch.setattr(mixing, "train_classifier", lambda table, *a, **k: len(table) - len(REAL))
+    monkeypatch.setattr(mixing, "validation_scores", lambda kept, val: canned[kept])
     from pipeline.mixing import choose_policy
 
     report, policy, scores = choose_policy(REAL, REAL, SYN, SCORES, cfg)
@@ -149,7 +149,7 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
 def test_staged_search_decides_class_weighting_on_the_real_data_first(monkeypatch, zero_cap):
     """Stage 1 trains cap 0 with and without class weights; stage 2 runs the synthetic grid with the
     winner only (3 classifiers, not 2 x 2 + 2); the zero-cap rows are choosable only if 0 is a cap."""
-    from pipeline import config, evaluate
+    from pipeline import config, mixing
     from pipeline.mixing import choose_policy
 
     caps = [0, 4, None] if zero_cap else [4, None]
@@ -165,8 +165,8 @@ def test_staged_search_decides_class_weighting_on_the_real_data_first(monkeypatc
 
     # without class weights is better on the real data alone and best overall
     canned = {(0, False): (0.95, 0.2), (0, True): (0.90, 0.3), (6, False): (0.93, 0.2), (7, False): (0.94, 0.2)}
-    monkeypatch.setattr(evaluate, "train_classifier", fake_train)
-    monkeypatch.setattr(evaluate, "validation_scores", lambda model, val: canned[model])
+    monkeypatch.setattr(mixing, "train_classifier", fake_train)
+    monkeypatch.setattr(mixing, "validation_scores", lambda model, val: canned[model])
     report, policy, _ = choose_policy(REAL, REAL, SYN, SCORES, cfg)
     assert trained == [(0, False), (0, True), (6, False), (7, False)]
     assert [(r["stage"], r["eligible"]) for r in report["grid"]] == [(1, zero_cap), (1, zero_cap), (2, True), (2, True)]

@@ -156,3 +156,20 @@ def test_markdown_and_html_escape_cells():
     blocks = [R.Block("h1", "t"), R.Block("table", rows=[["a|b", "<x>"], ["1", "2"]])]
     assert "a\\|b" in R.render_markdown(blocks)
     assert "&lt;x&gt;" in R.render_html(blocks, "t")
+
+
+def test_recommendation_closes_the_report_with_the_rule_and_every_validation_score():
+    rec = {"strategy": "logit_adjust", "uses_synthetic": False, "baseline": "logit_adjust", "best_gan": "gan_la",
+           "rule": E.RECOMMEND_RULE, "validation_balanced_accuracy": {"none": 0.9, "logit_adjust": 0.95, "gan_la": 0.96},
+           "evidence": {"mean": 0.01, "p5": -0.02, "p95": 0.04, "share_positive": 0.7},
+           "reason": "the best GAN strategy on validation, gan_la, leads by +1.00 points, within the validation noise"}
+    metrics = {"recommendation": rec, "strategies": {"logit_adjust": {"balanced_accuracy": M.mean_ci([0.96, 0.97])}}}
+    line = R.recommendation_line(metrics)
+    assert line.startswith("Recommended: logit_adjust (no GAN images; test balanced accuracy 96.5 [")
+    blocks = R.recommendation_blocks(metrics)
+    assert blocks[0].text == "Recommendation" and "the test set plays no part" in blocks[2].text
+    assert "+1.0 points, bootstrap 5th-95th percentile -2.0 to +4.0; ahead in 70%" in blocks[3].text
+    assert blocks[-1].rows[1:] == [["gan_la", "96.0", "best GAN"], ["logit_adjust", "95.0", "recommended"],
+                                   ["none", "90.0", ""]]
+    assert R.recommendation_line({"recommendation": {"strategy": None, "reason": "no validation predictions"}}) \
+        == "No recommendation: no validation predictions."

@@ -1,0 +1,253 @@
+"""The classifier trainer's recipes: weights and priors by hand, the phases, fresh synthetic draws,
+the same optimiser steps for every strategy, and the validation-only recommendation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import config
+from pipeline import evaluate as E
+from pipeline import metrics as M
+from pipeline import training as T
+from pipeline.data import ImageTable
+from tests.conftest import tiny_arrays
+
+NAMES = ("a", "b", "c")
+
+
+def _table(counts=(6, 4, 3), seed=0) -> ImageTable:
+    x, y = tiny_arrays(counts, seed=seed)
+    return ImageTable(x, y, NAMES)
+
+
+def _cfg(**kw) -> config.EvaluateConfig:
+    return config.build({}, {f"evaluate.{k}": v for k, v in {"device": "cpu", **kw}.items()}).evaluate
+
+
+def _adam_steps(monkeypatch) -> list[int]:
+    """The number of parameters each Adam step updates, in order."""
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        seen.append(sum(len(g["params"]) for g in self.param_groups))
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    return seen
+
+
+# ---- weights and priors by hand -----------------------------------------------------------------
+
+
+def test_effective_number_weights_by_hand():
+    # beta 0.5: n=1 -> 0.5/0.5 = 1, n=2 -> 0.5/0.75 = 2/3; scaled to sum 2 (two present classes): 1.2, 0.8
+    w = T.effective_number_weights(np.array([1, 2, 0]), beta=0.5)
+    assert w == pytest.approx([1.2, 0.8, 0.0])
+    # beta -> 1 approaches inverse frequency: 1/n scaled
+    w = T.effective_number_weights(np.array([10, 40]), beta=1 - 1e-9)
+    assert w[0] / w[1] == pytest.approx(4.0, rel=1e-4)
+
+
+def test_logit_prior_by_hand():
+    assert T.logit_prior(np.array([1.0, 3.0])) == pytest.approx([math.log(0.25), math.log(0.75)])
+    # a class with no mass gets the smallest present offset
+    assert T.logit_prior(np.array([1.0, 3.0, 0.0]))[2] == pytest.approx(math.log(0.25))
+
+
+def test_inverse_frequency_weights_by_hand():
+    assert T.inverse_frequency_weights(np.array([6, 3, 0])) == pytest.approx([0.75, 1.5, 0.0])
+
+
+def _run(train, recipe=T.Recipe(), synthetic=None, **cfg) -> T._Run:
+    return T._Run(train, train, _cfg(**cfg), 0, None, None, recipe, synthetic, len(train))
+
+
+def test_class_mass_counts_synthetic_rows_and_weights():
+    train = _table((6, 4, 3))
+    pool = _table((0, 4, 6), seed=5)
+    use = T.SyntheticUse(pool, np.full(len(pool), 0.5, np.float32), per_epoch=np.array([0, 2, 3]))
+    run = _run(train, T.Recipe(loss="logit_adjusted"), use)
+    rows = run.epoch_rows(late=False)
+    assert len(rows) == len(train) + 5
+    # real 6, 4, 3 plus 0, 2, 3 synthetic rows weighing 0.5: 6, 5, 4.5
+    assert run.class_mass(rows, False, run.weight_np) == pytest.approx([6.0, 5.0, 4.5])
+    # class-balanced batches: the mean weight per class (real 1, synthetic 0.5): 1, 5/6, 4.5/6
+    assert run.class_mass(rows, True, run.weight_np) == pytest.approx([1.0, 5 / 6, 0.75])
+
+
+def test_fresh_draws_repeat_no_image_until_the_pool_is_used_up():
+    train = _table((6, 4, 3))
+    pool = _table((0, 4, 6), seed=5)
+    use = T.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 2, 3]))
+    run = _run(train, synthetic=use)
+    drawn = [run.epoch_rows(False)[len(train):] - len(train) for _ in range(2)]
+    both = np.concatenate(drawn)
+    assert sorted(both.tolist()) == list(range(len(pool)))  # two epochs use the pool exactly once
+    assert np.bincount(pool.labels[drawn[0]], minlength=3).tolist() == [0, 2, 3]
+    third = run.epoch_rows(False)[len(train):] - len(train)  # then a new permutation of each class
+    assert np.bincount(pool.labels[third], minlength=3).tolist() == [0, 2, 3]
+
+
+def test_late_synthetic_rows_join_only_in_the_late_phase():
+    train, pool = _table((6, 4, 3)), _table((0, 2, 2), seed=5)
+    for phase, recipe, early, late in (
+        ("late", T.Recipe(class_weight="deferred"), 0, 4),
+        ("head", T.Recipe(retrain_head=True), 0, 4),
+        ("all", T.Recipe(), 4, 4),
+    ):
+        run = _run(train, recipe, T.SyntheticUse(pool, np.ones(4, np.float32), None, phase))
+        assert len(run.epoch_rows(False)) - len(train) == early
+        assert len(run.epoch_rows(True)) - len(train) == late
+
+
+def test_class_balanced_batches_draw_classes_evenly():
+    train = _table((40, 4, 2))
+    run = _run(train, epochs=1, batch_size=8)
+    idx = torch.cat(run.batches(np.arange(len(train)), balanced=True)).numpy()
+    share = np.bincount(train.labels[idx], minlength=3) / len(idx)
+    assert len(idx) == run.steps * 8 and np.all(np.abs(share - 1 / 3) < 0.2)
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+
+def test_every_strategy_takes_the_real_sets_optimiser_steps(monkeypatch):
+    steps = _adam_steps(monkeypatch)
+    t, syn = _table((12, 6, 3)), _table((0, 6, 9), seed=3)
+    tables = {"train": t, "val": t}
+    cfg = _cfg(epochs=2, batch_size=4)
+    counts = {}
+    for name in ("none", "oversample", "gan", "gan_la", "mixup_drw"):
+        steps.clear()
+        ts = E.STRATEGIES[name].prepare(E.StrategyInputs(t, syn, np.array([0, 6, 9]), 0, cfg=cfg))
+        E.fit_training_set(ts, tables, cfg, seed=0)
+        counts[name] = len(steps)
+    # 21 real images, batch 4: 5 full batches + a batch of one (skipped) = 5 steps, 2 epochs
+    assert set(counts.values()) == {10}, counts
+
+
+def test_decoupling_trains_only_the_head_in_its_late_phase(monkeypatch):
+    steps = _adam_steps(monkeypatch)
+    t = _table((12, 6, 3))
+    before = T.train_classifier(t, t, _cfg(epochs=4, batch_size=4), 0, progress=False)
+    n_params = len(list(before.parameters()))
+    steps.clear()
+    model = T.train_classifier(t, t, _cfg(epochs=4, batch_size=4), 0,
+                               recipe=T.Recipe(retrain_head=True), progress=False)
+    # 3 epochs of 5 steps on every parameter, then 1 epoch of 5 steps on the head's weight and bias
+    assert steps == [n_params] * 15 + [2] * 5
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
+    """The loss sees z + tau * log(prior), prior = the class shares of the training rows."""
+    t = _table((12, 6, 3))
+    losses, outputs = [], []
+    real_ce, real_build = torch.nn.functional.cross_entropy, T.build_classifier
+
+    def build(*a, **k):
+        model = real_build(*a, **k)
+        model.register_forward_hook(lambda m, _, out: outputs.append(out.detach().float()) if m.training else None)
+        return model
+
+    monkeypatch.setattr(T, "build_classifier", build)
+    monkeypatch.setattr(T.F, "cross_entropy", lambda z, y, **k: losses.append(z.detach()) or real_ce(z, y, **k))
+    T.train_classifier(t, t, _cfg(epochs=1, batch_size=32), 0, recipe=T.Recipe(loss="logit_adjusted", tau=0.5),
+                       progress=False)
+    offsets = losses[0] - outputs[0]
+    expect = 0.5 * np.log(np.array([12, 6, 3]) / 21)
+    assert torch.allclose(offsets, torch.as_tensor(expect, dtype=torch.float32).expand_as(offsets), atol=1e-5)
+
+
+def test_drw_weights_change_only_in_the_late_phase():
+    t = _table((12, 6, 3))
+    run = _run(t, T.Recipe(class_weight="deferred", drw_beta=0.5, late_fraction=0.5), epochs=4)
+    assert run.late_start == 2
+    rows = run.epoch_rows(False)
+    assert np.unique(run._phase_weight(rows, late=False)).tolist() == [1.0]
+    late = run._phase_weight(rows, late=True)
+    by_class = [float(late[t.labels == c][0]) for c in range(3)]
+    assert by_class == pytest.approx(T.effective_number_weights(np.array([12, 6, 3]), 0.5).tolist())
+
+
+@pytest.mark.parametrize("name", ["logit_adjust", "drw", "decouple", "mixup_drw", "gan_la", "gan_drw", "gan_crt"])
+def test_each_recipe_learns_and_is_deterministic(name):
+    train, val = _table((30, 12, 6)), _table((5, 5, 5), seed=1)
+    syn = _table((0, 18, 24), seed=7)
+    cfg = _cfg(epochs=4, batch_size=16)
+    tables = {"train": train, "val": val}
+    ts = E.STRATEGIES[name].prepare(E.StrategyInputs(train, syn, np.array([0, 18, 24]), 0, cfg=cfg))
+    a, b = (E.fit_training_set(ts, tables, cfg, seed=3) for _ in range(2))
+    for p1, p2 in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(p1, p2)
+    assert M.balanced_accuracy(M.confusion_matrix(val.labels, T.predict(a, val.images), 3)) > 0.6
+
+
+# ---- the recommendation ----------------------------------------------------------------------------
+
+
+def _val_predictions(right: dict[str, list[list[int]]], labels: list[int]) -> pd.DataFrame:
+    """A predictions table on `val`: right[strategy][seed][row] = 1 if that model got the row right."""
+    rows = []
+    for name, seeds in right.items():
+        for seed, marks in enumerate(seeds):
+            for row, (y, ok) in enumerate(zip(labels, marks)):
+                rows.append({"strategy": name, "seed": seed, "subset": "val", "row": row, "y_true": y,
+                             "y_pred": y if ok else (y + 1) % 3})
+    return pd.DataFrame(rows)
+
+
+def _recommend(right, labels):
+    pred = _val_predictions(right, labels)
+    val = E.summarize_predictions(pred, 3, "val")
+    return E.recommend(pred, val, 3)
+
+
+LABELS = [0] * 8 + [1] * 8 + [2] * 4
+
+
+def test_bootstrap_difference_by_hand():
+    y = np.array(LABELS)
+    same = M.bootstrap_balanced_difference(y, np.ones(20), np.ones(20), 3)
+    assert same == {"mean": 0.0, "p5": 0.0, "p95": 0.0, "share_positive": 0.0}
+    better = M.bootstrap_balanced_difference(y, np.ones(20), np.zeros(20), 3)
+    assert better["mean"] == better["p5"] == 1.0
+    # A gets one more image of class 2 right (of 4): +1/4 on that class, +1/12 balanced
+    a = np.ones(20)
+    b = a.copy()
+    b[-1] = 0
+    d = M.bootstrap_balanced_difference(y, a, b, 3)
+    assert d["mean"] == pytest.approx(1 / 12) and d["p5"] == 0.0  # often the resample misses that image
+
+
+def test_recommendation_keeps_the_baseline_when_the_gan_lead_is_noise():
+    ok = [1] * 20
+    one_more = [1] * 19 + [0]
+    right = {"logit_adjust": [one_more, one_more], "oversample": [one_more[:10] + [0] + one_more[11:]] * 2,
+             "gan_la": [ok, ok]}
+    rec = _recommend(right, LABELS)
+    assert rec["baseline"] == "logit_adjust" and rec["best_gan"] == "gan_la"
+    assert rec["strategy"] == "logit_adjust" and not rec["uses_synthetic"]
+    assert "within the validation noise" in rec["reason"]
+
+
+def test_recommendation_takes_the_gan_strategy_when_it_leads_beyond_the_noise():
+    half = [1, 0] * 10
+    right = {"none": [half, half], "gan_drw": [[1] * 20, [1] * 20], "synthetic_only": [[1] * 20] * 2}
+    rec = _recommend(right, LABELS)
+    assert rec["strategy"] == "gan_drw" and rec["uses_synthetic"] and rec["evidence"]["p5"] > 0
+    # synthetic_only is a diagnostic: never recommended, never the best GAN strategy
+    assert rec["best_gan"] == "gan_drw"
+
+
+def test_recommendation_without_a_gan_strategy_or_validation():
+    right = {"none": [[1] * 20], "drw": [[0] * 20]}
+    assert _recommend(right, LABELS)["strategy"] == "none"
+    rec = E.recommend(pd.DataFrame(columns=["strategy", "seed", "subset", "row", "y_true", "y_pred"]), {}, 3)
+    assert rec["strategy"] is None and "validation" in rec["reason"]
