@@ -40,6 +40,10 @@ log = logging.getLogger("augment")
 FORMAT = "augment-gan/1"
 CHECKPOINT_FORMAT = "augment-gan-checkpoint/1"
 KEEP_CHECKPOINTS = 2
+# checkpoints of other train_gan params or data are moved to previous/<fingerprint[:12]>/ (and back
+# when those params return); this many such runs are kept, the least recently set aside go first
+PREVIOUS_DIR = "previous"
+KEEP_PREVIOUS = 3
 GRID_COLUMNS = 8  # samples per class in each sample grid row
 DIVERSITY_SAMPLES = 32  # EMA samples (and real images) per class for the mode-collapse signal
 COLLAPSE_RATIO = 0.5  # warn when a class's sample diversity falls below this fraction of the real one
@@ -371,14 +375,67 @@ def save_checkpoint(run: Run, out_dir: Path, fingerprint: str) -> Path | None:
     path = checkpoint_path(out_dir, run.step)
     with io.atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    for _, old in list_checkpoints(out_dir)[:-KEEP_CHECKPOINTS]:
+    # checkpoints past this step (a longer run of the same params) stay: raising steps resumes there
+    done = [p for step, p in list_checkpoints(out_dir) if step <= run.step]
+    for old in done[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return path
 
 
+def _checkpoint_fingerprint(path: Path) -> str | None:
+    """The fingerprint a checkpoint was written for; None if it is unreadable or not augment's."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: _read_checkpoint warns and skips it
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        return None
+    return str(ckpt.get("fingerprint"))
+
+
+def set_aside_checkpoints(out_dir: Path, fingerprint: str) -> None:
+    """Keep checkpoints by the params and data they were trained with, so a change never blocks.
+
+    Checkpoints of another fingerprint move to `previous/<their fingerprint[:12]>/`; those of
+    this one that an earlier change set aside come back (training resumes where it stood). At
+    most KEEP_PREVIOUS other runs are kept.
+    """
+    aside = out_dir / PREVIOUS_DIR
+    moved: set[str] = set()
+    for _, path in list_checkpoints(out_dir):
+        fp = _checkpoint_fingerprint(path)
+        if fp is not None and fp != fingerprint:
+            (aside / fp[:12]).mkdir(parents=True, exist_ok=True)
+            path.replace(aside / fp[:12] / path.name)
+            moved.add(fp[:12])
+    if moved:
+        log.info("checkpoints of other train_gan params or data kept aside in %s/%s", aside, ", ".join(sorted(moved)))
+    mine = aside / fingerprint[:12]
+    if mine.is_dir():
+        for step, path in list_checkpoints(mine):
+            if not checkpoint_path(out_dir, step).exists():
+                path.replace(checkpoint_path(out_dir, step))
+        for p in mine.iterdir():
+            p.unlink()
+        mine.rmdir()
+        log.info("checkpoints of these params were kept aside by an earlier change: resuming from them")
+    if aside.is_dir():
+        runs = sorted((d for d in aside.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+        for old in runs[:-KEEP_PREVIOUS]:
+            for p in old.iterdir():
+                p.unlink()
+            old.rmdir()
+
+
 def _read_checkpoint(out_dir: Path, fingerprint: str, steps: int) -> tuple[Path, dict] | None:
-    """The newest readable checkpoint, after checking it belongs to this config and dataset."""
-    for _, path in reversed(list_checkpoints(out_dir)):
+    """The newest readable checkpoint of this config and dataset at a step <= `steps`.
+
+    Checkpoints of other params are moved aside first (`set_aside_checkpoints`, rank 0); those
+    past `steps` (the same run trained longer) are left for a later, longer run.
+    """
+    for step, path in reversed(list_checkpoints(out_dir)):
+        if step > steps:
+            continue
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the previous one
@@ -387,12 +444,7 @@ def _read_checkpoint(out_dir: Path, fingerprint: str, steps: int) -> tuple[Path,
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             raise TrainingError(f"{path}: not an augment GAN checkpoint; move it out of {out_dir}")
         if ckpt["fingerprint"] != fingerprint:
-            raise TrainingError(
-                f"{path}: written for another train_gan config or dataset (fingerprint "
-                f"{ckpt['fingerprint'][:12]} != {fingerprint[:12]}); delete {out_dir}/checkpoint-*.pt to start over"
-            )
-        if ckpt["step"] > steps:
-            raise TrainingError(f"{path}: already at step {ckpt['step']} > steps={steps}; raise steps or delete it")
+            continue  # another run's, which rank 0 could not move (e.g. a read-only copy): start afresh
         return path, ckpt
     return None
 
@@ -629,8 +681,8 @@ def _finished(final: Path, fingerprint: str, steps: int) -> bool:
 def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: bool = True) -> Path:
     """Train the class-conditional GAN of `cfg` on `train`; return the path of `final.pt`.
 
-    Resumes from the newest `checkpoint-<step>.pt` in `out_dir` when one exists (same config and
-    data), so an interrupted run ends with the weights an uninterrupted one would have (on CPU).
+    Resumes from the newest `checkpoint-<step>.pt` in `out_dir` at a step <= `cfg.steps` when one
+    exists (same config and data), so an interrupted run ends with the weights an uninterrupted one would have (on CPU).
     Under `torchrun` each process trains on its own batches of `batch_size`; rank 0 writes.
 
     Args:
@@ -643,7 +695,8 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
         ConfigError / DataError: unknown class names, a trained class without images, no CUDA,
             label smoothing with a loss other than bce.
         TrainingError: a non-finite loss (the message names the step), or a checkpoint of another
-            config, dataset or process count in `out_dir`.
+            process count in `out_dir`. Checkpoints of other params or data are kept aside in
+            `previous/` (never an error), and those past `steps` are left for a longer run.
     """
     out_dir = Path(out_dir)
     classes = resolve_classes(cfg, train)
@@ -660,6 +713,9 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
         if dist.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             io.clean_temporaries(out_dir)
+            set_aside_checkpoints(out_dir, fingerprint)
+        if dist.world_size > 1:
+            torch.distributed.barrier()  # the checkpoints are sorted before any rank reads one
         run = _build_run(cfg, train, classes, dist)
         if cfg.track_quality:
             if cfg.early_stop_patience > 0 and dist.world_size > 1:

@@ -236,19 +236,23 @@ def test_huge_learning_rate_is_caught(tmp_path):
     assert not (tmp_path / "final.pt").exists()
 
 
-def test_checkpoint_of_other_data_or_config_is_refused(tmp_path):
+def test_checkpoints_of_other_data_or_config_are_kept_aside_never_blocking(tmp_path):
     table = digits_table()
     gan.train_gan(tiny_cfg(steps=3), table, tmp_path, progress=False)
+    first = state(tmp_path / "final.pt")["fingerprint"]
     (tmp_path / "final.pt").unlink()
     images = table.images.copy()
     images[5, 3, 3, 0] ^= 7
     other = ImageTable(images, table.labels, table.class_names)
-    with pytest.raises(TrainingError, match="checkpoint-3.pt: written for another train_gan config or dataset"):
-        gan.train_gan(tiny_cfg(steps=6), other, tmp_path, progress=False)
-    with pytest.raises(TrainingError, match="another train_gan config or dataset"):
-        gan.train_gan(tiny_cfg(steps=6, loss="lsgan"), table, tmp_path, progress=False)
-    with pytest.raises(TrainingError, match="already at step 3 > steps=2"):
-        gan.train_gan(tiny_cfg(steps=2), table, tmp_path, progress=False)
+    gan.train_gan(tiny_cfg(steps=6), other, tmp_path, progress=False)  # other data: a new run
+    assert (tmp_path / "previous" / first[:12] / "checkpoint-3.pt").is_file()
+    assert state(tmp_path / "final.pt")["step"] == 6
+    gan.train_gan(tiny_cfg(steps=6, loss="lsgan"), table, tmp_path, progress=False)  # other params: too
+    assert len(list((tmp_path / "previous").iterdir())) == 2
+    # back to the first params with fewer steps: its checkpoint returns, is past 2, and stays for later
+    gan.train_gan(tiny_cfg(steps=2), table, tmp_path, progress=False)
+    assert state(tmp_path / "final.pt")["step"] == 2 and (tmp_path / "checkpoint-3.pt").is_file()
+    assert not (tmp_path / "previous" / first[:12]).exists()
 
 
 def test_subset_of_classes(tmp_path):
