@@ -46,7 +46,7 @@ def counts_path(cfg: Config) -> Path:
 
 
 def read_prepared(cfg: Config, split: str) -> ImageTable:
-    """A prepared split; a clear error if `augment prepare` has not run."""
+    """A prepared split; a clear error if `augment prepare` has not run, or ran with other data params."""
     from pipeline.shards import read_parquet
 
     path = prepared_path(cfg, split)
@@ -54,7 +54,21 @@ def read_prepared(cfg: Config, split: str) -> ImageTable:
         raise DataError(f"{path}: not found; run `augment prepare` first")
     if not counts_path(cfg).is_file():  # written last: without it the splits may be from two runs
         raise DataError(f"{counts_path(cfg)}: not found; `augment prepare` did not finish: run it again")
+    read_counts(cfg)  # checks the data params it was prepared with
     return read_parquet(path)
+
+
+def _first_difference(recorded: dict, now: dict, prefix: str) -> str | None:
+    """`prefix.key = recorded, the params now say now` for the first differing (nested) key, else None."""
+    for key in sorted(set(recorded) | set(now)):
+        a, b = recorded.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}.{key}")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}.{key} = {a!r}, the params now say {b!r}"
+    return None
 
 
 def _val_profile(target: list[int], val_fraction: float, available: np.ndarray) -> list[int]:
@@ -106,6 +120,7 @@ def prepare(cfg: Config) -> dict:
     with io.atomic_paths([*(prepared_path(cfg, split) for split in tables), counts_path(cfg)]) as tmps:
         files = {split: write_parquet(tmp, t) for tmp, (split, t) in zip(tmps, tables.items())}
         summary = {
+            "data": cfg.data.model_dump(mode="json"),  # what later stages check they read
             "source": source.description,
             "class_names": list(train.class_names),
             "image_shape": list(train.image_shape),
@@ -119,29 +134,51 @@ def prepare(cfg: Config) -> dict:
 
 
 def read_counts(cfg: Config) -> dict:
+    """class_counts.json, refused when it was prepared with other `data` params than cfg's."""
     path = counts_path(cfg)
     if not path.is_file():
         raise DataError(f"{path}: not found; run `augment prepare` first")
-    return _read_json(path, "augment prepare")
+    summary = _read_json(path, "augment prepare")
+    if "data" in summary:  # files of augment before 0.4.0 do not record it
+        changed = _first_difference(summary["data"], cfg.data.model_dump(mode="json"), "data")
+        if changed:
+            raise DataError(f"{cfg.paths.prepared}: prepared with {changed}; run `augment prepare`")
+    return summary
+
+
+def _quota(cfg: Config) -> dict[str, int]:
+    """The plan that class_counts.json and plan.sampling_strategy give now."""
+    counts = read_counts(cfg)["counts"]["train"]
+    try:
+        return plan_quota(counts, cfg.plan.sampling_strategy)
+    except ValueError as e:
+        raise DataError(f"plan.sampling_strategy: {e}") from None
 
 
 def plan(cfg: Config) -> dict[str, int]:
     """Stage `plan`: class counts + sampling_strategy -> `plan.json` {class: n_to_add}."""
-    counts = read_counts(cfg)["counts"]["train"]
-    try:
-        quota = plan_quota(counts, cfg.plan.sampling_strategy)
-    except ValueError as e:
-        raise DataError(f"plan.sampling_strategy: {e}") from None
+    quota = _quota(cfg)
     io.write_json(cfg.paths.plan, quota)
     log.info("plan: add %d images in total", sum(quota.values()))
     return quota
 
 
 def read_plan(cfg: Config) -> dict[str, int]:
+    """plan.json, refused when it is not the plan the prepared counts and plan params give now."""
     path = Path(cfg.paths.plan)
     if not path.is_file():
         raise DataError(f"{path}: not found; run `augment plan` first")
-    return _read_json(path, "augment plan")
+    quota = _read_json(path, "augment plan")
+    try:
+        now = _quota(cfg)
+    except DataError:
+        return quota  # the plan stage itself will say what is wrong
+    well_formed = set(quota) <= set(now) and all(type(n) is int and n >= 0 for n in quota.values())
+    if well_formed and quota != now:  # a malformed plan gets its own error where it is used
+        c = next((c for c in {**now, **quota} if quota.get(c) != now.get(c)), None)
+        raise DataError(f"{path}: adds {quota.get(c)!r} images of class {c!r}, the prepared counts and "
+                        f"plan.sampling_strategy now give {now.get(c)!r}; run `augment plan`")
+    return quota
 
 
 def _read_json(path: Path, remedy: str) -> dict:
@@ -197,6 +234,10 @@ def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> N
         raise DataError(f"{path}: generator makes {w}x{h} images with {c} channel(s), the prepared data is "
                         f"{tw}x{th} with {tc}; {retrain}")
     if meta.get("fingerprint") == config_fingerprint(cfg.train_gan, data_fingerprint(train)):
+        step = meta.get("step")
+        if step is not None and step != cfg.train_gan.steps and not meta.get("stopped_early"):
+            raise DataError(f"{path}: trained for {step} steps, train_gan.steps now says {cfg.train_gan.steps}; "
+                            "run `augment train-gan`")
         return
     trained, now = meta.get("config") or {}, cfg.train_gan.model_dump(mode="json")
     changed = [k for k in now if k not in _UNFINGERPRINTED and trained.get(k) != now[k]]
@@ -254,7 +295,7 @@ def generate(cfg: Config) -> dict:
 def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
     """The generated dataset (checked against its manifest) and its quality scores (NaN where the
     generation filter was off); (None, None) when `augment generate` has not run."""
-    from pipeline.shards import load, load_arrow
+    from pipeline.shards import load, load_arrow, read_manifest
 
     folder = Path(cfg.paths.synthetic)
     if not (folder / "manifest.json").is_file():
@@ -262,9 +303,41 @@ def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
             raise DataError(f"{folder}: has shards but no manifest.json; `augment generate` did not finish: "
                             "run it again")
         return None, None
+    check_synthetic(cfg, read_manifest(folder))
     table = load(folder, as_="table", verify=True)
     scores = load_arrow(folder).column("score").to_numpy(zero_copy_only=False).astype(np.float32)
     return table, scores
+
+
+# generate params that change how the work is done, never the images
+_GENERATE_UNRECORDED = ("batch_size",)
+
+
+def check_synthetic(cfg: Config, manifest: dict) -> None:
+    """Refuse a synthetic dataset made for another plan, by another final.pt or with other
+    generate params than cfg's (e.g. `augment generate` was killed or not rerun after a change).
+
+    Raises:
+        DataError: one line naming what differs; the fix is `augment generate` again.
+    """
+    folder, redo = Path(cfg.paths.synthetic), "run `augment generate`"
+    plan = read_plan(cfg)
+    made_for = manifest.get("plan")
+    if isinstance(made_for, dict) and made_for != plan:
+        c = next(c for c in {**plan, **made_for} if made_for.get(c) != plan.get(c))
+        raise DataError(f"{folder}: generated for a plan with {made_for.get(c)!r} images of class {c!r}, "
+                        f"{cfg.paths.plan} now says {plan.get(c)!r}; {redo}")
+    final = gan_final_path(cfg)
+    if isinstance(manifest.get("generator"), str) and final.is_file() and io.sha256_file(final) != manifest["generator"]:
+        raise DataError(f"{folder}: generated by another {final} than the one there now; {redo}")
+    recorded = (manifest.get("params") or {}).get("generate")
+    if isinstance(recorded, dict):
+        now = cfg.generate.model_dump(mode="json")
+        for key in _GENERATE_UNRECORDED:
+            recorded.pop(key, None), now.pop(key, None)
+        changed = _first_difference(recorded, now, "generate")
+        if changed:
+            raise DataError(f"{folder}: generated with {changed}; {redo}")
 
 
 def evaluate(cfg: Config, mapper=None) -> dict:
