@@ -79,6 +79,27 @@ def run(cfg: config.Config, skip_done: bool) -> tuple[dict[str, float], bool]:
     return timings, "train-gan" in timings and (before is None or _mtime(final) != before)
 
 
+def selection_check(metrics: dict) -> dict | None:
+    """How the validation-only recommendation fared on the test set (read here, never used to
+    choose): the selection regret (the best strategy's test balanced accuracy minus the
+    recommended one's; synthetic_only left out, as the recommender leaves it out) and whether the
+    recommendation is inside or above the best non-GAN strategy's 95% CI."""
+    rec = (metrics.get("recommendation") or {}).get("strategy")
+    if not rec:
+        return None
+    from pipeline.evaluate import STRATEGIES
+
+    ba = {n: s["balanced_accuracy"] for n, s in metrics["strategies"].items() if n != "synthetic_only"}
+    best = max(ba, key=lambda n: ba[n]["mean"])
+    plain = [n for n in ba if not STRATEGIES[n].uses_synthetic]
+    best_plain = max(plain, key=lambda n: ba[n]["mean"]) if plain else None
+    return {
+        "recommended": rec, "best_on_test": best, "regret": ba[best]["mean"] - ba[rec]["mean"],
+        "best_non_gan_on_test": best_plain,
+        "not_below_best_non_gan_ci": None if best_plain is None else ba[rec]["mean"] >= ba[best_plain]["ci95"][0],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder with train.npz/test.npz (+ classes.json)")
@@ -120,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": memory.peak_mb,
         "peak_rss_scope": "process tree",
         "params": config.dump(cfg),
+        "selection": selection_check(metrics),
     }
     io.write_json(out, result)
     g = metrics.get("gain") or {}
     ba = (g.get("balanced_accuracy") or {})
-    print(f"{out}: {g.get('strategy')} vs {g.get('baseline')}: {ba.get('mean')} {ba.get('ci95')} -> {g.get('verdict')}")
+    print(f"{out}: {g.get('strategy')} vs {g.get('baseline')}: {ba.get('mean')} {ba.get('ci95')} -> {g.get('verdict')}; "
+          f"recommended {(metrics.get('recommendation') or {}).get('strategy')}, selection {result['selection']}")
     return 0
 
 
