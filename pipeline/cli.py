@@ -11,7 +11,9 @@ import argparse
 import contextlib
 import json
 import logging
+import errno
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +34,8 @@ STAGES = {
 }
 # One augment run per folder: stages and `run` hold this lock; a second run waits, then fails.
 LOCK = Path("data") / ".augment.lock"
+# errno values of a write refused by permissions or a read-only file system
+NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 # Set by a process that holds LOCK for the augment processes it starts (the flow's torchrun).
 LOCK_HELD_ENV = "AUGMENT_LOCK_HELD"
 
@@ -122,16 +126,33 @@ def main(argv: list[str] | None = None) -> int:
     except AugmentError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        return _stdout_closed()
     except OSError as e:
-        if e.errno not in io.DISK_FULL:
-            raise
         where = e.filename or "an output file"
-        print(f"error: {where}: no space left on the device ({e.strerror}); free some space and rerun", file=sys.stderr)
+        if e.errno in io.DISK_FULL:
+            print(f"error: {where}: no space left on the device ({e.strerror}); free some space and rerun",
+                  file=sys.stderr)
+        elif e.errno in NOT_WRITABLE:
+            print(f"error: {where}: cannot write there ({e.strerror}); make the folder writable or point "
+                  "paths.* (and the working folder's data/) at one that is", file=sys.stderr)
+        else:
+            raise
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    try:
+        sys.stdout.flush()  # a reader that went away (`augment show-params | head`) is noticed here
+    except BrokenPipeError:
+        return _stdout_closed()
     return 0
+
+
+def _stdout_closed() -> int:
+    """Our reader closed the pipe: stop quietly, as Unix tools do (no traceback at exit)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 def _print_plan(quota: dict[str, int]) -> None:

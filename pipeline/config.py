@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,6 +97,16 @@ class PlanConfig(Section):
     """Stage `plan`: imbalanced-learn `sampling_strategy` (str, float, or {class: count})."""
 
     sampling_strategy: str | int | float | dict[str | int, int] = "auto"
+
+    @field_validator("sampling_strategy", mode="before")
+    @classmethod
+    def _exponent_form(cls, v: Any) -> Any:
+        """`1e4` is a string to YAML 1.1 (no dot): read it as the number it spells, an integral
+        one as a target count."""
+        if isinstance(v, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", v.strip()):
+            x = float(v)
+            return int(x) if x.is_integer() and x >= 1 else x
+        return v
 
 
 class TrainGanConfig(Section):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,9 +157,44 @@ def _quota(cfg: Config) -> dict[str, int]:
         raise DataError(f"plan.sampling_strategy: {e}") from None
 
 
+def _available_memory() -> int:
+    """Bytes of memory this machine can give now (MemAvailable; else its physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_plan_fits(cfg: Config, quota: dict[str, int], image_shape: list[int] | tuple[int, ...]) -> None:
+    """Refuse a plan whose images cannot be held in memory or written to disk.
+
+    `generate` holds every generated image (uint8 H x W x C, times generate.pool_factor) in
+    memory at once, and the shards store each one about that size (PNG without deflate).
+
+    Raises:
+        DataError: naming the plan's size, the limit and what to lower.
+    """
+    n = sum(quota.values()) * getattr(cfg.generate, "pool_factor", 1)
+    per_image = int(np.prod([int(d) for d in image_shape]))
+    need = n * per_image
+    where = Path(cfg.paths.synthetic).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    limits = {"memory available": _available_memory(), f"free disk at {where}": shutil.disk_usage(where).free}
+    for what, have in limits.items():
+        if need > have:
+            raise DataError(f"plan.sampling_strategy = {cfg.plan.sampling_strategy!r}: the plan adds {n:,} images "
+                            f"of {per_image} bytes ({need / 2**30:,.1f} GiB), more than the {what} "
+                            f"({have / 2**30:,.1f} GiB); lower plan.sampling_strategy")
+
+
 def plan(cfg: Config) -> dict[str, int]:
     """Stage `plan`: class counts + sampling_strategy -> `plan.json` {class: n_to_add}."""
     quota = _quota(cfg)
+    check_plan_fits(cfg, quota, read_counts(cfg)["image_shape"])
     io.write_json(cfg.paths.plan, quota)
     log.info("plan: add %d images in total", sum(quota.values()))
     return quota
@@ -266,6 +303,7 @@ def generate(cfg: Config) -> dict:
     train = read_prepared(cfg, "train")
     names = list(train.class_names)
     check_generator(cfg, path, meta, train)
+    check_plan_fits(cfg, {c: n for c, n in quota.items() if isinstance(n, int) and n > 0}, train.image_shape)
     # unknown classes are left to the sampler's check, which names the valid ones
     untrained = [c for c, n in quota.items() if n and c in names and c not in meta.get("train_classes", names)]
     if untrained:

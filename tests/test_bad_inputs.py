@@ -323,6 +323,9 @@ CASES = [
          ["sampling_strategy 'majority' is not one of", "'not majority'"]),
     Case("target below the count", setting("plan", "plan.sampling_strategy={zero: 1}"),
          ["sampling_strategy['zero'] = 1 is below the 11 images", "over-sampling never removes images"]),
+    Case("a plan too large for memory and disk", setting("plan", "plan.sampling_strategy=1e12"),
+         ["plan.sampling_strategy = 1000000000000: the plan adds 2,999,999,999,977 images of 64 bytes",
+          "more than the memory available", "lower plan.sampling_strategy"]),
     Case("negative target", setting("plan", "plan.sampling_strategy={two: -5}"),
          ["sampling_strategy['two'] must be a count >= 0, got -5"]),
     # the GAN and its checkpoints
@@ -423,6 +426,33 @@ def test_bad_input_as_a_real_process(project, name):
         return proc.returncode, proc.stderr
 
     check_refused(project, case.setup, real, case.says, case.code)
+
+
+@pytest.mark.parametrize("stage", ["prepare", "generate"])
+def test_an_output_folder_that_cannot_be_written_is_one_line(project, capsys, monkeypatch, stage):
+    """A read-only or permission-denied folder (simulated: the tests may run as root, whom chmod
+    does not stop): exit 1, one line naming the path, no traceback, nothing changed."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def denied(*args, dir=None, **kwargs):
+        if dir is not None and "data" in Path(dir).parts:
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    def setup(root: Path) -> list[str]:
+        monkeypatch.setattr(tempfile, "mkstemp", denied)
+        return [stage]
+
+    def in_process(root: Path, args: list[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        return augment(root, *args), capsys.readouterr().err
+
+    line = check_refused(project, setup, in_process, ["cannot write there (Permission denied)",
+                                                      "make the folder writable"], code=1)
+    assert "error: data/" in line
 
 
 # ---- inputs that must work -----------------------------------------------------------------------------

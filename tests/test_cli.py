@@ -56,6 +56,22 @@ def test_a_source_other_than_the_demo_keeps_its_own_class_counts(tmp_path, npz_f
     assert sum(asked.values()) < sum(default["train"].values())  # the profile, when asked for, cuts
 
 
+def test_a_closed_stdout_ends_quietly(tmp_path):
+    """`augment show-params | head`: the reader goes away; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "show-params"], cwd=tmp_path, stdout=write,
+                          stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
 def test_unknown_key_exit_2(tmp_path):
     line = _one_line_error(run_cli("prepare", "--set", "data.sorce=x", cwd=tmp_path))
     assert "data.sorce" in line and "did you mean 'data.source'" in line
