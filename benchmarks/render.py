@@ -371,6 +371,45 @@ def tried_section(results: dict[str, dict]) -> list[str]:
             "Figures from the result files below; each file's section gives its command and machine.", "", *out, ""]
 
 
+def scarcity_section(summary: dict, results: Path, out_md: Path) -> list[str]:
+    """The scarcity sweep (scarcity.py): gain of the validation-best GAN strategy over the
+    validation-best non-GAN one against the rarest class's size, as a table and a plot."""
+    tails = summary["tails"]
+    lines = ["## When does GAN data help? Scarcity sweep", "",
+             f"`python benchmarks/scarcity.py --data {summary['data']}` (head {summary['head']} images, exponential "
+             "profile down to the tail; each tail's own result file in `benchmarks/results/scarcity/` gives its "
+             "command and machine).", "",
+             "| rarest class | GAN strategy (val.-best) | % | non-GAN (val.-best) | % | gain, points [95% CI] | recommended |",
+             "|---|---|---|---|---|---|---|"]
+    xs, ys, lo, hi = [], [], [], []
+    for tail, t in tails.items():
+        if t["gain"] is None:
+            continue
+        ci = t["ci95"]
+        lines.append(f"| {tail} | {t['gan_strategy']} | {100 * t['gan']:.2f} | {t['baseline']} | "
+                     f"{100 * t['baseline_score']:.2f} | {_points(t['gain'])} [{_points(ci[0])}, {_points(ci[1])}] | "
+                     f"{t['recommended']} |")
+        xs.append(int(tail))
+        ys.append(100 * t["gain"])
+        lo.append(100 * (t["gain"] - ci[0]))
+        hi.append(100 * (ci[1] - t["gain"]))
+    if xs:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("images of the rarest class")
+        ax.set_ylabel("gain, balanced acc. points")
+        ax.set_title("GAN strategy minus best non-GAN (95% CI)")
+        fig.tight_layout()
+        png = results / "scarcity" / "scarcity.png"
+        fig.savefig(png, dpi=90)
+        plt.close(fig)
+        lines += ["", f"![scarcity]({os.path.relpath(png, out_md.parent)})"]
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -393,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
             lines += precision_section(r)
         else:
             lines += outcome_section(path.stem, r, path.parent, Path(args.out))
+    sweep = Path(args.results) / "scarcity" / "summary.json"
+    if sweep.is_file():
+        lines += scarcity_section(json.loads(sweep.read_text()), Path(args.results), Path(args.out))
     io.write_text(Path(args.out), "\n".join(lines) + "\n")
     print(f"BENCHMARKS.md from {len(results)} result file(s)")
     return 0

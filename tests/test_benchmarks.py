@@ -301,3 +301,23 @@ def test_selection_check_and_its_goal_rows(monkeypatch):
     rows = {row.split(" | ")[0].lstrip("| "): row.split(" | ")[1:3] for row in goals_section(runs) if row.startswith("| ")}
     assert rows["Recommendation never below the best non-GAN strategy's test CI"] == ["2 of 3 runs", "missed on b"]
     assert rows["Median selection regret <= 0.3 pt"] == ["0.20 pt over 3 run(s)", "met"]
+
+
+def test_scarcity_counts_and_section(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import scarcity_section
+    from scarcity import summarize, tail_counts
+
+    # 800 * (800/5)^(-i/9): 800, 453, 256, ... down to exactly 5
+    counts = tail_counts(800, 5, 10)
+    assert counts[0] == 800 and counts[1] == int(800 * 160 ** (-1 / 9)) and counts[-1] == 5
+    assert counts == sorted(counts, reverse=True)
+    r = {"gain": {"strategy": "gan_drw", "baseline": "drw", "verdict": "no gain",
+                  "balanced_accuracy": {"mean": 0.01, "ci95": [-0.005, 0.025]}},
+         "strategies": {"gan_drw": {"balanced_accuracy": {"mean": 0.91}}, "drw": {"balanced_accuracy": {"mean": 0.90}}},
+         "recommendation": {"strategy": "drw"}, "wall_s": 60.0}
+    summary = {"data": "mnist", "head": 800, "tails": summarize({5: r})}
+    (tmp_path / "scarcity").mkdir()
+    lines = scarcity_section(summary, tmp_path, tmp_path / "BENCHMARKS.md")
+    assert "| 5 | gan_drw | 91.00 | drw | 90.00 | +1.00 [-0.50, +2.50] | drw |" in lines
+    assert (tmp_path / "scarcity" / "scarcity.png").is_file()
