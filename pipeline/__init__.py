@@ -4,4 +4,4 @@ The library is pure functions and small classes; `pipeline.stages` is the only g
 writes the project's files, and the CLI, DVC and Prefect all call it.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
