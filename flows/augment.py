@@ -444,10 +444,23 @@ def record_version(root: Path, tag: str, message: str, remote: str | None, git_p
     return {"tag": tag, "commit": sh(root, "git", "rev-parse", "HEAD"), "remote": remote, "committed": paths}
 
 
-def fetch_hint(root: Path, tag: str, outs: list[str]) -> str:
-    """The command another project runs to get this version's data."""
-    url = sh(root, "git", "remote", "get-url", "origin", check=False) or str(root)
-    return "\n".join(f"dvc get {url} {out} --rev {tag}" for out in outs)
+def remote_inside(root: Path) -> bool:
+    """True when the DVC default remote is a folder inside `root` (the default `.dvc-remote/`):
+    a clone of the repository from a URL has no such data, so only `root` itself can serve it."""
+    name = sh(root, "dvc", "remote", "default", check=False)
+    url = sh(root, "dvc", "config", f"remote.{name}.url", check=False) if name else ""  # as written, relative to .dvc/
+    if not url or "://" in url:
+        return False
+    path = Path(url) if Path(url).is_absolute() else root / ".dvc" / url
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def fetch_hint(root: Path, tag: str, outs: list[str], pushed: bool = False) -> str:
+    """The command another project runs to get this version's data: from git remote `origin` when
+    the tag was pushed there (`pushed`) and the DVC remote is outside the repository, else from
+    this checkout's folder, where the tag and the data are."""
+    url = sh(root, "git", "remote", "get-url", "origin", check=False) if pushed and not remote_inside(root) else ""
+    return "\n".join(f"dvc get {url or root.resolve()} {out} --rev {tag} -o {Path(out).name}" for out in outs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,7 +603,7 @@ def augment(
             uncached = tuple(o for spec in specs.values() for o in spec.uncached)
             version = record_version(root, tag, message, remote, run.git_push, uncached)
         products = specs["generate"].outs if "generate" in specs else specs[list(specs)[-1]].outs
-        version["fetch"] = fetch_hint(root, tag, list(products))
+        version["fetch"] = fetch_hint(root, tag, list(products), pushed=run.git_push)
         publish(cfg, version)
     get_run_logger().info("version %s; fetch with: %s", tag, version["fetch"])
     return version
