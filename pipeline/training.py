@@ -29,6 +29,7 @@ from pipeline.data import ImageTable
 from pipeline.device import autocast, choose_precision, prepare_module, select_device, to_device_images
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
+from pipeline.pool import PoolDraw
 
 # ---- recipes ----------------------------------------------------------------------------------
 
@@ -301,7 +302,7 @@ class _Run:
         self.steps = steps_per_epoch(steps_from, cfg.batch_size)
         late = max(1, round(recipe.late_fraction * self.epochs)) if recipe.has_late_phase else 0
         self.late_start = self.epochs - min(late, self.epochs)
-        self._queues: dict[int, list[int]] = {}
+        self._pool = PoolDraw(pool.labels, self.rng) if pool is not None else None
 
     # -- which rows an epoch trains on ----------------------------------------------------------
 
@@ -311,29 +312,13 @@ class _Run:
             return False
         return s.phase == "all" or (late and s.phase == "late") or (late and s.phase == "head" and self.recipe.retrain_head)
 
-    def _draw(self, c: int, n: int) -> list[int]:
-        """n pool rows of class c, continuing a per-class permutation: no repeat before the pool is used up."""
-        rows = np.flatnonzero(self.synthetic.pool.labels == c)
-        out: list[int] = []
-        while len(out) < n and len(rows):
-            q = self._queues.get(c) or []
-            if not q:
-                q = [int(r) for r in self.rng.permutation(rows)]
-            take = min(n - len(out), len(q))
-            out += q[:take]
-            self._queues[c] = q[take:]
-        return out
-
     def epoch_rows(self, late: bool) -> np.ndarray:
         """Row indices (into real then pool rows) of one epoch's training set."""
         rows = np.arange(self.n_real)
         if not self._synthetic_on(late):
             return rows
         s = self.synthetic
-        if s.per_epoch is None:
-            extra = np.arange(len(s.pool))
-        else:
-            extra = np.array(sorted(r for c in range(self.k) for r in self._draw(c, int(s.per_epoch[c]))), np.int64)
+        extra = np.arange(len(s.pool)) if s.per_epoch is None else self._pool.epoch(s.per_epoch)
         return np.concatenate([rows, self.n_real + extra]).astype(np.int64)
 
     def class_mass(self, rows: np.ndarray, balanced: bool, weight: np.ndarray) -> np.ndarray:

@@ -251,3 +251,20 @@ def test_recommendation_without_a_gan_strategy_or_validation():
     assert _recommend(right, LABELS)["strategy"] == "none"
     rec = E.recommend(pd.DataFrame(columns=["strategy", "seed", "subset", "row", "y_true", "y_pred"]), {}, 3)
     assert rec["strategy"] is None and "validation" in rec["reason"]
+
+
+def test_fresh_pool_sampler_for_consumers():
+    from pipeline.pool import FreshPoolSampler
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    sampler = FreshPoolSampler(labels, {0: 2, 2: 2}, seed=1)
+    epochs = [list(sampler) for _ in range(2)]
+    assert len(sampler) == 4 and all(len(e) == 4 for e in epochs)
+    class2 = [i for e in epochs for i in e if labels[i] == 2]
+    assert sorted(class2) == [5, 6, 7, 8]  # two epochs use class 2's four rows once each
+    assert all(labels[i] != 1 for e in epochs for i in e)
+    assert [list(FreshPoolSampler(labels, {0: 2, 2: 2}, seed=1)) for _ in range(1)][0] == epochs[0]  # seeded
+    loader = torch.utils.data.DataLoader(torch.arange(9), batch_size=2, sampler=FreshPoolSampler(labels, {1: 2}))
+    assert sorted(torch.cat(list(loader)).tolist()) == [3, 4]
+    with pytest.raises(ValueError, match=r"classes \[5\]"):
+        FreshPoolSampler(labels, {5: 1})
