@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -370,15 +372,59 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: str = PARAMS_FILE) -> Config:
-    """Validate a params tree plus dotted `overrides` into a `Config`."""
+def _annotation_types(ann: Any) -> set:
+    """The plain types an annotation admits (Optional/Union/Literal/list unwrapped one level)."""
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_annotation_types(a) for a in typing.get_args(ann)))
+    if origin is Literal:
+        return {type(v) for v in typing.get_args(ann)}
+    return {origin or ann}
+
+
+def _strict_numbers(tree: dict, model: type[BaseModel], prefix: str) -> str | None:
+    """The first `key = value` where a number field got true/false, or an int field a float
+    (pydantic would read them as 1/0 and 2), as `dotted.key = value`; None if there is none."""
+    for name, value in tree.items():
+        field = model.model_fields.get(name)
+        if field is None:
+            continue
+        kinds, key = _annotation_types(field.annotation), f"{prefix}{name}"
+        sub = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if sub is not None and isinstance(value, dict):
+            found = _strict_numbers(value, sub, key + ".")
+            if found:
+                return found
+        elif isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
+            return f"{key} = {value!r}: expected a number, not true/false"
+        elif isinstance(value, float) and int in kinds and float not in kinds:
+            return f"{key} = {value!r}: expected an integer"
+    return None
+
+
+def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: str = PARAMS_FILE,
+          override_source: str | None = None) -> Config:
+    """Validate a params tree plus dotted `overrides` into a `Config`.
+
+    Errors name `source`, or `override_source` (the CLI: `--set`) when the bad key came from
+    `overrides`.
+    """
     tree = dict(tree or {})
     for key, value in (overrides or {}).items():
         set_dotted(tree, key, value)
+
+    def where(key: str) -> str:
+        from_override = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overrides or {})
+        return override_source if override_source and from_override else source
+
+    bad = _strict_numbers(tree, Config, "")
+    if bad:
+        raise ConfigError(f"{where(bad.split(' = ', 1)[0])}: {bad}")
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_describe(e.errors()[0], source)) from None
+        err = e.errors()[0]
+        raise ConfigError(_describe(err, where(".".join(str(p) for p in err["loc"])))) from None
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -386,7 +432,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     if path is None:
         path = Path(PARAMS_FILE)
         if not path.exists():
-            return build({}, overrides, source="defaults")
+            return build({}, overrides, source="defaults", override_source="--set")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; pass --params PATH or create {PARAMS_FILE}")
@@ -398,7 +444,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"{path}{where}: not valid YAML; fix the syntax") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data:, plan:, ...), got {type(tree).__name__}")
-    return build(tree, overrides, source=str(path))
+    return build(tree, overrides, source=str(path), override_source="--set")
 
 
 def dump(config: Config) -> dict:

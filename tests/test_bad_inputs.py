@@ -289,6 +289,12 @@ CASES = [
     # params
     Case("misspelled key", setting("plan", "train_gan.stpes=5"),
          ["unknown key 'train_gan.stpes' (did you mean 'train_gan.steps'?)", "valid keys here:"]),
+    Case("a --set error names --set, not params.yaml", setting("plan", "train_gan.steps=0"),
+         ["error: --set: train_gan.steps = 0: Input should be greater than or equal to 1"]),
+    Case("true as a step count", setting("train-gan", "train_gan.steps=true"),
+         ["--set: train_gan.steps = True: expected a number, not true/false"]),
+    Case("a float as a step count", setting("train-gan", "train_gan.steps=2.5"),
+         ["--set: train_gan.steps = 2.5: expected an integer"]),
     Case("misspelled section in params.yaml", with_file("params.yaml", PARAMS + "evaulate: {seeds: 2}\n", "plan"),
          ["params.yaml: unknown key 'evaulate' (did you mean 'evaluate'?)"]),
     Case("zero steps", setting("train-gan", "train_gan.steps=0"),
