@@ -32,6 +32,19 @@ STAGES = {
     "evaluate": "evaluate",
     "report": "report",
 }
+# What each stage reads and writes (paths as params.yaml `paths:` sets them by default).
+STAGE_HELP = {
+    "prepare": "read data.source, split it, impose the long-tail profile -> data/prepared/{train,val,test}.parquet "
+               "+ class_counts.json",
+    "plan": "read data/prepared/class_counts.json and plan.sampling_strategy -> data/plan.json {class: images to add}",
+    "train-gan": "read data/prepared/train.parquet, train the GAN (train_gan.*) -> data/models/gan/ (checkpoints, "
+                 "final.pt, curves, sample grids)",
+    "generate": "read data/plan.json and data/models/gan/final.pt -> data/synthetic/ (data/*.parquet shards, "
+                "classes.json, manifest.json, README.md, images/)",
+    "evaluate": "read data/prepared/, data/plan.json and data/synthetic/, train every evaluate.strategies x seeds "
+                "-> data/reports/metrics.json + predictions.parquet",
+    "report": "read data/reports/metrics.json + predictions.parquet -> data/reports/report.md, report.html, figures/",
+}
 # One augment run per folder: stages and `run` hold this lock; a second run waits, then fails.
 LOCK = Path("data") / ".augment.lock"
 # errno values of a write refused by permissions or a read-only file system
@@ -52,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                         help=f"wait this long while another augment run holds {LOCK} (default 60)")
     for name in STAGES:
-        sub.add_parser(name, parents=[common], help=f"run stage {name}")
+        sub.add_parser(name, parents=[common], help=STAGE_HELP[name], description=STAGE_HELP[name])
     sub.add_parser("run", parents=[common], help="run every stage in order")
     sub.add_parser("show-params", parents=[common], help="print the validated params as JSON")
     return p

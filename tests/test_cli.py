@@ -72,6 +72,14 @@ def test_a_closed_stdout_ends_quietly(tmp_path):
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
 
 
+def test_each_stage_s_help_says_what_it_reads_and_writes():
+    from pipeline import cli
+
+    for name in cli.STAGES:
+        text = cli._parser()._subparsers._group_actions[0].choices[name].format_help()
+        assert "read" in text and "->" in text and "data/" in text, name
+
+
 def test_unknown_key_exit_2(tmp_path):
     line = _one_line_error(run_cli("prepare", "--set", "data.sorce=x", cwd=tmp_path))
     assert "data.sorce" in line and "did you mean 'data.source'" in line
