@@ -333,7 +333,8 @@ def test_every_strategy_runs_for_two_seeds(digits_run):
     assert set(pred.columns) >= {"strategy", "seed", "y_true", "y_pred", "subset"}
     n_test = len(digits_run["test"])
     assert (pred[pred["subset"] == "test"].groupby(["strategy", "seed"]).size() == n_test).all()
-    assert m["gain"]["baseline"] in {"none", "class_weight", "oversample", "smote", "augment"}
+    assert m["gain"]["baseline"] in {n for n, s in E.STRATEGIES.items() if not s.uses_synthetic}
+    assert m["recommendation"]["strategy"] in E.STRATEGIES and m["recommendation"]["rule"] == E.RECOMMEND_RULE
     assert m["balanced_test"]["gain"]["baseline"] == m["gain"]["baseline"]
     q = m["gan_quality"]
     assert {"fid", "kid", "intra_fid", "precision", "recall", "class_consistency", "memorization"} <= set(q)
