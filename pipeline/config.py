@@ -209,12 +209,15 @@ class MixConfig(Section):
     class_weight: list[bool] = [False, True]  # also weight classes by inverse effective frequency
     # the loss: ce, or logit_adjusted (the prior of the mix, synthetic rows included)
     loss: list[Literal["ce", "logit_adjusted"]] = ["ce"]
+    trust: list[bool] = [False]  # graded trust: a synthetic image weighs synthetic_weight x its judge score
+    # partial fill: real images duplicated up to this share of the largest class first, synthetic on top
+    real_fill: list[float] = [0.0]
     selection_seeds: int = Field(1, ge=1)  # classifier seeds averaged per grid point
     # staged: with both class_weight values, decide class weighting on the real data alone (cap 0)
     # first, then try the synthetic grid with the winner only; full: every combination
     search: Literal["staged", "full"] = "staged"
 
-    @field_validator("cap_ratio", "min_score", "synthetic_weight", "class_weight", "loss")
+    @field_validator("cap_ratio", "min_score", "synthetic_weight", "class_weight", "loss", "trust", "real_fill")
     @classmethod
     def _non_empty(cls, v: list) -> list:
         if not v:
@@ -226,6 +229,13 @@ class MixConfig(Section):
     def _caps(cls, v: list) -> list:
         if any(c is not None and c < 0 for c in v):
             raise ValueError(f"caps must be >= 0 or null, got {v}")
+        return v
+
+    @field_validator("real_fill")
+    @classmethod
+    def _fill(cls, v: list) -> list:
+        if any(not 0.0 <= f <= 1.0 for f in v):
+            raise ValueError(f"real_fill is a share of the largest class in [0, 1], got {v}")
         return v
 
     @field_validator("min_score")

@@ -194,3 +194,16 @@ def impose_long_tail(table: ImageTable, target: list[int], seed: int) -> ImageTa
         idx = np.flatnonzero(table.labels == c)
         keep.append(np.sort(rng.choice(idx, size=n, replace=False)))
     return table.subset(np.sort(np.concatenate(keep)))
+
+
+def random_oversample(table: ImageTable, add: np.ndarray, seed: int) -> ImageTable:
+    """Append add[c] copies of images of class c drawn at random with replacement."""
+    rng = np.random.default_rng(seed)
+    extra = [
+        rng.choice(np.flatnonzero(table.labels == c), int(n), replace=True)
+        for c, n in enumerate(add)
+        if n > 0
+    ]
+    if not extra:
+        return table
+    return ImageTable.concat([table, table.subset(np.concatenate(extra))])

@@ -22,7 +22,7 @@ from pipeline.progress import tqdm
 from pipeline import io
 from pipeline import metrics as M
 from pipeline.config import EvaluateConfig
-from pipeline.data import ImageTable
+from pipeline.data import ImageTable, random_oversample
 from pipeline.device import choose_precision, precision_name
 from pipeline.errors import DataError
 from pipeline.mixing import choose_policy, mix
@@ -83,19 +83,6 @@ class Strategy:
     uses_synthetic: bool
     prepare: Callable[[StrategyInputs], TrainingSet]
     description: str
-
-
-def random_oversample(table: ImageTable, add: np.ndarray, seed: int) -> ImageTable:
-    """Append add[c] copies of images of class c drawn at random with replacement."""
-    rng = np.random.default_rng(seed)
-    extra = [
-        rng.choice(np.flatnonzero(table.labels == c), int(n), replace=True)
-        for c, n in enumerate(add)
-        if n > 0
-    ]
-    if not extra:
-        return table
-    return ImageTable.concat([table, table.subset(np.concatenate(extra))])
 
 
 def smote_oversample(table: ImageTable, add: np.ndarray, seed: int, k_neighbors: int = 5) -> ImageTable:
@@ -515,7 +502,7 @@ def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float]:
     mixed = None
     if mix_spec is not None:
         policy, scores = mix_spec
-        table, weight = mix(tables["train"], tables["synthetic"], scores, policy)
+        table, weight = mix(tables["train"], tables["synthetic"], scores, policy, seed)
         mixed = TrainingSet(table, sample_weight=weight, recipe=policy.recipe(cfg.tau))
     with cpu_threads(cfg.cpu_threads):
         frame = run_strategy(name, cfg, tables, shared["add"], seed, shared["balanced_rows"], mixed)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from pipeline.data import ImageTable
+from pipeline.data import ImageTable, random_oversample
 from pipeline.parallel import Workers, resolve_workers
 from pipeline.progress import tqdm
 from pipeline.training import (
@@ -39,6 +39,10 @@ class MixPolicy:
         class_weight: also weight the loss by the inverse frequency of each class in the mix,
             counting a synthetic image as `synthetic_weight` of an image.
         loss: "ce" or "logit_adjusted" (its prior is the mix's, synthetic rows and weights included).
+        trust: graded trust: a synthetic image weighs synthetic_weight x its judge score (an
+            unscored one synthetic_weight).
+        real_fill: partial fill: first duplicate each class's real images (at random, seeded) up to
+            real_fill x the largest class's real count, then add the synthetic images on top; 0 = none.
     """
 
     cap_ratio: float | None = None
@@ -46,13 +50,17 @@ class MixPolicy:
     synthetic_weight: float = 1.0
     class_weight: bool = False
     loss: str = "ce"
+    trust: bool = False
+    real_fill: float = 0.0
 
     @property
     def name(self) -> str:
         cap = "all" if self.cap_ratio is None else f"{self.cap_ratio:g}x"
         cw = "+cw" if self.class_weight else ""
         la = " +la" if self.loss == "logit_adjusted" else ""
-        return f"cap={cap} score>={self.min_score:g} w={self.synthetic_weight:g}{cw}{la}"
+        trust = " +trust" if self.trust else ""
+        fill = f" fill={self.real_fill:g}" if self.real_fill else ""
+        return f"cap={cap} score>={self.min_score:g} w={self.synthetic_weight:g}{cw}{la}{trust}{fill}"
 
     def recipe(self, tau: float) -> Recipe:
         """The training recipe of a classifier on this policy's mix."""
@@ -78,16 +86,25 @@ def select_synthetic(real_counts: np.ndarray, labels: np.ndarray, scores: np.nda
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
-def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: MixPolicy) -> tuple[ImageTable, np.ndarray]:
-    """(training table = real rows then kept synthetic rows, per-row loss weights)."""
-    rows = select_synthetic(real.counts(), synthetic.labels, scores, policy)
+def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: MixPolicy,
+        seed: int = 0) -> tuple[ImageTable, np.ndarray]:
+    """(training table = real rows (then their duplicates, with `real_fill`) then kept synthetic
+    rows, per-row loss weights); `seed` draws the duplicates."""
+    counts = real.counts()
+    rows = select_synthetic(counts, synthetic.labels, scores, policy)
     kept = synthetic.subset(rows)
+    if policy.real_fill > 0:
+        target = int(np.floor(policy.real_fill * counts.max()))
+        real = random_oversample(real, np.where(counts > 0, np.maximum(target - counts, 0), 0), seed)
     table = ImageTable(
         np.concatenate([real.images, kept.images]),
         np.concatenate([real.labels, kept.labels]),
         real.class_names,
     )
-    weight = np.concatenate([np.ones(len(real)), np.full(len(kept), policy.synthetic_weight)]).astype(np.float32)
+    syn_weight = np.full(len(kept), policy.synthetic_weight, np.float32)
+    if policy.trust:
+        syn_weight *= np.nan_to_num(scores[rows], nan=1.0).astype(np.float32)
+    weight = np.concatenate([np.ones(len(real), np.float32), syn_weight]).astype(np.float32)
     if policy.class_weight:
         # effective images per class: real ones count 1, synthetic ones count synthetic_weight. The
         # class_weight strategy's own formula, so a mix without synthetic images weighs every image
@@ -99,7 +116,7 @@ def mix(real: ImageTable, synthetic: ImageTable, scores: np.ndarray, policy: Mix
 
 
 def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_weight: list,
-                loss: tuple = ("ce",)) -> list[MixPolicy]:
+                loss: tuple = ("ce",), trust: tuple = (False,), real_fill: tuple = (0.0,)) -> list[MixPolicy]:
     """Every combination of the given knob values, in a stable order, without repeats.
 
     A cap of 0 keeps no synthetic image, so score and weight mean nothing there: it is tried once
@@ -107,8 +124,10 @@ def policy_grid(cap_ratio: list, min_score: list, synthetic_weight: list, class_
     that the GAN's images do not help).
     """
     grid: list[MixPolicy] = []
-    for c, s, w, cw, lo in itertools.product(cap_ratio, min_score, synthetic_weight, class_weight, loss):
-        policy = MixPolicy(0.0, 0.0, 1.0, cw, lo) if c == 0 else MixPolicy(c, s, w, cw, lo)
+    for c, s, w, cw, lo, t, f in itertools.product(cap_ratio, min_score, synthetic_weight, class_weight, loss,
+                                                   trust, real_fill):
+        # cap 0: no synthetic image, so trust means nothing (real_fill still does: plain oversampling)
+        policy = MixPolicy(0.0, 0.0, 1.0, cw, lo, False, f) if c == 0 else MixPolicy(c, s, w, cw, lo, t, f)
         if policy not in grid:
             grid.append(policy)
     return grid
@@ -132,7 +151,7 @@ def _policy_unit(shared: dict, unit: tuple[MixPolicy, int, np.ndarray]) -> tuple
     seed, synthetic scores)'s mix; `shared` holds "cfg" and "tables" (train, val, synthetic)."""
     cfg, tables = shared["cfg"], shared["tables"]
     policy, seed, scores = unit
-    table, weight = mix(tables["train"], tables["synthetic"], scores, policy)
+    table, weight = mix(tables["train"], tables["synthetic"], scores, policy, seed)
     with cpu_threads(cfg.cpu_threads):
         model = train_classifier(table, tables["val"], cfg, seed, sample_weight=weight, recipe=policy.recipe(cfg.tau),
                                  steps_from=len(tables["train"]), progress=False)
@@ -193,18 +212,20 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
             first = score(probe, 1)
             cw = probe[_best(first)].class_weight
             caps = [c for c in m.cap_ratio if c != 0]
-            second = score(policy_grid(caps, m.min_score, m.synthetic_weight, [cw], m.loss), 2) if caps else []
+            second = score(policy_grid(caps, m.min_score, m.synthetic_weight, [cw], m.loss, m.trust, m.real_fill), 2
+                           ) if caps else []
             zero_allowed = any(c == 0 for c in m.cap_ratio)
             rows = [{**r, "eligible": zero_allowed} for r in first] + [{**r, "eligible": True} for r in second]
         else:
             rows = [{**r, "eligible": True}
-                    for r in score(policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight, m.loss), 1)]
-    grid = [MixPolicy(r["cap_ratio"], r["min_score"], r["synthetic_weight"], r["class_weight"], r["loss"]) for r in rows]
+                    for r in score(policy_grid(m.cap_ratio, m.min_score, m.synthetic_weight, m.class_weight, m.loss,
+                                               m.trust, m.real_fill), 1)]
+    grid = [MixPolicy(**{f.name: r[f.name] for f in fields(MixPolicy)}) for r in rows]
     best = _best(rows)
     log.info("mixing policy chosen on validation: %s (val balanced accuracy %.4f)",
              grid[best].name, rows[best]["val_balanced_accuracy"])
-    table, _ = mix(train, synthetic, scores, grid[best])
-    per_class = np.bincount(table.labels[len(train):], minlength=train.num_classes)
+    kept = select_synthetic(train.counts(), synthetic.labels, scores, grid[best])
+    per_class = np.bincount(synthetic.labels[kept], minlength=train.num_classes)
     report = {
         "chosen": rows[best], "grid": rows, "search": m.search,
         "selected_by": "validation balanced accuracy, ties by class-balanced validation NLL",

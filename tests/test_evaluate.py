@@ -15,7 +15,7 @@ from pipeline import config
 from pipeline import evaluate as E
 from pipeline import metrics as M
 from pipeline import training as T
-from pipeline.data import ImageTable, impose_long_tail, stratified_split
+from pipeline.data import ImageTable, impose_long_tail, random_oversample, stratified_split
 from pipeline.errors import ConfigError, DataError
 from pipeline.sources import ImageSpec, read_digits
 from tests.conftest import tiny_arrays
@@ -49,7 +49,7 @@ def test_plan_counts_and_bad_plan():
 
 def test_random_oversample_adds_copies_of_the_right_class():
     t = _table()
-    out = E.random_oversample(t, np.array([0, 2, 5]), seed=0)
+    out = random_oversample(t, np.array([0, 2, 5]), seed=0)
     assert out.counts().tolist() == [6, 6, 8]
     new = out.subset(np.arange(len(t), len(out)))
     for img, label in zip(new.images, new.labels):
@@ -271,7 +271,7 @@ def test_mismatched_tables_are_refused():
 def _jittered_copies(train: ImageTable, add: np.ndarray, seed: int) -> ImageTable:
     """A stand-in for GAN output: real images of the planned classes with +-24 grey-level noise."""
     rng = np.random.default_rng(seed)
-    over = E.random_oversample(train, add, seed)
+    over = random_oversample(train, add, seed)
     syn = over.subset(np.arange(len(train), len(over)))
     noisy = np.clip(syn.images.astype(np.int16) + rng.integers(-24, 25, syn.images.shape), 0, 255)
     return ImageTable(noisy.astype(np.uint8), syn.labels, syn.class_names)

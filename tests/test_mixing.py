@@ -43,6 +43,34 @@ def test_weights_and_order():
     assert t.images[5:, 0, 1, 0].tolist() == [9, 9, 9]
 
 
+def test_graded_trust_weighs_each_synthetic_image_by_its_score():
+    t, w = mix(REAL, SYN, SCORES, MixPolicy(min_score=0.6, synthetic_weight=0.5, trust=True))
+    # kept rows 1, 3, 4 (scores 0.95, 0.99, 0.7) at 0.5 x score
+    assert w[5:].tolist() == pytest.approx([0.475, 0.495, 0.35])
+    _, w = mix(REAL, SYN, SCORES, MixPolicy(synthetic_weight=2.0, trust=True))
+    assert w[-1] == pytest.approx(2.0)  # the unscored (NaN) row keeps synthetic_weight
+
+
+def test_partial_fill_duplicates_real_images_then_adds_synthetic_on_top():
+    # real a: 4, b: 1; fill 1.0 -> b duplicated up to 4 (3 copies of its one image), then b's and a's
+    # synthetic rows that pass min_score 0.6 (3 of b)
+    t, w = mix(REAL, SYN, SCORES, MixPolicy(min_score=0.6, real_fill=1.0), seed=3)
+    assert t.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    assert t.images[5:8, 0, 0, 0].tolist() == [4, 4, 4] and t.images[5:8, 0, 1, 0].tolist() == [0, 0, 0]  # real copies
+    assert t.images[8:, 0, 1, 0].tolist() == [9, 9, 9]  # then synthetic
+    assert w.tolist() == [1.0] * 11
+    half, _ = mix(REAL, SYN, SCORES, MixPolicy(cap_ratio=0, real_fill=0.5))
+    assert half.labels.tolist() == [0, 0, 0, 0, 1, 1]  # b up to floor(0.5 * 4) = 2: plain oversampling
+
+
+def test_grid_carries_trust_and_fill_and_names_them():
+    grid = policy_grid([0, None], [0.0], [1.0], [False], ("ce",), (False, True), (0.0, 0.5))
+    assert MixPolicy(None, 0.0, 1.0, False, "ce", True, 0.5) in grid
+    assert all(not p.trust for p in grid if p.cap_ratio == 0)  # trust means nothing without synthetic rows
+    assert len(grid) == 2 + 4
+    assert MixPolicy(None, 0.0, 1.0, False, "logit_adjusted", True, 0.5).name == "cap=all score>=0 w=1 +la +trust fill=0.5"
+
+
 def test_class_weight_balances_effective_counts():
     t, w = mix(REAL, SYN, SCORES, MixPolicy(min_score=0.6, synthetic_weight=0.5, class_weight=True))
     # effective counts: a = 4, b = 1 + 3 * 0.5 = 2.5 -> per-class totals must be equal
