@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 from pipeline.progress import tqdm
 
 from pipeline import io
@@ -29,8 +30,9 @@ from pipeline.mixing import choose_policy, mix
 from pipeline.parallel import Workers, resolve_workers
 from torch import nn
 
+from pipeline.models.classifiers import label_probability
 from pipeline.training import (
-    Recipe, SyntheticUse, cpu_threads, inverse_frequency_weights, predict, resolve_device, train_classifier,
+    Recipe, SyntheticUse, cpu_threads, inverse_frequency_weights, logits, resolve_device, train_classifier,
     train_feature_model,
 )
 
@@ -291,11 +293,18 @@ def _runnable(names: list[str], synthetic: ImageTable | None) -> tuple[list[str]
     return [n for n in names if n not in skipped], skipped
 
 
-def _prediction_rows(name: str, seed: int, subset: str, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
+def _prediction_rows(name: str, seed: int, subset: str, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
+                     p_true: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({
         "strategy": name, "seed": seed, "subset": subset, "row": rows.astype(np.int64),
-        "y_true": y_true.astype(np.int64), "y_pred": y_pred.astype(np.int64),
+        "y_true": y_true.astype(np.int64), "y_pred": y_pred.astype(np.int64), "p_true": p_true.astype(np.float32),
     })
+
+
+def _scored(model, table: ImageTable) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted labels, p(true label)) of every image of `table`, one forward pass."""
+    z = logits(model, table.images)
+    return z.argmax(1).numpy().astype(np.int64), label_probability(z, torch.from_numpy(table.labels)).numpy()
 
 
 def fit_training_set(ts: TrainingSet, tables: dict[str, ImageTable], cfg: EvaluateConfig, seed: int):
@@ -312,12 +321,13 @@ def run_strategy(name: str, cfg: EvaluateConfig, tables: dict[str, ImageTable], 
     inputs = StrategyInputs(tables["train"], tables.get("synthetic"), add, seed, mixed, cfg)
     model = fit_training_set(STRATEGIES[name].prepare(inputs), tables, cfg, seed)
     test, val = tables["test"], tables["val"]
-    pred = predict(model, test.images)  # the test split is predicted once per model
-    parts = [_prediction_rows(name, seed, "test", np.arange(len(test)), test.labels, pred)]
+    pred, p = _scored(model, test)  # the test split is predicted once per model
+    parts = [_prediction_rows(name, seed, "test", np.arange(len(test)), test.labels, pred, p)]
     if balanced_rows is not None:
-        parts.append(_prediction_rows(name, seed, "balanced_test", balanced_rows, test.labels[balanced_rows], pred[balanced_rows]))
+        parts.append(_prediction_rows(name, seed, "balanced_test", balanced_rows, test.labels[balanced_rows],
+                                      pred[balanced_rows], p[balanced_rows]))
     if len(val):
-        parts.append(_prediction_rows(name, seed, "val", np.arange(len(val)), val.labels, predict(model, val.images)))
+        parts.append(_prediction_rows(name, seed, "val", np.arange(len(val)), val.labels, *_scored(model, val)))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -362,9 +372,22 @@ def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str
                   "significant": verdict == "gain", "verdict": verdict}
 
 
-def _val_means(val: dict[str, dict], names: list[str]) -> dict[str, float]:
-    return {n: -math.inf if val[n]["balanced_accuracy"]["mean"] is None else val[n]["balanced_accuracy"]["mean"]
-            for n in names}
+def _val_nll(predictions: pd.DataFrame, name: str, num_classes: int) -> float:
+    """Mean over seeds of the class-balanced validation NLL (inf when the table has no p_true)."""
+    sub = predictions[(predictions["strategy"] == name) & (predictions["subset"] == "val")]
+    if "p_true" not in sub or sub["p_true"].isna().all():
+        return math.inf
+    return float(np.mean([M.balanced_log_loss(g["y_true"].to_numpy(), g["p_true"].to_numpy())
+                          for _, g in sub.groupby("seed")]))
+
+
+def _best_on_validation(predictions: pd.DataFrame, val: dict[str, dict], names: list[str], num_classes: int) -> str:
+    """Highest mean validation balanced accuracy; ties (common: a handful of images per rare
+    class) by the lower class-balanced validation NLL, then the earlier listed."""
+    acc = {n: -math.inf if val[n]["balanced_accuracy"]["mean"] is None else val[n]["balanced_accuracy"]["mean"]
+           for n in names}
+    tied = [n for n in names if acc[n] == max(acc.values())]
+    return min(tied, key=lambda n: (_val_nll(predictions, n, num_classes), names.index(n)))
 
 
 def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -376,7 +399,8 @@ def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.n
 
 
 RECOMMEND_RULE = (
-    "the best non-GAN strategy by mean validation balanced accuracy over the seeds, unless the best GAN "
+    "the best non-GAN strategy by mean validation balanced accuracy over the seeds (ties by the lower "
+    "class-balanced validation NLL), unless the best GAN "
     "strategy beats it on validation at the 5th percentile of a class-stratified bootstrap over the "
     "validation images (the noise of a class with a handful of images)"
 )
@@ -397,8 +421,8 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
         return out | {"reason": "no validation predictions (evaluate with data.val_fraction > 0)"}
     plain = [n for n in names if not STRATEGIES[n].uses_synthetic]
     gan_names = [n for n in names if STRATEGIES[n].uses_synthetic]
-    base = M.best_strategy(_val_means(val, plain)) if plain else None
-    best_gan = M.best_strategy(_val_means(val, gan_names)) if gan_names else None
+    base = _best_on_validation(predictions, val, plain, num_classes) if plain else None
+    best_gan = _best_on_validation(predictions, val, gan_names, num_classes) if gan_names else None
     out |= {"baseline": base, "best_gan": best_gan}
     if base is None:
         return out | {"strategy": best_gan, "uses_synthetic": True, "reason": "only GAN strategies were run"}

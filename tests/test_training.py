@@ -192,19 +192,21 @@ def test_each_recipe_learns_and_is_deterministic(name):
 # ---- the recommendation ----------------------------------------------------------------------------
 
 
-def _val_predictions(right: dict[str, list[list[int]]], labels: list[int]) -> pd.DataFrame:
-    """A predictions table on `val`: right[strategy][seed][row] = 1 if that model got the row right."""
+def _val_predictions(right: dict[str, list[list[int]]], labels: list[int], p_true: dict | None = None) -> pd.DataFrame:
+    """A predictions table on `val`: right[strategy][seed][row] = 1 if that model got the row right;
+    p_true[strategy] its p(true class) for every row (default 0.9 right, 0.1 wrong)."""
     rows = []
     for name, seeds in right.items():
         for seed, marks in enumerate(seeds):
             for row, (y, ok) in enumerate(zip(labels, marks)):
+                p = (p_true or {}).get(name, 0.9 if ok else 0.1)
                 rows.append({"strategy": name, "seed": seed, "subset": "val", "row": row, "y_true": y,
-                             "y_pred": y if ok else (y + 1) % 3})
+                             "y_pred": y if ok else (y + 1) % 3, "p_true": p})
     return pd.DataFrame(rows)
 
 
-def _recommend(right, labels):
-    pred = _val_predictions(right, labels)
+def _recommend(right, labels, p_true=None):
+    pred = _val_predictions(right, labels, p_true)
     val = E.summarize_predictions(pred, 3, "val")
     return E.recommend(pred, val, 3)
 
@@ -244,6 +246,15 @@ def test_recommendation_takes_the_gan_strategy_when_it_leads_beyond_the_noise():
     assert rec["strategy"] == "gan_drw" and rec["uses_synthetic"] and rec["evidence"]["p5"] > 0
     # synthetic_only is a diagnostic: never recommended, never the best GAN strategy
     assert rec["best_gan"] == "gan_drw"
+
+
+def test_equal_validation_accuracy_is_decided_by_the_lower_balanced_nll():
+    ok = [[1] * 20]
+    rec = _recommend({"none": ok, "drw": ok, "logit_adjust": ok}, LABELS, p_true={"none": 0.6, "drw": 0.95, "logit_adjust": 0.9})
+    assert rec["baseline"] == "drw" and rec["strategy"] == "drw"
+    # without p_true (a table from before 0.4.0) the first listed wins the tie
+    pred = _val_predictions({"none": ok, "drw": ok}, LABELS).drop(columns="p_true")
+    assert E.recommend(pred, E.summarize_predictions(pred, 3, "val"), 3)["baseline"] == "none"
 
 
 def test_recommendation_without_a_gan_strategy_or_validation():
