@@ -344,10 +344,12 @@ def summarize_predictions(predictions: pd.DataFrame, num_classes: int, subset: s
     return out
 
 
-def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str = "gan") -> dict:
+def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str = "gan",
+         baseline: str | None = None) -> dict:
     """`strategy` minus the best non-GAN strategy in test balanced accuracy, paired by seed.
 
-    The baseline is the non-GAN strategy with the best mean balanced accuracy on `selection` (the
+    The baseline is `baseline` when given (the recommendation's, chosen on validation with its tie
+    rule), else the non-GAN strategy with the best mean balanced accuracy on `selection` (the
     validation summaries); without validation it is chosen on the test set, which favours the
     baseline. Verdict: "gain" only when the 95% CI lies above 0; one seed cannot show a gain.
     """
@@ -360,8 +362,9 @@ def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str
         return out | {"reason": "no non-GAN strategy was run to compare with"}
     source, how = (selection, "validation balanced accuracy") if selection else (
         test, "test balanced accuracy (no validation images; this favours the baseline)")
-    scores = {n: source[n]["balanced_accuracy"]["mean"] for n in candidates if n in source}
-    baseline = M.best_strategy({n: -math.inf if s is None else s for n, s in scores.items()})
+    if baseline is None or baseline not in test:
+        scores = {n: source[n]["balanced_accuracy"]["mean"] for n in candidates if n in source}
+        baseline = M.best_strategy({n: -math.inf if s is None else s for n, s in scores.items()})
     diff = M.paired_difference(test[strategy]["balanced_accuracy"]["per_seed"],
                                test[baseline]["balanced_accuracy"]["per_seed"])
     if len(diff["per_seed"]) < 2:
@@ -460,8 +463,8 @@ def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, 
     out = {
         "strategies": test,
         "validation": {"strategies": {n: {"balanced_accuracy": s["balanced_accuracy"]} for n, s in val.items()}},
-        "gain": gain(test, selection, headline),
-        "gains": {n: gain(test, selection, n) for n in test if STRATEGIES[n].uses_synthetic},
+        "gain": gain(test, selection, headline, rec["baseline"]),
+        "gains": {n: gain(test, selection, n, rec["baseline"]) for n in test if STRATEGIES[n].uses_synthetic},
         "recommendation": rec,
     }
     balanced = summarize_predictions(predictions, k, "balanced_test")

@@ -208,6 +208,9 @@ def test_gain_picks_the_best_baseline_on_validation():
     # without validation the best non-GAN strategy on test is the baseline, never gan itself
     g = E.gain(test, None)
     assert g["baseline"] == "oversample" and "favours the baseline" in g["selected_by"]
+    # the recommendation's baseline (its tie rule) is used when given
+    g = E.gain(test, val, "gan", baseline="oversample")
+    assert g["baseline"] == "oversample" and g["balanced_accuracy"]["per_seed"] == pytest.approx([0.05, 0.06])
 
 
 def test_gain_verdicts_no_gain_single_seed_and_missing():
