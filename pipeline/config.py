@@ -143,6 +143,7 @@ class TrainGanConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    cpu_threads: int | None = Field(None, ge=1)  # torch CPU threads while training; None = torch's default
 
     @field_validator("arch")
     @classmethod

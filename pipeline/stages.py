@@ -234,11 +234,14 @@ def gan_final_path(cfg: Config) -> Path:
 
 
 def train_gan(cfg: Config) -> dict:
-    """Stage `train_gan`: fit the class-conditional GAN on the prepared training split."""
+    """Stage `train_gan`: fit the class-conditional GAN on the prepared training split, with
+    `train_gan.cpu_threads` torch threads (None: torch's default), the previous count restored after."""
     from pipeline.gan import train_gan as fit
+    from pipeline.training import cpu_threads
 
     train = read_prepared(cfg, "train")
-    final = fit(cfg.train_gan, train, Path(cfg.paths.gan), progress=_PROGRESS)
+    with cpu_threads(cfg.train_gan.cpu_threads):
+        final = fit(cfg.train_gan, train, Path(cfg.paths.gan), progress=_PROGRESS)
     return {"final": str(final)}
 
 

@@ -139,6 +139,20 @@ def test_fingerprints():
     cfg = tiny_cfg()
     assert gan.config_fingerprint(cfg, fp) == gan.config_fingerprint(tiny_cfg(steps=99, checkpoint_every=7), fp)
     assert gan.config_fingerprint(cfg, fp) != gan.config_fingerprint(tiny_cfg(lr_d=1e-3), fp)
+    assert gan.config_fingerprint(cfg, fp) == gan.config_fingerprint(tiny_cfg(cpu_threads=3), fp)
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_stage_trains_with_train_gan_cpu_threads_then_restores(tmp_path, monkeypatch, threads):
+    from pipeline import config, stages
+
+    seen = []
+    monkeypatch.setattr(gan, "train_gan", lambda *a, **k: seen.append(torch.get_num_threads()) or tmp_path / "final.pt")
+    monkeypatch.setattr(stages, "read_prepared", lambda cfg, split: digits_table())
+    cfg = config.build({"paths": {"gan": str(tmp_path)}}, {"train_gan.cpu_threads": threads})
+    assert torch.get_num_threads() == 1  # the autouse fixture's count
+    stages.train_gan(cfg)
+    assert seen == [threads or 1] and torch.get_num_threads() == 1
 
 
 def test_resolve_classes():
