@@ -91,17 +91,18 @@ class ImageTable:
         )
 
 
-def check_classes(table: ImageTable, where: str) -> None:
-    """Refuse tables with fewer than two classes or a class without any image."""
+def check_classes(table: ImageTable, where: str, hint: str = "add images of it or remove the class") -> None:
+    """Refuse tables with fewer than two classes or a class without any image.
+
+    Args:
+        hint: what to do about an empty class, in the source's terms (its reader's `Source.empty_hint`).
+    """
     if table.num_classes < 2:
         raise DataError(f"{where}: {table.num_classes} class(es); need at least two to classify")
     counts = table.counts()
     empty = [table.class_names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
-        raise DataError(
-            f"{where}: class(es) {', '.join(map(repr, empty))} have no image; "
-            "add images or remove the class from classes.json"
-        )
+        raise DataError(f"{where}: class(es) {', '.join(map(repr, empty))} have no image; {hint}")
 
 
 def stratified_split(

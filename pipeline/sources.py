@@ -24,11 +24,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif
 
 @dataclass(frozen=True)
 class Source:
-    """What a reader found: the training table, the test table if the source has one, a description."""
+    """What a reader found: the training table, the test table if the source has one, a description,
+    and what to do about a class without images, in this layout's terms."""
 
     train: ImageTable
     test: ImageTable | None
     description: str
+    empty_hint: str = "add images of it or remove the class"
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,9 @@ def read_npz_folder(folder: Path, spec: ImageSpec) -> Source:
     train = _npz_table(train_path, names, spec)
     test_path = folder / "test.npz"
     test = _npz_table(test_path, train.class_names, spec) if test_path.is_file() else None
-    return Source(train, test, f"npz folder {folder}")
+    hint = (f"add images with its label to {train_path} or remove the class from {classes_path}" if names is not None
+            else f"{train_path}'s labels skip it: add images with that label or renumber y without gaps")
+    return Source(train, test, f"npz folder {folder}", hint)
 
 
 # ---- ImageFolder ----------------------------------------------------------------------------------
@@ -183,11 +187,15 @@ def _image_folder_table(root: Path, spec: ImageSpec, names: tuple[str, ...] | No
 def read_image_folder(root: Path, spec: ImageSpec) -> Source:
     """`<class>/<image>` or `train/<class>/<image>` + `test/<class>/<image>`."""
     subdirs = {p.name for p in root.iterdir() if p.is_dir()}
-    if {"train", "test"} <= subdirs:
+    split = {"train", "test"} <= subdirs
+    classes = root / "train" if split else root
+    hint = (f"its folder in {classes} holds no image file ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            "add images to it or remove the folder")
+    if split:
         train = _image_folder_table(root / "train", spec)
         test = _image_folder_table(root / "test", spec, train.class_names)
-        return Source(train, test, f"ImageFolder {root}")
-    return Source(_image_folder_table(root, spec), None, f"ImageFolder {root}")
+        return Source(train, test, f"ImageFolder {root}", hint)
+    return Source(_image_folder_table(root, spec), None, f"ImageFolder {root}", hint)
 
 
 # ---- Parquet (Hugging Face image layout) ----------------------------------------------------------
@@ -205,8 +213,10 @@ def read_parquet_source(path: Path, spec: ImageSpec) -> Source:
                 raise DataError(f"{f}: class names {list(t.class_names)} differ from {files[0]}'s {list(names)}")
         return _T.concat(tables) if len(tables) > 1 else tables[0]
 
+    hint = (f"add rows with that label to {path}, or drop the class from the label column's classes "
+            "(its ClassLabel names, or renumber integer labels without gaps)")
     if path.is_file():
-        return Source(read_many([path]), None, f"Parquet {path}")
+        return Source(read_many([path]), None, f"Parquet {path}", hint)
     files = sorted(path.rglob("*.parquet"))
     if not files:
         raise DataError(f"{path}: no .parquet files found")
@@ -216,7 +226,7 @@ def read_parquet_source(path: Path, spec: ImageSpec) -> Source:
         raise DataError(f"{path}: only test Parquet files found; add a *train*.parquet")
     train = read_many(train_files)
     test = read_many(test_files, train.class_names) if test_files else None
-    return Source(train, test, f"Parquet folder {path}")
+    return Source(train, test, f"Parquet folder {path}", hint)
 
 
 def read_source(source: str, spec: ImageSpec) -> Source:

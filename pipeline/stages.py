@@ -103,7 +103,7 @@ def prepare(cfg: Config) -> dict:
 
     spec = ImageSpec(cfg.data.image_size, cfg.data.channels, cfg.data.resize)
     source = read_source(cfg.data.source, spec)
-    check_classes(source.train, f"{cfg.data.source} (train)")
+    check_classes(source.train, f"{cfg.data.source} (train)", source.empty_hint)
     pool, test = source.train, source.test
     if test is None:
         pool, test = stratified_split(pool, cfg.data.test_fraction, cfg.data.split_seed + 1000)
@@ -114,7 +114,7 @@ def prepare(cfg: Config) -> dict:
             "set data.image_size and data.channels to bring them to one shape"
         )
     train, val = split_and_profile(cfg, pool)
-    check_classes(train, f"{cfg.data.source} (train after profile)")
+    check_classes(train, f"{cfg.data.source} (train after profile)", source.empty_hint)
     tables = {"train": train, "val": val, "test": test}
     io.clean_temporaries(cfg.paths.prepared)  # what a killed run left: not part of the output
     # all written first, then renamed together (class_counts.json last): a full disk or a kill

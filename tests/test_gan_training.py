@@ -148,8 +148,9 @@ def test_stage_trains_with_train_gan_cpu_threads_then_restores(tmp_path, monkeyp
 
     seen = []
     monkeypatch.setattr(gan, "train_gan", lambda *a, **k: seen.append(torch.get_num_threads()) or tmp_path / "final.pt")
-    monkeypatch.setattr(stages, "read_prepared", lambda cfg, split: digits_table())
-    cfg = config.build({"paths": {"gan": str(tmp_path)}}, {"train_gan.cpu_threads": threads})
+    paths = {"prepared": str(tmp_path / "prepared"), "gan": str(tmp_path / "gan")}
+    cfg = config.build({"paths": paths}, {"train_gan.cpu_threads": threads})
+    stages.prepare(cfg)  # the real stage on the bundled digits: what train_gan reads
     assert torch.get_num_threads() == 1  # the autouse fixture's count
     stages.train_gan(cfg)
     assert seen == [threads or 1] and torch.get_num_threads() == 1
