@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     for name in STAGES:
         sub.add_parser(name, parents=[common], help=STAGE_HELP[name], description=STAGE_HELP[name])
     sub.add_parser("run", parents=[common], help="run every stage in order")
-    sub.add_parser("show-params", parents=[common], help="print the validated params as JSON")
+    sub.add_parser("show-params", parents=[common], help="print the validated params as JSON, train_gan.recipe resolved "
+                   "against the prepared data")
     return p
 
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = dict(config.parse_override(o) for o in args.overrides)
         cfg = config.load(args.params, overrides)
         if args.command == "show-params":
-            print(json.dumps(config.dump(cfg), indent=2))
+            print(json.dumps(stages.shown_params(cfg), indent=2))
         elif args.command == "run":
             with run_lock(args.lock_timeout):
                 run_all(cfg)

@@ -112,8 +112,13 @@ class PlanConfig(Section):
 
 
 class TrainGanConfig(Section):
-    """Stage `train_gan`: the class-conditional GAN recipe."""
+    """Stage `train_gan`: the class-conditional GAN recipe.
 
+    `recipe` (default `auto`: chosen from the prepared data) fills in width, aux_weight, diffaug
+    and steps wherever they are not given explicitly (`pipeline.recipes`); the stages resolve it.
+    """
+
+    recipe: str = "auto"  # auto | a key of pipeline.recipes.RECIPES (demo, small_gray, small_color, none)
     arch: str = "sngan"
     size: Literal["light", "base"] = "light"
     width: int | None = Field(None, ge=4)  # overrides the size's base channel width
@@ -144,6 +149,14 @@ class TrainGanConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     cpu_threads: int | None = Field(None, ge=1)  # torch CPU threads while training; None = torch's default
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, v: str) -> str:
+        valid = ["auto", *_registry("pipeline.recipes", "RECIPES")]
+        if v not in valid:
+            raise ValueError(f"{v!r} is not one of: {', '.join(valid)}")
+        return v
 
     @field_validator("arch")
     @classmethod

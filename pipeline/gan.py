@@ -47,8 +47,9 @@ KEEP_PREVIOUS = 3
 GRID_COLUMNS = 8  # samples per class in each sample grid row
 DIVERSITY_SAMPLES = 32  # EMA samples (and real images) per class for the mode-collapse signal
 COLLAPSE_RATIO = 0.5  # warn when a class's sample diversity falls below this fraction of the real one
-# config fields that do not change the trained weights (a run may be resumed with other values)
-_UNFINGERPRINTED = ("steps", "checkpoint_every", "sample_every", "device", "compile", "cpu_threads")
+# config fields that do not change the trained weights (a run may be resumed with other values);
+# `recipe` names where the values came from, which are fingerprinted themselves
+_UNFINGERPRINTED = ("steps", "checkpoint_every", "sample_every", "device", "compile", "cpu_threads", "recipe")
 _LOSS_COLUMNS = ("step", "d_loss", "g_loss", "gp", "d_real", "d_fake")
 _DIVERSITY_COLUMNS = ("step", "class", "fake", "real", "ratio")
 

@@ -263,10 +263,11 @@ class GanOverSampler(BaseOverSampler):
         """The `train_gan` section this sampler trains with."""
         from pipeline.config import TrainGanConfig
 
+        # recipe none: this sampler's own parameters are the settings (no recipe fills them in)
         fields = dict(
-            arch=self.arch, width=self.width, steps=self.steps, batch_size=self.batch_size, z_dim=self.z_dim,
-            aux_weight=self.aux_weight, diffaug=self.diffaug, device=self.device, precision=self.precision,
-            seed=seed, checkpoint_every=self.steps, sample_every=self.steps,
+            recipe="none", arch=self.arch, width=self.width, steps=self.steps, batch_size=self.batch_size,
+            z_dim=self.z_dim, aux_weight=self.aux_weight, diffaug=self.diffaug, device=self.device,
+            precision=self.precision, seed=seed, checkpoint_every=self.steps, sample_every=self.steps,
         )
         extra = dict(self.gan_params or {})
         own = sorted(set(extra) & (set(fields) - {"checkpoint_every", "sample_every"}))

@@ -233,6 +233,41 @@ def gan_final_path(cfg: Config) -> Path:
     return Path(cfg.paths.gan) / "final.pt"
 
 
+def with_recipe(cfg: Config, announce: bool = False) -> Config:
+    """`cfg` with `train_gan.recipe` resolved against the prepared data (class_counts.json): the
+    recipe's values wherever params.yaml and --set gave none, `recipe` naming the one applied.
+    `announce` logs the choice in one line. Resolving a resolved config changes nothing."""
+    from pipeline.recipes import AUTO, resolve
+
+    shape = counts = None
+    if cfg.train_gan.recipe == AUTO or announce:
+        summary = read_counts(cfg)
+        shape, counts = summary.get("image_shape"), summary["counts"]["train"]
+        if shape is None:  # files of augment before image_shape was recorded
+            raise DataError(f"{counts_path(cfg)}: records no image_shape; run `augment prepare` again")
+    section, choice = resolve(cfg.train_gan, shape, counts)
+    if announce:
+        log.info("%s", choice.line())
+    return cfg.model_copy(update={"train_gan": section})
+
+
+def shown_params(cfg: Config) -> dict:
+    """The params as `augment show-params` prints them: `train_gan.recipe` resolved when the
+    prepared data is there; else `auto (resolved after prepare)`, and the keys it will set say so."""
+    from pipeline.config import dump
+    from pipeline.recipes import AUTO, RECIPES
+
+    try:
+        return dump(with_recipe(cfg))
+    except DataError:  # not prepared, or prepared with other data params: prepare decides
+        tree = dump(cfg)
+    section = tree["train_gan"]
+    section["recipe"] = f"{AUTO} (resolved after prepare)"
+    for key in set().union(*RECIPES.values()) - cfg.train_gan.model_fields_set:
+        section[key] = "(from the recipe)"
+    return tree
+
+
 def train_gan(cfg: Config) -> dict:
     """Stage `train_gan`: fit the class-conditional GAN on the prepared training split, with
     `train_gan.cpu_threads` torch threads (None: torch's default), the previous count restored after."""
@@ -240,6 +275,7 @@ def train_gan(cfg: Config) -> dict:
     from pipeline.training import cpu_threads
 
     train = read_prepared(cfg, "train")
+    cfg = with_recipe(cfg, announce=True)
     with cpu_threads(cfg.train_gan.cpu_threads):
         final = fit(cfg.train_gan, train, Path(cfg.paths.gan), progress=_PROGRESS)
     return {"final": str(final)}
@@ -305,6 +341,7 @@ def generate(cfg: Config) -> dict:
     G, meta = load_generator(path, device)
     train = read_prepared(cfg, "train")
     names = list(train.class_names)
+    cfg = with_recipe(cfg)  # the values final.pt was trained with, recorded in the manifest's params
     check_generator(cfg, path, meta, train)
     check_plan_fits(cfg, {c: n for c, n in quota.items() if isinstance(n, int) and n > 0}, train.image_shape)
     # unknown classes are left to the sampler's check, which names the valid ones
@@ -413,6 +450,6 @@ def report(cfg: Config) -> dict:
     gan_dir = Path(cfg.paths.gan)
     paths = write_report(out, results["metrics"], results["predictions"], train=read_prepared(cfg, "train"),
                          synthetic=read_synthetic(cfg)[0], gan_dir=gan_dir if gan_dir.is_dir() else None,
-                         params=dump(cfg))
+                         params=dump(with_recipe(cfg)))
     log.info("report: %s", out / "report.html")
     return {"files": [str(p) for p in paths]}

@@ -1,0 +1,123 @@
+"""GAN recipes: the `train_gan` settings the benchmarks measured best, chosen from the data.
+
+`train_gan.recipe: auto` (the default) picks a recipe by the prepared images' size and channels
+(`choose`); `resolve` fills in its settings wherever params.yaml or `--set` gave no value, so an
+explicit value always wins. The stages resolve once they have the prepared data (`stages.with_recipe`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+AUTO = "auto"
+DIFFAUG = "color,translation,cutout"
+# recipe name -> the train_gan values it sets; each measured with sngan (BENCHMARKS.md, the result file named)
+RECIPES: dict[str, dict[str, Any]] = {
+    # 8x8 digits (the demo), and 16x16 USPS-LT, where it beat small_gray (usps_lt_demo_recipe.json:
+    # class consistency 0.995 vs 0.947, `gan` alone 91.42% vs 88.43%)
+    "demo": {"width": 32, "aux_weight": 0.0, "diffaug": "", "steps": 2000},
+    # 28x28 grayscale: the MNIST-LT recipe (mnist_lt.json: class consistency 0.997, FID 3.5)
+    "small_gray": {"width": 16, "aux_weight": 1.0, "diffaug": DIFFAUG, "steps": 4000},
+    # 32x32 colour: the GTSRB-LT recipe (gtsrb_lt.json: class consistency 0.392 at 4000 steps, vs 0.130
+    # at 2500 in gtsrb.json and 0.090 without the class head in gtsrb_lt_no_class_head.json)
+    "small_color": {"width": 16, "aux_weight": 1.0, "diffaug": DIFFAUG, "steps": 4000},
+    # the train_gan field defaults, nothing chosen
+    "none": {},
+}
+# the largest side the demo recipe was measured on (USPS, 16x16)
+DEMO_MAX_SIDE = 16
+# the architecture every recipe was measured with
+RECIPE_ARCH = "sngan"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `resolve` did: the recipe applied, why, what it set, and what explicit values kept."""
+
+    asked: str  # train_gan.recipe as given
+    name: str  # the recipe applied (a key of RECIPES)
+    reason: str
+    applied: dict[str, Any] = field(default_factory=dict)
+    kept: dict[str, Any] = field(default_factory=dict)  # explicit values the recipe would have set
+
+    def line(self) -> str:
+        """One log line: `train_gan recipe auto -> small_gray (...): width=16 ...; kept steps=500`."""
+        head = self.name if self.asked == self.name else f"{self.asked} -> {self.name}"
+        sets = _pairs(self.applied) or "nothing"
+        kept = f"; params.yaml/--set keep {_pairs(self.kept)}" if self.kept else ""
+        return f"train_gan recipe {head} ({self.reason}): sets {sets}{kept}"
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    """`width=16 diffaug=""` (an empty string shown as such)."""
+    return " ".join(f"{k}={v}" if v != "" else f'{k}=""' for k, v in values.items())
+
+
+def describe_data(image_shape: list[int] | tuple[int, ...], counts: dict[str, int] | None) -> str:
+    """`28x28x1 images, 10 classes of 32..5923 images`."""
+    h, w, c = image_shape
+    text = f"{w}x{h}x{c} images"
+    if counts:
+        text += f", {len(counts)} classes of {min(counts.values())}..{max(counts.values())} images"
+    return text
+
+
+def choose(image_shape: list[int] | tuple[int, ...], counts: dict[str, int] | None = None,
+           arch: str = RECIPE_ARCH) -> tuple[str, str]:
+    """The recipe `auto` picks for images of `image_shape` (H, W, C), and why.
+
+    Colour images get small_color (GTSRB), grayscale up to 16x16 the demo recipe, larger grayscale
+    small_gray (MNIST). The class counts are named in the reason only: no benchmark measured a
+    count-dependent setting. Another arch than sngan gets none (the recipes were measured with sngan).
+    """
+    data = describe_data(image_shape, counts)
+    if arch != RECIPE_ARCH:
+        return "none", f"{data}; arch {arch!r}: the recipes were measured with {RECIPE_ARCH}"
+    h, w, c = image_shape
+    if c == 3:
+        return "small_color", data
+    if max(h, w) <= DEMO_MAX_SIDE:
+        return "demo", data
+    return "small_gray", data
+
+
+def resolve(section, image_shape: list[int] | tuple[int, ...] | None = None,
+            counts: dict[str, int] | None = None):
+    """`section` (a TrainGanConfig) with its recipe's values where none was given explicitly.
+
+    "Explicitly given" is pydantic's `model_fields_set`: the keys params.yaml or `--set` named. The
+    result names the applied recipe in `recipe`, so resolving it again changes nothing.
+
+    Args:
+        section: the `train_gan` section as the config read it.
+        image_shape: (H, W, C) of the prepared training images; needed for `auto` only.
+        counts: {class name: training images}, for the log line.
+
+    Returns:
+        (the resolved TrainGanConfig, a Choice saying what was applied).
+
+    Raises:
+        ConfigError: `auto` without an image shape, or a recipe whose class head the arch lacks.
+    """
+    from pipeline.models import GAN_ARCHS
+
+    asked = section.recipe
+    if asked == AUTO:
+        if image_shape is None:
+            raise ConfigError("train_gan.recipe = 'auto' is resolved from the prepared data; run `augment prepare`")
+        name, reason = choose(image_shape, counts, section.arch)
+    else:
+        name = asked
+        reason = "named in train_gan.recipe" + (f"; {describe_data(image_shape, counts)}" if image_shape else "")
+    given = section.model_fields_set - {"recipe"}
+    settings = RECIPES[name]
+    applied = {k: v for k, v in settings.items() if k not in given}
+    kept = {k: getattr(section, k) for k in settings if k in given and getattr(section, k) != settings[k]}
+    if applied.get("aux_weight", 0) > 0 and not GAN_ARCHS[section.arch].aux_classifier:
+        raise ConfigError(f"train_gan.recipe = {name!r} sets aux_weight {applied['aux_weight']}, and arch "
+                          f"{section.arch!r} has no class head; set train_gan.aux_weight: 0 or arch: sngan")
+    values = {k: getattr(section, k) for k in given} | applied | {"recipe": name}
+    return type(section).model_validate(values), Choice(asked, name, reason, applied, kept)
