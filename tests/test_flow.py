@@ -248,3 +248,21 @@ def test_rollback_puts_params_back_on_failure_and_keeps_them_on_success(tmp_path
     with fa.rollback_on_failure(tmp_path):
         fa.write_params(tmp_path, {"plan.sampling_strategy": "minority"})
     assert "minority" in (tmp_path / "params.yaml").read_text() and not (tmp_path / fa.PENDING).exists()
+
+
+def test_serve_without_a_server_says_so_in_one_line(tmp_path):
+    """`make serve` before `make server`: one line naming `make server`, exit 2, no httpx traceback."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path), PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(REPO / "flows" / "serve.py"), "--wait", "2"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: no Prefect API answers at http://127.0.0.1:"), lines
+    assert "run `make server` in another terminal first" in lines[0] and "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 60  # waited about --wait, not Prefect's own retries

@@ -144,6 +144,23 @@ def served(server, tmp_path_factory):
         _stop(proc)
 
 
+def test_one_ctrl_c_stops_serving_cleanly(server, tmp_path):
+    """`make serve`, then one Ctrl-C (SIGINT to its process group): exits 0 within seconds, no traceback."""
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "flows" / "serve.py"), "--name", "ctrl-c"],
+                                env=server["env"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: "serv" in log.read_text(), 120, "flows/serve.py", proc, log)
+        time.sleep(3)  # well inside the runner's polling loop
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        _stop(proc)
+    text = log.read_text()
+    assert "Traceback" not in text and text.rstrip().endswith("stopped"), text
+
+
 def deployment_run(served: dict, overrides: dict, **params) -> tuple[subprocess.CompletedProcess, str]:
     """`prefect deployment run augment/balance --params ... --watch`; (process, flow run id)."""
     payload = json.dumps({"overrides": overrides, **params})
