@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import filelock
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE
@@ -30,7 +29,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import config, io, stages
-from pipeline.cli import LOCK_HELD_ENV, run_lock
+from pipeline.lock import HELD_ENV, LockBusy, hold, hold_outputs
 from pipeline.errors import AugmentError, ConfigError, TrainingError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -43,7 +42,7 @@ TAG_PREFIX = "augment-"
 log = logging.getLogger("augment")
 
 
-class RepositoryBusy(AugmentError):
+class RepositoryBusy(LockBusy):
     """Another run holds the project's lock for longer than this run's `lock_timeout`."""
 
 
@@ -146,26 +145,11 @@ def check_project(root: Path, push: bool, git_push: bool = False) -> str | None:
 
 @contextlib.contextmanager
 def project_lock(root: Path, timeout: float) -> Iterator[None]:
-    """Hold the project's run lock; wait up to `timeout` s for another run, then `RepositoryBusy`."""
-    lock = filelock.FileLock(root / LOCK)
-    (root / LOCK).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        log.info("another run holds %s; waiting up to %.0f s", root / LOCK, timeout)
-        try:
-            lock.acquire(timeout=timeout)
-        except filelock.Timeout:
-            owner = (root / LOCK_OWNER).read_text(encoding="utf-8").strip() if (root / LOCK_OWNER).is_file() else "?"
-            raise RepositoryBusy(
-                f"{root}: another augment run ({owner}) holds {LOCK} after {timeout:.0f} s; "
-                "retry when it ends or raise lock_timeout"
-            ) from None
-    try:
-        io.write_text(root / LOCK_OWNER, f"flow run {flow_run.get_name() or '?'}, pid {os.getpid()}\n")
+    """Hold the project's lock (params.yaml, dvc.lock, git: `pipeline.lock.hold`); wait up to
+    `timeout` s for another run, then `RepositoryBusy` naming the holder."""
+    owner = (root / LOCK_OWNER, f"flow run {flow_run.get_name() or '?'}, pid {os.getpid()}")
+    with hold([root / LOCK], timeout, "raise lock_timeout", owner=owner, error=RepositoryBusy):
         yield
-    finally:
-        lock.release()
 
 
 @contextlib.contextmanager
@@ -342,9 +326,9 @@ def torchrun(stage: str, processes: int) -> dict:
 
     command = {fn: name for name, fn in STAGES.items()}[stage]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    # the ranks must not wait for data/.augment.lock: this flow run holds it for them
+    # the ranks must not wait for the output folders' locks: this flow run holds them for them
     proc = subprocess.run([*launch, "-m", "pipeline.cli", command, "-q"], capture_output=True, text=True,
-                          env=dict(os.environ, **{LOCK_HELD_ENV: "1"}))
+                          env=dict(os.environ, **{HELD_ENV: "1"}))
     for line in (proc.stdout + proc.stderr).splitlines()[-40:]:
         log.info("torchrun: %s", line)
     if proc.returncode != 0:
@@ -586,22 +570,24 @@ def augment(
     remote = check_project(root, run.push, run.git_push)
     stages.set_progress(False)  # progress goes to the run's logs, not to bars on stderr
     tag = version_tag(flow_run.get_id())
-    # the flow's own lock, then the CLI's data/.augment.lock: no `augment run` interleaves either
-    with library_logs(), project_lock(root, run.lock_timeout), working_dir(root), run_lock(run.lock_timeout):
+    # the project's lock, then the output folders' (as `augment run` takes them): no run of this
+    # project, nor any run of another folder writing to the same paths, interleaves with this one
+    with library_logs(), project_lock(root, run.lock_timeout), working_dir(root):
         with rollback_on_failure(root):
             write_params(root, run.overrides)
             cfg = run.config()  # again: params.yaml may have changed while this run waited for the lock
-            specs = read_stages(root)
-            run_stage("prepare", cfg, specs, root)
-            run_stage("plan", cfg, specs, root)
-            run_stage("train_gan", cfg, specs, root, processes=run.train_processes)
-            run_stage("generate", cfg, specs, root)
-            run_stage("evaluate", cfg, specs, root)
-            run_stage("report", cfg, specs, root)
-            message = (f"augment: version {tag} (flow run {flow_run.get_name()})\n\n"
-                       f"overrides: {json.dumps(run.overrides)}\ntrain_processes: {run.train_processes}")
-            uncached = tuple(o for spec in specs.values() for o in spec.uncached)
-            version = record_version(root, tag, message, remote, run.git_push, uncached)
+            with hold_outputs(cfg, run.lock_timeout, "raise lock_timeout"):
+                specs = read_stages(root)
+                run_stage("prepare", cfg, specs, root)
+                run_stage("plan", cfg, specs, root)
+                run_stage("train_gan", cfg, specs, root, processes=run.train_processes)
+                run_stage("generate", cfg, specs, root)
+                run_stage("evaluate", cfg, specs, root)
+                run_stage("report", cfg, specs, root)
+                message = (f"augment: version {tag} (flow run {flow_run.get_name()})\n\n"
+                           f"overrides: {json.dumps(run.overrides)}\ntrain_processes: {run.train_processes}")
+                uncached = tuple(o for spec in specs.values() for o in spec.uncached)
+                version = record_version(root, tag, message, remote, run.git_push, uncached)
         products = specs["generate"].outs if "generate" in specs else specs[list(specs)[-1]].outs
         version["fetch"] = fetch_hint(root, tag, list(products), pushed=run.git_push)
         publish(cfg, version)

@@ -15,13 +15,11 @@ import errno
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Iterator
-
-import filelock
 
 from pipeline import __version__, config, io, stages
 from pipeline.errors import AugmentError
+from pipeline.lock import LOCK_NAME, hold_outputs
 
 # CLI name -> stages function name, in pipeline order.
 STAGES = {
@@ -45,12 +43,8 @@ STAGE_HELP = {
                 "-> data/reports/metrics.json + predictions.parquet",
     "report": "read data/reports/metrics.json + predictions.parquet -> data/reports/report.md, report.html, figures/",
 }
-# One augment run per folder: stages and `run` hold this lock; a second run waits, then fails.
-LOCK = Path("data") / ".augment.lock"
 # errno values of a write refused by permissions or a read-only file system
 NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
-# Set by a process that holds LOCK for the augment processes it starts (the flow's torchrun).
-LOCK_HELD_ENV = "AUGMENT_LOCK_HELD"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a param, value parsed as YAML (repeatable)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     common.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
-                        help=f"wait this long while another augment run holds {LOCK} (default 60)")
+                        help="wait this long for another augment run on the same output folders (each folder "
+                        f"holding a paths.* output has a {LOCK_NAME}; data/ by default) (default 60)")
     for name in STAGES:
         sub.add_parser(name, parents=[common], help=STAGE_HELP[name], description=STAGE_HELP[name])
     sub.add_parser("run", parents=[common], help="run every stage in order")
@@ -80,31 +75,11 @@ def _stage(name: str):
 
 
 @contextlib.contextmanager
-def run_lock(timeout: float) -> Iterator[None]:
-    """Hold `data/.augment.lock` (relative to the working folder) while stages write.
-
-    Waits up to `timeout` seconds for another run, then raises AugmentError. Skipped in torchrun
-    ranks other than 0 and in processes whose parent holds the lock (LOCK_HELD_ENV), which would
-    otherwise wait for their own launcher.
-    """
-    if os.environ.get(LOCK_HELD_ENV) or os.environ.get("RANK", "0") != "0":
+def run_lock(cfg: config.Config, timeout: float) -> Iterator[None]:
+    """Hold the lock of every folder that holds a `paths.*` output (`pipeline.lock.hold_outputs`)
+    while stages write; wait up to `timeout` s for another run, then `LockBusy`."""
+    with hold_outputs(cfg, timeout, "pass --lock-timeout SECONDS to wait longer"):
         yield
-        return
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(LOCK)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        logging.getLogger("augment").warning("another augment run holds %s; waiting up to %.0f s", LOCK, timeout)
-        try:
-            lock.acquire(timeout=timeout)
-        except filelock.Timeout:
-            raise AugmentError(f"another augment run holds {LOCK} (waited {timeout:.0f} s); let it finish, "
-                               "or pass --lock-timeout SECONDS to wait longer") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def run_all(cfg: config.Config) -> None:
@@ -130,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show-params":
             print(json.dumps(stages.shown_params(cfg), indent=2))
         elif args.command == "run":
-            with run_lock(args.lock_timeout):
+            with run_lock(cfg, args.lock_timeout):
                 run_all(cfg)
         else:
-            with run_lock(args.lock_timeout):
+            with run_lock(cfg, args.lock_timeout):
                 result = _stage(args.command)(cfg)
             if args.command == "plan":
                 _print_plan(result)

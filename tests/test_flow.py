@@ -108,7 +108,7 @@ def test_lock_makes_a_second_run_wait_then_fail_with_the_owner(tmp_path):
     with fa.project_lock(tmp_path, timeout=0):
         assert "pid" in (tmp_path / fa.LOCK_OWNER).read_text()
         start = time.monotonic()
-        with pytest.raises(fa.RepositoryBusy, match=r"another augment run \(flow run .*pid \d+\) holds .*after 1 s"):
+        with pytest.raises(fa.RepositoryBusy, match=r"another augment run \(flow run .*pid \d+\) holds .*\(waited 1 s\); let it finish, or raise lock_timeout"):
             with fa.project_lock(tmp_path, timeout=1.0):
                 pass
         assert time.monotonic() - start >= 1.0
