@@ -396,8 +396,11 @@ def _best_on_validation(predictions: pd.DataFrame, val: dict[str, dict], names: 
 def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, share of `name`'s seeds right) per validation image, in row order."""
     sub = predictions[(predictions["strategy"] == name) & (predictions["subset"] == "val")]
-    right = (sub["y_true"] == sub["y_pred"]).groupby(sub["row"]).mean().sort_index()
-    labels = sub.groupby("row")["y_true"].first().sort_index()
+    # a table without `row` (hand-made, or written before rows were recorded) lists each seed's
+    # validation images in the same order
+    row = sub["row"] if "row" in sub else sub.groupby("seed").cumcount()
+    right = (sub["y_true"] == sub["y_pred"]).groupby(row).mean().sort_index()
+    labels = sub["y_true"].groupby(row).first().sort_index()
     return labels.to_numpy(), right.to_numpy()
 
 
