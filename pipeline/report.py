@@ -25,6 +25,7 @@ from pipeline.metrics import SCALAR_METRICS
 
 # PNGs and plot CSVs go here, beside report.md (one DVC output; the HTML inlines the PNGs)
 FIGURES = "figures"
+SUMMARY = "summary.json"  # the compact metrics `dvc metrics show` prints
 
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1", "g_mean": "G-mean"}
 
@@ -476,19 +477,23 @@ def _slug(name: str) -> str:
 
 
 def write_csvs(out_dir: Path, metrics: dict, predictions: pd.DataFrame) -> list[Path]:
-    """strategies.csv, per_class_recall.csv and confusion_<strategy>.csv (first seed) for `dvc plots`."""
-    rows = []
+    """The CSVs `dvc plots` draws: strategies_test.csv and strategies_balanced_test.csv (one row per
+    strategy), per_class_recall.csv (long: class, train_count, strategy, recall; classes by training
+    frequency, one series per strategy) and confusion_<strategy>.csv (first seed)."""
+    files = {}
     for subset, summaries in (("test", metrics["strategies"]), ("balanced_test", (metrics.get("balanced_test") or {}).get("strategies", {}))):
+        rows = []
         for name, s in summaries.items():
-            row = {"strategy": name, "subset": subset}
+            row = {"strategy": name}
             for m in SCALAR_METRICS:
                 row |= {m: s[m]["mean"], f"{m}_ci_lo": s[m]["ci95"][0], f"{m}_ci_hi": s[m]["ci95"][1]}
             rows.append(row)
-    recall = pd.DataFrame({"class": metrics["class_names"], "train_count": metrics["train_counts"]})
-    for name, s in metrics["strategies"].items():
-        recall[name] = s["per_class_recall"]["mean"]
-    recall = recall.sort_values("train_count", ascending=False, kind="stable")
-    files = {"strategies.csv": pd.DataFrame(rows), "per_class_recall.csv": recall}
+        if rows:
+            files[f"strategies_{subset}.csv"] = pd.DataFrame(rows)
+    order = np.argsort(-np.asarray(metrics["train_counts"]), kind="stable")
+    files["per_class_recall.csv"] = pd.DataFrame(
+        [{"class": metrics["class_names"][i], "train_count": metrics["train_counts"][i], "strategy": name,
+          "recall": s["per_class_recall"]["mean"][i]} for i in order for name, s in metrics["strategies"].items()])
     names = np.array(metrics["class_names"])
     test = predictions[predictions["subset"] == "test"]
     for name, g in test.groupby("strategy", sort=False):
@@ -499,6 +504,23 @@ def write_csvs(out_dir: Path, metrics: dict, predictions: pd.DataFrame) -> list[
         io.write_text(out_dir / fname, df.to_csv(index=False))
         paths.append(out_dir / fname)
     return paths
+
+
+def summary(metrics: dict) -> dict:
+    """The few numbers `dvc metrics show` prints (summary.json): the verdict, the gain's mean and 95%
+    CI (balanced accuracy, points), the recommended strategy (`use`) and each strategy's mean
+    balanced accuracy on the test set in % (`ba`). Short keys: each is a column of that table.
+    metrics.json keeps everything else."""
+    g = metrics.get("gain") or {}
+    d = g.get("balanced_accuracy") or {}
+    ci = d.get("ci95") or [None, None]
+    points = lambda x: None if x is None else round(100 * x, 2)  # noqa: E731
+    return {
+        "verdict": g.get("verdict") or "none",
+        "gain": points(d.get("mean")), "gain_lo": points(ci[0]), "gain_hi": points(ci[1]),
+        "use": (metrics.get("recommendation") or {}).get("strategy"),
+        "ba": {name: round(100 * s["balanced_accuracy"]["mean"], 2) for name, s in metrics["strategies"].items()},
+    }
 
 
 def write_report(
@@ -538,6 +560,8 @@ def write_report(
             io.write_bytes(out_dir / b.file, b.png)
             paths.append(out_dir / b.file)
     paths += write_csvs(out_dir / FIGURES, metrics, predictions)
+    io.write_json(out_dir / SUMMARY, summary(metrics))
+    paths.append(out_dir / SUMMARY)
     io.write_text(out_dir / "report.md", render_markdown(blocks))
     io.write_text(out_dir / "report.html", render_html(blocks, "augment report"))
     return paths + [out_dir / "report.md", out_dir / "report.html"]

@@ -80,6 +80,8 @@ def test_repro_version_and_consume(tmp_path):
     _small_params(repo)
     sh("dvc", "repro", cwd=repo)
     assert "up to date" in sh("dvc", "status", cwd=repo).lower()
+    shown = sh("dvc", "metrics", "show", cwd=repo)  # summary.json only: a table that fits a terminal
+    assert "summary.json" in shown and max(map(len, shown.splitlines())) < 120, shown
     sh("dvc", "push", cwd=repo)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "augment run", cwd=repo)

@@ -131,13 +131,19 @@ def test_report_markdown_pngs_and_csvs(report_inputs, tmp_path):
     for png in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "No loss curves: no GAN folder was given." in md
-    strategies = pd.read_csv(tmp_path / "figures" / "strategies.csv")
-    assert set(strategies["subset"]) == {"test", "balanced_test"}
-    means = report_inputs["metrics"]["strategies"]["gan"]["balanced_accuracy"]["mean"]
-    row = strategies[(strategies["strategy"] == "gan") & (strategies["subset"] == "test")]
-    assert row["balanced_accuracy"].item() == pytest.approx(means)
-    recall = pd.read_csv(tmp_path / "figures" / "per_class_recall.csv")
-    assert recall["class"].tolist() == ["a", "b", "c"] and recall["train_count"].tolist() == [12, 8, 6]
+    metrics = report_inputs["metrics"]
+    for subset, summaries in (("test", metrics["strategies"]), ("balanced_test", metrics["balanced_test"]["strategies"])):
+        strategies = pd.read_csv(tmp_path / "figures" / f"strategies_{subset}.csv")  # one file per subset
+        assert strategies["strategy"].tolist() == list(summaries)
+        row = strategies[strategies["strategy"] == "gan"]
+        assert row["balanced_accuracy"].item() == pytest.approx(summaries["gan"]["balanced_accuracy"]["mean"])
+    recall = pd.read_csv(tmp_path / "figures" / "per_class_recall.csv")  # long: one row per class and strategy
+    names = list(metrics["strategies"])
+    assert list(recall.columns) == ["class", "train_count", "strategy", "recall"] and len(recall) == 3 * len(names)
+    assert recall["class"].tolist() == [c for c in "abc" for _ in names] and recall["strategy"].tolist() == names * 3
+    assert recall["train_count"].tolist()[::len(names)] == [12, 8, 6]
+    gan = recall[recall["strategy"] == "gan"]["recall"].tolist()
+    assert gan == pytest.approx(metrics["strategies"]["gan"]["per_class_recall"]["mean"])
     confusion = pd.read_csv(tmp_path / "figures" / "confusion_gan_augment.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 30
 
@@ -173,3 +179,46 @@ def test_recommendation_closes_the_report_with_the_rule_and_every_validation_sco
                                    ["none", "90.0", ""]]
     assert R.recommendation_line({"recommendation": {"strategy": None, "reason": "no validation predictions"}}) \
         == "No recommendation: no validation predictions."
+
+
+def test_dvc_draws_one_series_per_strategy_and_shows_a_narrow_summary(report_inputs, tmp_path):
+    """The project's dvc.yaml plots and metrics on a written report: `dvc plots show --json` (offline)
+    parses them with one series per strategy; `dvc metrics show` shows summary.json only, < 120 columns."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO
+
+    repo = tmp_path / "repo"
+    (repo / ".dvc" / "plots").mkdir(parents=True)
+    for rel in ("dvc.yaml", "params.yaml", ".dvc/plots/by_strategy.json"):
+        shutil.copy(REPO / rel, repo / rel)
+    (repo / ".dvc" / "config").write_text("")
+    R.write_report(repo / "data" / "reports", report_inputs["metrics"], report_inputs["predictions"],
+                   train=report_inputs["train"], synthetic=None, gan_dir=None, params={})
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", COLUMNS="200")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([*dvc, *args], cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    plots = json.loads(run("plots", "show", "--json"))["data"]
+    recall = plots["data/reports/figures/per_class_recall.csv"][0]
+    assert recall["content"]["encoding"]["color"]["field"] == "strategy"
+    values = recall["content"]["data"]["values"]
+    assert {v["strategy"] for v in values} == set(report_inputs["metrics"]["strategies"])
+    assert {v["class"] for v in values} == {"a", "b", "c"}
+    assert {"data/reports/figures/strategies_test.csv", "data/reports/figures/strategies_balanced_test.csv"} <= set(plots)
+    shown = run("metrics", "show")
+    assert "summary.json" in shown and "metrics.json" not in shown
+    assert max(len(line) for line in shown.splitlines()) < 140, shown  # 4 strategies; the e2e test's 3: < 120
+    summary = json.loads((repo / "data" / "reports" / "summary.json").read_text())
+    assert summary["use"] == report_inputs["metrics"]["recommendation"]["strategy"]
+    assert set(summary["ba"]) == set(report_inputs["metrics"]["strategies"])
