@@ -333,7 +333,7 @@ def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, in_pro
     # two plans that cannot be mistaken for each other; `a` trains the GAN with 2 DDP processes (gloo)
     runs = {"a": {"overrides": dict(SMALL, **{"plan.sampling_strategy": "not majority"}), "train_processes": 2},
             "b": {"overrides": dict(SMALL, **{"plan.sampling_strategy": {"0": 500}})}}
-    waits = served["log"].read_text().count("another run holds")
+    waits = served["log"].read_text().count("another augment run holds")
     # The test holds the project's lock until both runs wait on it, so they overlap however the
     # runner's polls and this host's speed fall (left to timing, a quick run could end first).
     with project_lock(repo, timeout=0):  # as another run would
@@ -341,7 +341,7 @@ def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, in_pro
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for k, params in runs.items()}
         deadline = time.monotonic() + 300
-        while served["log"].read_text().count("another run holds") < waits + 2:
+        while served["log"].read_text().count("another augment run holds") < waits + 2:
             assert time.monotonic() < deadline, f"both runs should wait on the lock:\n{served['log'].read_text()[-4000:]}"
             assert all(p.poll() is None for p in procs.values()), served["log"].read_text()[-4000:]
             time.sleep(1)
