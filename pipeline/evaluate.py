@@ -375,7 +375,7 @@ def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str
                   "significant": verdict == "gain", "verdict": verdict}
 
 
-def _val_nll(predictions: pd.DataFrame, name: str, num_classes: int) -> float:
+def _val_nll(predictions: pd.DataFrame, name: str) -> float:
     """Mean over seeds of the class-balanced validation NLL (inf when the table has no p_true)."""
     sub = predictions[(predictions["strategy"] == name) & (predictions["subset"] == "val")]
     if "p_true" not in sub or sub["p_true"].isna().all():
@@ -384,13 +384,13 @@ def _val_nll(predictions: pd.DataFrame, name: str, num_classes: int) -> float:
                           for _, g in sub.groupby("seed")]))
 
 
-def _best_on_validation(predictions: pd.DataFrame, val: dict[str, dict], names: list[str], num_classes: int) -> str:
+def _best_on_validation(predictions: pd.DataFrame, val: dict[str, dict], names: list[str]) -> str:
     """Highest mean validation balanced accuracy; ties (common: a handful of images per rare
     class) by the lower class-balanced validation NLL, then the earlier listed."""
     acc = {n: -math.inf if val[n]["balanced_accuracy"]["mean"] is None else val[n]["balanced_accuracy"]["mean"]
            for n in names}
     tied = [n for n in names if acc[n] == max(acc.values())]
-    return min(tied, key=lambda n: (_val_nll(predictions, n, num_classes), names.index(n)))
+    return min(tied, key=lambda n: (_val_nll(predictions, n), names.index(n)))
 
 
 def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -427,8 +427,8 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
         return out | {"reason": "no validation predictions (evaluate with data.val_fraction > 0)"}
     plain = [n for n in names if not STRATEGIES[n].uses_synthetic]
     gan_names = [n for n in names if STRATEGIES[n].uses_synthetic]
-    base = _best_on_validation(predictions, val, plain, num_classes) if plain else None
-    best_gan = _best_on_validation(predictions, val, gan_names, num_classes) if gan_names else None
+    base = _best_on_validation(predictions, val, plain) if plain else None
+    best_gan = _best_on_validation(predictions, val, gan_names) if gan_names else None
     out |= {"baseline": base, "best_gan": best_gan}
     if base is None:
         return out | {"strategy": best_gan, "uses_synthetic": True, "reason": "only GAN strategies were run"}
