@@ -148,7 +148,9 @@ class TrainGanConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
-    cpu_threads: int | None = Field(None, ge=1)  # torch CPU threads while training; None = torch's default
+    # torch CPU threads while training: auto = the cores free at the start (pipeline/threads.py), within
+    # OMP_NUM_THREADS / the CPU affinity; a number pins it (byte-identical runs need the same count)
+    cpu_threads: typing.Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
 
     @field_validator("recipe")
     @classmethod

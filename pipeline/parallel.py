@@ -19,26 +19,22 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from pipeline.errors import TrainingError
+from pipeline.threads import available_cores, free_cores, threads_for
 
 _SHARED: Any = None
 
 
 def resolve_workers(workers: int | str, threads: int | None, device: torch.device) -> int:
-    """How many processes to use: `workers` as given, or for "auto" the cores this process may use
-    divided by the torch threads each worker runs (`threads`, None = 1); 1 on a GPU (one device)."""
+    """How many processes to use: `workers` as given, or for "auto" the cores that are free now
+    (`pipeline.threads.free_cores`, within this process's CPU affinity) divided by the torch threads
+    each worker runs (`threads`, None = 1); 1 on a GPU (one device). Each unit's result does not
+    depend on the number of workers, only on `threads`."""
     if device.type != "cpu":
         return 1
     if workers == "auto":
-        return max(1, available_cores() // max(1, threads or 1))
+        free = threads_for(free_cores(), available_cores())
+        return max(1, free // max(1, threads or 1))
     return max(1, int(workers))
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which containers and `taskset` narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _start_worker(shared: Any, threads: int | None, parent: int) -> None:

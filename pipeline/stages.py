@@ -270,13 +270,17 @@ def shown_params(cfg: Config) -> dict:
 
 def train_gan(cfg: Config) -> dict:
     """Stage `train_gan`: fit the class-conditional GAN on the prepared training split, with
-    `train_gan.cpu_threads` torch threads (None: torch's default), the previous count restored after."""
+    `train_gan.cpu_threads` torch threads (auto: the free cores; None: torch's default), the previous
+    count restored after."""
     from pipeline.gan import train_gan as fit
-    from pipeline.training import cpu_threads
+    from pipeline.threads import choose_threads, cpu_threads
 
     train = read_prepared(cfg, "train")
     cfg = with_recipe(cfg, announce=True)
-    with cpu_threads(cfg.train_gan.cpu_threads):
+    threads = choose_threads(cfg.train_gan.cpu_threads)
+    if cfg.train_gan.cpu_threads == "auto":
+        log.info("train-gan on %d CPU thread(s) (train_gan.cpu_threads auto: the cores free now)", threads)
+    with cpu_threads(threads):
         final = fit(cfg.train_gan, train, Path(cfg.paths.gan), progress=_PROGRESS)
     return {"final": str(final)}
 

@@ -54,6 +54,7 @@ def test_a_dead_worker_is_a_clear_error():
 
 def test_resolve_workers(monkeypatch):
     monkeypatch.setattr(parallel, "available_cores", lambda: 8)
+    monkeypatch.setattr(parallel, "free_cores", lambda: 8.0)
     cpu = torch.device("cpu")
     assert resolve_workers("auto", 1, cpu) == 8
     assert resolve_workers("auto", None, cpu) == 8
@@ -61,6 +62,10 @@ def test_resolve_workers(monkeypatch):
     assert resolve_workers("auto", 16, cpu) == 1
     assert resolve_workers(3, 1, cpu) == 3
     assert resolve_workers("auto", 1, torch.device("cuda")) == 1
+    # a busy neighbour holds 2.5 of the 8 cores: auto uses the 5 whole free ones (5.5 idle)
+    monkeypatch.setattr(parallel, "free_cores", lambda: 5.5)
+    assert resolve_workers("auto", 1, cpu) == 5
+    assert resolve_workers(3, 1, cpu) == 3  # an explicit count is kept
 
 
 def test_workers_end_when_their_parent_is_killed(tmp_path):
