@@ -507,19 +507,25 @@ def write_csvs(out_dir: Path, metrics: dict, predictions: pd.DataFrame) -> list[
 
 
 def summary(metrics: dict) -> dict:
-    """The few numbers `dvc metrics show` prints (summary.json): the verdict, the gain's mean and 95%
-    CI (balanced accuracy, points), the recommended strategy (`use`) and each strategy's mean
-    balanced accuracy on the test set in % (`ba`). Short keys: each is a column of that table.
-    metrics.json keeps everything else."""
+    """The few numbers `dvc metrics show` prints (summary.json), as many columns whatever the number
+    of strategies: the verdict, the gain's mean and 95% CI (balanced accuracy, points), the
+    recommended strategy (`use`) and the GAN strategy the gain is measured for (`gan`), each with its
+    mean test balanced accuracy in % (`use_ba`, `gan_ba`). Every strategy's figures are in
+    metrics.json and figures/strategies_test.csv (`dvc plots show`)."""
     g = metrics.get("gain") or {}
     d = g.get("balanced_accuracy") or {}
     ci = d.get("ci95") or [None, None]
     points = lambda x: None if x is None else round(100 * x, 2)  # noqa: E731
+    use, gan = (metrics.get("recommendation") or {}).get("strategy"), g.get("strategy")
+
+    def ba(name: str | None) -> float | None:
+        s = metrics["strategies"].get(name) if name else None
+        return points(s["balanced_accuracy"]["mean"]) if s else None
+
     return {
         "verdict": g.get("verdict") or "none",
         "gain": points(d.get("mean")), "gain_lo": points(ci[0]), "gain_hi": points(ci[1]),
-        "use": (metrics.get("recommendation") or {}).get("strategy"),
-        "ba": {name: round(100 * s["balanced_accuracy"]["mean"], 2) for name, s in metrics["strategies"].items()},
+        "use": use, "use_ba": ba(use), "gan": gan, "gan_ba": ba(gan),
     }
 
 
