@@ -45,7 +45,8 @@ serve: $(STAMP)
 # the settings behind the committed results (BENCHMARKS.md shows each run's exact command)
 RECIPE = --set train_gan.width=16 --set train_gan.aux_weight=1.0 --set train_gan.diffaug=color,translation,cutout \
 	--set train_gan.checkpoint_every=500 --set train_gan.sample_every=500
-EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,smote,augment,gan,gan_policy]' --set evaluate.cpu_threads=1 \
+EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,logit_adjust,drw,decouple,mixup_drw,gan,gan_la,gan_drw,gan_crt,gan_policy]' \
+	--set evaluate.cpu_threads=1 --set generate.pool_factor=4 --set 'evaluate.mix.loss=[ce,logit_adjusted]' \
 	--set 'evaluate.mix.cap_ratio=[4,null]' --set 'evaluate.mix.min_score=[0,0.9]' --set 'evaluate.mix.synthetic_weight=[1.0]'
 
 # small training sets (USPS-LT, GTSRB): every classifier gets >= 2,000 steps, and the policy may drop the GAN's images
@@ -53,6 +54,7 @@ SMALL = --set evaluate.min_steps=2000 --set 'evaluate.mix.cap_ratio=[0,4,null]'
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/shared_cores.py --data ../shared/datasets/mnist --out benchmarks/results/shared_cores.json
 	$(BIN)/python benchmarks/speed.py --data ../shared/datasets/mnist --seconds 780 --images 10000 \
 		--workdir benchmarks/work/speed --set train_gan.width=16 --set train_gan.aux_weight=1.0 \
 		--set train_gan.diffaug=color,translation,cutout
