@@ -8,14 +8,12 @@ exits non-zero with one line naming the cause, never a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import errno
 import os
 import signal
 import sys
-from typing import Iterator
 
 from pipeline import __version__, config, io, stages
 from pipeline.errors import AugmentError
@@ -43,6 +41,8 @@ STAGE_HELP = {
                 "-> data/reports/metrics.json + predictions.parquet",
     "report": "read data/reports/metrics.json + predictions.parquet -> data/reports/report.md, report.html, figures/",
 }
+# what a run refused by another run's lock can do
+LOCK_REMEDY = "pass --lock-timeout SECONDS to wait longer"
 # errno values of a write refused by permissions or a read-only file system
 NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
@@ -74,14 +74,6 @@ def _stage(name: str):
     return fn
 
 
-@contextlib.contextmanager
-def run_lock(cfg: config.Config, timeout: float) -> Iterator[None]:
-    """Hold the lock of every folder that holds a `paths.*` output (`pipeline.lock.hold_outputs`)
-    while stages write; wait up to `timeout` s for another run, then `LockBusy`."""
-    with hold_outputs(cfg, timeout, "pass --lock-timeout SECONDS to wait longer"):
-        yield
-
-
 def run_all(cfg: config.Config) -> None:
     """Every stage in order; stops at the first failure."""
     for name in STAGES:
@@ -105,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show-params":
             print(json.dumps(stages.shown_params(cfg), indent=2))
         elif args.command == "run":
-            with run_lock(cfg, args.lock_timeout):
+            with hold_outputs(cfg, args.lock_timeout, LOCK_REMEDY):
                 run_all(cfg)
         else:
-            with run_lock(cfg, args.lock_timeout):
+            with hold_outputs(cfg, args.lock_timeout, LOCK_REMEDY):
                 result = _stage(args.command)(cfg)
             if args.command == "plan":
                 _print_plan(result)

@@ -61,7 +61,7 @@ def test_dvc_get_through_a_git_url_with_the_readme_s_remote(tmp_path):
 
 
 def test_the_flow_s_fetch_hint_works_with_the_default_remote_and_an_unpushed_tag(tmp_path):
-    from flows.augment import fetch_hint, remote_inside
+    from pipeline.versioning import fetch_hint, remote_inside
 
     root = tmp_path / "repo"
     manifest = project(root, remote=None)

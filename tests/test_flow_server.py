@@ -312,11 +312,12 @@ def test_a_failed_run_leaves_the_previous_version_untouched(served, in_process):
 
 
 def test_a_run_waiting_too_long_for_the_lock_fails_cleanly(served, in_process):
-    from flows.augment import augment, project_lock
+    from flows.augment import LOCK_REMEDY, augment
+    from pipeline.lock import project_lock
 
     repo = served["repo"]
     before = snapshot(repo)
-    with project_lock(repo, timeout=0):  # as another run would
+    with project_lock(repo, 0, "a test", LOCK_REMEDY):  # as another run would
         state = augment(overrides={"plan.sampling_strategy": "not majority"}, project=str(repo), lock_timeout=1,
                         return_state=True)
     assert state.is_failed() and "another augment run" in state.message and "raise lock_timeout" in state.message
@@ -325,7 +326,8 @@ def test_a_run_waiting_too_long_for_the_lock_fails_cleanly(served, in_process):
 
 
 def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, in_process, tmp_path):
-    from flows.augment import project_lock
+    from flows.augment import LOCK_REMEDY
+    from pipeline.lock import project_lock
 
     repo = served["repo"]
     before = set(tags(repo))
@@ -336,7 +338,7 @@ def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, in_pro
     waits = served["log"].read_text().count("another augment run holds")
     # The test holds the project's lock until both runs wait on it, so they overlap however the
     # runner's polls and this host's speed fall (left to timing, a quick run could end first).
-    with project_lock(repo, timeout=0):  # as another run would
+    with project_lock(repo, 0, "a test", LOCK_REMEDY):  # as another run would
         procs = {k: subprocess.Popen([*cmd, json.dumps(params)], cwd=repo, env=served["env"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for k, params in runs.items()}

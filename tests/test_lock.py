@@ -66,3 +66,45 @@ def test_the_timeout_is_for_all_the_locks_together(tmp_path):
         assert 1.0 <= time.monotonic() - start < 5
     with hold(files, 0, "wait"):  # all released: the first hold freed x when y was refused
         pass
+
+
+def test_runs_whose_outputs_nest_share_a_lock_whichever_starts_first(tmp_path):
+    """Run `outer` writes shared/models/gan; run `inner` (another working folder) writes a folder
+    inside it: they must exclude each other, though their outputs' parent folders differ."""
+    shared = tmp_path / "shared"
+    outer = config.build({"paths": dict(shared_paths(tmp_path / "a")["paths"], gan=str(shared / "models" / "gan"))})
+    inner = config.build({"paths": dict(shared_paths(tmp_path / "b")["paths"],
+                                        synthetic=str(shared / "models" / "gan" / "extra" / "synthetic"))})
+    for first, second in ((outer, inner), (inner, outer)):
+        with hold_outputs(first, 0, "wait"):
+            with pytest.raises(LockBusy, match=r"holds .*shared/models/.*\.augment\.lock \(waited 0 s\)"):
+                with hold_outputs(second, 0.2, "wait"):
+                    pass
+        with hold_outputs(second, 0, "wait"):  # once the first ends, the second runs
+            pass
+    # both take the locks of both trees now, in one sorted order: no deadlock
+    assert set(output_locks(outer)) & set(output_locks(inner)) == {
+        shared.resolve() / "models" / LOCK_NAME, shared.resolve() / "models" / "gan" / "extra" / LOCK_NAME}
+
+
+def test_a_nested_run_that_locks_meanwhile_is_waited_for(tmp_path, monkeypatch):
+    """The lock set is read again once held: a nested run's lock made in between is taken too."""
+    from pipeline import lock
+
+    shared = tmp_path / "shared"
+    outer = config.build({"paths": dict(shared_paths(tmp_path / "a")["paths"], gan=str(shared / "gan"))})
+    nested = shared / "gan" / "inner" / LOCK_NAME
+    calls, real = [], lock.output_locks
+    with contextlib.ExitStack() as other_run:
+        def racing(cfg):  # the nested run takes its lock just after this run listed its set
+            files = real(cfg)
+            calls.append(files)
+            if len(calls) == 1:
+                other_run.enter_context(hold([nested], 0, "wait"))
+            return files
+
+        monkeypatch.setattr(lock, "output_locks", racing)
+        with pytest.raises(LockBusy, match=r"gan/inner/\.augment\.lock"):
+            with hold_outputs(outer, 0.2, "wait"):
+                pass
+    assert nested not in calls[0] and nested in calls[1]
