@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from pipeline import io
 from pipeline.data import ImageTable
@@ -151,9 +152,9 @@ def read_dataset(
 class ImageDataset:
     """A map-style torch dataset over an `ImageTable`: item i is (float (C, H, W) in [0, 1], label).
 
-    Duck-typed (`__len__`/`__getitem__`), so `DataLoader`, `Subset` and `ConcatDataset` take it
-    while importing this module does not import torch. `classes`, `class_to_idx` and `targets`
-    follow torchvision's ImageFolder; `source[i]` says "real" or "synthetic" when known.
+    Duck-typed (`__len__`/`__getitem__`), so `DataLoader`, `Subset` and `ConcatDataset` take it.
+    `classes`, `class_to_idx` and `targets` follow torchvision's ImageFolder; `source[i]` says
+    "real" or "synthetic" when known.
     """
 
     def __init__(self, table: ImageTable, transform=None, source: list[str] | None = None) -> None:
@@ -168,8 +169,6 @@ class ImageDataset:
         return len(self.table)
 
     def __getitem__(self, i: int):
-        import torch
-
         # uint8 (H, W, C) -> float (C, H, W) / 255, as torchvision's ToTensor
         x = torch.from_numpy(np.ascontiguousarray(self.table.images[i])).permute(2, 0, 1).float().div_(255.0)
         if self.transform is not None:
