@@ -33,9 +33,9 @@ def md_cell(text: str) -> str:
     return re.sub(r"[\x00-\x1f]", " ", str(text)).replace("|", "\\|")
 
 
-def dataset_card(manifest: dict) -> str:
-    """README.md for the synthetic folder: HF YAML header (features, splits, files) + a short card."""
-    header = {
+def _card_header(manifest: dict) -> dict:
+    """The card's YAML header: what the Hub and `datasets.load_dataset` read (files, features, splits)."""
+    return {
         "license": "other",
         "task_categories": ["image-classification"],
         "tags": ["synthetic", "gan", "class-imbalance"],
@@ -47,6 +47,10 @@ def dataset_card(manifest: dict) -> str:
             "splits": [{"name": "train", "num_bytes": manifest["num_bytes"], "num_examples": manifest["rows"]}],
         },
     }
+
+
+def dataset_card(manifest: dict) -> str:
+    """README.md for the synthetic folder: HF YAML header (features, splits, files) + a short card."""
     gen = manifest.get("generator")
     gen_text = gen if isinstance(gen, str) else json.dumps(gen, sort_keys=True, ensure_ascii=False)
     dirs = (manifest.get("images") or {}).get("class_dirs") or {}
@@ -93,4 +97,4 @@ real images they were learnt from.
 **License.** These images are derived from the real training data through the GAN and inherit its
 license and terms of use; they add none of their own.
 """
-    return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + body
+    return "---\n" + yaml.safe_dump(_card_header(manifest), sort_keys=False, allow_unicode=True) + "---\n\n" + body
