@@ -75,7 +75,7 @@ image) and `score` (the quality filter's probability of the intended class; null
 
 **How made.** augment {manifest['package']['version']}; generator: `{gen_text}`{precision}.
 The shards are `{SHARDS_DIR}/train-*.parquet`. Files, row counts and sha256 are in `manifest.json`
-(`augment` verifies them with `pipeline.shards.load(path, verify=True)`). Parameters:
+(`pipeline.loaders.load_arrow(path, verify=True)` checks them). Parameters:
 
 ```json
 {params}
@@ -90,7 +90,7 @@ The shards are `{SHARDS_DIR}/train-*.parquet`. Files, row counts and sha256 are 
 **Samples** (one row per class): ![samples]({GRID})
 
 **Intended use.** Extra training data for the minority classes, mixed with the real training split
-(`pipeline.shards.load(path, mix="real+synthetic")`). Not for evaluation: test on real data only.
+(`pipeline.loaders.load_torch(path, mix="real+synthetic")`). Not for evaluation: test on real data only.
 Check the report's downstream gain before relying on these images; they can copy or distort the
 real images they were learnt from.
 

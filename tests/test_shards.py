@@ -4,9 +4,11 @@ and what a `kill -9` while writing leaves behind."""
 
 from __future__ import annotations
 
+import importlib
 import io as pyio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -226,6 +228,8 @@ def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
             np.testing.assert_array_equal(np.asarray(im), img)
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "class_label" in card and "| 2 | two | 4 |" in card
+    named = re.findall(r"`pipeline\.(\w+)\.(\w+)\(", card)  # the readers the card tells users to call exist
+    assert named and all(hasattr(importlib.import_module(f"pipeline.{m}"), f) for m, f in named), named
     assert json.loads((folder / "classes.json").read_text()) == list(NAMES)
     assert (folder / "sample_grid.png").is_file()
 
