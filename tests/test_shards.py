@@ -1,6 +1,6 @@
-"""Parquet in the Hugging Face image layout (`tables`), the PNG codec (`png`), the release folder
-(`release`: shards, ImageFolder, sample grid, manifest, card), its readers (`reader`, `loaders`),
-and what a `kill -9` while writing leaves behind."""
+"""The release folder (`release`: shards, ImageFolder, sample grid, manifest, card; `layout`: its
+file and class-folder names), its readers (`reader`, `loaders`), and what a `kill -9` while
+writing leaves behind. Parquet itself: test_tables.py; the PNG codec: test_png.py."""
 
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline import io, layout, loaders, png, reader, release, tables
+from pipeline.card import md_cell
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
-from pipeline.card import md_cell
 from pipeline.grid import image_grid
-from pipeline.png import encode_png
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("zero", "one", "two")
@@ -44,126 +43,6 @@ def tiny_table(n_per_class=(3, 2, 1), size=4, channels=1, seed=0, names=NAMES) -
 
 def synthetic_columns(n: int) -> dict:
     return release.synthetic_columns("ab" * 32, np.arange(n) * 7, np.full(n, np.nan))
-
-
-# ---- write_parquet / read_parquet -------------------------------------------------------------------
-
-def test_parquet_round_trip_keeps_pixels_labels_names_and_groups(tmp_path):
-    t = tiny_table(channels=3)
-    t = ImageTable(t.images, t.labels, t.class_names, groups=np.array([5, 5, 6, 7, 7, 8]))
-    info = tables.write_parquet(tmp_path / "x.parquet", t, extra={"source": ["real"] * 6})
-    assert info["rows"] == 6 and info["path"] == str(tmp_path / "x.parquet")
-    assert info["sha256"] == io.sha256_file(tmp_path / "x.parquet")
-    back = tables.read_parquet(tmp_path / "x.parquet")
-    np.testing.assert_array_equal(back.images, t.images)
-    np.testing.assert_array_equal(back.labels, t.labels)
-    np.testing.assert_array_equal(back.groups, t.groups)
-    assert back.class_names == NAMES
-    assert not list(tmp_path.glob(".tmp-*"))
-
-
-def test_schema_is_the_hugging_face_image_layout(tmp_path):
-    tables.write_parquet(tmp_path / "x.parquet", tiny_table(), extra={"score": np.zeros(6, np.float32)})
-    schema = pq.read_schema(tmp_path / "x.parquet")
-    assert schema.names == ["image", "label", "label_name", "score"]
-    assert schema.field("image").type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    assert schema.field("label").type == pa.int64()
-    assert json.loads(schema.metadata[b"huggingface"]) == {"info": {"features": {
-        "image": {"_type": "Image"},
-        "label": {"names": ["zero", "one", "two"], "_type": "ClassLabel"},
-        "label_name": {"dtype": "string", "_type": "Value"},
-        "score": {"dtype": "float32", "_type": "Value"},
-    }}}
-    rows = pq.read_table(tmp_path / "x.parquet").to_pylist()
-    assert [r["label_name"] for r in rows] == ["zero"] * 3 + ["one"] * 2 + ["two"]
-    assert rows[0]["image"]["bytes"].startswith(b"\x89PNG")
-
-
-def _write_raw(path: Path, columns: dict, metadata: dict | None = None) -> Path:
-    table = pa.table(columns)
-    if metadata is not None:
-        table = table.replace_schema_metadata(metadata)
-    pq.write_table(table, path)
-    return path
-
-
-def _image_struct(png: list) -> pa.StructArray:
-    return pa.StructArray.from_arrays([pa.array(png, pa.binary()), pa.array([None] * len(png), pa.string())],
-                                      ["bytes", "path"])
-
-
-def test_class_names_come_from_label_name_without_metadata(tmp_path):
-    png = encode_png(tiny_table().images[:3])
-    path = _write_raw(tmp_path / "x.parquet", {"image": _image_struct(png), "label": [1, 0, 1],
-                                               "label_name": ["cat", "dog", "cat"]})
-    t = tables.read_parquet(path)
-    assert t.class_names == ("dog", "cat") and t.labels.tolist() == [1, 0, 1]
-
-
-def test_string_labels_and_given_class_names(tmp_path):
-    png = encode_png(tiny_table().images[:3])
-    path = _write_raw(tmp_path / "x.parquet", {"image": _image_struct(png), "label": ["b", "a", "b"]})
-    assert tables.read_parquet(path).class_names == ("a", "b")
-    t = tables.read_parquet(path, class_names=["b", "a", "c"])
-    assert t.labels.tolist() == [0, 1, 0] and t.class_names == ("b", "a", "c")
-
-
-def test_read_parquet_resizes_and_converts_channels(tmp_path):
-    tables.write_parquet(tmp_path / "x.parquet", tiny_table(size=8, channels=1))
-    t = tables.read_parquet(tmp_path / "x.parquet", image_size=4, channels=3)
-    assert t.images.shape == (6, 4, 4, 3)
-    with pytest.raises(DataError, match=r"x.parquet row 0: image is 8x8, expected 4x4"):
-        tables.read_parquet(tmp_path / "x.parquet", image_size=4, resize=False)
-
-
-@pytest.mark.parametrize(
-    "columns, match",
-    [
-        ({"label": [0]}, r"missing column\(s\) image \(found label\); expected the Hugging Face image layout image: struct"),
-        ({"image": "ok", "label": [0, 5, 1]}, r"row 1: label 5 out of range 0..2"),
-        ({"image": "ok", "label": [0, None, 1]}, r"row 1: label is null"),
-        ({"image": "null-row-2", "label": [0, 1, 2]}, r"row 2: image is null"),
-        ({"image": "corrupt-row-1", "label": [0, 1, 2]}, r"row 1: cannot decode image"),
-        ({"image": "ok", "label": [0.5, 1.0, 2.0]}, r"column label has type double"),
-    ],
-)
-def test_read_parquet_refuses_bad_files_naming_file_and_row(tmp_path, columns, match):
-    png = encode_png(tiny_table().images[:3])
-    image = columns.get("image")
-    if image == "null-row-2":
-        png[2] = None
-    elif image == "corrupt-row-1":
-        png[1] = png[1][:20]
-    if image is not None:
-        columns = {**columns, "image": _image_struct(png)}
-    meta = {b"huggingface": json.dumps({"info": {"features": {"label": {"_type": "ClassLabel", "names": list(NAMES)}}}})}
-    path = _write_raw(tmp_path / "bad.parquet", columns, meta)
-    with pytest.raises(DataError, match=r"bad.parquet.*" + match):
-        tables.read_parquet(path)
-
-
-def test_read_parquet_refuses_other_files_and_other_classes(tmp_path):
-    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(DataError, match="junk.parquet: not a readable Parquet file"):
-        tables.read_parquet(tmp_path / "junk.parquet")
-    with pytest.raises(DataError, match="nope.parquet: Parquet file not found"):
-        tables.read_parquet(tmp_path / "nope.parquet")
-    tables.write_parquet(tmp_path / "x.parquet", tiny_table())
-    with pytest.raises(DataError, match=r"class names \['zero', 'one', 'two'\] differ from the expected \['a', 'b', 'c'\]"):
-        tables.read_parquet(tmp_path / "x.parquet", class_names=["a", "b", "c"])
-
-
-@pytest.mark.slow
-def test_decode_is_thousands_of_images_per_second(tmp_path):
-    rng = np.random.default_rng(0)
-    t = ImageTable(rng.integers(0, 256, (3000, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 3000),
-                   tuple("abcdefghij"))
-    tables.write_parquet(tmp_path / "x.parquet", t)
-    t0 = time.perf_counter()
-    back = tables.read_parquet(tmp_path / "x.parquet")
-    rate = len(back) / (time.perf_counter() - t0)
-    np.testing.assert_array_equal(back.images, t.images)
-    assert rate > 2000, f"decoded only {rate:.0f} images/s"
 
 
 # ---- safe class folder names --------------------------------------------------------------------------
@@ -496,22 +375,6 @@ def test_kill_9_while_writing_leaves_the_old_dataset_and_a_rerun_completes(tmp_p
     assert loaders.load_table(folder).images.max() == 30
 
 
-@pytest.mark.parametrize("level", [0, 6])
-@pytest.mark.parametrize("shape", [(5, 7, 3, 1), (3, 1, 9, 3), (2, 33, 17, 3), (1, 200, 120, 3)])
-def test_encode_png_batch_writes_pngs_pillow_reads_back(shape, level):
-    """Both the stored PNGs of the Parquet shards (level 0; 200x120x3 needs several 64 KiB stored
-    deflate blocks) and the deflated ones of the ImageFolder export."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, shape, dtype=np.uint8)
-    for data, img in zip(png.encode_png_batch(images, level), images):
-        with Image.open(pyio.BytesIO(data)) as im:
-            im.load()  # checks every CRC and the zlib stream
-            assert im.format == "PNG" and im.mode == ("L" if shape[-1] == 1 else "RGB")
-            np.testing.assert_array_equal(np.asarray(im).reshape(img.shape), img)
-    with pytest.raises(ValueError, match="C in"):
-        png.encode_png_batch(np.zeros((1, 2, 2, 4), np.uint8))
-
-
 def test_parquet_pngs_are_stored_and_exported_files_deflated_with_the_same_pixels(tmp_path):
     """Inside Parquet the PNGs are stored (the file's zstd compresses across rows); the loose
     ImageFolder files have nothing around them, so they are deflated. Same pixels either way."""
@@ -531,27 +394,6 @@ def test_parquet_pngs_are_stored_and_exported_files_deflated_with_the_same_pixel
         for data in (loose, row["bytes"]):
             with Image.open(pyio.BytesIO(data)) as im:
                 np.testing.assert_array_equal(np.asarray(im), t.images[k, :, :, 0])
-
-
-def test_stored_pngs_are_one_arrow_buffer_and_too_many_are_refused_before_any_allocation():
-    images = np.random.default_rng(2).integers(0, 256, (6, 5, 4, 3), dtype=np.uint8)
-    arr = png.stored_png_array(images)
-    assert arr.type == pa.binary() and len(arr) == 6 and len({len(b) for b in arr.to_pylist()}) == 1
-    assert arr.to_pylist() == png.encode_png_batch(images, 0)
-    huge = np.broadcast_to(np.zeros((1, 1000, 1000, 3), np.uint8), (800, 1000, 1000, 3))  # no memory behind it
-    with pytest.raises(ValueError, match="800 PNGs of 3001293 bytes exceed an Arrow binary array's 2 GiB"):
-        png.stored_png_array(huge)
-
-
-def test_encode_png_batch_gives_the_same_bytes_whatever_the_thread_count():
-    """Deflating levels run in threads (level 0 is one numpy pass, `stored_png_array`)."""
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (3 * png.PNG_ROWS_PER_THREAD + 5, 4, 6, 1), dtype=np.uint8)
-    one = png.encode_png_batch(images, png.PNG_LEVEL_LOOSE, threads=1)
-    assert len(one) == len(images)
-    for threads in (2, 3):
-        assert png.encode_png_batch(images, png.PNG_LEVEL_LOOSE, threads=threads) == one
-    assert one[-1] == png.encode_png_batch(images[-1:], png.PNG_LEVEL_LOOSE, threads=1)[0]  # in order
 
 
 def test_a_crash_in_the_switch_leaves_an_incomplete_folder_that_readers_refuse(tmp_path, monkeypatch):
