@@ -35,7 +35,6 @@ PNG_LEVEL_IN_PARQUET = 0
 PNG_LEVEL_LOOSE = 6
 
 
-
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     """length, type, data, CRC-32 of type + data (PNG spec, section 5.3)."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -154,7 +153,11 @@ def encode_png_batch(
 
 
 def encode_png(images: np.ndarray, compress_level: int = 1) -> list[bytes]:
-    """uint8 (N, H, W, C) -> N PNG byte strings (grayscale for C=1, RGB for C=3)."""
+    """uint8 (N, H, W, C) -> N PNG byte strings (grayscale for C=1, RGB for C=3), by Pillow.
+
+    Pillow chooses a filter per scanline, so its files differ from `encode_png_batch`'s (filter 0
+    throughout) at the same level: the sample grid is written with this one, and its bytes are kept.
+    """
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
     squeeze = images.shape[-1] == 1

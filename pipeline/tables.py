@@ -84,7 +84,7 @@ def table_to_arrow(
     """An `ImageTable` as an Arrow table in the Hugging Face image layout.
 
     Args:
-        table: the images (encoded to PNG at PNG_LEVEL_IN_PARQUET here) and labels.
+        table: the images (encoded to PNG at png.PNG_LEVEL_IN_PARQUET here) and labels.
         extra: further columns, one value per row (e.g. `source`, `seed`, `score`).
         paths: the `image.path` of each row (None: null paths).
 
