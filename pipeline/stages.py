@@ -331,7 +331,7 @@ def generate(cfg: Config) -> dict:
     from pipeline.device import choose_precision, precision_name, select_device
     from pipeline.gan import load_generator
     from pipeline.generate import generate as sample
-    from pipeline.release import write_shards
+    from pipeline.release import synthetic_columns, write_shards
 
     quota = read_plan(cfg)
     path = gan_final_path(cfg)
@@ -363,7 +363,7 @@ def generate(cfg: Config) -> dict:
     )
     extra = {"plan": quota, "pool_factor": cfg.generate.pool_factor, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
              "filter": stats if fcfg.enabled else None, "precision": precision_name(dtype)}
-    columns = {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores}
+    columns = synthetic_columns(meta["sha256"], seeds, scores)
     manifest = write_shards(cfg.paths.synthetic, ImageTable(images, labels, names), columns,
                             cfg.generate.shard_size, extra, export_images=cfg.generate.export_images)
     log.info("generated %d images into %s", len(labels), cfg.paths.synthetic)
