@@ -127,6 +127,7 @@ def read_shards(
         table = table.replace_schema_metadata(meta)
     return table
 
+
 def read_images(
     path: str | Path, mix: str | None = None, real: str | Path | None = None, verify: bool = False
 ) -> ImageTable:
