@@ -246,8 +246,9 @@ def part_generate(args) -> dict:
     import torch
 
     from pipeline.device import choose_precision, precision_name
+    from pipeline.data import ImageTable
     from pipeline.generate import generate
-    from pipeline.shards import write_shards
+    from pipeline.release import write_shards
 
     # generate.precision as the pipeline resolves it (params.yaml plus --set), recorded per row
     dtype = choose_precision(_params(args).generate.precision, torch.device("cpu"))
@@ -267,7 +268,7 @@ def part_generate(args) -> dict:
                 images, labels, seeds, scores = generate(G, meta, plan, seed=0, batch_size=1024, progress=False,
                                                          dtype=dtype)
                 t_gen = time.perf_counter() - t0
-                write_shards(Path(tmp) / "shards", images, labels, meta["class_names"],
+                write_shards(Path(tmp) / "shards", ImageTable(images, labels, meta["class_names"]),
                              {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores},
                              shard_size=10_000, manifest_extra={})
                 total = time.perf_counter() - t0

@@ -1,21 +1,16 @@
-"""Image codecs: PNG bytes <-> uint8 HWC arrays, with resizing and channel conversion.
+"""Conforming uint8 HWC images: channel conversion, resizing, stacking into one batch.
 
-Decoding names the file or row at fault; encoding works on whole batches so the shard writer has
-no per-file Python on disk paths (PNG compression itself is per image, in Pillow's C code).
+`decode_images` turns a list of encoded images (via `pipeline.png.decode`) into one uint8
+(N, H, W, C) batch at one size and channel count; every error names the file or row at fault.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from pipeline import png
 from pipeline.errors import DataError
-
-# Images past this many pixels are refused before decoding (decompression bombs).
-MAX_PIXELS = 64_000_000
 
 
 def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -42,30 +37,6 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return out[..., None] if c == 1 else out
 
 
-def decode(data: bytes, where: str) -> np.ndarray:
-    """PNG/JPEG/... bytes -> uint8 HWC (C = 1, 3 or 4). `where` names the file or row in errors."""
-    if not data:
-        raise DataError(f"{where}: empty image (0 bytes); replace or remove the file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise DataError(f"{where}: {im.width}x{im.height} image is too large")
-                im.load()
-                mode = {"1": "L", "L": "L", "LA": "RGBA", "P": "RGBA", "RGB": "RGB", "RGBA": "RGBA"}
-                im = im.convert(mode.get(im.mode, "RGB"))
-                arr = np.asarray(im)
-    except DataError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
-        raise DataError(
-            f"{where}: cannot decode image ({e.__class__.__name__}: {str(e)[:80]}); "
-            "the file is corrupt or truncated: replace or remove it"
-        ) from None
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
 def conform(img: np.ndarray, where: str, size: int | None, channels: int | None, allow_resize: bool) -> np.ndarray:
     """Bring one uint8 HWC image to (size, size, channels); `None` keeps that property as it is."""
     if channels is not None:
@@ -82,19 +53,6 @@ def conform(img: np.ndarray, where: str, size: int | None, channels: int | None,
     return img
 
 
-def encode_png(images: np.ndarray, compress_level: int = 1) -> list[bytes]:
-    """uint8 (N, H, W, C) -> N PNG byte strings (grayscale for C=1, RGB for C=3)."""
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
-    squeeze = images.shape[-1] == 1
-    out = []
-    for img in images:
-        buf = io.BytesIO()
-        Image.fromarray(img[..., 0] if squeeze else img).save(buf, format="PNG", compress_level=compress_level)
-        out.append(buf.getvalue())
-    return out
-
-
 def stack(images: list[np.ndarray], where: str) -> np.ndarray:
     """List of uint8 HWC of one shape -> (N, H, W, C); a mismatch names the first odd image."""
     if not images:
@@ -107,3 +65,18 @@ def stack(images: list[np.ndarray], where: str) -> np.ndarray:
                 "set data.image_size (and data.channels) to resize them all"
             )
     return np.stack(images)
+
+
+def decode_images(
+    data: list[bytes], where: str, size: int | None = None, channels: int | None = None,
+    allow_resize: bool = True,
+) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 (N, H, W, C) at one size; errors name `where` and the row."""
+    out = []
+    for i, b in enumerate(data):
+        row = f"{where} row {i}"
+        out.append(conform(png.decode(b, row), row, size, channels, allow_resize))
+    if not out:
+        c = channels or 1
+        return np.zeros((0, size or 1, size or 1, c), dtype=np.uint8)
+    return stack(out, where)

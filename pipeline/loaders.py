@@ -1,7 +1,7 @@
 """Typed readers of a synthetic dataset folder, from a path or from a DVC-tracked version.
 
-One function per return type, in place of `shards.load(as_=...)`: `load_arrow`, `load_pandas`,
-`load_table` (decoded pixels), `load_torch` and `load_hf`. Given `rev` and/or `repo`, each reads
+One function per return type: `load_arrow`, `load_pandas`, `load_table` (decoded pixels),
+`load_torch` and `load_hf`, over `pipeline.reader`. Given `rev` and/or `repo`, each reads
 that version of the folder through `dvc.api.DVCFileSystem` (git objects plus the DVC cache or
 remote), so another project reads a tagged release without cloning it or running `dvc pull`.
 """
@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable
 
-from pipeline import shards
+from pipeline import reader
 from pipeline.errors import DataError
+from pipeline.layout import MANIFEST
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +48,7 @@ def load_arrow(path: str | Path, mix: str | None = None, real: str | Path | None
         DataError: the folder, file or revision is not there, or the dataset is incomplete or corrupt.
     """
     with _local(path, mix, real, rev, repo) as (folder, real_path):
-        return shards.load_arrow(folder, mix, real_path, verify)
+        return reader.read_shards(folder, mix, real_path, verify)
 
 
 def load_pandas(path: str | Path, mix: str | None = None, real: str | Path | None = None, verify: bool = False,
@@ -60,21 +61,19 @@ def load_table(path: str | Path, mix: str | None = None, real: str | Path | None
                rev: str | None = None, repo: str | None = None) -> "ImageTable":
     """The folder as an `ImageTable` of decoded uint8 pixels; arguments as `load_arrow`."""
     with _local(path, mix, real, rev, repo) as (folder, real_path):
-        return shards.load(folder, as_="table", mix=mix, real=real_path, verify=verify)
+        return reader.read_images(folder, mix, real_path, verify)
 
 
 def load_torch(path: str | Path, mix: str | None = None, real: str | Path | None = None, verify: bool = False,
                rev: str | None = None, repo: str | None = None,
-               transform: Callable | None = None) -> "shards.ImageDataset":
+               transform: Callable | None = None) -> "reader.ImageDataset":
     """The folder as a torch map-style dataset of (float (C, H, W) in [0, 1], label) items.
 
     Arguments as `load_arrow`, plus `transform`, applied to each image tensor. The pixels are
     decoded into memory, so the dataset outlives any temporary copy of a revision.
     """
     with _local(path, mix, real, rev, repo) as (folder, real_path):
-        ds = shards.load(folder, as_="torch", mix=mix, real=real_path, verify=verify)
-    ds.transform = transform
-    return ds
+        return reader.read_dataset(folder, mix, real_path, verify, transform)
 
 
 def load_hf(path: str | Path, mix: str | None = None, real: str | Path | None = None, verify: bool = False,
@@ -97,7 +96,7 @@ def _local(path: str | Path, mix: str | None, real: str | Path | None, rev: str 
         yield Path(path), (Path(real) if real is not None else None)
         return
     folder = PurePosixPath(_normalise(PurePosixPath(Path(path).as_posix())))
-    if folder.name == shards.MANIFEST:
+    if folder.name == MANIFEST:
         folder = folder.parent
     fs = _filesystem(rev, repo)
     where = f"{repo or 'this repository'} at {rev or 'its default revision'}"

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from imblearn.over_sampling.base import BaseOverSampler
 from imblearn.utils import check_target_type
 from pydantic import ValidationError
@@ -25,6 +26,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
+from pipeline import gan
+from pipeline.config import TrainGanConfig
+from pipeline.data import ImageTable
+from pipeline.device import choose_precision, select_device
+from pipeline.generate import generate
 from pipeline.plan import STRING_STRATEGIES, plan_quota
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -261,8 +267,6 @@ class GanOverSampler(BaseOverSampler):
 
     def _gan_config(self, seed: int):
         """The `train_gan` section this sampler trains with."""
-        from pipeline.config import TrainGanConfig
-
         # recipe none: this sampler's own parameters are the settings (no recipe fills them in)
         fields = dict(
             recipe="none", arch=self.arch, width=self.width, steps=self.steps, batch_size=self.batch_size,
@@ -282,11 +286,6 @@ class GanOverSampler(BaseOverSampler):
             raise ValueError(f"GanOverSampler GAN settings: {bad}") from None
 
     def _fit_resample(self, X: np.ndarray, y: np.ndarray):
-        from pipeline import gan
-        from pipeline.data import ImageTable
-        from pipeline.device import choose_precision, select_device
-        from pipeline.generate import generate
-
         self._layout(X)
         images = self._to_uint8(X)
         seed = _seed(self.random_state)
@@ -343,12 +342,8 @@ def _like(original, array: np.ndarray):
         return array.tolist()
     kind = type(original).__name__
     if kind == "DataFrame":
-        import pandas as pd
-
         frame = pd.DataFrame(array if array.ndim == 2 else array[:, None], columns=original.columns)
         return frame.astype(original.dtypes.to_dict())
     if kind == "Series":
-        import pandas as pd
-
         return pd.Series(array, name=original.name, dtype=original.dtype)
     return array

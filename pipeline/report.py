@@ -20,6 +20,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from pipeline import io
+from pipeline.card import md_cell
 from pipeline.data import ImageTable
 from pipeline.metrics import SCALAR_METRICS
 
@@ -43,10 +44,6 @@ class Block:
     file: str = ""  # figure: its PNG file name beside the report
 
 
-def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(blocks: list[Block]) -> str:
     """Markdown with figures referenced as PNG files beside report.md."""
     out = []
@@ -57,8 +54,8 @@ def render_markdown(blocks: list[Block]) -> str:
             out.append(b.text)
         elif b.kind == "table":
             head, *body = b.rows
-            lines = ["| " + " | ".join(map(_md_cell, head)) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in body]
+            lines = ["| " + " | ".join(map(md_cell, head)) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(map(md_cell, r)) + " |" for r in body]
             out.append("\n".join(lines))
         elif b.kind == "figure":
             out.append(f"![{b.text}]({b.file})")

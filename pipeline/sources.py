@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import images as imgcodec
+from pipeline import png
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
 
@@ -169,7 +170,7 @@ def _image_folder_table(root: Path, spec: ImageSpec, names: tuple[str, ...] | No
     for d in class_dirs:
         files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         for f in files:
-            img = imgcodec.decode(f.read_bytes(), str(f))
+            img = png.decode(f.read_bytes(), str(f))
             pixels.append(imgcodec.conform(img, str(f), spec.size, spec.channels, spec.resize))
             labels.append(names.index(d.name))
             paths.append(f)
@@ -203,7 +204,7 @@ def read_image_folder(root: Path, spec: ImageSpec) -> Source:
 def read_parquet_source(path: Path, spec: ImageSpec) -> Source:
     """A Parquet file (train only) or a folder with `*train*.parquet` and optional `*test*.parquet`."""
     from pipeline.data import ImageTable as _T
-    from pipeline.shards import read_parquet
+    from pipeline.tables import read_parquet
 
     def read_many(files: list[Path], names=None) -> ImageTable:
         tables = [read_parquet(f, spec.size, spec.channels, spec.resize, class_names=names) for f in files]

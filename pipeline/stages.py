@@ -49,7 +49,7 @@ def counts_path(cfg: Config) -> Path:
 
 def read_prepared(cfg: Config, split: str) -> ImageTable:
     """A prepared split; a clear error if `augment prepare` has not run, or ran with other data params."""
-    from pipeline.shards import read_parquet
+    from pipeline.tables import read_parquet
 
     path = prepared_path(cfg, split)
     if not path.is_file():
@@ -99,7 +99,7 @@ def split_and_profile(cfg: Config, pool: ImageTable) -> tuple[ImageTable, ImageT
 
 def prepare(cfg: Config) -> dict:
     """Stage `prepare`: read and check the source, split, impose the profile, write Parquet + counts."""
-    from pipeline.shards import write_parquet
+    from pipeline.tables import write_parquet
 
     spec = ImageSpec(cfg.data.image_size, cfg.data.channels, cfg.data.resize)
     source = read_source(cfg.data.source, spec)
@@ -335,7 +335,7 @@ def generate(cfg: Config) -> dict:
     from pipeline.device import choose_precision, precision_name, select_device
     from pipeline.gan import load_generator
     from pipeline.generate import generate as sample
-    from pipeline.shards import write_shards
+    from pipeline.release import synthetic_columns, write_shards
 
     quota = read_plan(cfg)
     path = gan_final_path(cfg)
@@ -367,9 +367,9 @@ def generate(cfg: Config) -> dict:
     )
     extra = {"plan": quota, "pool_factor": cfg.generate.pool_factor, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
              "filter": stats if fcfg.enabled else None, "precision": precision_name(dtype)}
-    columns = {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores}
-    manifest = write_shards(cfg.paths.synthetic, images, labels, names, columns, cfg.generate.shard_size,
-                            extra, export_images=cfg.generate.export_images)
+    columns = synthetic_columns(meta["sha256"], seeds, scores)
+    manifest = write_shards(cfg.paths.synthetic, ImageTable(images, labels, names), columns,
+                            cfg.generate.shard_size, extra, export_images=cfg.generate.export_images)
     log.info("generated %d images into %s", len(labels), cfg.paths.synthetic)
     return {"rows": int(len(labels)), "files": len(manifest["files"])}
 
@@ -377,7 +377,7 @@ def generate(cfg: Config) -> dict:
 def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
     """The generated dataset (checked against its manifest) and its quality scores (NaN where the
     generation filter was off); (None, None) when `augment generate` has not run."""
-    from pipeline.shards import load, load_arrow, read_manifest
+    from pipeline.reader import read_images, read_manifest, read_shards
 
     folder = Path(cfg.paths.synthetic)
     if not (folder / "manifest.json").is_file():
@@ -386,8 +386,8 @@ def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
                             "run it again")
         return None, None
     check_synthetic(cfg, read_manifest(folder))
-    table = load(folder, as_="table", verify=True)
-    scores = load_arrow(folder).column("score").to_numpy(zero_copy_only=False).astype(np.float32)
+    table = read_images(folder, verify=True)
+    scores = read_shards(folder).column("score").to_numpy(zero_copy_only=False).astype(np.float32)
     return table, scores
 
 

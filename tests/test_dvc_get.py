@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_arrays
-from pipeline import io, shards
+from pipeline import io, release
+from pipeline.data import ImageTable
 
 pytestmark = pytest.mark.slow
 DVC = str(Path(sys.executable).with_name("dvc"))
@@ -37,8 +38,8 @@ def project(root: Path, remote: str | None) -> dict:
         sh(root, DVC, "remote", "add", "-d", "store", remote)  # the README's step for sharing
     (root / ".gitignore").write_text("/.dvc-remote/\n")
     x, y = tiny_arrays((5, 0, 4))
-    manifest = shards.write_shards(root / "data" / "synthetic", x, y, ["a", "b", "c"], {"source": "synthetic"}, 4,
-                                   {}, export_images=True)
+    manifest = release.write_shards(root / "data" / "synthetic", ImageTable(x, y, ["a", "b", "c"]),
+                                    {"source": "synthetic"}, 4, {}, export_images=True)
     sh(root, DVC, "add", "-q", "data/synthetic")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "v1")

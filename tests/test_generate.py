@@ -15,7 +15,8 @@ from PIL import Image
 from torch import nn
 
 from pipeline import generate as gen
-from pipeline import shards
+from pipeline import loaders, release
+from pipeline.data import ImageTable
 from pipeline.errors import DataError, TrainingError
 
 NAMES = ["zero", "one", "two", "three"]
@@ -217,9 +218,9 @@ def test_empty_plan_gives_empty_arrays():
 
 def make_shards(folder, G, meta, plan, batch_size, seed=0, shard_size=50):
     images, labels, seeds, scores = gen.generate(G, meta, plan, seed=seed, batch_size=batch_size, progress=False)
-    columns = shards.synthetic_columns(meta["sha256"], seeds, scores)
-    return shards.write_shards(folder, images, labels, meta["class_names"], columns, shard_size,
-                               {"plan": plan, "params": {"seed": seed, "batch_size": batch_size}})
+    columns = release.synthetic_columns(meta["sha256"], seeds, scores)
+    return release.write_shards(folder, ImageTable(images, labels, meta["class_names"]), columns, shard_size,
+                                {"plan": plan, "params": {"seed": seed, "batch_size": batch_size}})
 
 
 def test_same_seed_gives_byte_identical_shards_for_batch_sizes_1_7_256(tmp_path):
@@ -303,7 +304,7 @@ def test_trained_checkpoint_through_load_generator(tmp_path):
     G, meta = gan.load_generator(final)
     assert meta["class_names"] == ["a", "b", "c"]
     m = make_shards(tmp_path / "syn", G, meta, {"b": 5, "c": 9}, batch_size=3)
-    table = shards.load(tmp_path / "syn", as_="table", verify=True)
+    table = loaders.load_table(tmp_path / "syn", verify=True)
     assert table.images.shape == (14, 8, 8, 1) and table.counts().tolist() == [0, 5, 9]
     assert m["files"] and pq.read_table(tmp_path / "syn" / m["files"][0]["path"])["generator"][0].as_py() == meta["sha256"]
 

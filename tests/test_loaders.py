@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipeline import loaders, shards
+from pipeline import loaders, release, tables
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
 
@@ -33,14 +33,14 @@ def tiny_table(n_per_class, seed) -> ImageTable:
 
 def write_folder(folder: Path, t: ImageTable, first_seed: int) -> None:
     seeds = first_seed + np.arange(len(t))
-    columns = shards.synthetic_columns("ab" * 32, seeds, np.full(len(t), np.nan))
-    shards.write_shards(folder, t.images, t.labels, t.class_names, columns, 4, {"plan": {}, "generator": "ab" * 32})
+    columns = release.synthetic_columns("ab" * 32, seeds, np.full(len(t), np.nan))
+    release.write_shards(folder, t, columns, 4, {"plan": {}, "generator": "ab" * 32})
 
 
 def test_each_loader_returns_its_type(tmp_path):
     t = tiny_table((0, 3, 2), seed=0)
     write_folder(tmp_path / "data" / "synthetic", t, first_seed=100)
-    shards.write_parquet(tmp_path / "data" / "prepared" / "train.parquet", tiny_table((4, 1, 1), seed=1))
+    tables.write_parquet(tmp_path / "data" / "prepared" / "train.parquet", tiny_table((4, 1, 1), seed=1))
     folder = tmp_path / "data" / "synthetic"
     table = loaders.load_arrow(folder, verify=True)
     assert isinstance(table, pa.Table) and table.num_rows == 5
@@ -88,7 +88,7 @@ def _release(repo: Path, remote: Path) -> tuple[ImageTable, ImageTable]:
             conf["remote"]["store"] = {"url": str(remote)}
             conf["core"]["remote"] = "store"
     v1, v2 = tiny_table((3, 2, 1), seed=0), tiny_table((1, 1, 4), seed=5)
-    shards.write_parquet(repo / "data" / "prepared" / "train.parquet", tiny_table((4, 1, 1), seed=1))
+    tables.write_parquet(repo / "data" / "prepared" / "train.parquet", tiny_table((4, 1, 1), seed=1))
     for version, (t, first_seed) in enumerate(((v1, 100), (v2, 200)), start=1):
         write_folder(repo / "data" / "synthetic", t, first_seed)
         with Repo(str(repo)) as dvc:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from imblearn.utils import check_sampling_strategy
 
-from pipeline import shards
+from pipeline import layout, loaders, release, tables
 from pipeline.data import ImageTable, impose_long_tail, long_tail_counts, stratified_split
 from pipeline.errors import DataError
 from pipeline.plan import STRING_STRATEGIES, plan_quota
@@ -187,9 +187,9 @@ def scratch():
 @given(t=image_tables())
 def test_parquet_round_trip_keeps_pixels_labels_and_names(scratch, t):
     path = scratch() / "t.parquet"
-    info = shards.write_parquet(path, t)
+    info = tables.write_parquet(path, t)
     assert info["rows"] == len(t)
-    back = shards.read_parquet(path, class_names=list(t.class_names))
+    back = tables.read_parquet(path, class_names=list(t.class_names))
     np.testing.assert_array_equal(back.labels, t.labels)
     assert back.class_names == t.class_names
     if len(t):
@@ -201,16 +201,15 @@ def test_parquet_round_trip_keeps_pixels_labels_and_names(scratch, t):
 def test_shard_folder_round_trip_any_shard_size(scratch, t, shard_size, export):
     folder = scratch() / "syn"
     seeds, scores = np.arange(len(t), dtype=np.int64), np.full(len(t), np.nan, np.float32)
-    manifest = shards.write_shards(folder, t.images, t.labels, t.class_names,
-                                   shards.synthetic_columns("ab" * 32, seeds, scores), shard_size, {},
-                                   export_images=export)
+    manifest = release.write_shards(folder, t, release.synthetic_columns("ab" * 32, seeds, scores), shard_size, {},
+                                    export_images=export)
     assert len(manifest["files"]) == max(1, -(-len(t) // shard_size))
     assert sum(f["rows"] for f in manifest["files"]) == manifest["rows"] == len(t)
     assert manifest["counts"] == {n: int(k) for n, k in zip(t.class_names, t.counts())}
-    arrow = shards.load(folder, as_="arrow", verify=True)
+    arrow = loaders.load_arrow(folder, verify=True)
     assert arrow.column("seed").to_pylist() == seeds.tolist()
     if len(t):
-        back = shards.load(folder, as_="table", verify=True)
+        back = loaders.load_table(folder, verify=True)
         np.testing.assert_array_equal(back.images, t.images)
         np.testing.assert_array_equal(back.labels, t.labels)
     if export:
@@ -224,10 +223,10 @@ def test_shard_folder_round_trip_any_shard_size(scratch, t, shard_size, export):
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=60))
 def test_safe_dir_name_is_stable_nfc_and_bounded(name):
-    safe = shards.safe_dir_name(name)
-    assert shards.safe_dir_name(safe) == safe  # already safe names are kept as they are
+    safe = layout.safe_dir_name(name)
+    assert layout.safe_dir_name(safe) == safe  # already safe names are kept as they are
     assert unicodedata.is_normalized("NFC", safe)
-    assert 0 < len(safe.encode("utf-8")) <= shards.MAX_NAME_BYTES + 1
+    assert 0 < len(safe.encode("utf-8")) <= layout.MAX_NAME_BYTES + 1
     assert not any(ord(ch) < 32 or ord(ch) == 0x7F for ch in safe)
 
 

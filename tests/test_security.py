@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from conftest import REPO, run_cli, tiny_arrays
-from pipeline import gan, shards
+from pipeline import gan, loaders, release
+from pipeline.data import ImageTable
 from pipeline.errors import DataError
 
 SOURCES = sorted([*(REPO / "pipeline").rglob("*.py"), *(REPO / "flows").rglob("*.py")])
@@ -177,8 +178,8 @@ def test_exported_file_names_cannot_leave_the_output_folder(tmp_path):
     x, _ = tiny_arrays((len(HOSTILE),))
     labels = np.arange(len(HOSTILE))
     out = tmp_path / "inside" / "syn"
-    manifest = shards.write_shards(out, x[: len(HOSTILE)], labels, HOSTILE, {"source": "synthetic"}, 4, {},
-                                   export_images=True)
+    manifest = release.write_shards(out, ImageTable(x[: len(HOSTILE)], labels, HOSTILE), {"source": "synthetic"}, 4,
+                                    {}, export_images=True)
     every = [p for p in tmp_path.rglob("*")]
     assert all(p.resolve().is_relative_to(out.resolve()) or p == out.parent for p in every), every
     dirs = manifest["images"]["class_dirs"]
@@ -193,13 +194,13 @@ def test_exported_file_names_cannot_leave_the_output_folder(tmp_path):
 def test_a_manifest_cannot_point_outside_its_folder(tmp_path, path):
     x, y = tiny_arrays((2, 2))
     folder = tmp_path / "syn"
-    shards.write_shards(folder, x, y, ["a", "b"], {"source": "synthetic"}, 10, {})
+    release.write_shards(folder, ImageTable(x, y, ["a", "b"]), {"source": "synthetic"}, 10, {})
     (tmp_path / "outside.parquet").write_bytes((folder / "data" / "train-00000-of-00001.parquet").read_bytes())
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"][0]["path"] = path
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="is not a path inside"):
-        shards.load(folder, as_="arrow")
+        loaders.load_arrow(folder)
 
 
 # ---- the Prefect server --------------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""Parquet in the Hugging Face image layout, the synthetic folder (shards, ImageFolder, manifest,
-card), its readers, and what a `kill -9` while writing leaves behind."""
+"""The release folder (`release`: shards, ImageFolder, sample grid, manifest, card; `layout`: its
+file and class-folder names), its readers (`reader`, `loaders`), and what a `kill -9` while
+writing leaves behind. Parquet itself: test_tables.py; the PNG codec: test_png.py."""
 
 from __future__ import annotations
 
+import importlib
 import io as pyio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,10 +24,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import shards
+from pipeline import io, layout, loaders, png, reader, release, tables
+from pipeline.card import md_cell
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
-from pipeline.images import encode_png
+from pipeline.grid import image_grid
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("zero", "one", "two")
@@ -38,127 +42,7 @@ def tiny_table(n_per_class=(3, 2, 1), size=4, channels=1, seed=0, names=NAMES) -
 
 
 def synthetic_columns(n: int) -> dict:
-    return shards.synthetic_columns("ab" * 32, np.arange(n) * 7, np.full(n, np.nan))
-
-
-# ---- write_parquet / read_parquet -------------------------------------------------------------------
-
-def test_parquet_round_trip_keeps_pixels_labels_names_and_groups(tmp_path):
-    t = tiny_table(channels=3)
-    t = ImageTable(t.images, t.labels, t.class_names, groups=np.array([5, 5, 6, 7, 7, 8]))
-    info = shards.write_parquet(tmp_path / "x.parquet", t, extra={"source": ["real"] * 6})
-    assert info["rows"] == 6 and info["path"] == str(tmp_path / "x.parquet")
-    assert info["sha256"] == shards.io.sha256_file(tmp_path / "x.parquet")
-    back = shards.read_parquet(tmp_path / "x.parquet")
-    np.testing.assert_array_equal(back.images, t.images)
-    np.testing.assert_array_equal(back.labels, t.labels)
-    np.testing.assert_array_equal(back.groups, t.groups)
-    assert back.class_names == NAMES
-    assert not list(tmp_path.glob(".tmp-*"))
-
-
-def test_schema_is_the_hugging_face_image_layout(tmp_path):
-    shards.write_parquet(tmp_path / "x.parquet", tiny_table(), extra={"score": np.zeros(6, np.float32)})
-    schema = pq.read_schema(tmp_path / "x.parquet")
-    assert schema.names == ["image", "label", "label_name", "score"]
-    assert schema.field("image").type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    assert schema.field("label").type == pa.int64()
-    assert json.loads(schema.metadata[b"huggingface"]) == {"info": {"features": {
-        "image": {"_type": "Image"},
-        "label": {"names": ["zero", "one", "two"], "_type": "ClassLabel"},
-        "label_name": {"dtype": "string", "_type": "Value"},
-        "score": {"dtype": "float32", "_type": "Value"},
-    }}}
-    rows = pq.read_table(tmp_path / "x.parquet").to_pylist()
-    assert [r["label_name"] for r in rows] == ["zero"] * 3 + ["one"] * 2 + ["two"]
-    assert rows[0]["image"]["bytes"].startswith(b"\x89PNG")
-
-
-def _write_raw(path: Path, columns: dict, metadata: dict | None = None) -> Path:
-    table = pa.table(columns)
-    if metadata is not None:
-        table = table.replace_schema_metadata(metadata)
-    pq.write_table(table, path)
-    return path
-
-
-def _image_struct(png: list) -> pa.StructArray:
-    return pa.StructArray.from_arrays([pa.array(png, pa.binary()), pa.array([None] * len(png), pa.string())],
-                                      ["bytes", "path"])
-
-
-def test_class_names_come_from_label_name_without_metadata(tmp_path):
-    png = encode_png(tiny_table().images[:3])
-    path = _write_raw(tmp_path / "x.parquet", {"image": _image_struct(png), "label": [1, 0, 1],
-                                               "label_name": ["cat", "dog", "cat"]})
-    t = shards.read_parquet(path)
-    assert t.class_names == ("dog", "cat") and t.labels.tolist() == [1, 0, 1]
-
-
-def test_string_labels_and_given_class_names(tmp_path):
-    png = encode_png(tiny_table().images[:3])
-    path = _write_raw(tmp_path / "x.parquet", {"image": _image_struct(png), "label": ["b", "a", "b"]})
-    assert shards.read_parquet(path).class_names == ("a", "b")
-    t = shards.read_parquet(path, class_names=["b", "a", "c"])
-    assert t.labels.tolist() == [0, 1, 0] and t.class_names == ("b", "a", "c")
-
-
-def test_read_parquet_resizes_and_converts_channels(tmp_path):
-    shards.write_parquet(tmp_path / "x.parquet", tiny_table(size=8, channels=1))
-    t = shards.read_parquet(tmp_path / "x.parquet", image_size=4, channels=3)
-    assert t.images.shape == (6, 4, 4, 3)
-    with pytest.raises(DataError, match=r"x.parquet row 0: image is 8x8, expected 4x4"):
-        shards.read_parquet(tmp_path / "x.parquet", image_size=4, resize=False)
-
-
-@pytest.mark.parametrize(
-    "columns, match",
-    [
-        ({"label": [0]}, r"missing column\(s\) image \(found label\); expected the Hugging Face image layout image: struct"),
-        ({"image": "ok", "label": [0, 5, 1]}, r"row 1: label 5 out of range 0..2"),
-        ({"image": "ok", "label": [0, None, 1]}, r"row 1: label is null"),
-        ({"image": "null-row-2", "label": [0, 1, 2]}, r"row 2: image is null"),
-        ({"image": "corrupt-row-1", "label": [0, 1, 2]}, r"row 1: cannot decode image"),
-        ({"image": "ok", "label": [0.5, 1.0, 2.0]}, r"column label has type double"),
-    ],
-)
-def test_read_parquet_refuses_bad_files_naming_file_and_row(tmp_path, columns, match):
-    png = encode_png(tiny_table().images[:3])
-    image = columns.get("image")
-    if image == "null-row-2":
-        png[2] = None
-    elif image == "corrupt-row-1":
-        png[1] = png[1][:20]
-    if image is not None:
-        columns = {**columns, "image": _image_struct(png)}
-    meta = {b"huggingface": json.dumps({"info": {"features": {"label": {"_type": "ClassLabel", "names": list(NAMES)}}}})}
-    path = _write_raw(tmp_path / "bad.parquet", columns, meta)
-    with pytest.raises(DataError, match=r"bad.parquet.*" + match):
-        shards.read_parquet(path)
-
-
-def test_read_parquet_refuses_other_files_and_other_classes(tmp_path):
-    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(DataError, match="junk.parquet: not a readable Parquet file"):
-        shards.read_parquet(tmp_path / "junk.parquet")
-    with pytest.raises(DataError, match="nope.parquet: Parquet file not found"):
-        shards.read_parquet(tmp_path / "nope.parquet")
-    shards.write_parquet(tmp_path / "x.parquet", tiny_table())
-    with pytest.raises(DataError, match=r"class names \['zero', 'one', 'two'\] differ from the expected \['a', 'b', 'c'\]"):
-        shards.read_parquet(tmp_path / "x.parquet", class_names=["a", "b", "c"])
-
-
-@pytest.mark.slow
-def test_decode_is_thousands_of_images_per_second(tmp_path):
-    rng = np.random.default_rng(0)
-    t = ImageTable(rng.integers(0, 256, (3000, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 3000),
-                   tuple("abcdefghij"))
-    shards.write_parquet(tmp_path / "x.parquet", t)
-    t0 = time.perf_counter()
-    back = shards.read_parquet(tmp_path / "x.parquet")
-    rate = len(back) / (time.perf_counter() - t0)
-    np.testing.assert_array_equal(back.images, t.images)
-    assert rate > 2000, f"decoded only {rate:.0f} images/s"
+    return release.synthetic_columns("ab" * 32, np.arange(n) * 7, np.full(n, np.nan))
 
 
 # ---- safe class folder names --------------------------------------------------------------------------
@@ -170,34 +54,34 @@ def test_decode_is_thousands_of_images_per_second(tmp_path):
      ("ok.", "ok"), ("a:b*c?", "a_b_c_")],
 )
 def test_safe_dir_name(name, safe):
-    assert shards.safe_dir_name(name) == safe
+    assert layout.safe_dir_name(name) == safe
 
 
 def test_safe_class_dirs_are_unique_even_ignoring_case():
-    dirs = shards.safe_class_dirs(["a/b", "a_b", "A", "a", "a-2", "x" * 300])
+    dirs = layout.safe_class_dirs(["a/b", "a_b", "A", "a", "a-2", "x" * 300])
     assert list(dirs.values())[:5] == ["a_b", "a_b-2", "A", "a-2", "a-2-2"]
-    assert len(dirs["x" * 300].encode()) <= shards.MAX_NAME_BYTES
+    assert len(dirs["x" * 300].encode()) <= layout.MAX_NAME_BYTES
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(min_size=0, max_size=40), min_size=1, max_size=6, unique=True))
 def test_any_class_names_give_distinct_folders_inside_the_root(tmp_path_factory, names):
     root = Path("/srv/images")
-    dirs = shards.safe_class_dirs(names)
+    dirs = layout.safe_class_dirs(names)
     assert len({d.casefold() for d in dirs.values()}) == len(names)
     for d in dirs.values():
         assert d and d not in (".", "..") and not d.startswith(".")
         assert "/" not in d and "\\" not in d and "\x00" not in d
         assert os.path.normpath(root / d / "0.png").startswith(str(root) + os.sep)
-        assert len(d.encode("utf-8")) <= shards.MAX_NAME_BYTES + 8
+        assert len(d.encode("utf-8")) <= layout.MAX_NAME_BYTES + 8
 
 
 # ---- the synthetic folder -------------------------------------------------------------------------------
 
 def write_folder(folder, t: ImageTable, shard_size=4, export=False, extra=None):
-    return shards.write_shards(folder, t.images, t.labels, t.class_names, synthetic_columns(len(t)), shard_size,
-                               extra if extra is not None else {"plan": {"zero": 3}, "generator": "ab" * 32},
-                               export_images=export)
+    return release.write_shards(folder, t, synthetic_columns(len(t)), shard_size,
+                                extra if extra is not None else {"plan": {"zero": 3}, "generator": "ab" * 32},
+                                export_images=export)
 
 
 def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
@@ -207,7 +91,7 @@ def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
     assert [f["path"] for f in m["files"]] == [f"data/train-0000{k}-of-00003.parquet" for k in range(3)]
     assert [f["rows"] for f in m["files"]] == [4, 4, 1]
     for f in m["files"]:
-        assert shards.io.sha256_file(folder / f["path"]) == f["sha256"]
+        assert io.sha256_file(folder / f["path"]) == f["sha256"]
     assert json.loads((folder / "manifest.json").read_text()) == m
     assert m["counts"] == {"zero": 5, "one": 0, "two": 4} and m["rows"] == 9
     assert m["plan"] == {"zero": 3} and m["package"]["version"]
@@ -223,8 +107,38 @@ def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
             np.testing.assert_array_equal(np.asarray(im), img)
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "class_label" in card and "| 2 | two | 4 |" in card
+    named = re.findall(r"`pipeline\.(\w+)\.(\w+)\(", card)  # the readers the card tells users to call exist
+    assert named and all(hasattr(importlib.import_module(f"pipeline.{m}"), f) for m, f in named), named
     assert json.loads((folder / "classes.json").read_text()) == list(NAMES)
     assert (folder / "sample_grid.png").is_file()
+
+
+def test_sample_grid_is_one_row_per_class_with_images_white_where_a_class_has_fewer():
+    images = np.arange(1, 5, dtype=np.uint8).reshape(4, 1, 1, 1) * 10  # 1x1 images 10, 20, 30, 40
+    labels = np.array([2, 0, 2, 2])  # class 1 has no image: no row
+    g = release.sample_grid(images, labels, num_classes=3, per_class=2)
+    # cells of 1 px, 2 px between them, 1 px around: 2 rows x 2 columns -> (2*3, 2*3)
+    expected = np.full((6, 6, 1), 255, np.uint8)
+    expected[1, 1], expected[4, 1], expected[4, 4] = 20, 10, 30  # class 0: image 1; class 2: images 0, 2
+    np.testing.assert_array_equal(g, expected)
+
+
+def test_image_grid_upscales_cells_and_pads_them():
+    images = np.array([[[[7, 8, 9]]], [[[1, 2, 3]]]], np.uint8)  # two 1x1 RGB images
+    g = image_grid(images, rows=1, min_cell=2, pad=1)
+    assert g.shape == (4, 7, 3) and g.dtype == np.uint8
+    np.testing.assert_array_equal(g[1:3, 1:3], np.full((2, 2, 3), [7, 8, 9]))
+    np.testing.assert_array_equal(g[1:3, 4:6], np.full((2, 2, 3), [1, 2, 3]))
+    assert (g[0] == 255).all() and (g[:, 3] == 255).all() and (g[:, 6] == 255).all()
+    lone = image_grid(images[:1, ..., :1], rows=1, pad=2, margin=1)  # make_grid would drop a lone image's padding
+    np.testing.assert_array_equal(lone[..., 0], [[255, 255, 255], [255, 7, 255], [255, 255, 255]])
+    with pytest.raises(ValueError, match="margin 3 and pad 2"):
+        image_grid(images, rows=1, margin=3)
+
+
+def test_md_cell_escapes_pipes_and_flattens_control_characters():
+    assert md_cell("a|b\nc\td\re") == "a\\|b c d e"
+    assert md_cell(3.5) == "3.5"
 
 
 def test_grayscale_pngs_decode_as_mode_l(tmp_path):
@@ -250,7 +164,7 @@ def test_rewrite_removes_stale_shards_and_images(tmp_path):
 def test_empty_plan_gives_one_empty_shard(tmp_path):
     t = ImageTable(np.zeros((0, 4, 4, 1), np.uint8), np.zeros(0, np.int64), NAMES)
     m = write_folder(tmp_path / "syn", t)
-    assert [f["rows"] for f in m["files"]] == [0] and len(shards.load(tmp_path / "syn", "arrow")) == 0
+    assert [f["rows"] for f in m["files"]] == [0] and len(loaders.load_arrow(tmp_path / "syn")) == 0
     schema = pq.read_schema(tmp_path / "syn" / m["files"][0]["path"])
     assert schema.field("source").type == pa.string() and schema.field("seed").type == pa.int64()
 
@@ -304,7 +218,7 @@ def test_image_folder_indices_are_the_shard_labels_when_the_plan_leaves_classes_
     for root in (tmp_path / "syn", copy):
         ds = ImageFolder(str(root / "images"), allow_empty=True)
         assert len(ds.classes) == len(names)
-        by_path = {r["image"]["path"]: r["label"] for r in shards.load(root, as_="pandas").to_dict("records")}
+        by_path = {r["image"]["path"]: r["label"] for r in loaders.load_pandas(root).to_dict("records")}
         got = {Path(p).relative_to(root).as_posix(): y for p, y in ds.samples}
         assert got == by_path and sorted(set(got.values())) == [1, 2, 4]
         assert json.loads((root / "classes.json").read_text()) == list(names)
@@ -334,37 +248,35 @@ def test_hugging_face_datasets_reads_the_folder(tmp_path):
 def test_load_as_torch_pandas_arrow_and_table(tmp_path):
     t = tiny_table(size=4, channels=1)
     write_folder(tmp_path / "syn", t)
-    ds = shards.load(tmp_path / "syn", verify=True)
+    ds = loaders.load_torch(tmp_path / "syn", verify=True)
     x, y = ds[3]
     assert tuple(x.shape) == (1, 4, 4) and y == 1 and ds.classes == list(NAMES) and len(ds) == 6
     assert float(x.max()) <= 1.0 and np.allclose(x.numpy()[0] * 255, t.images[3, ..., 0])
-    df = shards.load(tmp_path / "syn" / "manifest.json", as_="pandas")
+    df = loaders.load_pandas(tmp_path / "syn" / "manifest.json")
     assert df["label"].tolist() == t.labels.tolist() and df["score"].isna().all()
-    assert shards.load(tmp_path / "syn", as_="arrow").num_rows == 6
-    back = shards.load(tmp_path / "syn", as_="table")
+    assert loaders.load_arrow(tmp_path / "syn").num_rows == 6
+    back = loaders.load_table(tmp_path / "syn")
     np.testing.assert_array_equal(back.images, t.images)
-    with pytest.raises(ValueError, match="as_='numpy'; valid: torch, pandas, arrow, table"):
-        shards.load(tmp_path / "syn", as_="numpy")
 
 
 def test_load_mixes_real_and_synthetic(tmp_path):
     real = tiny_table((4, 1, 1), seed=1)
-    shards.write_parquet(tmp_path / "data" / "prepared" / "train.parquet", real)
+    tables.write_parquet(tmp_path / "data" / "prepared" / "train.parquet", real)
     syn = tiny_table((0, 3, 3), seed=2)
     write_folder(tmp_path / "data" / "synthetic", syn)
-    mixed = shards.load(tmp_path / "data" / "synthetic", as_="table", mix="real+synthetic")
+    mixed = loaders.load_table(tmp_path / "data" / "synthetic", mix="real+synthetic")
     np.testing.assert_array_equal(mixed.labels, np.concatenate([real.labels, syn.labels]))
     np.testing.assert_array_equal(mixed.images, np.concatenate([real.images, syn.images]))
-    ds = shards.load(tmp_path / "data" / "synthetic", mix="real+synthetic")
+    ds = loaders.load_torch(tmp_path / "data" / "synthetic", mix="real+synthetic")
     assert ds.source == ["real"] * 6 + ["synthetic"] * 6
-    df = shards.load(tmp_path / "data" / "synthetic", as_="pandas", mix="real+synthetic")
+    df = loaders.load_pandas(tmp_path / "data" / "synthetic", mix="real+synthetic")
     assert df["seed"].isna().sum() == 6
     other = tiny_table(names=("x", "y", "z"))
-    shards.write_parquet(tmp_path / "other.parquet", other)
+    tables.write_parquet(tmp_path / "other.parquet", other)
     with pytest.raises(DataError, match=r"other.parquet: class names \['x', 'y', 'z'\] differ"):
-        shards.load(tmp_path / "data" / "synthetic", mix="real+synthetic", real=tmp_path / "other.parquet")
+        loaders.load_torch(tmp_path / "data" / "synthetic", mix="real+synthetic", real=tmp_path / "other.parquet")
     with pytest.raises(ValueError, match="mix='synthetic'"):
-        shards.load(tmp_path / "data" / "synthetic", mix="synthetic")
+        loaders.load_torch(tmp_path / "data" / "synthetic", mix="synthetic")
 
 
 def test_verify_names_a_changed_file(tmp_path):
@@ -373,25 +285,25 @@ def test_verify_names_a_changed_file(tmp_path):
     victim = folder / m["files"][1]["path"]
     other = folder / m["files"][0]["path"]
     victim.write_bytes(other.read_bytes())  # still valid Parquet, wrong content
-    shards.load(folder, as_="arrow")  # without verify, not noticed
+    loaders.load_arrow(folder)  # without verify, not noticed
     with pytest.raises(DataError, match=r"train-00001-of-00002.parquet: sha256 does not match"):
-        shards.load(folder, as_="arrow", verify=True)
+        loaders.load_arrow(folder, verify=True)
     victim.unlink()
     with pytest.raises(DataError, match=r"train-00001-of-00002.parquet: listed in .*manifest.json but missing"):
-        shards.load(folder, as_="arrow")
+        loaders.load_arrow(folder)
 
 
 def test_manifest_problems_are_data_errors(tmp_path):
     folder = tmp_path / "syn"
     folder.mkdir()
     with pytest.raises(DataError, match="manifest.json: not found; .* is not a finished synthetic dataset"):
-        shards.load(folder)
+        loaders.load_torch(folder)
     (folder / "manifest.json").write_text('{"files": [{"path": "../x.parquet", "sha256": "0", "rows": 1}]}')
     with pytest.raises(DataError, match=r"files\[0\].path '../x.parquet' is not a path inside"):
-        shards.read_manifest(folder)
+        reader.read_manifest(folder)
     (folder / "manifest.json").write_text("{")
     with pytest.raises(DataError, match="not valid JSON"):
-        shards.read_manifest(folder)
+        reader.read_manifest(folder)
 
 
 # ---- kill -9 while writing ----------------------------------------------------------------------------
@@ -399,13 +311,14 @@ def test_manifest_problems_are_data_errors(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from pipeline import shards
+    from pipeline import release
+    from pipeline.data import ImageTable
     folder, n, value = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     images = np.full((n, 4, 4, 1), value, np.uint8)
     labels = np.arange(n) % 3
     print("start", flush=True)
-    shards.write_shards(folder, images, labels, ["a", "b", "c"], {"source": "synthetic"}, 1, {"run": value},
-                        export_images=True)
+    release.write_shards(folder, ImageTable(images, labels, ["a", "b", "c"]), {"source": "synthetic"}, 1,
+                         {"run": value}, export_images=True)
     print("done", flush=True)
 """)
 
@@ -421,7 +334,7 @@ def _run_writer(folder: Path, n: int, value: int, kill_after: float | None):
     assert proc.stdout.readline().strip() == "start"
     # wait until staging is under way, then kill -9 in the middle of it
     deadline = time.monotonic() + 60
-    while not any(p.name.startswith(shards.STAGE_PREFIX) for p in folder.iterdir()) and time.monotonic() < deadline:
+    while not any(p.name.startswith(release.STAGE_PREFIX) for p in folder.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(kill_after)
     proc.send_signal(signal.SIGKILL)
@@ -436,10 +349,10 @@ def _assert_consistent(folder: Path) -> dict | None:
     if "manifest.json" not in visible:
         assert not [v for v in visible if v.endswith(".parquet")], visible
         return None
-    m = shards.read_manifest(folder)
+    m = reader.read_manifest(folder)
     listed = {f["path"] for f in m["files"]}
     assert {v for v in visible if v.endswith(".parquet")} == listed
-    shards.load(folder, as_="arrow", verify=True)
+    loaders.load_arrow(folder, verify=True)
     return m
 
 
@@ -459,23 +372,7 @@ def test_kill_9_while_writing_leaves_the_old_dataset_and_a_rerun_completes(tmp_p
     assert new["run"] == 30 and new["rows"] == 40 and len(new["files"]) == 40
     assert not any(p.name.startswith(".tmp-") for p in folder.iterdir())
     assert len(list((folder / "images").rglob("*.png"))) == 40
-    assert shards.load(folder, as_="table").images.max() == 30
-
-
-@pytest.mark.parametrize("level", [0, 6])
-@pytest.mark.parametrize("shape", [(5, 7, 3, 1), (3, 1, 9, 3), (2, 33, 17, 3), (1, 200, 120, 3)])
-def test_encode_png_batch_writes_pngs_pillow_reads_back(shape, level):
-    """Both the stored PNGs of the Parquet shards (level 0; 200x120x3 needs several 64 KiB stored
-    deflate blocks) and the deflated ones of the ImageFolder export."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, shape, dtype=np.uint8)
-    for data, img in zip(shards.encode_png_batch(images, level), images):
-        with Image.open(pyio.BytesIO(data)) as im:
-            im.load()  # checks every CRC and the zlib stream
-            assert im.format == "PNG" and im.mode == ("L" if shape[-1] == 1 else "RGB")
-            np.testing.assert_array_equal(np.asarray(im).reshape(img.shape), img)
-    with pytest.raises(ValueError, match="C in"):
-        shards.encode_png_batch(np.zeros((1, 2, 2, 4), np.uint8))
+    assert loaders.load_table(folder).images.max() == 30
 
 
 def test_parquet_pngs_are_stored_and_exported_files_deflated_with_the_same_pixels(tmp_path):
@@ -499,45 +396,24 @@ def test_parquet_pngs_are_stored_and_exported_files_deflated_with_the_same_pixel
                 np.testing.assert_array_equal(np.asarray(im), t.images[k, :, :, 0])
 
 
-def test_stored_pngs_are_one_arrow_buffer_and_too_many_are_refused_before_any_allocation():
-    images = np.random.default_rng(2).integers(0, 256, (6, 5, 4, 3), dtype=np.uint8)
-    arr = shards.stored_png_array(images)
-    assert arr.type == pa.binary() and len(arr) == 6 and len({len(b) for b in arr.to_pylist()}) == 1
-    assert arr.to_pylist() == shards.encode_png_batch(images, 0)
-    huge = np.broadcast_to(np.zeros((1, 1000, 1000, 3), np.uint8), (800, 1000, 1000, 3))  # no memory behind it
-    with pytest.raises(ValueError, match="800 PNGs of 3001293 bytes exceed an Arrow binary array's 2 GiB"):
-        shards.stored_png_array(huge)
-
-
-def test_encode_png_batch_gives_the_same_bytes_whatever_the_thread_count():
-    """Deflating levels run in threads (level 0 is one numpy pass, `stored_png_array`)."""
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (3 * shards.PNG_ROWS_PER_THREAD + 5, 4, 6, 1), dtype=np.uint8)
-    one = shards.encode_png_batch(images, shards.PNG_LEVEL_LOOSE, threads=1)
-    assert len(one) == len(images)
-    for threads in (2, 3):
-        assert shards.encode_png_batch(images, shards.PNG_LEVEL_LOOSE, threads=threads) == one
-    assert one[-1] == shards.encode_png_batch(images[-1:], shards.PNG_LEVEL_LOOSE, threads=1)[0]  # in order
-
-
 def test_a_crash_in_the_switch_leaves_an_incomplete_folder_that_readers_refuse(tmp_path, monkeypatch):
     folder = tmp_path / "syn"
     write_folder(folder, tiny_table((4, 4, 4)), shard_size=2)
     real_replace, calls = os.replace, []
 
     def crash_on_third(src, dst):
-        if Path(src).name.startswith(shards.STAGE_PREFIX) and not Path(dst).name.startswith(".tmp-"):
+        if Path(src).name.startswith(release.STAGE_PREFIX) and not Path(dst).name.startswith(".tmp-"):
             calls.append(dst)  # a rename of the switch (staged file -> final name)
             if len(calls) == 3:
                 raise OSError("simulated crash")
         real_replace(src, dst)
 
-    monkeypatch.setattr(shards.os, "replace", crash_on_third)
+    monkeypatch.setattr(release.os, "replace", crash_on_third)
     with pytest.raises(OSError, match="simulated crash"):
         write_folder(folder, tiny_table((1, 2, 3), seed=1), shard_size=2)
     monkeypatch.undo()
     assert not (folder / "manifest.json").exists()  # the manifest goes last, so none: not "complete"
     with pytest.raises(DataError, match="not a finished synthetic dataset"):
-        shards.load(folder)
+        loaders.load_torch(folder)
     m = write_folder(folder, tiny_table((1, 2, 3), seed=1), shard_size=2)
     assert _assert_consistent(folder) == m and m["rows"] == 6

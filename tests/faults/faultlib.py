@@ -192,7 +192,7 @@ def assert_whole(root: Path) -> None:
     import torch
     from PIL import Image
 
-    from pipeline import shards
+    from pipeline import loaders, reader
 
     data = root / "data"
     for p in sorted(data.rglob("*")):
@@ -213,10 +213,10 @@ def assert_whole(root: Path) -> None:
             assert p.stat().st_size > 0, p
     syn = data / "synthetic"
     if (syn / "manifest.json").is_file():
-        manifest = shards.read_manifest(syn)
+        manifest = reader.read_manifest(syn)
         present = {f"data/{p.name}" for p in syn.glob("data/train-*.parquet")}
         assert present == {f["path"] for f in manifest["files"]}, (present, manifest["files"])
-        shards.load(syn, as_="arrow", verify=True)
+        loaders.load_arrow(syn, verify=True)
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
