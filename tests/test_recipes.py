@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import cli, config, gan, recipes, stages
+from pipeline import cli, config, gan_fingerprint, recipes, stages
 from pipeline.errors import ConfigError
 from tests.conftest import REPO, tiny_arrays
 
@@ -48,7 +48,7 @@ def test_the_demo_trains_with_the_settings_it_had():
     before = config.build(tree).train_gan
     after = recipes.resolve(repo_params().train_gan, (8, 8, 1), None)[0]
     # the checkpoint fingerprint too: a demo final.pt trained before the recipes is still this run's
-    assert gan.config_fingerprint(after, "data") == gan.config_fingerprint(before, "data")
+    assert gan_fingerprint.config_fingerprint(after, "data") == gan_fingerprint.config_fingerprint(before, "data")
     before, after = before.model_dump(), after.model_dump()
     assert after.pop("recipe") == "demo" and before.pop("recipe") == "auto"
     assert after == before
