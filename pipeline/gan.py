@@ -188,7 +188,7 @@ def resolve_classes(cfg: TrainGanConfig, train: ImageTable) -> list[int]:
     """Indices of the classes to train (`classes` names, or all); each must have images.
 
     Raises:
-        ConfigError: a name in `train_gan.classes` that the data lacks, or an empty list.
+        ConfigError: a name in `train_gan.classes` that the data lacks.
         DataError: a trained class without any training image.
     """
     names = list(train.class_names)
@@ -196,9 +196,8 @@ def resolve_classes(cfg: TrainGanConfig, train: ImageTable) -> list[int]:
         chosen = list(range(len(names)))
     else:
         unknown = [c for c in cfg.classes if c not in names]
-        if unknown or not cfg.classes:
-            bad = repr(unknown[0]) if unknown else "[]"
-            raise ConfigError(f"train_gan.classes: {bad} is not a class of the data; valid: {', '.join(names)}")
+        if unknown:
+            raise ConfigError(f"train_gan.classes: {unknown[0]!r} is not a class of the data; valid: {', '.join(names)}")
         chosen = sorted({names.index(c) for c in cfg.classes})
     counts = train.counts()
     empty = [names[c] for c in chosen if counts[c] == 0]
@@ -229,18 +228,13 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
         progress: show progress with the losses (a bar on a terminal, lines in a log).
 
     Raises:
-        ConfigError / DataError: unknown class names, a trained class without images, no CUDA,
-            label smoothing with a loss other than bce.
+        ConfigError / DataError: unknown class names, a trained class without images, no CUDA.
         TrainingError: a non-finite loss (the message names the step), or a checkpoint of another
             process count in `out_dir`. Checkpoints of other params or data are kept aside in
             `previous/` (never an error), and those past `steps` are left for a longer run.
     """
     out_dir = Path(out_dir)
     classes = resolve_classes(cfg, train)
-    try:
-        get_loss(cfg.loss, cfg.label_smoothing)
-    except ValueError as e:
-        raise ConfigError(f"train_gan.label_smoothing = {cfg.label_smoothing}: {e}") from None
     fingerprint = config_fingerprint(cfg, data_fingerprint(train))
     final = out_dir / "final.pt"
     with devices.distributed(devices.select_device(cfg.device)) as dist:
