@@ -12,6 +12,7 @@ import yaml
 
 from pipeline import cli, config, gan_fingerprint, recipes, stages
 from pipeline.errors import ConfigError
+from pipeline.models import GAN_ARCHS
 from tests.conftest import REPO, tiny_arrays
 
 # params.yaml's train_gan values before the recipes: the demo must train with exactly these
@@ -74,6 +75,19 @@ def test_a_named_recipe_needs_no_data_and_resolving_twice_changes_nothing():
     assert again == section and choice.applied == {}
     none = recipes.resolve(repo_params({"train_gan.recipe": "none"}).train_gan)[0]
     assert none.model_dump() | {"recipe": "auto"} == config.TrainGanConfig().model_dump()
+
+
+@pytest.mark.parametrize("arch", ["concat", "dcgan"])
+def test_an_arch_trains_with_the_values_given_and_no_settings_of_its_own(arch):
+    """GanArch carries no recipe: `arch: concat` trains with the train_gan values (hinge by default),
+    and the tutorial's BCE only when the params name it, as benchmarks/speed.py's reference does."""
+    assert not any(hasattr(a, "recipe") for a in GAN_ARCHS.values())
+    default = config.TrainGanConfig()
+    section, _ = recipes.resolve(config.build({"train_gan": {"arch": arch}}).train_gan, (28, 28, 1))
+    assert section.model_dump(exclude={"arch", "recipe"}) == default.model_dump(exclude={"arch", "recipe"})
+    named = {"arch": arch, "loss": "bce", "beta1": 0.5, "diffaug": ""}
+    section, _ = recipes.resolve(config.build({"train_gan": named}).train_gan, (28, 28, 1))
+    assert (section.loss, section.beta1, section.diffaug) == ("bce", 0.5, "")
 
 
 def test_another_arch_gets_no_recipe_and_auto_needs_the_data():

@@ -1,8 +1,10 @@
 """The tutorial conditional GAN (Mirza & Osindero 2014 style): the `concat` reference arch.
 
 Both players are MLPs with LeakyReLU(0.2); a learned label embedding is concatenated to the noise
-(G) and to the flattened image (D). Meant for BCE with Adam(2e-4, beta1 0.5), the recipe we measure
-ourselves against. Unlike most tutorials D has no dropout: it would draw from the global RNG.
+(G) and to the flattened image (D). The tutorial trains it with BCE and Adam(2e-4, beta1 0.5): name
+them (`train_gan.loss: bce`, `beta1: 0.5`, `diffaug: ''`), as benchmarks/speed.py's reference does;
+like every arch it trains with the `train_gan` values given. Unlike most tutorials D has no
+dropout: it would draw from the global RNG.
 """
 
 from __future__ import annotations

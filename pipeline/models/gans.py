@@ -52,14 +52,15 @@ class GanArch:
         name: registry key.
         make: (geometry, num_classes, z_dim, width[, aux_classifier]) -> (G, D).
         widths: base width per size name (`light` trains fast on 2 CPU cores).
-        recipe: the training settings the family is meant to be used with (for docs/benchmarks).
         description: one line for docs and reports.
+
+    An arch carries no training settings: every arch trains with the `train_gan` values that
+    params.yaml, --set and the data recipe (`pipeline.recipes`) give.
     """
 
     name: str
     make: Callable[[Geometry, int, int, int], tuple[nn.Module, nn.Module]]
     widths: dict[str, int]
-    recipe: dict
     description: str
     aux_classifier: bool = False  # D can carry an AC-GAN class head (`train_gan.aux_weight`)
 
@@ -107,7 +108,6 @@ GAN_ARCHS: dict[str, GanArch] = {
         "sngan",
         sngan.build,
         sngan.WIDTHS,
-        {"loss": "hinge", "beta1": 0.0, "beta2": 0.999, "diffaug": "color,translation,cutout"},
         "ResNet G with class-conditional BatchNorm; spectral-norm ResNet D with a projection head",
         aux_classifier=True,
     ),
@@ -115,7 +115,6 @@ GAN_ARCHS: dict[str, GanArch] = {
         "dcgan",
         dcgan.build,
         dcgan.WIDTHS,
-        {"loss": "hinge", "beta1": 0.5, "beta2": 0.999, "diffaug": "color,translation,cutout"},
         "DCGAN: transposed-conv G and strided-conv D, label embeddings as inputs",
         aux_classifier=True,
     ),
@@ -123,7 +122,6 @@ GAN_ARCHS: dict[str, GanArch] = {
         "concat",
         concat.build,
         concat.WIDTHS,
-        {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "diffaug": ""},
         "the tutorial cGAN: MLPs with the label embedding concatenated to noise and to the image",
     ),
 }
