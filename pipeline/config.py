@@ -11,10 +11,7 @@ recipe) is a new, validated object.
 
 from __future__ import annotations
 
-import difflib
 import re
-import types
-import typing
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.config_messages import describe, strict_numbers
 from pipeline.diffaug import AUGMENTS
 from pipeline.errors import ConfigError
 from pipeline.losses import LOSSES
@@ -369,36 +367,6 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
 
 
-def _valid_keys(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
-def _model_at(loc: tuple) -> type[BaseModel]:
-    """The pydantic model class that holds the field at `loc[:-1]`."""
-    model: type[BaseModel] = Config
-    for part in loc[:-1]:
-        ann = model.model_fields[part].annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            break
-    return model
-
-
-def _describe(err: dict, source: str) -> str:
-    loc = tuple(p for p in err["loc"] if isinstance(p, str))
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        valid = _valid_keys(_model_at(loc))
-        close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f" (did you mean {'.'.join(loc[:-1] + (close[0],))!r}?)" if close else ""
-        return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
-    msg = err["msg"].removeprefix("Value error, ")
-    if isinstance(err.get("input"), dict):  # a check across a section's fields: name the section only
-        return f"{source}: {key}: {msg}"
-    return f"{source}: {key} = {err.get('input')!r}: {msg}"
-
-
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     """Set `tree[a][b][c] = value` for `dotted` = "a.b.c", creating groups as needed."""
     parts = dotted.split(".")
@@ -425,36 +393,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _annotation_types(ann: Any) -> set:
-    """The plain types an annotation admits (Optional/Union/Literal/list unwrapped one level)."""
-    origin = typing.get_origin(ann)
-    if origin in (typing.Union, types.UnionType):
-        return set().union(*(_annotation_types(a) for a in typing.get_args(ann)))
-    if origin is Literal:
-        return {type(v) for v in typing.get_args(ann)}
-    return {origin or ann}
-
-
-def _strict_numbers(tree: dict, model: type[BaseModel], prefix: str) -> str | None:
-    """The first `key = value` where a number field got true/false, or an int field a float
-    (pydantic would read them as 1/0 and 2), as `dotted.key = value`; None if there is none."""
-    for name, value in tree.items():
-        field = model.model_fields.get(name)
-        if field is None:
-            continue
-        kinds, key = _annotation_types(field.annotation), f"{prefix}{name}"
-        sub = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
-        if sub is not None and isinstance(value, dict):
-            found = _strict_numbers(value, sub, key + ".")
-            if found:
-                return found
-        elif isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
-            return f"{key} = {value!r}: expected a number, not true/false"
-        elif isinstance(value, float) and int in kinds and float not in kinds:
-            return f"{key} = {value!r}: expected an integer"
-    return None
-
-
 def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: str = PARAMS_FILE,
           override_source: str | None = None) -> Config:
     """Validate a params tree plus dotted `overrides` into a `Config`.
@@ -470,14 +408,14 @@ def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: st
         from_override = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overrides or {})
         return override_source if override_source and from_override else source
 
-    bad = _strict_numbers(tree, Config, "")
+    bad = strict_numbers(tree, Config, "")
     if bad:
         raise ConfigError(f"{where(bad.split(' = ', 1)[0])}: {bad}")
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
         err = e.errors()[0]
-        raise ConfigError(_describe(err, where(".".join(str(p) for p in err["loc"])))) from None
+        raise ConfigError(describe(err, where(".".join(str(p) for p in err["loc"])), Config)) from None
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
