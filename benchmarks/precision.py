@@ -127,7 +127,7 @@ def pixel_change(path: str, per_class: int = 300) -> dict:
     import numpy as np
     import torch
 
-    from pipeline.gan import load_generator
+    from pipeline.gan_checkpoints import load_generator
     from pipeline.generate import generate
 
     G, meta = load_generator(Path(path))

@@ -64,7 +64,7 @@ def _judge(full_train, test, workdir: Path):
     from pipeline.config import EvaluateConfig
     from pipeline.data import stratified_split
     from pipeline.training import predict, train_classifier
-    from pipeline.gan import data_fingerprint
+    from pipeline.gan_fingerprint import data_fingerprint
     from pipeline.gan_tracking import cached_judge
 
     import torch
@@ -88,7 +88,7 @@ def _class_consistency(final: Path, judge, per_class: int = 200) -> dict:
     import numpy as np
 
     from pipeline.training import predict
-    from pipeline.gan import load_generator
+    from pipeline.gan_checkpoints import load_generator
     from pipeline.generate import generate
 
     G, meta = load_generator(final)
@@ -199,7 +199,7 @@ def _generator(args, shape, num_classes: int, arch: str | None = None):
     G, _ = GAN_ARCHS[cfg.arch].build(shape, num_classes, cfg.z_dim, cfg.size, cfg.width)
     meta = {"z_dim": cfg.z_dim, "image_shape": list(shape), "class_names": [str(i) for i in range(num_classes)],
             "num_classes": num_classes, "arch": cfg.arch, "sha256": "0" * 64}
-    return prepare_module(G, torch.device("cpu")).eval(), meta  # as pipeline.gan.load_generator does
+    return prepare_module(G, torch.device("cpu")).eval(), meta  # as pipeline.gan_checkpoints.load_generator does
 
 
 def _generator_flops(G, meta) -> float:

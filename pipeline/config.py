@@ -1,44 +1,57 @@
 """Typed configuration: `params.yaml` read and validated once, grouped by stage.
 
-`load(path, overrides)` returns a `Config`; every stage takes its section. Unknown keys and bad
-values raise `ConfigError` with one line naming the key, the bad value and the valid choices.
-Choices that name an implementation (arch, loss, strategy...) are checked against the same
-registry dict that dispatches the call.
+`load(path, overrides)` returns a frozen `Config`; every stage takes its section. This module is
+the one owner of the params' rules: unknown keys, bad values and every rule across fields (label
+smoothing only for bce, a class head for aux_weight...) raise `ConfigError` here, at load time, in
+one line naming the key, the bad value and the valid choices. Choices that name an implementation
+(arch, loss, augment policy, recipe, classifier, strategy) are checked against the same registry
+dict that dispatches the call. Nothing changes a loaded config: a derived one (the resolved
+recipe) is a new, validated object.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import re
-import types
-import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.config_messages import describe, strict_numbers
+from pipeline.diffaug import AUGMENTS
 from pipeline.errors import ConfigError
+from pipeline.losses import LOSSES
+from pipeline.models import CLASSIFIERS, GAN_ARCHS
+from pipeline.recipes import AUTO, RECIPES
 
 PARAMS_FILE = "params.yaml"
 
 
 class Section(BaseModel):
-    """A params group: unknown keys are refused, values are validated on assignment too."""
+    """A params group: unknown keys are refused, and a validated section is frozen (a change is a
+    new object: `model_copy(update=...)` or `model_validate`)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
-
-
-def _registry(module: str, name: str) -> dict:
-    return getattr(importlib.import_module(module), name)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_choice(value: str, module: str, name: str) -> str:
-    valid = _registry(module, name)
+def _check_choice(value: str, valid: Collection[str]) -> str:
     if value not in valid:
         raise ValueError(f"{value!r} is not one of: {', '.join(sorted(valid))}")
     return value
+
+
+# ---- ISOLATED for the issue-25 merge: the one registry config cannot import at the top ------------
+def _strategy_names() -> Collection[str]:
+    """The names of `pipeline.evaluate.STRATEGIES`, which `evaluate.strategies` must use.
+
+    Imported at call time because pipeline.evaluate imports this module. When the registry lives in
+    a module that does not import config, import it at the top with the others and drop this function.
+    """
+    from pipeline.evaluate import STRATEGIES
+
+    return STRATEGIES
 
 
 class Paths(Section):
@@ -155,7 +168,7 @@ class TrainGanConfig(Section):
     @field_validator("recipe")
     @classmethod
     def _recipe(cls, v: str) -> str:
-        valid = ["auto", *_registry("pipeline.recipes", "RECIPES")]
+        valid = [AUTO, *RECIPES]
         if v not in valid:
             raise ValueError(f"{v!r} is not one of: {', '.join(valid)}")
         return v
@@ -163,29 +176,43 @@ class TrainGanConfig(Section):
     @field_validator("arch")
     @classmethod
     def _arch(cls, v: str) -> str:
-        return _check_choice(v, "pipeline.models", "GAN_ARCHS")
+        return _check_choice(v, GAN_ARCHS)
 
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
-        return _check_choice(v, "pipeline.losses", "LOSSES")
+        return _check_choice(v, LOSSES)
+
+    @field_validator("classes")
+    @classmethod
+    def _some_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("list at least one class name, or null for every class")
+        return v
 
     @field_validator("diffaug")
     @classmethod
     def _diffaug(cls, v: str) -> str:
-        valid = _registry("pipeline.diffaug", "AUGMENTS")
         for part in filter(None, (p.strip() for p in v.split(","))):
-            if part not in valid:
-                raise ValueError(f"policy {part!r} is not one of: {', '.join(sorted(valid))}")
+            if part not in AUGMENTS:
+                raise ValueError(f"policy {part!r} is not one of: {', '.join(sorted(AUGMENTS))}")
         return v
 
     @model_validator(mode="after")
     def _across_fields(self) -> "TrainGanConfig":
         if self.early_stop_patience > 0 and not self.track_quality:
             raise ValueError("early_stop_patience > 0 needs track_quality: true (stopping is decided by the judge)")
-        if self.aux_weight > 0 and not _registry("pipeline.models", "GAN_ARCHS")[self.arch].aux_classifier:
+        if self.label_smoothing > 0 and not LOSSES[self.loss].accepts_label_smoothing:
+            takes = ", ".join(n for n, loss in LOSSES.items() if loss.accepts_label_smoothing)
+            raise ValueError(f"label_smoothing applies to loss {takes} only, not {self.loss!r}; set it to 0")
+        has_head = GAN_ARCHS[self.arch].aux_classifier
+        if self.aux_weight > 0 and not has_head:
             raise ValueError(f"aux_weight > 0 needs a discriminator with a class head; arch {self.arch!r} has none "
                              "(use sngan or dcgan, or set aux_weight: 0)")
+        recipe_aux = RECIPES.get(self.recipe, {}).get("aux_weight", 0.0)
+        if recipe_aux > 0 and "aux_weight" not in self.model_fields_set and not has_head:
+            raise ValueError(f"recipe {self.recipe!r} sets aux_weight {recipe_aux}, and arch {self.arch!r} has no "
+                             "class head; set train_gan.aux_weight: 0 or arch: sngan")
         return self
 
 
@@ -322,13 +349,13 @@ class EvaluateConfig(Section):
         if not v:
             raise ValueError("needs at least one strategy")
         for s in v:
-            _check_choice(s, "pipeline.evaluate", "STRATEGIES")
+            _check_choice(s, _strategy_names())
         return v
 
     @field_validator("classifier")
     @classmethod
     def _classifier(cls, v: str) -> str:
-        return _check_choice(v, "pipeline.models", "CLASSIFIERS")
+        return _check_choice(v, CLASSIFIERS)
 
 
 class Config(Section):
@@ -340,36 +367,6 @@ class Config(Section):
     train_gan: TrainGanConfig = TrainGanConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-
-
-def _valid_keys(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
-def _model_at(loc: tuple) -> type[BaseModel]:
-    """The pydantic model class that holds the field at `loc[:-1]`."""
-    model: type[BaseModel] = Config
-    for part in loc[:-1]:
-        ann = model.model_fields[part].annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            break
-    return model
-
-
-def _describe(err: dict, source: str) -> str:
-    loc = tuple(p for p in err["loc"] if isinstance(p, str))
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        valid = _valid_keys(_model_at(loc))
-        close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f" (did you mean {'.'.join(loc[:-1] + (close[0],))!r}?)" if close else ""
-        return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
-    msg = err["msg"].removeprefix("Value error, ")
-    if isinstance(err.get("input"), dict):  # a check across a section's fields: name the section only
-        return f"{source}: {key}: {msg}"
-    return f"{source}: {key} = {err.get('input')!r}: {msg}"
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -398,36 +395,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _annotation_types(ann: Any) -> set:
-    """The plain types an annotation admits (Optional/Union/Literal/list unwrapped one level)."""
-    origin = typing.get_origin(ann)
-    if origin in (typing.Union, types.UnionType):
-        return set().union(*(_annotation_types(a) for a in typing.get_args(ann)))
-    if origin is Literal:
-        return {type(v) for v in typing.get_args(ann)}
-    return {origin or ann}
-
-
-def _strict_numbers(tree: dict, model: type[BaseModel], prefix: str) -> str | None:
-    """The first `key = value` where a number field got true/false, or an int field a float
-    (pydantic would read them as 1/0 and 2), as `dotted.key = value`; None if there is none."""
-    for name, value in tree.items():
-        field = model.model_fields.get(name)
-        if field is None:
-            continue
-        kinds, key = _annotation_types(field.annotation), f"{prefix}{name}"
-        sub = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
-        if sub is not None and isinstance(value, dict):
-            found = _strict_numbers(value, sub, key + ".")
-            if found:
-                return found
-        elif isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
-            return f"{key} = {value!r}: expected a number, not true/false"
-        elif isinstance(value, float) and int in kinds and float not in kinds:
-            return f"{key} = {value!r}: expected an integer"
-    return None
-
-
 def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: str = PARAMS_FILE,
           override_source: str | None = None) -> Config:
     """Validate a params tree plus dotted `overrides` into a `Config`.
@@ -443,14 +410,14 @@ def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: st
         from_override = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overrides or {})
         return override_source if override_source and from_override else source
 
-    bad = _strict_numbers(tree, Config, "")
+    bad = strict_numbers(tree, Config, "")
     if bad:
         raise ConfigError(f"{where(bad.split(' = ', 1)[0])}: {bad}")
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
         err = e.errors()[0]
-        raise ConfigError(_describe(err, where(".".join(str(p) for p in err["loc"])))) from None
+        raise ConfigError(describe(err, where(".".join(str(p) for p in err["loc"])), Config)) from None
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -2,12 +2,14 @@
 
 `LOSSES[name]` is a `GanLoss` with `d_loss(real_logits, fake_logits)` and `g_loss(fake_logits)`,
 both returning a scalar to minimise; `gradient_penalty` is the WGAN-GP term that `train_gan`
-adds to the critic's loss when `loss.gradient_penalty` is set.
+adds to the critic's loss when `loss.gradient_penalty` is set. `pipeline.config` checks names and
+label smoothing against this registry at load time; `pipeline.gan` builds the loss once (`get_loss`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import torch
@@ -24,12 +26,14 @@ class GanLoss:
         d_loss: (real_logits (B,), fake_logits (B,)) -> scalar the discriminator minimises.
         g_loss: fake_logits (B,) -> scalar the generator minimises.
         gradient_penalty: whether the recipe adds `gp_weight * gradient_penalty(...)` to d_loss.
+        accepts_label_smoothing: whether d_loss takes `label_smoothing` (one-sided, real targets).
     """
 
     name: str
     d_loss: Callable[[Tensor, Tensor], Tensor]
     g_loss: Callable[[Tensor], Tensor]
     gradient_penalty: bool = False
+    accepts_label_smoothing: bool = False
 
 
 def bce_d_loss(real: Tensor, fake: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -79,7 +83,7 @@ def wgan_g_loss(fake: Tensor) -> Tensor:
 
 
 LOSSES: dict[str, GanLoss] = {
-    "bce": GanLoss("bce", bce_d_loss, bce_g_loss),
+    "bce": GanLoss("bce", bce_d_loss, bce_g_loss, accepts_label_smoothing=True),
     "hinge": GanLoss("hinge", hinge_d_loss, hinge_g_loss),
     "lsgan": GanLoss("lsgan", lsgan_d_loss, lsgan_g_loss),
     "wgan-gp": GanLoss("wgan-gp", wgan_d_loss, wgan_g_loss, gradient_penalty=True),
@@ -87,23 +91,15 @@ LOSSES: dict[str, GanLoss] = {
 
 
 def get_loss(name: str, label_smoothing: float = 0.0) -> GanLoss:
-    """`LOSSES[name]`, with `label_smoothing` bound into the D loss (only `bce` accepts one).
+    """`LOSSES[name]`, with `label_smoothing` > 0 bound into its D loss.
 
-    Raises:
-        ValueError: unknown name (listing the valid ones), or smoothing asked of another loss.
+    The name and the smoothing are those of a validated `TrainGanConfig`: `pipeline.config` owns
+    the rules (a known name; smoothing only where `accepts_label_smoothing`).
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown GAN loss {name!r}; valid: {', '.join(sorted(LOSSES))}")
     loss = LOSSES[name]
     if label_smoothing == 0.0:
         return loss
-    if name != "bce":
-        raise ValueError(f"label_smoothing applies to loss 'bce' only, not {name!r}; set it to 0")
-
-    def d_loss(real: Tensor, fake: Tensor) -> Tensor:
-        return bce_d_loss(real, fake, label_smoothing)
-
-    return dataclasses.replace(loss, d_loss=d_loss)
+    return dataclasses.replace(loss, d_loss=functools.partial(loss.d_loss, label_smoothing=label_smoothing))
 
 
 def gradient_penalty(

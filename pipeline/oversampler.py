@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from pipeline import gan
+from pipeline import gan, gan_checkpoints
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.device import choose_precision, select_device
@@ -81,7 +81,7 @@ class GanOverSampler(BaseOverSampler):
         sampling_strategy_: OrderedDict {class label: images added}, the classes that got any.
         classes_: the class labels seen in fit, sorted.
         image_shape_: (H, W, C) of the images the GAN was trained on.
-        gan_meta_: the trained generator's metadata (as `pipeline.gan.load_generator` returns it).
+        gan_meta_: the trained generator's metadata (as `pipeline.gan_checkpoints.load_generator` returns it).
         n_features_in_, feature_names_in_: as sklearn sets them.
     """
 
@@ -300,7 +300,7 @@ class GanOverSampler(BaseOverSampler):
         # train_gan writes checkpoints, curves and sample grids: all into a folder removed on exit
         with tempfile.TemporaryDirectory(prefix="augment-gan-") as tmp:
             final = gan.train_gan(cfg, table, Path(tmp), progress=False)
-            G, meta = gan.load_generator(final, device)
+            G, meta = gan_checkpoints.load_generator(final, device)
         self.gan_meta_ = meta
         new, new_labels, _, _ = generate(
             G, meta, plan, seed, batch_size=256, device=device, progress=False,

@@ -1,32 +1,29 @@
 """The quota plan: how many images each class lacks, from class counts and a sampling strategy.
 
-`plan_quota` resolves imbalanced-learn's over-sampling `sampling_strategy` forms into a plain
-`{class: n_to_add}` dict with an entry (0 where none) for every class.
+`plan_quota` resolves an over-sampling `sampling_strategy` into a plain `{class: n_to_add}` dict
+with an entry (0 where none) for every class. imbalanced-learn's `check_sampling_strategy` does the
+resolution; this module adds two forms it lacks (an int target count, and a float ratio for more
+than two classes, both turned into its mapping form) and one-line errors for bad input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+from imblearn.utils import check_sampling_strategy
+
 STRING_STRATEGIES = ("auto", "not majority", "minority", "not minority", "all")
 
 
-def _targets_for_string(counts: dict[str, int], strategy: str) -> dict[str, int]:
-    """imbalanced-learn string forms: which classes are filled up to the majority count."""
-    n_max, n_min = max(counts.values()), min(counts.values())
-    majority = next(c for c, n in counts.items() if n == n_max)
-    minority = next(c for c, n in counts.items() if n == n_min)
-    chosen = {
-        "auto": [c for c in counts if c != majority],
-        "not majority": [c for c in counts if c != majority],
-        "minority": [minority],
-        "not minority": [c for c in counts if c != minority],
-        "all": list(counts),
-    }[strategy]
-    return {c: n_max for c in chosen}
+def _check_counts(counts: dict[str, int]) -> None:
+    if len(counts) < 2:
+        raise ValueError(f"need at least two classes to plan for, got {counts or 'none'}")
+    if any(n < 1 for n in counts.values()):
+        raise ValueError(f"every class needs at least one image, got counts {counts}")
 
 
-def _targets_for_ratio(counts: dict[str, int], ratio: float) -> dict[str, int]:
+def _ratio_targets(counts: dict[str, int], ratio: float) -> dict[str, int]:
     """Float form: every class but the majority is brought to int(ratio * majority count)."""
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"sampling_strategy ratio must be in (0, 1], got {ratio}")
@@ -44,8 +41,8 @@ def _targets_for_ratio(counts: dict[str, int], ratio: float) -> dict[str, int]:
     return {c: target for c in counts if c != majority}
 
 
-def _targets_for_dict(counts: dict[str, int], wanted: Mapping) -> dict[str, int]:
-    """Mapping form: {class: target count}; classes not named get nothing."""
+def _checked_mapping(counts: dict[str, int], wanted: Mapping) -> dict[str, int]:
+    """Mapping form {class: target count}, each class known and each target a count it reaches."""
     targets = {}
     for key, target in wanted.items():
         name = str(key)
@@ -65,16 +62,38 @@ def _targets_for_dict(counts: dict[str, int], wanted: Mapping) -> dict[str, int]
     return targets
 
 
+def _imblearn_form(counts: dict[str, int], strategy: str | float | int | Mapping) -> str | dict[str, int]:
+    """`strategy` checked, as a string imbalanced-learn knows or a {class: target count} mapping."""
+    if isinstance(strategy, str):
+        if strategy not in STRING_STRATEGIES:
+            raise ValueError(
+                f"sampling_strategy {strategy!r} is not one of "
+                f"{', '.join(map(repr, STRING_STRATEGIES))}, a float ratio, an int target or a mapping"
+            )
+        return strategy
+    if isinstance(strategy, bool):
+        raise ValueError(f"sampling_strategy {strategy!r} is not a valid strategy")
+    if isinstance(strategy, int):
+        if strategy < 1:
+            raise ValueError(f"sampling_strategy target count must be >= 1, got {strategy}")
+        return {c: strategy for c, n in counts.items() if n < strategy}
+    if isinstance(strategy, float):
+        return _ratio_targets(counts, strategy)
+    if isinstance(strategy, Mapping):
+        return _checked_mapping(counts, strategy)
+    raise ValueError(f"sampling_strategy {strategy!r} has unsupported type {type(strategy).__name__}")
+
+
 def plan_quota(counts: Mapping[str, int], sampling_strategy: str | float | int | Mapping) -> dict[str, int]:
     """How many images to add per class.
 
     Args:
-        counts: images per class name (every class, in order).
+        counts: images per class name (every class, in order; at least two, each >= 1).
         sampling_strategy: one of `"auto"` (= `"not majority"`), `"not majority"`, `"minority"`,
             `"not minority"`, `"all"` (those classes are filled up to the majority count); a float
             ratio r in (0, 1] (every non-majority class brought to int(r * majority count));
             an int target count per class (every class below it is filled to it); or a mapping
-            `{class: target count}`.
+            `{class: target count}`. Ties between equal counts go to the class listed first.
 
     Returns:
         `{class: n_to_add}` with every class of `counts`, 0 where none is added.
@@ -83,27 +102,12 @@ def plan_quota(counts: Mapping[str, int], sampling_strategy: str | float | int |
         ValueError: an unknown strategy or class, a negative count, or an impossible ratio/target.
     """
     counts = {str(c): int(n) for c, n in counts.items()}
-    if not counts:
-        raise ValueError("no classes to plan for")
-    if any(n < 0 for n in counts.values()):
-        raise ValueError(f"class counts must be >= 0, got {counts}")
-    if isinstance(sampling_strategy, str):
-        if sampling_strategy not in STRING_STRATEGIES:
-            raise ValueError(
-                f"sampling_strategy {sampling_strategy!r} is not one of "
-                f"{', '.join(map(repr, STRING_STRATEGIES))}, a float ratio, an int target or a mapping"
-            )
-        targets = _targets_for_string(counts, sampling_strategy)
-    elif isinstance(sampling_strategy, bool):
-        raise ValueError(f"sampling_strategy {sampling_strategy!r} is not a valid strategy")
-    elif isinstance(sampling_strategy, int):
-        if sampling_strategy < 1:
-            raise ValueError(f"sampling_strategy target count must be >= 1, got {sampling_strategy}")
-        targets = {c: sampling_strategy for c, n in counts.items() if n < sampling_strategy}
-    elif isinstance(sampling_strategy, float):
-        targets = _targets_for_ratio(counts, sampling_strategy)
-    elif isinstance(sampling_strategy, Mapping):
-        targets = _targets_for_dict(counts, sampling_strategy)
-    else:
-        raise ValueError(f"sampling_strategy {sampling_strategy!r} has unsupported type {type(sampling_strategy).__name__}")
-    return {c: max(0, targets.get(c, n) - n) for c, n in counts.items()}
+    _check_counts(counts)
+    form = _imblearn_form(counts, sampling_strategy)
+    index = {c: i for i, c in enumerate(counts)}
+    if isinstance(form, dict):
+        form = {index[c]: n for c, n in form.items()}
+    # labels as class positions, so imbalanced-learn's ties (lowest label first) go to the first listed
+    y = np.repeat(np.arange(len(counts)), list(counts.values()))
+    added = check_sampling_strategy(form, y, "over-sampling")
+    return {c: int(added.get(i, 0)) for c, i in index.items()}

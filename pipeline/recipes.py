@@ -100,10 +100,8 @@ def resolve(section, image_shape: list[int] | tuple[int, ...] | None = None,
         (the resolved TrainGanConfig, a Choice saying what was applied).
 
     Raises:
-        ConfigError: `auto` without an image shape, or a recipe whose class head the arch lacks.
+        ConfigError: `auto` without an image shape.
     """
-    from pipeline.models import GAN_ARCHS
-
     asked = section.recipe
     if asked == AUTO:
         if image_shape is None:
@@ -116,8 +114,5 @@ def resolve(section, image_shape: list[int] | tuple[int, ...] | None = None,
     settings = RECIPES[name]
     applied = {k: v for k, v in settings.items() if k not in given}
     kept = {k: getattr(section, k) for k in settings if k in given and getattr(section, k) != settings[k]}
-    if applied.get("aux_weight", 0) > 0 and not GAN_ARCHS[section.arch].aux_classifier:
-        raise ConfigError(f"train_gan.recipe = {name!r} sets aux_weight {applied['aux_weight']}, and arch "
-                          f"{section.arch!r} has no class head; set train_gan.aux_weight: 0 or arch: sngan")
     values = {k: getattr(section, k) for k in given} | applied | {"recipe": name}
     return type(section).model_validate(values), Choice(asked, name, reason, applied, kept)

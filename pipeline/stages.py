@@ -303,7 +303,7 @@ def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> N
     Raises:
         DataError: one line naming what differs; the fix is `augment train-gan` again.
     """
-    from pipeline.gan import _UNFINGERPRINTED, config_fingerprint, data_fingerprint
+    from pipeline.gan_fingerprint import UNFINGERPRINTED, config_fingerprint, data_fingerprint
 
     retrain = "run `augment train-gan` again"
     if list(meta["class_names"]) != list(train.class_names):
@@ -320,7 +320,7 @@ def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> N
                             "run `augment train-gan`")
         return
     trained, now = meta.get("config") or {}, cfg.train_gan.model_dump(mode="json")
-    changed = [k for k in now if k not in _UNFINGERPRINTED and trained.get(k) != now[k]]
+    changed = [k for k in now if k not in UNFINGERPRINTED and trained.get(k) != now[k]]
     if changed:
         k = changed[0]
         raise DataError(f"{path}: trained with train_gan.{k} = {trained.get(k)!r}, the params now say "
@@ -333,7 +333,7 @@ def generate(cfg: Config) -> dict:
     from pipeline import __version__
     from pipeline.config import dump
     from pipeline.device import choose_precision, precision_name, select_device
-    from pipeline.gan import load_generator
+    from pipeline.gan_checkpoints import load_generator
     from pipeline.generate import generate as sample
     from pipeline.release import synthetic_columns, write_shards
 

@@ -1,6 +1,7 @@
 """params.yaml validation: defaults, overrides, unknown keys and bad values."""
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline import config
 from pipeline.errors import ConfigError
@@ -67,3 +68,50 @@ def test_bad_yaml_file(tmp_path):
         config.load(p)
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "section, fragment",
+    [
+        ({"loss": "hinge", "label_smoothing": 0.1},
+         "params.yaml: train_gan: label_smoothing applies to loss bce only, not 'hinge'; set it to 0"),
+        ({"arch": "concat", "aux_weight": 1.0}, "aux_weight > 0 needs a discriminator with a class head"),
+        ({"recipe": "small_gray", "arch": "concat"},
+         "train_gan: recipe 'small_gray' sets aux_weight 1.0, and arch 'concat' has no class head"),
+        ({"early_stop_patience": 2}, "early_stop_patience > 0 needs track_quality: true"),
+        ({"classes": []}, "train_gan.classes = []: list at least one class name, or null for every class"),
+    ],
+)
+def test_rules_across_fields_fire_when_the_params_load(section, fragment):
+    with pytest.raises(ConfigError) as e:
+        config.build({"train_gan": section})
+    assert fragment in str(e.value)
+
+
+def test_rules_across_fields_let_valid_combinations_through():
+    assert config.build({"train_gan": {"loss": "bce", "label_smoothing": 0.1}}).train_gan.label_smoothing == 0.1
+    # an explicit aux_weight: 0 keeps the recipe's class head off an arch without one
+    assert config.build({"train_gan": {"recipe": "small_gray", "arch": "concat", "aux_weight": 0}})
+
+
+def test_choices_are_the_registries_that_dispatch():
+    from pipeline.diffaug import AUGMENTS
+    from pipeline.losses import LOSSES
+    from pipeline.models import GAN_ARCHS
+
+    for key, registry in (("loss", LOSSES), ("arch", GAN_ARCHS)):
+        with pytest.raises(ConfigError) as e:
+            config.build({"train_gan": {key: "nope"}})
+        assert f"is not one of: {', '.join(sorted(registry))}" in str(e.value)
+    with pytest.raises(ConfigError, match=f"is not one of: {', '.join(sorted(AUGMENTS))}"):
+        config.build({"train_gan": {"diffaug": "blur"}})
+
+
+def test_a_loaded_config_is_frozen():
+    cfg = config.build({})
+    for obj, key, value in ((cfg, "train_gan", cfg.train_gan), (cfg.train_gan, "steps", 5),
+                            (cfg.evaluate.mix, "search", "full"), (cfg.data.long_tail, "ratio", 3.0)):
+        with pytest.raises(ValidationError, match="frozen"):
+            setattr(obj, key, value)
+    derived = cfg.model_copy(update={"train_gan": cfg.train_gan.model_copy(update={"steps": 5})})
+    assert (derived.train_gan.steps, cfg.train_gan.steps) == (5, 2000)  # a new object; the loaded one unchanged

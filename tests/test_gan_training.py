@@ -21,12 +21,13 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from pipeline import gan
+from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run, gan_visuals
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.io import sha256_file
 from pipeline.losses import LOSSES, GanLoss
+from pipeline.models.gans import GAN_ARCHS
 
 REPO = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -102,44 +103,44 @@ def test_ema_update_arithmetic_covers_batchnorm_buffers():
 
 def test_uint8_float_round_trip():
     x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
-    f = gan.to_float(x)
+    f = gan_visuals.to_float(x)
     assert f.shape == (1, 3, 16, 16) and f.min() == -1 and f.max() == 1
-    np.testing.assert_array_equal(gan.to_uint8(f), x)
-    np.testing.assert_array_equal(gan.to_uint8(torch.tensor([-3.0, 3.0]).view(1, 1, 1, 2)), [[[[0], [255]]]])
+    np.testing.assert_array_equal(gan_visuals.to_uint8(f), x)
+    np.testing.assert_array_equal(gan_visuals.to_uint8(torch.tensor([-3.0, 3.0]).view(1, 1, 1, 2)), [[[[0], [255]]]])
 
 
 def test_balanced_sampler_draws_rare_classes_as_often():
     labels = np.array([0] * 100 + [1] * 10 + [2] * 1)
     for balanced, expected in [(True, [1 / 3] * 3), (False, [100 / 111, 10 / 111, 1 / 111])]:
-        s = gan.ClassSampler(labels, [0, 1, 2], balanced, torch.Generator().manual_seed(0))
+        s = gan_run.ClassSampler(labels, [0, 1, 2], balanced, torch.Generator().manual_seed(0))
         rows, y = s.batch(6000)
         assert torch.equal(torch.from_numpy(labels)[rows], y)  # each row is of its drawn class
         np.testing.assert_allclose(np.bincount(y.numpy(), minlength=3) / 6000, expected, atol=0.02)
         fake = s.labels(6000, torch.Generator().manual_seed(1))
         np.testing.assert_allclose(np.bincount(fake.numpy(), minlength=3) / 6000, expected, atol=0.02)
     # a chosen subset: other classes never drawn
-    s = gan.ClassSampler(labels, [1, 2], True, torch.Generator().manual_seed(0))
+    s = gan_run.ClassSampler(labels, [1, 2], True, torch.Generator().manual_seed(0))
     assert set(s.batch(500)[1].tolist()) == {1, 2}
 
 
 def test_sampler_is_reproducible_from_its_generator():
     labels = np.repeat(np.arange(4), 5)
-    a = gan.ClassSampler(labels, [0, 1, 2, 3], True, torch.Generator().manual_seed(3)).batch(32)
-    b = gan.ClassSampler(labels, [0, 1, 2, 3], True, torch.Generator().manual_seed(3)).batch(32)
+    a = gan_run.ClassSampler(labels, [0, 1, 2, 3], True, torch.Generator().manual_seed(3)).batch(32)
+    b = gan_run.ClassSampler(labels, [0, 1, 2, 3], True, torch.Generator().manual_seed(3)).batch(32)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
 def test_fingerprints():
     table = digits_table()
-    fp = gan.data_fingerprint(table)
+    fp = gan_fingerprint.data_fingerprint(table)
     images = table.images.copy()
     images[0, 0, 0, 0] ^= 1
-    assert gan.data_fingerprint(ImageTable(images, table.labels, table.class_names)) != fp
-    assert gan.data_fingerprint(ImageTable(table.images, table.labels, ("a", "b", "c"))) != fp
+    assert gan_fingerprint.data_fingerprint(ImageTable(images, table.labels, table.class_names)) != fp
+    assert gan_fingerprint.data_fingerprint(ImageTable(table.images, table.labels, ("a", "b", "c"))) != fp
     cfg = tiny_cfg()
-    assert gan.config_fingerprint(cfg, fp) == gan.config_fingerprint(tiny_cfg(steps=99, checkpoint_every=7), fp)
-    assert gan.config_fingerprint(cfg, fp) != gan.config_fingerprint(tiny_cfg(lr_d=1e-3), fp)
-    assert gan.config_fingerprint(cfg, fp) == gan.config_fingerprint(tiny_cfg(cpu_threads=3), fp)
+    assert gan_fingerprint.config_fingerprint(cfg, fp) == gan_fingerprint.config_fingerprint(tiny_cfg(steps=99, checkpoint_every=7), fp)
+    assert gan_fingerprint.config_fingerprint(cfg, fp) != gan_fingerprint.config_fingerprint(tiny_cfg(lr_d=1e-3), fp)
+    assert gan_fingerprint.config_fingerprint(cfg, fp) == gan_fingerprint.config_fingerprint(tiny_cfg(cpu_threads=3), fp)
 
 
 @pytest.mark.parametrize("threads", [None, 2])
@@ -175,7 +176,7 @@ def test_short_run_writes_everything_and_loads(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="augment"):
         final = gan.train_gan(tiny_cfg(steps=7), table, tmp_path, progress=False)
     assert final == tmp_path / "final.pt"
-    assert [s for s, _ in gan.list_checkpoints(tmp_path)] == [3, 6]  # every 3 steps, last two kept
+    assert [s for s, _ in gan_checkpoints.list_checkpoints(tmp_path)] == [3, 6]  # every 3 steps, last two kept
     for name in ("losses.csv", "losses.png", "diversity.csv", "interpolation.png", "samples.gif"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
@@ -195,7 +196,7 @@ def test_short_run_writes_everything_and_loads(tmp_path, caplog):
     assert set(ckpt["rng"]["per_rank"][0]) == {"sampler", "noise", "diffaug", "gp"}
     assert {"g", "d", "g_ema", "opt_g", "opt_d", "step", "fingerprint"} <= set(ckpt)
 
-    G, info = gan.load_generator(final)
+    G, info = gan_checkpoints.load_generator(final)
     assert not G.training and info["sha256"] == sha256_file(final)
     assert info["z_dim"] == 16 and "g_ema" not in info
     x = G(torch.randn(4, 16), torch.tensor([0, 1, 2, 0]))
@@ -239,7 +240,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
     monkeypatch.setitem(LOSSES, "hinge", GanLoss("hinge", hinge.d_loss, g_loss))
     with pytest.raises(TrainingError, match="non-finite loss at step 8 .*last good checkpoint checkpoint-6.pt"):
         gan.train_gan(tiny_cfg(steps=12), digits_table(), tmp_path, progress=False)
-    assert [s for s, _ in gan.list_checkpoints(tmp_path)] == [3, 6]
+    assert [s for s, _ in gan_checkpoints.list_checkpoints(tmp_path)] == [3, 6]
     assert state(tmp_path / "checkpoint-6.pt")["step"] == 6
     assert not (tmp_path / "final.pt").exists()
 
@@ -289,7 +290,7 @@ def test_other_recipes_train(tmp_path, kw):
     assert len(rows) == 3 and all(np.isfinite([float(v) for v in r.split(",")]).all() for r in rows)
     if kw["loss"] == "wgan-gp":
         assert all(float(r.split(",")[3]) > 0 for r in rows)  # the penalty is computed and logged
-    assert gan.load_generator(final)[1]["arch"] == kw["arch"]
+    assert gan_checkpoints.load_generator(final)[1]["arch"] == kw["arch"]
 
 
 def test_aux_weight_trains_a_class_head_on_real_images(tmp_path):
@@ -297,15 +298,15 @@ def test_aux_weight_trains_a_class_head_on_real_images(tmp_path):
     table = digits_table()
     cfg = tiny_cfg(steps=40, aux_weight=1.0, ema_warmup=0, lr_d=2e-3)
     final = gan.train_gan(cfg, table, tmp_path, progress=False)
-    ckpt = gan.list_checkpoints(tmp_path)[-1][1]
-    _, D = gan.GAN_ARCHS["sngan"].build((1, 8, 8), 3, 16, "light", aux_classifier=True)
+    ckpt = gan_checkpoints.list_checkpoints(tmp_path)[-1][1]
+    _, D = GAN_ARCHS["sngan"].build((1, 8, 8), 3, 16, "light", aux_classifier=True)
     D.load_state_dict(state(ckpt)["d"])
     x = torch.from_numpy(table.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     y = torch.from_numpy(table.labels)
     with torch.no_grad():
         _, class_logits = D(x, y, classes=True)
     assert (class_logits.argmax(1) == y).float().mean() > 0.6  # 3 digit classes: chance is 1/3 (seeded run: 0.69)
-    assert gan.load_generator(final)[1]["arch"] == "sngan"
+    assert gan_checkpoints.load_generator(final)[1]["arch"] == "sngan"
     with pytest.raises(Exception, match="class head"):
         tiny_cfg(arch="concat", aux_weight=1.0)
 
@@ -396,7 +397,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 def test_cuda_run(tmp_path):
     final = gan.train_gan(tiny_cfg(steps=3, device="cuda", precision="auto"), digits_table(), tmp_path,
                           progress=False)
-    G, _ = gan.load_generator(final, "cuda")
+    G, _ = gan_checkpoints.load_generator(final, "cuda")
     x = G(torch.randn(2, 16, device="cuda"), torch.tensor([0, 1], device="cuda"))
     assert x.is_cuda and x.shape == (2, 1, 8, 8) and torch.isfinite(x).all()
 
@@ -419,7 +420,7 @@ def test_quality_tracking_and_early_stop(tmp_path, caplog):
     assert "early stop at step" in caplog.text and "judge agreement mean" in caplog.text
     assert (tmp_path / "judge.pt").is_file()
     # final.pt holds the best evaluation's EMA weights, not those of the stopping step
-    ckpt = state(gan.checkpoint_path(tmp_path, steps[-1]))
+    ckpt = state(gan_checkpoints.checkpoint_path(tmp_path, steps[-1]))
     assert all(torch.equal(meta["g_ema"][k], ckpt["tracker"]["best_state"][k]) for k in meta["g_ema"])
     assert not all(torch.equal(meta["g_ema"][k], ckpt["g_ema"][k]) for k in meta["g_ema"])
     caplog.clear()

@@ -292,6 +292,7 @@ def test_sngan_generates_with_its_fused_class_forward_the_pixels_of_its_plain_fo
 def test_trained_checkpoint_through_load_generator(tmp_path):
     gan = pytest.importorskip("pipeline.gan")
     from pipeline.config import TrainGanConfig
+    from pipeline.gan_checkpoints import load_generator
     from pipeline.data import ImageTable
 
     rng = np.random.default_rng(0)
@@ -301,7 +302,7 @@ def test_trained_checkpoint_through_load_generator(tmp_path):
     cfg = TrainGanConfig(steps=2, batch_size=8, checkpoint_every=2, sample_every=2, ema_warmup=0, device="cpu",
                          precision="fp32", z_dim=16)
     final = gan.train_gan(cfg, train, tmp_path / "gan", progress=False)
-    G, meta = gan.load_generator(final)
+    G, meta = load_generator(final)
     assert meta["class_names"] == ["a", "b", "c"]
     m = make_shards(tmp_path / "syn", G, meta, {"b": 5, "c": 9}, batch_size=3)
     table = loaders.load_table(tmp_path / "syn", verify=True)

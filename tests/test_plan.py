@@ -1,4 +1,4 @@
-"""plan_quota against hand-computed quotas and against imbalanced-learn's own resolution."""
+"""plan_quota against hand-computed quotas and against imbalanced-learn's own resolution (which it calls)."""
 
 import numpy as np
 import pytest
@@ -59,9 +59,31 @@ def test_bad_strategies_raise(strategy, fragment):
     assert fragment in str(e.value)
 
 
-def test_empty_counts_raise():
-    with pytest.raises(ValueError):
-        plan_quota({}, "auto")
+@pytest.mark.parametrize(
+    "counts, fragment",
+    [({}, "need at least two classes"), ({"a": 5}, "need at least two classes"),
+     ({"a": 5, "b": 0}, "every class needs at least one image")],
+)
+def test_counts_without_two_classes_of_images_raise(counts, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        plan_quota(counts, "auto")
+
+
+def test_ties_go_to_the_class_listed_first():
+    # imbalanced-learn sees class positions, so its ties (lowest label) follow our order
+    assert plan_quota({"b": 5, "a": 5, "c": 1}, "not majority") == {"b": 0, "a": 0, "c": 4}
+    assert plan_quota({"b": 1, "a": 5, "c": 1}, "minority") == {"b": 4, "a": 0, "c": 0}
+    assert plan_quota({"b": 5, "a": 5, "c": 1}, 1.0) == {"b": 0, "a": 0, "c": 4}
+
+
+def test_the_resolution_is_imbalanced_learns(monkeypatch):
+    import pipeline.plan as plan
+
+    seen = []
+    monkeypatch.setattr(plan, "check_sampling_strategy", lambda *a: seen.append(a) or check_sampling_strategy(*a))
+    assert plan_quota(COUNTS, "auto") == {"a": 0, "b": 60, "c": 90, "d": 60}
+    form, y, kind = seen[0]
+    assert (form, kind, np.bincount(y).tolist()) == ("auto", "over-sampling", [100, 40, 10, 40])
 
 
 def _imblearn(counts: dict[str, int], strategy) -> dict[str, int]:

@@ -10,8 +10,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline import cli, config, gan, recipes, stages
+from pipeline import cli, config, gan_fingerprint, recipes, stages
 from pipeline.errors import ConfigError
+from pipeline.models import GAN_ARCHS
 from tests.conftest import REPO, tiny_arrays
 
 # params.yaml's train_gan values before the recipes: the demo must train with exactly these
@@ -48,7 +49,7 @@ def test_the_demo_trains_with_the_settings_it_had():
     before = config.build(tree).train_gan
     after = recipes.resolve(repo_params().train_gan, (8, 8, 1), None)[0]
     # the checkpoint fingerprint too: a demo final.pt trained before the recipes is still this run's
-    assert gan.config_fingerprint(after, "data") == gan.config_fingerprint(before, "data")
+    assert gan_fingerprint.config_fingerprint(after, "data") == gan_fingerprint.config_fingerprint(before, "data")
     before, after = before.model_dump(), after.model_dump()
     assert after.pop("recipe") == "demo" and before.pop("recipe") == "auto"
     assert after == before
@@ -76,6 +77,19 @@ def test_a_named_recipe_needs_no_data_and_resolving_twice_changes_nothing():
     assert none.model_dump() | {"recipe": "auto"} == config.TrainGanConfig().model_dump()
 
 
+@pytest.mark.parametrize("arch", ["concat", "dcgan"])
+def test_an_arch_trains_with_the_values_given_and_no_settings_of_its_own(arch):
+    """GanArch carries no recipe: `arch: concat` trains with the train_gan values (hinge by default),
+    and the tutorial's BCE only when the params name it, as benchmarks/speed.py's reference does."""
+    assert not any(hasattr(a, "recipe") for a in GAN_ARCHS.values())
+    default = config.TrainGanConfig()
+    section, _ = recipes.resolve(config.build({"train_gan": {"arch": arch}}).train_gan, (28, 28, 1))
+    assert section.model_dump(exclude={"arch", "recipe"}) == default.model_dump(exclude={"arch", "recipe"})
+    named = {"arch": arch, "loss": "bce", "beta1": 0.5, "diffaug": ""}
+    section, _ = recipes.resolve(config.build({"train_gan": named}).train_gan, (28, 28, 1))
+    assert (section.loss, section.beta1, section.diffaug) == ("bce", 0.5, "")
+
+
 def test_another_arch_gets_no_recipe_and_auto_needs_the_data():
     section, choice = recipes.resolve(repo_params({"train_gan.arch": "dcgan"}).train_gan, (28, 28, 1))
     assert choice.name == "none" and "measured with sngan" in choice.reason and section.aux_weight == 0.0
@@ -87,9 +101,10 @@ def test_bad_recipes_are_refused():
     with pytest.raises(ConfigError, match=r"train_gan.recipe = 'mnist': 'mnist' is not one of: auto, demo, "
                                           r"small_gray, small_color, none"):
         config.build({"train_gan": {"recipe": "mnist"}})
-    cfg = config.build({"train_gan": {"recipe": "small_gray", "arch": "concat"}})
-    with pytest.raises(ConfigError, match="sets aux_weight 1.0, and arch 'concat' has no class head"):
-        recipes.resolve(cfg.train_gan)
+    # refused when the params load, not when the stage resolves the recipe
+    with pytest.raises(ConfigError, match="train_gan: recipe 'small_gray' sets aux_weight 1.0, and arch 'concat' "
+                                          "has no class head"):
+        config.build({"train_gan": {"recipe": "small_gray", "arch": "concat"}})
 
 
 # ----------------------------------------------------------------------------- through the stages

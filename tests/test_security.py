@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_cli, tiny_arrays
-from pipeline import gan, loaders, release
+from pipeline import gan_checkpoints, loaders, release
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
 
@@ -36,7 +36,7 @@ class Marker:
 
 def malicious_checkpoint(path: Path, marker: Path, **fields) -> Path:
     """A .pt that looks like an augment file but creates `marker` when fully unpickled."""
-    torch.save({"format": gan.FORMAT} | fields | {"payload": Marker(marker)}, path)
+    torch.save({"format": gan_checkpoints.FORMAT} | fields | {"payload": Marker(marker)}, path)
     return path
 
 
@@ -63,12 +63,12 @@ def test_training_treats_malicious_checkpoints_as_unreadable(tmp_path):
     marker = tmp_path / "pwned"
     out = tmp_path / "gan"
     out.mkdir()
-    malicious_checkpoint(gan.checkpoint_path(out, 5), marker, format=gan.CHECKPOINT_FORMAT)
+    malicious_checkpoint(gan_checkpoints.checkpoint_path(out, 5), marker, format=gan_checkpoints.CHECKPOINT_FORMAT)
     malicious_checkpoint(out / "final.pt", marker, fingerprint="f", step=5)
-    assert gan._read_checkpoint(out, "f", 10) is None  # skipped, as a corrupt file would be
-    assert not gan._finished(out / "final.pt", "f", 5)  # retrained, never trusted
+    assert gan_checkpoints.read_checkpoint(out, "f", 10) is None  # skipped, as a corrupt file would be
+    assert not gan_checkpoints.finished(out / "final.pt", "f", 5)  # retrained, never trusted
     with pytest.raises(DataError, match="cannot be read as a GAN checkpoint"):
-        gan.load_generator(out / "final.pt")
+        gan_checkpoints.load_generator(out / "final.pt")
     assert not marker.exists()
 
 
@@ -165,7 +165,7 @@ def test_the_package_has_no_pickle_eval_or_unsafe_loading():
 def test_every_torch_load_in_the_package_is_weights_only():
     loads = [path for path in SOURCES for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
              if isinstance(node, ast.Call) and _dotted(node.func) == "torch.load"]
-    assert len(loads) >= 3  # gan.py: resume, finished-check, load_generator (all checked above)
+    assert len(loads) >= 3  # gan_checkpoints.py: resume, finished-check, load_generator (all checked above)
 
 
 # ---- file names from class names and manifests ---------------------------------------------------

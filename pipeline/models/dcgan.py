@@ -7,13 +7,11 @@ convs with LeakyReLU (no BatchNorm, so real and fake can share a batch and WGAN-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from pipeline.models.gans import Geometry
+from pipeline.models.geometry import Geometry
+
 
 WIDTHS = {"light": 16, "base": 64}
 
@@ -26,7 +24,7 @@ def level_channels(width: int, blocks: int) -> list[int]:
 class Generator(nn.Module):
     """z (B, z_dim), y (B,) -> (B, C, H, W) in [-1, 1]."""
 
-    def __init__(self, geo: "Geometry", num_classes: int, z_dim: int, width: int):
+    def __init__(self, geo: Geometry, num_classes: int, z_dim: int, width: int):
         super().__init__()
         ch = level_channels(width, geo.blocks)
         self.geo = geo
@@ -54,7 +52,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """x (B, C, H, W), y (B,) -> logits (B,); with `aux_classifier`, `classes=True` adds (B, K) class logits."""
 
-    def __init__(self, geo: "Geometry", num_classes: int, width: int, aux_classifier: bool = False):
+    def __init__(self, geo: Geometry, num_classes: int, width: int, aux_classifier: bool = False):
         super().__init__()
         self.geo = geo
         self.embed = nn.Embedding(num_classes, geo.height * geo.width)
@@ -76,7 +74,7 @@ class Discriminator(nn.Module):
 
 
 def build(
-    geo: "Geometry", num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
+    geo: Geometry, num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
 ) -> tuple[nn.Module, nn.Module]:
     """(Generator, Discriminator) for `geo`; see `pipeline.models.gans.GanArch.build`."""
     return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width, aux_classifier)

@@ -2,46 +2,19 @@
 
 `GAN_ARCHS[name].build(image_shape, num_classes, z_dim, size)` returns (G, D) with
 G(z (B, z_dim), y (B,) long) -> images (B, C, H, W) in [-1, 1] and D(x, y) -> logits (B,).
-Any H, W in 8..64 and C in {1, 3}: generators upsample by 2 from a start grid computed here and
+Any H, W in 8..64 and C in {1, 3}: generators upsample by 2 from a start grid (`pipeline.models.geometry`) and
 crop the few extra rows/columns (28 = 7 * 2^2 exactly; 9 -> built at 10, cropped to 9).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
 from torch import nn
 
 from pipeline.models import concat, dcgan, sngan
-
-
-@dataclasses.dataclass(frozen=True)
-class Geometry:
-    """How a generator reaches (H, W): `blocks` 2x upsamplings from a (start_h, start_w) grid."""
-
-    channels: int
-    height: int
-    width: int
-    blocks: int
-    start_h: int
-    start_w: int
-
-
-def plan_geometry(image_shape: tuple[int, int, int]) -> Geometry:
-    """The upsampling plan for image_shape (C, H, W).
-
-    blocks = max(1, floor(log2(min(H, W) / 4))), start = ceil(side / 2^blocks), so the start grid
-    is 4..7 pixels for sides 8..64 and the built image is at most 2^blocks - 1 pixels too large.
-    """
-    c, h, w = (int(v) for v in image_shape)
-    if c not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got {c} (image_shape is (C, H, W))")
-    if min(h, w) < 4 or max(h, w) > 512:
-        raise ValueError(f"image sides must be in 4..512, got {h}x{w}")
-    blocks = max(1, int(math.floor(math.log2(min(h, w) / 4))))
-    return Geometry(c, h, w, blocks, math.ceil(h / 2**blocks), math.ceil(w / 2**blocks))
+from pipeline.models.geometry import Geometry, plan_geometry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +25,15 @@ class GanArch:
         name: registry key.
         make: (geometry, num_classes, z_dim, width[, aux_classifier]) -> (G, D).
         widths: base width per size name (`light` trains fast on 2 CPU cores).
-        recipe: the training settings the family is meant to be used with (for docs/benchmarks).
         description: one line for docs and reports.
+
+    An arch carries no training settings: every arch trains with the `train_gan` values that
+    params.yaml, --set and the data recipe (`pipeline.recipes`) give.
     """
 
     name: str
     make: Callable[[Geometry, int, int, int], tuple[nn.Module, nn.Module]]
     widths: dict[str, int]
-    recipe: dict
     description: str
     aux_classifier: bool = False  # D can carry an AC-GAN class head (`train_gan.aux_weight`)
 
@@ -107,7 +81,6 @@ GAN_ARCHS: dict[str, GanArch] = {
         "sngan",
         sngan.build,
         sngan.WIDTHS,
-        {"loss": "hinge", "beta1": 0.0, "beta2": 0.999, "diffaug": "color,translation,cutout"},
         "ResNet G with class-conditional BatchNorm; spectral-norm ResNet D with a projection head",
         aux_classifier=True,
     ),
@@ -115,7 +88,6 @@ GAN_ARCHS: dict[str, GanArch] = {
         "dcgan",
         dcgan.build,
         dcgan.WIDTHS,
-        {"loss": "hinge", "beta1": 0.5, "beta2": 0.999, "diffaug": "color,translation,cutout"},
         "DCGAN: transposed-conv G and strided-conv D, label embeddings as inputs",
         aux_classifier=True,
     ),
@@ -123,7 +95,6 @@ GAN_ARCHS: dict[str, GanArch] = {
         "concat",
         concat.build,
         concat.WIDTHS,
-        {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "diffaug": ""},
         "the tutorial cGAN: MLPs with the label embedding concatenated to noise and to the image",
     ),
 }

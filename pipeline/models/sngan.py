@@ -8,15 +8,14 @@ logit = w.h + embed(y).h. Built by `pipeline.models.gans.GAN_ARCHS["sngan"]`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-if TYPE_CHECKING:
-    from pipeline.models.gans import Geometry
+from pipeline.models.geometry import Geometry
+
 
 log = logging.getLogger("augment")
 
@@ -77,7 +76,7 @@ class GBlock(nn.Module):
         return h + F.interpolate(self.skip(x), scale_factor=2.0, mode="nearest")
 
 
-def _crop(h: Tensor, geo: "Geometry") -> Tensor:
+def _crop(h: Tensor, geo: Geometry) -> Tensor:
     """The centre geo.height x geo.width of the generator's output grid (start * 2^blocks a side)."""
     top = (h.shape[2] - geo.height) // 2
     left = (h.shape[3] - geo.width) // 2
@@ -87,7 +86,7 @@ def _crop(h: Tensor, geo: "Geometry") -> Tensor:
 class Generator(nn.Module):
     """z (B, z_dim), y (B,) -> (B, C, H, W) in [-1, 1]."""
 
-    def __init__(self, geo: "Geometry", num_classes: int, z_dim: int, width: int):
+    def __init__(self, geo: Geometry, num_classes: int, z_dim: int, width: int):
         super().__init__()
         ch = level_channels(width, geo.blocks)
         self.geo = geo
@@ -251,7 +250,7 @@ class Discriminator(nn.Module):
     head on the same features (AC-GAN style; `train_gan.aux_weight` trains it on real images).
     """
 
-    def __init__(self, geo: "Geometry", num_classes: int, width: int, aux_classifier: bool = False):
+    def __init__(self, geo: Geometry, num_classes: int, width: int, aux_classifier: bool = False):
         super().__init__()
         # mirror the generator: full-resolution width first, downsample to the start grid
         ch = level_channels(width, geo.blocks)[::-1]
@@ -270,7 +269,7 @@ class Discriminator(nn.Module):
 
 
 def build(
-    geo: "Geometry", num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
+    geo: Geometry, num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
 ) -> tuple[nn.Module, nn.Module]:
     """(Generator, Discriminator) for `geo`; see `pipeline.models.gans.GanArch.build`."""
     return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width, aux_classifier)

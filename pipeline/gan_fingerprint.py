@@ -1,0 +1,35 @@
+"""Fingerprints of a GAN run: which data and which `train_gan` values shaped the weights.
+
+`config_fingerprint(cfg, data_fingerprint(train))` names a run; checkpoints, final.pt and the
+tracking judge are written for it, resume only into it, and `stages.check_generator` compares it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from pipeline.config import TrainGanConfig
+from pipeline.data import ImageTable
+
+# config fields that do not change the trained weights (a run may be resumed with other values);
+# `recipe` names where the values came from, which are fingerprinted themselves
+UNFINGERPRINTED = ("steps", "checkpoint_every", "sample_every", "device", "compile", "cpu_threads", "recipe")
+
+
+def data_fingerprint(table: ImageTable) -> str:
+    """sha256 over image shape, class names, labels (int64) and image bytes."""
+    h = hashlib.sha256()
+    h.update(json.dumps([list(table.images.shape), list(table.class_names)]).encode())
+    h.update(np.ascontiguousarray(table.labels, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(table.images).tobytes())
+    return h.hexdigest()
+
+
+def config_fingerprint(cfg: TrainGanConfig, data_fp: str) -> str:
+    """sha256 of the config fields that shape the weights, plus the data fingerprint."""
+    fields = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in UNFINGERPRINTED}
+    return hashlib.sha256(json.dumps([fields, data_fp], sort_keys=True).encode()).hexdigest()
+
