@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -163,7 +163,7 @@ class TrainGanConfig(Section):
     compile: bool = False
     # torch CPU threads while training: auto = the cores free at the start (pipeline/threads.py), within
     # OMP_NUM_THREADS / the CPU affinity; a number pins it (byte-identical runs need the same count)
-    cpu_threads: typing.Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
+    cpu_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
 
     @field_validator("recipe")
     @classmethod
