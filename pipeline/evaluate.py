@@ -30,11 +30,10 @@ from pipeline.mixing import choose_policy, mix
 from pipeline.parallel import Workers, resolve_workers
 from torch import nn
 
+from pipeline.classifier_recipe import Recipe, SyntheticUse, inverse_frequency_weights
+from pipeline.judge import fit_judge
 from pipeline.models.classifiers import label_probability
-from pipeline.training import (
-    Recipe, SyntheticUse, cpu_threads, inverse_frequency_weights, logits, resolve_device, train_classifier,
-    train_feature_model,
-)
+from pipeline.training import cpu_threads, logits, resolve_device, train_classifier
 
 # ---- strategies -------------------------------------------------------------------------------
 
@@ -514,13 +513,13 @@ def _unscored(scores: np.ndarray | None) -> bool:
 
 def _judge(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str], scores: np.ndarray | None,
            progress: bool) -> nn.Module | None:
-    """The one real-data judge (`train_feature_model`) that scores unscored synthetic images for
+    """The evaluation's real-data judge (`judge.JUDGES["evaluate"]`) that scores unscored synthetic images for
     gan_policy and embeds images for the GAN-quality metrics; None when neither needs it. It trains
     on `cpu_threads` like every run (more threads round differently, and the policy's scores would
     then depend on `evaluate.workers`)."""
     if "synthetic" not in tables or not (cfg.gan_quality or ("gan_policy" in names and _unscored(scores))):
         return None
-    return train_feature_model(tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
+    return fit_judge("evaluate", tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
 
 
 def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float]:

@@ -19,9 +19,10 @@ import numpy as np
 from pipeline.data import ImageTable, random_oversample
 from pipeline.parallel import Workers, resolve_workers
 from pipeline.progress import tqdm
+from pipeline.classifier_recipe import Recipe, inverse_frequency_weights
+from pipeline.judge import fit_judge
 from pipeline.training import (
-    Recipe, cpu_threads, intended_class_probability, inverse_frequency_weights, resolve_device, train_classifier,
-    train_feature_model, validation_scores,
+    cpu_threads, intended_class_probability, resolve_device, train_classifier, validation_scores,
 )
 
 log = logging.getLogger("augment")
@@ -174,14 +175,14 @@ def choose_policy(train: ImageTable, val: ImageTable, synthetic: ImageTable, sco
     grid's classifiers run on `pool` (its shared "cfg" and "tables" must be these), else in
     `cfg.workers` processes of their own. Without `scores`, each image is scored by its p(intended
     class) under `judge` (default: a class-weighted classifier trained here on real train, chosen
-    on val: `train_feature_model`).
+    on val: `judge.JUDGES["evaluate"]`).
 
     Returns (report for metrics.json, the chosen policy, the scores it ranks by); `mix(train,
     synthetic, scores, policy)` gives the training set.
     """
     m = cfg.mix
     if scores is None or np.isnan(scores).all():
-        judge = judge if judge is not None else train_feature_model(train, val, cfg, cfg.seed)
+        judge = judge if judge is not None else fit_judge("evaluate", train, val, cfg, cfg.seed)
         scores, source = intended_class_probability(judge, synthetic), "real-data judge (evaluate)"
     else:
         source = "generate.filter scores"

@@ -282,14 +282,14 @@ def train_gan(cfg: Config) -> dict:
 
 
 def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
-    """A classifier trained on real data only, as `scorer(images, labels) -> p(intended class)`."""
+    """The filter's real-data judge (`judge.JUDGES["filter"]`), as `scorer(images, labels) -> p(intended class)`."""
     from functools import partial
 
-    from pipeline.training import train_classifier
+    from pipeline.judge import fit_judge
     from pipeline.models.classifiers import class_probability
 
-    model = train_classifier(train, val, cfg.evaluate.model_copy(update={"epochs": cfg.generate.filter.epochs}),
-                             seed=cfg.generate.seed, progress=_PROGRESS)
+    model = fit_judge("filter", train, val, cfg.evaluate, cfg.generate.seed, epochs=cfg.generate.filter.epochs,
+                      progress=_PROGRESS)
     return partial(class_probability, model.eval())
 
 

@@ -1,12 +1,12 @@
-"""The one downstream-classifier trainer, used by every strategy, the mixing-policy search, the
-judges and the generation filter: `train_classifier(train, val, cfg, seed, recipe=..., synthetic=...)`.
+"""The one downstream-classifier trainer, used by every strategy, the mixing-policy search and the
+real-data judges (`pipeline.judge`): `train_classifier(train, val, cfg, seed, recipe=..., synthetic=...)`.
 
 Every run takes the same number of optimiser steps for the same real training set (epochs of the
 real set, `evaluate.min_steps`), whatever a strategy adds, so a strategy that enlarges the set is
 not also the one trained longest. A `Recipe` says how the loss and the batches are formed
 (logit adjustment, class weights from the start or deferred, class-balanced batches, mixup,
 classifier re-training); `SyntheticUse` says how a synthetic pool joins (when, how many per epoch,
-with what weight).
+with what weight); both live in `pipeline.classifier_recipe`.
 """
 
 from __future__ import annotations
@@ -14,110 +14,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from pipeline.progress import tqdm
 
 from pipeline import metrics as M
+from pipeline.classifier_recipe import Recipe, SyntheticUse, effective_number_weights, inverse_frequency_weights, logit_prior
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.device import autocast, choose_precision, prepare_module, select_device, to_device_images
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
 from pipeline.pool import PoolDraw
-
-# ---- recipes ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How one classifier is trained.
-
-    Attributes:
-        loss: "ce", or "logit_adjusted": cross-entropy on z + tau * log(prior) (Menon et al. 2021;
-            tau = 1 is balanced softmax), prior = the class shares of the loss weight the batches
-            carry (synthetic rows and loss weights included); predictions use z alone.
-        tau: logit-adjustment strength.
-        class_weight: "none"; "inverse": inverse-frequency weights all along; "deferred": DRW
-            (Cao et al. 2019): plain loss, then effective-number weights (1 - b) / (1 - b^n_c) in
-            the late phase.
-        sampling: "instance" (each row equally likely) or "class_balanced" (each class equally
-            likely, then a row of it).
-        mixup_alpha: > 0: mixup with lambda ~ Beta(alpha, alpha) (not in a head re-training phase).
-        retrain_head: decoupling (Kang et al. 2020): in the late phase the body is frozen and the
-            head trained on class-balanced batches (from its first-phase weights, see
-            `_Run._start_head_phase`).
-        late_fraction: share of the epochs in the late phase (DRW, cRT, late synthetic rows).
-        drw_beta: the effective-number beta of DRW.
-        augment: random affine of every training batch (`augment_batch`).
-    """
-
-    loss: Literal["ce", "logit_adjusted"] = "ce"
-    tau: float = 1.0
-    class_weight: Literal["none", "inverse", "deferred"] = "none"
-    sampling: Literal["instance", "class_balanced"] = "instance"
-    mixup_alpha: float = 0.0
-    retrain_head: bool = False
-    late_fraction: float = 0.25
-    drw_beta: float = 0.9999
-    augment: bool = False
-
-    @property
-    def has_late_phase(self) -> bool:
-        return self.retrain_head or self.class_weight == "deferred"
-
-
-@dataclass(frozen=True)
-class SyntheticUse:
-    """A synthetic pool and how it joins the real rows.
-
-    Attributes:
-        pool: the synthetic images (labels in the real set's classes).
-        weight: (len(pool),) loss weight of each synthetic row (a real row weighs 1).
-        per_epoch: (K,) rows of each class drawn afresh every epoch, cycling through the class's
-            pool so no row repeats before the pool is used up; None: every pool row every epoch.
-        phase: "all" (every epoch), "late" (the late phase only: DRW-style), "head" (only while the
-            head is re-trained).
-    """
-
-    pool: ImageTable
-    weight: np.ndarray
-    per_epoch: np.ndarray | None = None
-    phase: Literal["all", "late", "head"] = "all"
-
-
-def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:
-    """w_c = N / (K * n_c) (scikit-learn's "balanced"); 0 for a class without images."""
-    counts = np.asarray(counts, float)
-    with np.errstate(divide="ignore"):
-        w = counts.sum() / (np.count_nonzero(counts) * counts)
-    return np.where(counts > 0, w, 0.0)
-
-
-def effective_number_weights(counts: np.ndarray, beta: float) -> np.ndarray:
-    """Cao et al.'s DRW weights (1 - beta) / (1 - beta^n_c), scaled to sum to the number of present
-    classes; 0 for a class without images. Counts may be fractional (weighted rows)."""
-    counts = np.asarray(counts, float)
-    present = counts > 0
-    w = np.zeros_like(counts)
-    w[present] = (1.0 - beta) / (1.0 - np.power(beta, counts[present]))
-    return w * present.sum() / w.sum() if w.sum() > 0 else w
-
-
-def logit_prior(class_mass: np.ndarray) -> np.ndarray:
-    """log(pi_c), pi = class_mass / sum: the logit adjustment's offsets; a class with no mass gets
-    the smallest present offset (it never appears in a batch, so its value only shifts its logit)."""
-    mass = np.asarray(class_mass, float)
-    pi = mass / mass.sum()
-    out = np.full(len(mass), np.log(pi[mass > 0]).min())
-    out[mass > 0] = np.log(pi[mass > 0])
-    return out
-
+from pipeline.progress import tqdm
 
 # ---- helpers shared with the callers ------------------------------------------------------------
 
@@ -438,11 +349,3 @@ class _Run:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-
-
-def train_feature_model(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, progress: bool = False) -> nn.Module:
-    """The real-data judge for GAN quality: a class-weighted `small_cnn` (its penultimate layer embeds)."""
-    judge_cfg = cfg.model_copy(update={"classifier": "small_cnn"})
-    return train_classifier(
-        train, val, judge_cfg, seed, class_weight=inverse_frequency_weights(train.counts()), progress=progress
-    )

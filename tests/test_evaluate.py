@@ -14,6 +14,7 @@ import torch
 from pipeline import config
 from pipeline import evaluate as E
 from pipeline import metrics as M
+from pipeline import classifier_recipe as R
 from pipeline import training as T
 from pipeline.data import ImageTable, impose_long_tail, random_oversample, stratified_split
 from pipeline.errors import ConfigError, DataError
@@ -35,8 +36,8 @@ def _cfg(**kw) -> config.EvaluateConfig:
 # ---- strategies -------------------------------------------------------------------------------
 
 def test_inverse_frequency_weights_by_hand():
-    assert T.inverse_frequency_weights(np.array([6, 3, 1])) == pytest.approx([10 / 18, 10 / 9, 10 / 3])
-    assert T.inverse_frequency_weights(np.array([2, 0]))[1] == 0.0
+    assert R.inverse_frequency_weights(np.array([6, 3, 1])) == pytest.approx([10 / 18, 10 / 9, 10 / 3])
+    assert R.inverse_frequency_weights(np.array([2, 0]))[1] == 0.0
 
 
 def test_plan_counts_and_bad_plan():
@@ -308,11 +309,11 @@ def test_worker_processes_give_the_same_predictions_and_policy(digits_run):
 
 def test_one_judge_scores_the_policy_and_embeds_for_gan_quality(digits_run, monkeypatch):
     d, calls = digits_run, []
-    real = E.train_feature_model
-    monkeypatch.setattr(E, "train_feature_model", lambda *a, **k: calls.append(a[2].cpu_threads) or real(*a, **k))
+    real = E.fit_judge
+    monkeypatch.setattr(E, "fit_judge", lambda *a, **k: calls.append((a[0], a[3].cpu_threads)) or real(*a, **k))
     cfg = d["cfg"].model_copy(update={"workers": 2, "seeds": 1, "epochs": 1, "strategies": ["gan_policy"]})
     m = E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False)["metrics"]
-    assert calls == [1] and m["gan_quality"] is not None
+    assert calls == [("evaluate", 1)] and m["gan_quality"] is not None
     assert m["mix_policy"]["scores_from"] == "real-data judge (evaluate)" and m["timing_s"]["judge"] > 0
     calls.clear()  # scores given and no quality metrics: no judge at all
     cfg = cfg.model_copy(update={"gan_quality": False})

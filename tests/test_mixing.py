@@ -87,7 +87,8 @@ def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strat
     import torch
 
     from pipeline.config import build
-    from pipeline.training import inverse_frequency_weights, train_classifier
+    from pipeline.classifier_recipe import inverse_frequency_weights
+    from pipeline.training import train_classifier
     from tests.conftest import tiny_arrays
 
     t, w = mix(REAL, SYN, SCORES, MixPolicy(cap_ratio=0.0, class_weight=True))
