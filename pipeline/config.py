@@ -320,7 +320,7 @@ class EvaluateConfig(Section):
         if not v:
             raise ValueError("needs at least one strategy")
         for s in v:
-            _check_choice(s, "pipeline.evaluate", "STRATEGIES")
+            _check_choice(s, "pipeline.strategies", "STRATEGIES")
         return v
 
     @field_validator("classifier")

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline import classifier_recipe as R
 from pipeline import config
 from pipeline import evaluate as E
 from pipeline import metrics as M
-from pipeline import classifier_recipe as R
+from pipeline import recommend as Rec
+from pipeline import strategies as S
 from pipeline import training as T
 from pipeline.data import ImageTable, impose_long_tail, random_oversample, stratified_split
 from pipeline.errors import ConfigError, DataError
@@ -60,7 +62,7 @@ def test_random_oversample_adds_copies_of_the_right_class():
 def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
     t = _table((8, 2, 1))
     add = np.array([0, 6, 4])
-    out = E.smote_oversample(t, add, seed=0)
+    out = S.smote_oversample(t, add, seed=0)
     assert out.counts().tolist() == [8, 8, 5]
     assert out.images.dtype == np.uint8 and out.image_shape == t.image_shape
     new = out.subset(np.arange(len(t), len(out)))
@@ -72,17 +74,17 @@ def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
     # class c (1 image): duplicated
     single = t.images[t.labels == 2][0]
     assert all(np.array_equal(img, single) for img in new.images[new.labels == 2])
-    again = E.smote_oversample(t, add, seed=0)
+    again = S.smote_oversample(t, add, seed=0)
     assert np.array_equal(again.images, out.images)
 
 
 def test_strategy_registry_matches_the_config_choices():
-    assert set(E.STRATEGIES) == {
+    assert set(S.STRATEGIES) == {
         "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple", "mixup_drw",
         "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
-    assert {n for n, s in E.STRATEGIES.items() if s.uses_synthetic} == {
+    assert {n for n, s in S.STRATEGIES.items() if s.uses_synthetic} == {
         "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
-    assert config.build({}).evaluate.strategies == list(E.STRATEGIES)  # params.yaml's default runs them all
+    assert config.build({}).evaluate.strategies == list(S.STRATEGIES)  # params.yaml's default runs them all
     with pytest.raises(ConfigError, match="valid|one of"):
         config.build({}, {"evaluate.strategies": ["mixup"]})
 
@@ -90,27 +92,27 @@ def test_strategy_registry_matches_the_config_choices():
 def test_strategies_prepare_their_data():
     t, syn = _table(), _table((0, 2, 3), seed=9)
     add = np.array([0, 2, 3])
-    assert len(E.STRATEGIES["gan"].prepare(E.StrategyInputs(t, syn, add, 0)).table) == len(t) + len(syn)
-    assert E.STRATEGIES["gan+augment"].prepare(E.StrategyInputs(t, syn, add, 0)).augment
-    assert E.STRATEGIES["synthetic_only"].prepare(E.StrategyInputs(t, syn, add, 0)).table is syn
-    assert E.STRATEGIES["class_weight"].prepare(E.StrategyInputs(t, None, add, 0)).class_weight is not None
-    with pytest.raises(DataError, match="augment generate"):
-        E.STRATEGIES["synthetic_only"].prepare(E.StrategyInputs(t, None, add, 0))
     cfg = _cfg(tau=0.5, late_fraction=0.5, mixup_alpha=0.3)
-    la = E.STRATEGIES["logit_adjust"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg))
+    assert len(S.STRATEGIES["gan"].prepare(S.StrategyInputs(t, syn, add, 0, cfg)).table) == len(t) + len(syn)
+    assert S.STRATEGIES["gan+augment"].prepare(S.StrategyInputs(t, syn, add, 0, cfg)).augment
+    assert S.STRATEGIES["synthetic_only"].prepare(S.StrategyInputs(t, syn, add, 0, cfg)).table is syn
+    assert S.STRATEGIES["class_weight"].prepare(S.StrategyInputs(t, None, add, 0, cfg)).class_weight is not None
+    with pytest.raises(DataError, match="augment generate"):
+        S.STRATEGIES["synthetic_only"].prepare(S.StrategyInputs(t, None, add, 0, cfg))
+    la = S.STRATEGIES["logit_adjust"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg))
     assert la.table is t and la.recipe.loss == "logit_adjusted" and la.recipe.tau == 0.5
-    assert E.STRATEGIES["drw"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.class_weight == "deferred"
-    assert E.STRATEGIES["decouple"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.retrain_head
-    assert E.STRATEGIES["mixup_drw"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.mixup_alpha == 0.3
+    assert S.STRATEGIES["drw"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.class_weight == "deferred"
+    assert S.STRATEGIES["decouple"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.retrain_head
+    assert S.STRATEGIES["mixup_drw"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.mixup_alpha == 0.3
     for name, phase in (("gan_la", "all"), ("gan_drw", "late"), ("gan_crt", "head")):
-        ts = E.STRATEGIES[name].prepare(E.StrategyInputs(t, syn, add, 0, cfg=cfg))
+        ts = S.STRATEGIES[name].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg))
         assert ts.table is t and ts.synthetic.pool is syn and ts.synthetic.phase == phase
         assert ts.synthetic.per_epoch is None  # the pool is the plan: all of it every epoch
         with pytest.raises(DataError, match="augment generate"):
-            E.STRATEGIES[name].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg))
+            S.STRATEGIES[name].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg))
     # a pool twice the plan: the plan's count per class drawn afresh each epoch
     pool = ImageTable.concat([syn, syn])
-    assert E.synthetic_pool(pool, add, "all").per_epoch.tolist() == [0, 2, 3]
+    assert S.synthetic_pool(pool, add, "all").per_epoch.tolist() == [0, 2, 3]
 
 
 # ---- training ---------------------------------------------------------------------------------
@@ -202,27 +204,27 @@ def test_gain_picks_the_best_baseline_on_validation():
             "smote": _summary([0.78, 0.79]), "gan": _summary([0.85, 0.87])}
     val = {"none": _summary([0.6, 0.6]), "oversample": _summary([0.7, 0.7]),
            "smote": _summary([0.75, 0.76]), "gan": _summary([0.99, 0.99])}
-    g = E.gain(test, val)
+    g = Rec.gain(test, val)
     assert g["baseline"] == "smote" and g["selected_by"].startswith("validation")
     assert g["balanced_accuracy"]["per_seed"] == pytest.approx([0.07, 0.08])
     assert g["verdict"] == "gain" and g["significant"]
     # without validation the best non-GAN strategy on test is the baseline, never gan itself
-    g = E.gain(test, None)
+    g = Rec.gain(test, None)
     assert g["baseline"] == "oversample" and "favours the baseline" in g["selected_by"]
     # the recommendation's baseline (its tie rule) is used when given
-    g = E.gain(test, val, "gan", baseline="oversample")
+    g = Rec.gain(test, val, "gan", baseline="oversample")
     assert g["baseline"] == "oversample" and g["balanced_accuracy"]["per_seed"] == pytest.approx([0.05, 0.06])
 
 
 def test_gain_verdicts_no_gain_single_seed_and_missing():
     test = {"none": _summary([0.80, 0.70]), "gan": _summary([0.82, 0.69])}
-    g = E.gain(test, None)
+    g = Rec.gain(test, None)
     assert g["verdict"] == "no gain" and not g["significant"]
-    assert E.gain({"none": _summary([0.8]), "gan": _summary([0.9])}, None)["verdict"] == "undetermined"
-    assert E.gain({"none": _summary([0.8]), "gan": _summary([0.7])}, None)["verdict"] == "no gain"
-    missing = E.gain({"none": _summary([0.8])}, None)
+    assert Rec.gain({"none": _summary([0.8]), "gan": _summary([0.9])}, None)["verdict"] == "undetermined"
+    assert Rec.gain({"none": _summary([0.8]), "gan": _summary([0.7])}, None)["verdict"] == "no gain"
+    missing = Rec.gain({"none": _summary([0.8])}, None)
     assert missing["balanced_accuracy"] is None and "not run" in missing["reason"]
-    alone = E.gain({"gan": _summary([0.8])}, None)
+    alone = Rec.gain({"gan": _summary([0.8])}, None)
     assert alone["baseline"] is None and "non-GAN" in alone["reason"]
 
 
@@ -233,7 +235,7 @@ def test_metrics_from_a_hand_made_predictions_table():
             for subset in ("test", "val"):
                 rows += [dict(strategy=strategy, seed=seed, subset=subset, row=i, y_true=t, y_pred=p)
                          for i, (t, p) in enumerate(zip(*preds))]
-    out = E.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
+    out = Rec.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
     assert out["strategies"]["none"]["balanced_accuracy"]["mean"] == pytest.approx(0.75)
     assert out["strategies"]["gan"]["accuracy"]["ci95"] == [1.0, 1.0]
     assert out["gain"]["baseline"] == "none"
@@ -249,7 +251,7 @@ def test_balanced_test_gain_reads_the_same_strategy_and_baseline():
             for subset in ("test", "val", "balanced_test"):
                 rows += [dict(strategy=strategy, seed=seed, subset=subset, row=i, y_true=t, y_pred=q)
                          for i, (t, q) in enumerate(zip([0, 0, 1, 1], p))]
-    out = E.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
+    out = Rec.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
     assert out["gain"]["strategy"] == "gan_policy" and out["gain"]["baseline"] == "none"
     bal = out["balanced_test"]["gain"]
     assert bal["strategy"] == "gan_policy" and bal["baseline"] == "none"
@@ -325,7 +327,7 @@ def test_one_judge_scores_the_policy_and_embeds_for_gan_quality(digits_run, monk
 @pytest.mark.slow
 def test_every_strategy_runs_for_two_seeds(digits_run):
     m, pred = digits_run["result"]["metrics"], digits_run["result"]["predictions"]
-    assert list(m["strategies"]) == list(E.STRATEGIES)
+    assert list(m["strategies"]) == list(S.STRATEGIES)
     assert m["skipped"] == {} and m["seeds"] == [0, 1]
     from pipeline.device import choose_precision  # evaluate.precision auto, as this machine resolves it
     assert m["precision"] == ("bf16" if choose_precision("auto", torch.device("cpu")) is not None else "fp32")
@@ -337,8 +339,8 @@ def test_every_strategy_runs_for_two_seeds(digits_run):
     assert set(pred.columns) >= {"strategy", "seed", "y_true", "y_pred", "subset"}
     n_test = len(digits_run["test"])
     assert (pred[pred["subset"] == "test"].groupby(["strategy", "seed"]).size() == n_test).all()
-    assert m["gain"]["baseline"] in {n for n, s in E.STRATEGIES.items() if not s.uses_synthetic}
-    assert m["recommendation"]["strategy"] in E.STRATEGIES and m["recommendation"]["rule"] == E.RECOMMEND_RULE
+    assert m["gain"]["baseline"] in {n for n, s in S.STRATEGIES.items() if not s.uses_synthetic}
+    assert m["recommendation"]["strategy"] in S.STRATEGIES and m["recommendation"]["rule"] == Rec.RECOMMEND_RULE
     assert m["balanced_test"]["gain"]["baseline"] == m["gain"]["baseline"]
     q = m["gan_quality"]
     assert {"fid", "kid", "intra_fid", "precision", "recall", "class_consistency", "memorization"} <= set(q)

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline import classifier_recipe as R
 from pipeline import config
 from pipeline import evaluate as E
 from pipeline import metrics as M
-from pipeline import classifier_recipe as R
+from pipeline import recommend as Rec
+from pipeline import strategies as S
 from pipeline import training as T
 from pipeline.data import ImageTable
 from tests.conftest import tiny_arrays
@@ -126,7 +128,7 @@ def test_every_strategy_takes_the_real_sets_optimiser_steps(monkeypatch):
     counts = {}
     for name in ("none", "oversample", "gan", "gan_la", "mixup_drw"):
         steps.clear()
-        ts = E.STRATEGIES[name].prepare(E.StrategyInputs(t, syn, np.array([0, 6, 9]), 0, cfg=cfg))
+        ts = S.STRATEGIES[name].prepare(S.StrategyInputs(t, syn, np.array([0, 6, 9]), 0, cfg=cfg))
         E.fit_training_set(ts, tables, cfg, seed=0)
         counts[name] = len(steps)
     # 21 real images, batch 4: 5 full batches + a batch of one (skipped) = 5 steps, 2 epochs
@@ -183,7 +185,7 @@ def test_each_recipe_learns_and_is_deterministic(name):
     syn = _table((0, 18, 24), seed=7)
     cfg = _cfg(epochs=4, batch_size=16)
     tables = {"train": train, "val": val}
-    ts = E.STRATEGIES[name].prepare(E.StrategyInputs(train, syn, np.array([0, 18, 24]), 0, cfg=cfg))
+    ts = S.STRATEGIES[name].prepare(S.StrategyInputs(train, syn, np.array([0, 18, 24]), 0, cfg=cfg))
     a, b = (E.fit_training_set(ts, tables, cfg, seed=3) for _ in range(2))
     for p1, p2 in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(p1, p2)
@@ -208,8 +210,8 @@ def _val_predictions(right: dict[str, list[list[int]]], labels: list[int], p_tru
 
 def _recommend(right, labels, p_true=None):
     pred = _val_predictions(right, labels, p_true)
-    val = E.summarize_predictions(pred, 3, "val")
-    return E.recommend(pred, val, 3)
+    val = Rec.summarize_predictions(pred, 3, "val")
+    return Rec.recommend(pred, val, 3)
 
 
 LABELS = [0] * 8 + [1] * 8 + [2] * 4
@@ -255,13 +257,13 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_balanced_nll():
     assert rec["baseline"] == "drw" and rec["strategy"] == "drw"
     # without p_true (a table from before 0.4.0) the first listed wins the tie
     pred = _val_predictions({"none": ok, "drw": ok}, LABELS).drop(columns="p_true")
-    assert E.recommend(pred, E.summarize_predictions(pred, 3, "val"), 3)["baseline"] == "none"
+    assert Rec.recommend(pred, Rec.summarize_predictions(pred, 3, "val"), 3)["baseline"] == "none"
 
 
 def test_recommendation_without_a_gan_strategy_or_validation():
     right = {"none": [[1] * 20], "drw": [[0] * 20]}
     assert _recommend(right, LABELS)["strategy"] == "none"
-    rec = E.recommend(pd.DataFrame(columns=["strategy", "seed", "subset", "row", "y_true", "y_pred"]), {}, 3)
+    rec = Rec.recommend(pd.DataFrame(columns=["strategy", "seed", "subset", "row", "y_true", "y_pred"]), {}, 3)
     assert rec["strategy"] is None and "validation" in rec["reason"]
 
 
