@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +27,7 @@ from pipeline.data import ImageTable
 from pipeline.device import choose_precision, precision_name
 from pipeline.errors import DataError
 from pipeline.judge import fit_judge
-from pipeline.mixing import choose_policy, mix
+from pipeline.mixing import Mix, choose_policy
 from pipeline.models.classifiers import label_probability
 from pipeline.parallel import Workers, resolve_workers
 from pipeline.progress import tqdm
@@ -177,22 +178,19 @@ def _judge(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str],
 
 
 def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float]:
-    """One run: `unit` = (strategy, seed, mix), mix = (policy, scores) for `gan_policy` else None;
-    `shared` holds "cfg", "tables", "add" and "balanced_rows". Returns (predictions, seconds)."""
+    """One run: `unit` = (strategy, seed, chosen), chosen = the policy's `mixing.Mix` for
+    `gan_policy` else None; `shared` holds "cfg", "tables", "add" and "balanced_rows". Returns
+    (predictions, seconds)."""
     cfg, tables = shared["cfg"], shared["tables"]
-    name, seed, mix_spec = unit
+    name, seed, chosen = unit
     start = time.perf_counter()
-    mixed = None
-    if mix_spec is not None:
-        policy, scores = mix_spec
-        table, weight = mix(tables["train"], tables["synthetic"], scores, policy, seed)
-        mixed = TrainingSet(table, sample_weight=weight, recipe=policy.recipe(cfg.tau))
+    mixed = None if chosen is None else chosen.training_set(tables["train"], tables["synthetic"], seed, cfg.tau)
     with cpu_threads(cfg.cpu_threads):
         frame = run_strategy(name, cfg, tables, shared["add"], seed, shared["balanced_rows"], mixed)
     return frame, time.perf_counter() - start
 
 
-def _run_all(shared: dict, names: list[str], seeds: list[int], mix_spec: tuple | None, progress: bool,
+def _run_all(shared: dict, names: list[str], seeds: list[int], chosen: Mix | None, progress: bool,
              run: Callable) -> tuple[pd.DataFrame, dict]:
     """Every (strategy, seed) run through `run(fn, units)`; the predictions table and seconds per strategy.
 
@@ -200,7 +198,7 @@ def _run_all(shared: dict, names: list[str], seeds: list[int], mix_spec: tuple |
     processes, Prefect tasks on a Dask cluster) as long as results come back in the order of
     `units`; a run's predictions depend only on its strategy, seed and thread count.
     """
-    units = [(name, seed, mix_spec if name == "gan_policy" else None) for name in names for seed in seeds]
+    units = [(name, seed, chosen if name == "gan_policy" else None) for name in names for seed in seeds]
     results = list(tqdm(run(_strategy_unit, units), total=len(units), desc="evaluate", disable=not progress))
     timing: dict[str, float] = defaultdict(float)
     for (name, _, _), (_, seconds) in zip(units, results):
@@ -208,65 +206,85 @@ def _run_all(shared: dict, names: list[str], seeds: list[int], mix_spec: tuple |
     return pd.concat([frame for frame, _ in results], ignore_index=True), dict(timing)
 
 
-def evaluate(
-    cfg: EvaluateConfig,
-    train: ImageTable,
-    val: ImageTable,
-    test: ImageTable,
-    synthetic: ImageTable | None,
-    plan: dict[str, int],
-    progress: bool = True,
-    synthetic_scores: np.ndarray | None = None,
-    mapper: Callable | None = None,
-) -> dict:
-    """Every strategy in `cfg.strategies` x `cfg.seeds` seeds, scored on test and its balanced subsample.
+def _choose_mix(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str], scores: np.ndarray | None,
+                pool: Workers, judge: nn.Module | None, progress: bool) -> tuple[dict | None, Mix | None]:
+    """(metrics.json `mix_policy`, the chosen mix) when `gan_policy` runs, else (None, None)."""
+    if "gan_policy" not in names:
+        return None, None
+    with cpu_threads(cfg.cpu_threads):
+        return choose_policy(tables, scores, cfg, progress=progress, pool=pool, judge=judge)
 
-    Args:
-        cfg: the `evaluate` section of params.yaml.
-        train, val, test: the prepared real splits (val chooses models and the baseline; test is
-            predicted once per trained model).
-        synthetic: the generated images, or None (GAN strategies are then skipped, with the reason).
-        plan: {class name: images to add}, the quota oversample/smote fill.
-        progress: show a progress bar over runs.
-        synthetic_scores: (len(synthetic),) quality scores recorded at generation (NaN = none);
-            strategy `gan_policy` scores unscored images with a real-data judge.
-        mapper: optional `mapper(fn, units)` running the independent (strategy, seed) units, e.g.
-            as Prefect tasks on a Dask cluster; results must come back in the order of `units`.
 
-    Returns:
-        {"metrics": the metrics.json dict, "predictions": DataFrame strategy, seed, subset, row, y_true, y_pred}.
-    """
-    _check_tables(train, val, test, synthetic)
-    add = plan_counts(plan, train.class_names)
-    names, skipped = _runnable(cfg.strategies, synthetic)
-    if not names:
-        raise DataError(f"no strategy can run: {'; '.join(f'{n}: {r}' for n, r in skipped.items())}")
-    tables = {"train": train, "val": val, "test": test}
-    if synthetic is not None and len(synthetic):
-        tables["synthetic"] = synthetic
-    balanced_rows = balanced_subsample(test.labels, test.num_classes, cfg.seed) if cfg.balanced_test else None
-    seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows}
-    workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
-    start = time.perf_counter()
-    judge = _judge(cfg, tables, names, synthetic_scores, progress)
-    judge_seconds = time.perf_counter() - start
-    with Workers(workers, cfg.cpu_threads, shared) as pool:
-        report, mix_spec = None, None
-        if "gan_policy" in names:
-            with cpu_threads(cfg.cpu_threads):
-                report, policy, scores = choose_policy(train, val, synthetic, synthetic_scores, cfg, progress, pool, judge)
-            mix_spec = (policy, scores)
-        run = pool.map if mapper is None else (lambda fn, units: mapper(functools.partial(fn, shared), units))
-        predictions, timing = _run_all(shared, names, seeds, mix_spec, progress, run)
-    metrics = {
+def _header(cfg: EvaluateConfig, tables: dict[str, ImageTable], add: np.ndarray, seeds: list[int],
+            workers: int) -> dict:
+    """metrics.json's opening keys: the run's settings, classes, counts and plan."""
+    train, test = tables["train"], tables["test"]
+    return {
         "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds, "workers": workers,
         "precision": precision_name(choose_precision(cfg.precision, resolve_device(cfg.device))),
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
         "train_counts": train.counts().tolist(), "test_counts": test.counts().tolist(),
         "plan": {n: int(a) for n, a in zip(train.class_names, add)},
         "strategy_descriptions": {n: STRATEGIES[n].description for n in cfg.strategies},
-        **metrics_from_predictions(predictions, train.class_names),
+    }
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """What `evaluate` reads: the prepared real splits (val chooses models and the baseline; test is
+    predicted once per trained model), the generated images or None (GAN strategies are then
+    skipped, with the reason), and their (len(synthetic),) scores recorded at generation (NaN or
+    None = none: strategy `gan_policy` then scores them with the real-data judge)."""
+
+    train: ImageTable
+    val: ImageTable
+    test: ImageTable
+    synthetic: ImageTable | None = None
+    synthetic_scores: np.ndarray | None = None
+
+    def tables(self) -> dict[str, ImageTable]:
+        """train, val, test and, when it has rows, synthetic."""
+        tables = {"train": self.train, "val": self.val, "test": self.test}
+        if self.synthetic is not None and len(self.synthetic):
+            tables["synthetic"] = self.synthetic
+        return tables
+
+
+def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress: bool = True,
+             mapper: Callable | None = None) -> dict:
+    """Every strategy in `cfg.strategies` x `cfg.seeds` seeds, scored on test and its balanced subsample.
+
+    Args:
+        cfg: the `evaluate` section of params.yaml.
+        data: the real splits, the synthetic images and their scores.
+        plan: {class name: images to add}, the quota oversample/smote fill.
+        progress: show a progress bar over runs.
+        mapper: optional `mapper(fn, units)` running the independent (strategy, seed) units, e.g.
+            as Prefect tasks on a Dask cluster; results must come back in the order of `units`.
+
+    Returns:
+        {"metrics": the metrics.json dict, "predictions": DataFrame strategy, seed, subset, row, y_true, y_pred}.
+    """
+    _check_tables(data.train, data.val, data.test, data.synthetic)
+    add = plan_counts(plan, data.train.class_names)
+    names, skipped = _runnable(cfg.strategies, data.synthetic)
+    if not names:
+        raise DataError(f"no strategy can run: {'; '.join(f'{n}: {r}' for n, r in skipped.items())}")
+    tables, test = data.tables(), data.test
+    balanced_rows = balanced_subsample(test.labels, test.num_classes, cfg.seed) if cfg.balanced_test else None
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows}
+    workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
+    start = time.perf_counter()
+    judge = _judge(cfg, tables, names, data.synthetic_scores, progress)
+    judge_seconds = time.perf_counter() - start
+    with Workers(workers, cfg.cpu_threads, shared) as pool:
+        report, chosen = _choose_mix(cfg, tables, names, data.synthetic_scores, pool, judge, progress)
+        run = pool.map if mapper is None else (lambda fn, units: mapper(functools.partial(fn, shared), units))
+        predictions, timing = _run_all(shared, names, seeds, chosen, progress, run)
+    metrics = {
+        **_header(cfg, tables, add, seeds, workers),
+        **metrics_from_predictions(predictions, data.train.class_names),
         "skipped": skipped,
         "mix_policy": report,
         "data": {n: {"rows": len(t), "sha256": fingerprint(t)} for n, t in tables.items()},

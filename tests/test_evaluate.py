@@ -269,7 +269,7 @@ def test_mismatched_tables_are_refused():
     t = _table()
     other = ImageTable(t.images, t.labels, ("a", "b", "z"))
     with pytest.raises(DataError, match="synthetic classes"):
-        E.evaluate(_cfg(), t, t, t, other, {}, progress=False)
+        E.evaluate(_cfg(), E.EvalData(t, t, t, other), {}, progress=False)
 
 
 # ---- integration on long-tailed digits ------------------------------------------------------------
@@ -292,7 +292,7 @@ def digits_run():
     plan = {name: int(60 - n) for name, n in train.counts_by_name().items()}
     synthetic = _jittered_copies(train, E.plan_counts(plan, train.class_names), seed=0)
     cfg = _cfg(seeds=2, epochs=2, batch_size=32, device="cpu")
-    result = E.evaluate(cfg, train, val, test, synthetic, plan, progress=False)
+    result = E.evaluate(cfg, E.EvalData(train, val, test, synthetic), plan, progress=False)
     return dict(result=result, train=train, val=val, test=test, synthetic=synthetic, plan=plan, cfg=cfg)
 
 
@@ -304,7 +304,8 @@ def test_worker_processes_give_the_same_predictions_and_policy(digits_run):
     for workers in (1, 2):
         cfg = d["cfg"].model_copy(update={"workers": workers, "cpu_threads": 1, "gan_quality": False,
                                           "strategies": ["none", "gan", "gan_policy"]})
-        runs[workers] = E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False)
+        data = E.EvalData(d["train"], d["val"], d["test"], d["synthetic"])
+        runs[workers] = E.evaluate(cfg, data, d["plan"], progress=False)
     pd.testing.assert_frame_equal(runs[1]["predictions"], runs[2]["predictions"])
     assert runs[1]["metrics"]["mix_policy"] == runs[2]["metrics"]["mix_policy"]
 
@@ -314,13 +315,14 @@ def test_one_judge_scores_the_policy_and_embeds_for_gan_quality(digits_run, monk
     real = E.fit_judge
     monkeypatch.setattr(E, "fit_judge", lambda *a, **k: calls.append((a[0], a[3].cpu_threads)) or real(*a, **k))
     cfg = d["cfg"].model_copy(update={"workers": 2, "seeds": 1, "epochs": 1, "strategies": ["gan_policy"]})
-    m = E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False)["metrics"]
+    data = E.EvalData(d["train"], d["val"], d["test"], d["synthetic"])
+    m = E.evaluate(cfg, data, d["plan"], progress=False)["metrics"]
     assert calls == [("evaluate", 1)] and m["gan_quality"] is not None
     assert m["mix_policy"]["scores_from"] == "real-data judge (evaluate)" and m["timing_s"]["judge"] > 0
     calls.clear()  # scores given and no quality metrics: no judge at all
     cfg = cfg.model_copy(update={"gan_quality": False})
     scores = np.full(len(d["synthetic"]), 0.95, dtype=np.float32)
-    E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False, synthetic_scores=scores)
+    E.evaluate(cfg, E.EvalData(d["train"], d["val"], d["test"], d["synthetic"], scores), d["plan"], progress=False)
     assert calls == []
 
 
@@ -381,13 +383,13 @@ def test_results_round_trip_through_files(digits_run, tmp_path):
 def test_without_synthetic_data_gan_strategies_are_skipped_with_a_reason(digits_run):
     d = digits_run
     cfg = _cfg(seeds=1, epochs=1, strategies=["none", "gan", "synthetic_only"], device="cpu")
-    out = E.evaluate(cfg, d["train"], d["val"], d["test"], None, d["plan"], progress=False)["metrics"]
+    out = E.evaluate(cfg, E.EvalData(d["train"], d["val"], d["test"]), d["plan"], progress=False)["metrics"]
     assert list(out["strategies"]) == ["none"]
     assert "augment generate" in out["skipped"]["gan"] and "synthetic_only" in out["skipped"]
     assert out["gain"]["balanced_accuracy"] is None and out["gain"]["reason"]
     assert out["gan_quality"] is None and out["skipped"]["gan_quality"]
     with pytest.raises(DataError, match="no strategy can run"):
-        E.evaluate(_cfg(strategies=["gan"]), d["train"], d["val"], d["test"], None, d["plan"], progress=False)
+        E.evaluate(_cfg(strategies=["gan"]), E.EvalData(d["train"], d["val"], d["test"]), d["plan"], progress=False)
 
 
 def test_min_steps_raises_epochs_on_small_sets_only():
