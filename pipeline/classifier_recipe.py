@@ -2,7 +2,7 @@
 start or deferred, batch sampling, mixup, head re-training), a `SyntheticUse` (how a synthetic pool
 joins the real rows) and the class-weight and prior formulas they use. Imports neither torch nor the
 config, so the strategy registry (`pipeline.strategies`) can build recipes without either;
-`pipeline.training.train_classifier` carries them out.
+`pipeline.training.train_classifier` carries out a `TrainingSet` (rows, weights, recipe, pool).
 """
 
 from __future__ import annotations
@@ -70,6 +70,20 @@ class SyntheticUse:
     weight: np.ndarray
     per_epoch: np.ndarray | None = None
     phase: Literal["all", "late", "head"] = "all"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What one classifier trains on (a strategy's, a mix's, a judge's): real rows (as they are,
+    duplicated or interpolated), per-row and per-class loss weights, the recipe and an optional
+    synthetic pool; `augment` is the same as `recipe.augment`."""
+
+    table: ImageTable
+    class_weight: np.ndarray | None = None
+    augment: bool = False
+    sample_weight: np.ndarray | None = None
+    recipe: Recipe | None = None
+    synthetic: SyntheticUse | None = None
 
 
 def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:

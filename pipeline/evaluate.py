@@ -22,6 +22,7 @@ from torch import nn
 
 from pipeline import io
 from pipeline import metrics as M
+from pipeline.classifier_recipe import TrainingSet
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.device import choose_precision, precision_name
@@ -33,7 +34,7 @@ from pipeline.parallel import Workers, resolve_workers
 from pipeline.progress import tqdm
 from pipeline.quality import gan_quality
 from pipeline.recommend import metrics_from_predictions
-from pipeline.strategies import STRATEGIES, StrategyInputs, TrainingSet
+from pipeline.strategies import STRATEGIES, StrategyInputs
 from pipeline.training import cpu_threads, logits, resolve_device, train_classifier
 
 
@@ -117,9 +118,7 @@ def _scored(model, table: ImageTable) -> tuple[np.ndarray, np.ndarray]:
 def fit_training_set(ts: TrainingSet, tables: dict[str, ImageTable], cfg: EvaluateConfig, seed: int):
     """The classifier of one training set; every strategy takes the optimiser steps of the real
     training set (`tables["train"]`), whatever rows it adds."""
-    return train_classifier(ts.table, tables["val"], cfg, seed, class_weight=ts.class_weight,
-                            sample_weight=ts.sample_weight, augment=ts.augment, recipe=ts.recipe,
-                            synthetic=ts.synthetic, steps_from=len(tables["train"]), progress=False)
+    return train_classifier(ts, tables["val"], cfg, seed, steps_from=len(tables["train"]), progress=False)
 
 
 def run_strategy(name: str, cfg: EvaluateConfig, tables: dict[str, ImageTable], add: np.ndarray,
@@ -154,7 +153,8 @@ def _notes(metrics: dict, seeds: list[int], tables: dict[str, ImageTable]) -> li
     return notes
 
 
-def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable], judge: nn.Module | None) -> tuple[dict | None, str | None]:
+def _gan_quality(cfg: EvaluateConfig, tables: dict[str, ImageTable],
+                 judge: nn.Module | None) -> tuple[dict | None, str | None]:
     if "synthetic" not in tables:
         return None, "no synthetic data to score"
     if not cfg.gan_quality:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pipeline import io
-from pipeline.classifier_recipe import inverse_frequency_weights
+from pipeline.classifier_recipe import TrainingSet, inverse_frequency_weights
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.models.classifiers import build_classifier
@@ -91,7 +91,7 @@ def fit_judge(use: str, train: ImageTable, val: ImageTable, cfg: EvaluateConfig,
     update = {**recipe.settings, **({"epochs": epochs} if epochs is not None else {})}
     judge_cfg = cfg.model_copy(update=update) if update else cfg
     weight = inverse_frequency_weights(train.counts()) if recipe.class_weighted else None
-    return train_classifier(train, val, judge_cfg, seed, class_weight=weight, augment=recipe.augment,
+    return train_classifier(TrainingSet(train, class_weight=weight, augment=recipe.augment), val, judge_cfg, seed,
                             progress=progress)
 
 

@@ -19,8 +19,7 @@ import numpy as np
 from pipeline.data import ImageTable, random_oversample
 from pipeline.parallel import Workers, resolve_workers
 from pipeline.progress import tqdm
-from pipeline.strategies import TrainingSet
-from pipeline.classifier_recipe import Recipe, inverse_frequency_weights
+from pipeline.classifier_recipe import Recipe, TrainingSet, inverse_frequency_weights
 from pipeline.judge import fit_judge
 from pipeline.training import (
     cpu_threads, intended_class_probability, resolve_device, train_classifier, validation_scores,
@@ -135,7 +134,8 @@ class Mix:
         return table, weight
 
     def training_set(self, real: ImageTable, synthetic: ImageTable, seed: int, tau: float) -> TrainingSet:
-        """What strategy `gan_policy` trains on with `seed`: this mix, its weights and its recipe."""
+        """What a classifier on this mix trains on with `seed` (the search's, `gan_policy`'s): the
+        mix, its weights and the policy's recipe."""
         table, weight = self.table(real, synthetic, seed)
         return TrainingSet(table, sample_weight=weight, recipe=self.policy.recipe(tau))
 
@@ -182,11 +182,9 @@ def _policy_unit(shared: dict, unit: tuple[Mix, int]) -> tuple[float, float]:
     `shared` holds "cfg" and "tables" (train, val, synthetic)."""
     cfg, tables = shared["cfg"], shared["tables"]
     chosen, seed = unit
-    table, weight = chosen.table(tables["train"], tables["synthetic"], seed)
+    ts = chosen.training_set(tables["train"], tables["synthetic"], seed, cfg.tau)
     with cpu_threads(cfg.cpu_threads):
-        model = train_classifier(table, tables["val"], cfg, seed, sample_weight=weight,
-                                 recipe=chosen.policy.recipe(cfg.tau), steps_from=len(tables["train"]),
-                                 progress=False)
+        model = train_classifier(ts, tables["val"], cfg, seed, steps_from=len(tables["train"]), progress=False)
         return validation_scores(model, tables["val"])
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from pipeline.classifier_recipe import Recipe, SyntheticUse, inverse_frequency_weights
+from pipeline.classifier_recipe import Recipe, SyntheticUse, TrainingSet, inverse_frequency_weights
 from pipeline.data import ImageTable, random_oversample
 from pipeline.errors import DataError
 
@@ -25,19 +25,6 @@ class RecipeKnobs(Protocol):
     tau: float
     late_fraction: float
     mixup_alpha: float
-
-
-@dataclass(frozen=True)
-class TrainingSet:
-    """What one strategy trains on: real rows (as they are, duplicated or interpolated), per-row and
-    per-class loss weights, the training recipe and an optional synthetic pool."""
-
-    table: ImageTable
-    class_weight: np.ndarray | None = None
-    augment: bool = False
-    sample_weight: np.ndarray | None = None
-    recipe: Recipe | None = None
-    synthetic: SyntheticUse | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +52,7 @@ class Strategy:
         name: registry key (params.yaml `evaluate.strategies`).
         uses_synthetic: needs the GAN's images (skipped, with the reason, when there are none).
         prepare: StrategyInputs (train, synthetic or None, add (K,) images to add per class, seed,
-            the policy's mix) -> TrainingSet.
+            the recipes' knobs, the policy's mix) -> TrainingSet.
         description: one line for the report.
     """
 
@@ -82,6 +69,7 @@ def smote_oversample(table: ImageTable, add: np.ndarray, seed: int, k_neighbors:
     k, generating only for those classes); a class with a single image cannot be interpolated and
     falls back to random duplication.
     """
+    # imbalanced-learn pulls in scikit-learn: imported when SMOTE runs, so importing the registry stays cheap
     from imblearn.over_sampling import SMOTE
 
     rng = np.random.default_rng(seed)

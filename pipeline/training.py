@@ -1,18 +1,20 @@
 """The one downstream-classifier trainer, used by every strategy, the mixing-policy search and the
-real-data judges (`pipeline.judge`): `train_classifier(train, val, cfg, seed, recipe=..., synthetic=...)`.
+real-data judges (`pipeline.judge`): `train_classifier(TrainingSet(rows, ...), val, cfg, seed)`.
 
 Every run takes the same number of optimiser steps for the same real training set (epochs of the
 real set, `evaluate.min_steps`), whatever a strategy adds, so a strategy that enlarges the set is
-not also the one trained longest. A `Recipe` says how the loss and the batches are formed
-(logit adjustment, class weights from the start or deferred, class-balanced batches, mixup,
-classifier re-training); `SyntheticUse` says how a synthetic pool joins (when, how many per epoch,
-with what weight); both live in `pipeline.classifier_recipe`.
+not also the one trained longest. A `TrainingSet` holds the rows and their loss weights, a
+`Recipe` says how the loss and the batches are formed (logit adjustment, class weights from the
+start or deferred, class-balanced batches, mixup, classifier re-training) and a `SyntheticUse` how
+a synthetic pool joins (when, how many per epoch, with what weight); all three live in
+`pipeline.classifier_recipe`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -21,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import metrics as M
-from pipeline.classifier_recipe import Recipe, SyntheticUse, effective_number_weights, inverse_frequency_weights, logit_prior
+from pipeline.classifier_recipe import (
+    Recipe, TrainingSet, effective_number_weights, inverse_frequency_weights, logit_prior,
+)
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.device import autocast, choose_precision, prepare_module, select_device, to_device_images
@@ -130,41 +134,28 @@ def epochs_for(n: int, cfg: EvaluateConfig) -> int:
 # ---- the training loop ------------------------------------------------------------------------
 
 
-def train_classifier(
-    train: ImageTable,
-    val: ImageTable,
-    cfg: EvaluateConfig,
-    seed: int,
-    *,
-    sample_weight: np.ndarray | None = None,
-    class_weight: np.ndarray | None = None,
-    augment: bool = False,
-    recipe: Recipe | None = None,
-    synthetic: SyntheticUse | None = None,
-    steps_from: int | None = None,
-    progress: bool = True,
-) -> nn.Module:
-    """Train `cfg.classifier` on `train` (+ `synthetic`) under `recipe`; return it at the epoch with
-    the best validation balanced accuracy (the last on ties or without validation images; with a
-    late phase, among the late phase's epochs only), in eval mode.
+def train_classifier(ts: TrainingSet, val: ImageTable, cfg: EvaluateConfig, seed: int, *,
+                     steps_from: int | None = None, progress: bool = True) -> nn.Module:
+    """Train `cfg.classifier` on `ts` (its rows, weights and synthetic pool) under its recipe; return
+    it at the epoch with the best validation balanced accuracy (the last on ties or without
+    validation images; with a late phase, among the late phase's epochs only), in eval mode.
 
     Args:
-        train: the training rows (a strategy's real rows: oversampled, SMOTEd or as they are).
+        ts: the training rows (a strategy's real rows: oversampled, SMOTEd or as they are), their
+            per-row (`sample_weight`, (N,)) and per-class (`class_weight`, (K,); the loss is
+            sum(w_i * CE_i) / sum(w_i)) loss weights, the recipe (default: plain cross-entropy on
+            instance batches; `augment` turns on `augment_batch`) and a synthetic pool.
         val: real validation images; the only data used to choose the model.
         cfg: classifier, epochs, min_steps, batch_size, lr, lr_schedule, device, precision.
         seed: seeds the weights, the batches, the augmentation and the synthetic draws.
-        sample_weight: (N,) per-row loss weights of `train`.
-        class_weight: (K,) per-class loss weights; the loss is sum(w_i * CE_i) / sum(w_i).
-        augment: apply `augment_batch` to every training batch (same as `recipe.augment`).
-        recipe: the loss and batch recipe (default: plain cross-entropy on instance batches).
-        synthetic: a synthetic pool and how it joins (None: real rows only).
-        steps_from: the number of rows the step budget is computed from (default len(train)); a
+        steps_from: the number of rows the step budget is computed from (default len(ts.table)); a
             strategy that duplicates rows passes the real count, so every strategy takes the same
             optimiser steps.
         progress: show a bar over epochs.
 
     Runs with `cfg.cpu_threads` torch threads, restored afterwards.
     """
+    train, sample_weight, class_weight, synthetic = ts.table, ts.sample_weight, ts.class_weight, ts.synthetic
     if len(train) == 0:
         raise DataError("no training images for the classifier")
     if sample_weight is not None and len(sample_weight) != len(train):
@@ -173,20 +164,20 @@ def train_classifier(
         raise ValueError(f"class_weight has {len(class_weight)} values for {train.num_classes} classes")
     if synthetic is not None and len(synthetic.weight) != len(synthetic.pool):
         raise ValueError(f"synthetic weight has {len(synthetic.weight)} values for {len(synthetic.pool)} images")
-    recipe = recipe or Recipe()
-    if augment and not recipe.augment:
+    recipe = ts.recipe or Recipe()
+    if ts.augment and not recipe.augment:
         recipe = Recipe(**{**recipe.__dict__, "augment": True})
     with cpu_threads(cfg.cpu_threads):
-        return _Run(train, val, cfg, seed, sample_weight, class_weight, recipe, synthetic,
-                    steps_from or len(train)).fit(progress)
+        return _Run(dataclasses.replace(ts, recipe=recipe), val, cfg, seed, steps_from or len(train)).fit(progress)
 
 
 class _Run:
     """One classifier's training: the rows, their weights, the phases and the loop."""
 
-    def __init__(self, train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int,
-                 sample_weight: np.ndarray | None, class_weight: np.ndarray | None, recipe: Recipe,
-                 synthetic: SyntheticUse | None, steps_from: int) -> None:
+    def __init__(self, ts: TrainingSet, val: ImageTable, cfg: EvaluateConfig, seed: int, steps_from: int) -> None:
+        """`ts.recipe` must be set (`train_classifier` fills in the default)."""
+        train, sample_weight, class_weight = ts.table, ts.sample_weight, ts.class_weight
+        recipe, synthetic = ts.recipe, ts.synthetic
         self.cfg, self.val, self.recipe, self.synthetic = cfg, val, recipe, synthetic
         self.device = resolve_device(cfg.device)
         self.g = torch.Generator().manual_seed(seed)

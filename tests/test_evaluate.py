@@ -129,8 +129,8 @@ def test_augment_batch_identity_at_zero_strength_and_seeded():
 def test_train_classifier_learns_and_is_deterministic():
     train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
     cfg = _cfg(epochs=4, batch_size=16, device="cpu")
-    m1 = T.train_classifier(train, val, cfg, seed=3, progress=False)
-    m2 = T.train_classifier(train, val, cfg, seed=3, progress=False)
+    m1 = T.train_classifier(R.TrainingSet(train), val, cfg, seed=3, progress=False)
+    m2 = T.train_classifier(R.TrainingSet(train), val, cfg, seed=3, progress=False)
     assert not m1.training
     for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(p1, p2)
@@ -160,8 +160,8 @@ def test_precision_sets_autocast_for_training_steps_only(monkeypatch, precision)
 
     monkeypatch.setattr(T, "build_classifier", build)
     train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
-    model = T.train_classifier(train, val, _cfg(epochs=3, batch_size=16, device="cpu", precision=precision),
-                               seed=0, progress=False)
+    cfg = _cfg(epochs=3, batch_size=16, device="cpu", precision=precision)
+    model = T.train_classifier(R.TrainingSet(train), val, cfg, seed=0, progress=False)
     in_training = {on for training, on in seen if training}
     assert in_training == ({True} if precision == "bf16" else {False})
     assert {on for training, on in seen if not training} == {False}
@@ -173,8 +173,8 @@ def test_train_classifier_with_weights_augmentation_and_no_validation():
     train = _table((12, 6, 3))
     empty = train.subset(np.zeros(0, dtype=np.int64))
     cfg = _cfg(epochs=1, batch_size=8, device="cpu")
-    model = T.train_classifier(train, empty, cfg, 0, class_weight=np.array([1.0, 2.0, 4.0]),
-                               sample_weight=np.ones(len(train)), augment=True, progress=False)
+    ts = R.TrainingSet(train, class_weight=np.array([1.0, 2.0, 4.0]), sample_weight=np.ones(len(train)), augment=True)
+    model = T.train_classifier(ts, empty, cfg, 0, progress=False)
     assert T.predict(model, train.images).shape == (len(train),)
 
 
@@ -188,7 +188,7 @@ def test_cuda_requested_without_a_gpu_is_a_config_error():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_train_classifier_on_cuda():
     train = _table((12, 6, 3))
-    model = T.train_classifier(train, train, _cfg(epochs=1, device="cuda"), 0, progress=False)
+    model = T.train_classifier(R.TrainingSet(train), train, _cfg(epochs=1, device="cuda"), 0, progress=False)
     assert next(model.parameters()).is_cuda
     assert T.predict(model, train.images).shape == (len(train),)
 
@@ -418,7 +418,7 @@ def _record_adam_steps(monkeypatch) -> list[float]:
 def test_min_steps_counts_real_optimiser_steps(monkeypatch):
     steps = _record_adam_steps(monkeypatch)
     t = _table()  # 13 images
-    T.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
+    T.train_classifier(R.TrainingSet(t), t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
     assert len(steps) == 4 * 3  # four epochs of three steps (see above)
 
 
@@ -426,7 +426,7 @@ def test_min_steps_counts_real_optimiser_steps(monkeypatch):
 def test_lr_schedule_by_hand(monkeypatch, schedule):
     rates = _record_adam_steps(monkeypatch)
     t = _table()  # 13 images, batch 4: 3 steps an epoch; min_steps 10 -> 4 epochs, 12 steps
-    T.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
+    T.train_classifier(R.TrainingSet(t), t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
                        seed=0, progress=False)
     assert len(rates) == 12
     if schedule == "constant":

@@ -88,7 +88,7 @@ def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strat
     import torch
 
     from pipeline.config import build
-    from pipeline.classifier_recipe import inverse_frequency_weights
+    from pipeline.classifier_recipe import TrainingSet, inverse_frequency_weights
     from pipeline.training import train_classifier
     from tests.conftest import tiny_arrays
 
@@ -100,9 +100,9 @@ def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strat
     real = ImageTable(x, y, ("a", "b", "c"))
     t, w = mix(real, real.subset(np.zeros(0, dtype=np.int64)), np.zeros(0), MixPolicy(cap_ratio=0.0, class_weight=True))
     cfg = build({}, {"evaluate.epochs": 2, "evaluate.batch_size": 4, "evaluate.device": "cpu"}).evaluate
-    by_policy = train_classifier(t, real, cfg, seed=1, sample_weight=w, progress=False)
-    baseline = train_classifier(real, real, cfg, seed=1, class_weight=inverse_frequency_weights(real.counts()),
-                                progress=False)
+    by_policy = train_classifier(TrainingSet(t, sample_weight=w), real, cfg, seed=1, progress=False)
+    weighted = TrainingSet(real, class_weight=inverse_frequency_weights(real.counts()))
+    baseline = train_classifier(weighted, real, cfg, seed=1, progress=False)
     for a, b in zip(by_policy.state_dict().values(), baseline.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -163,7 +163,7 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
                             "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [True],
                             "evaluate.workers": 1}).evaluate
     canned = {3: (1.0, 0.30), 6: (1.0, 0.10), 7: (0.99, 0.01)}  # synthetic rows kept -> (bal. acc, NLL)
-    monkeypatch.setattr(mixing, "train_classifier", lambda table, *a, **k: len(table) - len(REAL))
+    monkeypatch.setattr(mixing, "train_classifier", lambda ts, *a, **k: len(ts.table) - len(REAL))
     monkeypatch.setattr(mixing, "validation_scores", lambda kept, val: canned[kept])
     from pipeline.mixing import choose_policy
 
@@ -189,9 +189,9 @@ def test_staged_search_decides_class_weighting_on_the_real_data_first(monkeypatc
                             "evaluate.workers": 1}).evaluate
     trained = []
 
-    def fake_train(table, val, cfg, seed, sample_weight=None, **k):
-        weighted = not np.allclose(sample_weight, sample_weight[0])  # class weights make them unequal
-        trained.append((len(table) - len(REAL), weighted))
+    def fake_train(ts, val, cfg, seed, **k):
+        weighted = not np.allclose(ts.sample_weight, ts.sample_weight[0])  # class weights make them unequal
+        trained.append((len(ts.table) - len(REAL), weighted))
         return trained[-1]
 
     # without class weights is better on the real data alone and best overall

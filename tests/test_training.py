@@ -68,7 +68,7 @@ def test_inverse_frequency_weights_by_hand():
 
 
 def _run(train, recipe=R.Recipe(), synthetic=None, **cfg) -> T._Run:
-    return T._Run(train, train, _cfg(**cfg), 0, None, None, recipe, synthetic, len(train))
+    return T._Run(R.TrainingSet(train, recipe=recipe, synthetic=synthetic), train, _cfg(**cfg), 0, len(train))
 
 
 def test_class_mass_counts_synthetic_rows_and_weights():
@@ -138,11 +138,11 @@ def test_every_strategy_takes_the_real_sets_optimiser_steps(monkeypatch):
 def test_decoupling_trains_only_the_head_in_its_late_phase(monkeypatch):
     steps = _adam_steps(monkeypatch)
     t = _table((12, 6, 3))
-    before = T.train_classifier(t, t, _cfg(epochs=4, batch_size=4), 0, progress=False)
+    before = T.train_classifier(R.TrainingSet(t), t, _cfg(epochs=4, batch_size=4), 0, progress=False)
     n_params = len(list(before.parameters()))
     steps.clear()
-    model = T.train_classifier(t, t, _cfg(epochs=4, batch_size=4), 0,
-                               recipe=R.Recipe(retrain_head=True), progress=False)
+    model = T.train_classifier(R.TrainingSet(t, recipe=R.Recipe(retrain_head=True)), t, _cfg(epochs=4, batch_size=4),
+                               0, progress=False)
     # 3 epochs of 5 steps on every parameter, then 1 epoch of 5 steps on the head's weight and bias
     assert steps == [n_params] * 15 + [2] * 5
     assert all(p.requires_grad for p in model.parameters()) and not model.training
@@ -161,8 +161,8 @@ def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
 
     monkeypatch.setattr(T, "build_classifier", build)
     monkeypatch.setattr(T.F, "cross_entropy", lambda z, y, **k: losses.append(z.detach()) or real_ce(z, y, **k))
-    T.train_classifier(t, t, _cfg(epochs=1, batch_size=32), 0, recipe=R.Recipe(loss="logit_adjusted", tau=0.5),
-                       progress=False)
+    T.train_classifier(R.TrainingSet(t, recipe=R.Recipe(loss="logit_adjusted", tau=0.5)), t,
+                       _cfg(epochs=1, batch_size=32), 0, progress=False)
     offsets = losses[0] - outputs[0]
     expect = 0.5 * np.log(np.array([12, 6, 3]) / 21)
     assert torch.allclose(offsets, torch.as_tensor(expect, dtype=torch.float32).expand_as(offsets), atol=1e-5)
