@@ -23,6 +23,7 @@ from machine import TreeMemory, machine_info  # noqa: E402
 from pipeline import config, io, stages  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
 from pipeline.errors import AugmentError  # noqa: E402
+from pipeline.strategies import STRATEGIES  # noqa: E402
 
 
 def profile_overrides(profile: str) -> dict:
@@ -87,8 +88,6 @@ def selection_check(metrics: dict) -> dict | None:
     rec = (metrics.get("recommendation") or {}).get("strategy")
     if not rec:
         return None
-    from pipeline.evaluate import STRATEGIES
-
     ba = {n: s["balanced_accuracy"] for n, s in metrics["strategies"].items() if n != "synthetic_only"}
     best = max(ba, key=lambda n: ba[n]["mean"])
     plain = [n for n in ba if not STRATEGIES[n].uses_synthetic]

@@ -52,36 +52,46 @@ def _mnist_lt(data: Path):
     return src.train, src.test, lt
 
 
-# the judge's recipe; 4 epochs (until 2026-11-23) left it at 98.2% test accuracy, 95.6% on real 9s
-JUDGE = {"epochs": 12, "batch_size": 128, "lr": 2e-3, "augment": True, "held_out": 5000}
+# the held-out images of the referee (its recipe is pipeline.judge.JUDGES["referee"]); 4 epochs
+# (until 2026-11-23) left it at 98.2% test accuracy, 95.6% on real 9s
+HELD_OUT = 5000
+
+
+def _judge_recipe() -> dict:
+    """The referee's recipe as the results record it (and as its cache is keyed)."""
+    from pipeline.judge import JUDGES
+
+    referee = JUDGES["referee"]
+    return {**referee.settings, "augment": referee.augment, "held_out": HELD_OUT}
 
 
 def _judge(full_train, test, workdir: Path):
-    """A small CNN trained on the full real training set (5,000 images held out to pick its epoch),
-    with classic augmentation: the referee of class consistency. Cached in the workdir for this
-    data and recipe; returns (judge, its accuracy on the real test set, overall and per class:
-    the ceiling of any agreement figure)."""
+    """The referee of class consistency (`pipeline.judge.JUDGES["referee"]`): a small CNN trained on
+    the full real training set (HELD_OUT images held out to pick its epoch), with classic
+    augmentation. Cached in the workdir for this data and recipe; returns (judge, its accuracy on the
+    real test set, overall and per class: the ceiling of any agreement figure)."""
     from pipeline.config import EvaluateConfig
     from pipeline.data import stratified_split
-    from pipeline.training import predict, train_classifier
+    from pipeline.training import predict
     from pipeline.gan_fingerprint import data_fingerprint
-    from pipeline.gan_tracking import cached_judge
+    from pipeline.judge import cached_judge, fit_judge
 
     import torch
 
+    recipe = _judge_recipe()
+
     def fit():
-        train, val = stratified_split(full_train, min(0.2, JUDGE["held_out"] / len(full_train)), seed=0)
-        cfg = EvaluateConfig(epochs=JUDGE["epochs"], batch_size=JUDGE["batch_size"], lr=JUDGE["lr"],
-                             gan_quality=False, device="cpu", cpu_threads=torch.get_num_threads())
-        return train_classifier(train, val, cfg, seed=0, augment=JUDGE["augment"], progress=False)
+        train, val = stratified_split(full_train, min(0.2, HELD_OUT / len(full_train)), seed=0)
+        cfg = EvaluateConfig(gan_quality=False, device="cpu", cpu_threads=torch.get_num_threads())
+        return fit_judge("referee", train, val, cfg, seed=0)
 
     # keyed by the data and the recipe: a reused workdir never hands back a stale judge
-    key = data_fingerprint(full_train) + json.dumps(JUDGE, sort_keys=True)
+    key = data_fingerprint(full_train) + json.dumps(recipe, sort_keys=True)
     judge = cached_judge(workdir / "judge.pt", key, full_train, fit)
     pred = predict(judge, test.images)
     names = full_train.class_names
     ceiling = {n: float((pred[test.labels == c] == c).mean()) for c, n in enumerate(names)}
-    return judge, {"test_accuracy": float((pred == test.labels).mean()), "per_class": ceiling, "recipe": JUDGE}
+    return judge, {"test_accuracy": float((pred == test.labels).mean()), "per_class": ceiling, "recipe": recipe}
 
 
 def _class_consistency(final: Path, judge, per_class: int = 200) -> dict:

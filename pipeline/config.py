@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError
 from pipeline.losses import LOSSES
 from pipeline.models import CLASSIFIERS, GAN_ARCHS
 from pipeline.recipes import AUTO, RECIPES
+from pipeline.strategies import STRATEGIES
 
 PARAMS_FILE = "params.yaml"
 
@@ -40,18 +41,6 @@ def _check_choice(value: str, valid: Collection[str]) -> str:
     if value not in valid:
         raise ValueError(f"{value!r} is not one of: {', '.join(sorted(valid))}")
     return value
-
-
-# ---- ISOLATED for the issue-25 merge: the one registry config cannot import at the top ------------
-def _strategy_names() -> Collection[str]:
-    """The names of `pipeline.evaluate.STRATEGIES`, which `evaluate.strategies` must use.
-
-    Imported at call time because pipeline.evaluate imports this module. When the registry lives in
-    a module that does not import config, import it at the top with the others and drop this function.
-    """
-    from pipeline.evaluate import STRATEGIES
-
-    return STRATEGIES
 
 
 class Paths(Section):
@@ -349,7 +338,7 @@ class EvaluateConfig(Section):
         if not v:
             raise ValueError("needs at least one strategy")
         for s in v:
-            _check_choice(s, _strategy_names())
+            _check_choice(s, STRATEGIES)
         return v
 
     @field_validator("classifier")

@@ -15,63 +15,31 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline import io
+from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
+from pipeline.judge import cached_judge, fit_judge
 
 log = logging.getLogger("augment")
 
-JUDGE_FORMAT = "augment-gan-judge/1"
 QUALITY_SAMPLES = 100  # fixed EMA samples per trained class at each evaluation
 QUALITY_COLUMNS = ("step", "class", "agreement")
 
 
-def judge_config(epochs: int, device: str):
-    """The evaluate-section settings the judge trains with (a plain, fast recipe)."""
-    from pipeline.config import EvaluateConfig
-
-    return EvaluateConfig(epochs=epochs, batch_size=64, lr=2e-3, gan_quality=False, device=device,
-                          cpu_threads=torch.get_num_threads())
-
-
-def cached_judge(path: Path, fingerprint: str, table: ImageTable, train: Callable[[], nn.Module]) -> nn.Module:
-    """A small-CNN judge for `table`'s shape and classes: loaded from `path` when it was saved for
-    the same `fingerprint`, else made by `train()` and saved there atomically. In eval mode, on the CPU
-    when loaded (callers move it)."""
-    from pipeline.models.classifiers import build_classifier
-
-    if path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("format") == JUDGE_FORMAT and saved.get("fingerprint") == fingerprint:
-                h, w, c = table.image_shape
-                judge = build_classifier("small_cnn", (c, h, w), table.num_classes, torch.Generator().manual_seed(0))
-                judge.load_state_dict(saved["state"])
-                return judge.eval()
-        except Exception as e:  # noqa: BLE001 - an unreadable judge is simply retrained
-            log.warning("%s: unreadable (%s); training the judge again", path, e.__class__.__name__)
-    judge = train()
-    with io.atomic_path(path) as tmp:
-        torch.save({"format": JUDGE_FORMAT, "fingerprint": fingerprint,
-                    "state": {k: v.cpu() for k, v in judge.state_dict().items()}}, tmp)
-    return judge.eval()
-
-
 def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path, fingerprint: str) -> nn.Module:
-    """The judge for this run: loaded from out_dir/judge.pt when it was trained for the same
-    fingerprint (a resumed run must score exactly as before), trained and saved otherwise."""
-    from pipeline.training import inverse_frequency_weights, train_classifier
+    """The judge for this run (`judge.JUDGES["tracking"]`): loaded from out_dir/judge.pt when it was
+    trained for the same fingerprint (a resumed run must score exactly as before), trained and saved
+    otherwise."""
 
     def fit() -> nn.Module:
         log.info("training the quality judge on %d real images (%d epochs)", len(train), epochs)
         empty = ImageTable(train.images[:0], train.labels[:0], train.class_names)
-        return train_classifier(train, empty, judge_config(epochs, device), seed,
-                                class_weight=inverse_frequency_weights(train.counts()), augment=True)
+        base = EvaluateConfig(gan_quality=False, device=device, cpu_threads=torch.get_num_threads())
+        return fit_judge("tracking", train, empty, base, seed, epochs=epochs, progress=True)
 
     return cached_judge(out_dir / "judge.pt", fingerprint, train, fit).to(device)
 

@@ -286,14 +286,14 @@ def train_gan(cfg: Config) -> dict:
 
 
 def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
-    """A classifier trained on real data only, as `scorer(images, labels) -> p(intended class)`."""
+    """The filter's real-data judge (`judge.JUDGES["filter"]`), as `scorer(images, labels) -> p(intended class)`."""
     from functools import partial
 
-    from pipeline.training import train_classifier
+    from pipeline.judge import fit_judge
     from pipeline.models.classifiers import class_probability
 
-    model = train_classifier(train, val, cfg.evaluate.model_copy(update={"epochs": cfg.generate.filter.epochs}),
-                             seed=cfg.generate.seed, progress=_PROGRESS)
+    model = fit_judge("filter", train, val, cfg.evaluate, cfg.generate.seed, epochs=cfg.generate.filter.epochs,
+                      progress=_PROGRESS)
     return partial(class_probability, model.eval())
 
 
@@ -427,14 +427,14 @@ def evaluate(cfg: Config, mapper=None) -> dict:
 
     `mapper(fn, units)` may run the independent (strategy, seed) units elsewhere (Prefect + Dask).
     """
-    from pipeline.evaluate import evaluate as run, write_results
+    from pipeline.evaluate import EvalData, evaluate as run, write_results
 
     tables = {split: read_prepared(cfg, split) for split in SPLITS}
     synthetic, scores = read_synthetic(cfg)
     if synthetic is None:
         log.warning("no synthetic dataset at %s: the GAN strategies are skipped", cfg.paths.synthetic)
-    result = run(cfg.evaluate, tables["train"], tables["val"], tables["test"], synthetic, read_plan(cfg),
-                 progress=_PROGRESS, synthetic_scores=scores, mapper=mapper)
+    data = EvalData(tables["train"], tables["val"], tables["test"], synthetic, scores)
+    result = run(cfg.evaluate, data, read_plan(cfg), progress=_PROGRESS, mapper=mapper)
     io.clean_temporaries(cfg.paths.reports)  # what a killed run left
     write_results(cfg.paths.reports, result)
     gain = result["metrics"].get("gain") or {}

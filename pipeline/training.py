@@ -1,123 +1,38 @@
-"""The one downstream-classifier trainer, used by every strategy, the mixing-policy search, the
-judges and the generation filter: `train_classifier(train, val, cfg, seed, recipe=..., synthetic=...)`.
+"""The one downstream-classifier trainer, used by every strategy, the mixing-policy search and the
+real-data judges (`pipeline.judge`): `train_classifier(TrainingSet(rows, ...), val, cfg, seed)`.
 
 Every run takes the same number of optimiser steps for the same real training set (epochs of the
 real set, `evaluate.min_steps`), whatever a strategy adds, so a strategy that enlarges the set is
-not also the one trained longest. A `Recipe` says how the loss and the batches are formed
-(logit adjustment, class weights from the start or deferred, class-balanced batches, mixup,
-classifier re-training); `SyntheticUse` says how a synthetic pool joins (when, how many per epoch,
-with what weight).
+not also the one trained longest. A `TrainingSet` holds the rows and their loss weights, a
+`Recipe` says how the loss and the batches are formed (logit adjustment, class weights from the
+start or deferred, class-balanced batches, mixup, classifier re-training) and a `SyntheticUse` how
+a synthetic pool joins (when, how many per epoch, with what weight); all three live in
+`pipeline.classifier_recipe`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from pipeline.progress import tqdm
 
 from pipeline import metrics as M
+from pipeline.classifier_recipe import (
+    Recipe, TrainingSet, effective_number_weights, inverse_frequency_weights, logit_prior,
+)
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.device import autocast, choose_precision, prepare_module, select_device, to_device_images
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
 from pipeline.pool import PoolDraw
-
-# ---- recipes ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How one classifier is trained.
-
-    Attributes:
-        loss: "ce", or "logit_adjusted": cross-entropy on z + tau * log(prior) (Menon et al. 2021;
-            tau = 1 is balanced softmax), prior = the class shares of the loss weight the batches
-            carry (synthetic rows and loss weights included); predictions use z alone.
-        tau: logit-adjustment strength.
-        class_weight: "none"; "inverse": inverse-frequency weights all along; "deferred": DRW
-            (Cao et al. 2019): plain loss, then effective-number weights (1 - b) / (1 - b^n_c) in
-            the late phase.
-        sampling: "instance" (each row equally likely) or "class_balanced" (each class equally
-            likely, then a row of it).
-        mixup_alpha: > 0: mixup with lambda ~ Beta(alpha, alpha) (not in a head re-training phase).
-        retrain_head: decoupling (Kang et al. 2020): in the late phase the body is frozen and the
-            head trained on class-balanced batches (from its first-phase weights, see
-            `_Run._start_head_phase`).
-        late_fraction: share of the epochs in the late phase (DRW, cRT, late synthetic rows).
-        drw_beta: the effective-number beta of DRW.
-        augment: random affine of every training batch (`augment_batch`).
-    """
-
-    loss: Literal["ce", "logit_adjusted"] = "ce"
-    tau: float = 1.0
-    class_weight: Literal["none", "inverse", "deferred"] = "none"
-    sampling: Literal["instance", "class_balanced"] = "instance"
-    mixup_alpha: float = 0.0
-    retrain_head: bool = False
-    late_fraction: float = 0.25
-    drw_beta: float = 0.9999
-    augment: bool = False
-
-    @property
-    def has_late_phase(self) -> bool:
-        return self.retrain_head or self.class_weight == "deferred"
-
-
-@dataclass(frozen=True)
-class SyntheticUse:
-    """A synthetic pool and how it joins the real rows.
-
-    Attributes:
-        pool: the synthetic images (labels in the real set's classes).
-        weight: (len(pool),) loss weight of each synthetic row (a real row weighs 1).
-        per_epoch: (K,) rows of each class drawn afresh every epoch, cycling through the class's
-            pool so no row repeats before the pool is used up; None: every pool row every epoch.
-        phase: "all" (every epoch), "late" (the late phase only: DRW-style), "head" (only while the
-            head is re-trained).
-    """
-
-    pool: ImageTable
-    weight: np.ndarray
-    per_epoch: np.ndarray | None = None
-    phase: Literal["all", "late", "head"] = "all"
-
-
-def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:
-    """w_c = N / (K * n_c) (scikit-learn's "balanced"); 0 for a class without images."""
-    counts = np.asarray(counts, float)
-    with np.errstate(divide="ignore"):
-        w = counts.sum() / (np.count_nonzero(counts) * counts)
-    return np.where(counts > 0, w, 0.0)
-
-
-def effective_number_weights(counts: np.ndarray, beta: float) -> np.ndarray:
-    """Cao et al.'s DRW weights (1 - beta) / (1 - beta^n_c), scaled to sum to the number of present
-    classes; 0 for a class without images. Counts may be fractional (weighted rows)."""
-    counts = np.asarray(counts, float)
-    present = counts > 0
-    w = np.zeros_like(counts)
-    w[present] = (1.0 - beta) / (1.0 - np.power(beta, counts[present]))
-    return w * present.sum() / w.sum() if w.sum() > 0 else w
-
-
-def logit_prior(class_mass: np.ndarray) -> np.ndarray:
-    """log(pi_c), pi = class_mass / sum: the logit adjustment's offsets; a class with no mass gets
-    the smallest present offset (it never appears in a batch, so its value only shifts its logit)."""
-    mass = np.asarray(class_mass, float)
-    pi = mass / mass.sum()
-    out = np.full(len(mass), np.log(pi[mass > 0]).min())
-    out[mass > 0] = np.log(pi[mass > 0])
-    return out
-
+from pipeline.progress import tqdm
 
 # ---- helpers shared with the callers ------------------------------------------------------------
 
@@ -219,41 +134,28 @@ def epochs_for(n: int, cfg: EvaluateConfig) -> int:
 # ---- the training loop ------------------------------------------------------------------------
 
 
-def train_classifier(
-    train: ImageTable,
-    val: ImageTable,
-    cfg: EvaluateConfig,
-    seed: int,
-    *,
-    sample_weight: np.ndarray | None = None,
-    class_weight: np.ndarray | None = None,
-    augment: bool = False,
-    recipe: Recipe | None = None,
-    synthetic: SyntheticUse | None = None,
-    steps_from: int | None = None,
-    progress: bool = True,
-) -> nn.Module:
-    """Train `cfg.classifier` on `train` (+ `synthetic`) under `recipe`; return it at the epoch with
-    the best validation balanced accuracy (the last on ties or without validation images; with a
-    late phase, among the late phase's epochs only), in eval mode.
+def train_classifier(ts: TrainingSet, val: ImageTable, cfg: EvaluateConfig, seed: int, *,
+                     steps_from: int | None = None, progress: bool = True) -> nn.Module:
+    """Train `cfg.classifier` on `ts` (its rows, weights and synthetic pool) under its recipe; return
+    it at the epoch with the best validation balanced accuracy (the last on ties or without
+    validation images; with a late phase, among the late phase's epochs only), in eval mode.
 
     Args:
-        train: the training rows (a strategy's real rows: oversampled, SMOTEd or as they are).
+        ts: the training rows (a strategy's real rows: oversampled, SMOTEd or as they are), their
+            per-row (`sample_weight`, (N,)) and per-class (`class_weight`, (K,); the loss is
+            sum(w_i * CE_i) / sum(w_i)) loss weights, the recipe (default: plain cross-entropy on
+            instance batches; `augment` turns on `augment_batch`) and a synthetic pool.
         val: real validation images; the only data used to choose the model.
         cfg: classifier, epochs, min_steps, batch_size, lr, lr_schedule, device, precision.
         seed: seeds the weights, the batches, the augmentation and the synthetic draws.
-        sample_weight: (N,) per-row loss weights of `train`.
-        class_weight: (K,) per-class loss weights; the loss is sum(w_i * CE_i) / sum(w_i).
-        augment: apply `augment_batch` to every training batch (same as `recipe.augment`).
-        recipe: the loss and batch recipe (default: plain cross-entropy on instance batches).
-        synthetic: a synthetic pool and how it joins (None: real rows only).
-        steps_from: the number of rows the step budget is computed from (default len(train)); a
+        steps_from: the number of rows the step budget is computed from (default len(ts.table)); a
             strategy that duplicates rows passes the real count, so every strategy takes the same
             optimiser steps.
         progress: show a bar over epochs.
 
     Runs with `cfg.cpu_threads` torch threads, restored afterwards.
     """
+    train, sample_weight, class_weight, synthetic = ts.table, ts.sample_weight, ts.class_weight, ts.synthetic
     if len(train) == 0:
         raise DataError("no training images for the classifier")
     if sample_weight is not None and len(sample_weight) != len(train):
@@ -262,20 +164,20 @@ def train_classifier(
         raise ValueError(f"class_weight has {len(class_weight)} values for {train.num_classes} classes")
     if synthetic is not None and len(synthetic.weight) != len(synthetic.pool):
         raise ValueError(f"synthetic weight has {len(synthetic.weight)} values for {len(synthetic.pool)} images")
-    recipe = recipe or Recipe()
-    if augment and not recipe.augment:
+    recipe = ts.recipe or Recipe()
+    if ts.augment and not recipe.augment:
         recipe = Recipe(**{**recipe.__dict__, "augment": True})
     with cpu_threads(cfg.cpu_threads):
-        return _Run(train, val, cfg, seed, sample_weight, class_weight, recipe, synthetic,
-                    steps_from or len(train)).fit(progress)
+        return _Run(dataclasses.replace(ts, recipe=recipe), val, cfg, seed, steps_from or len(train)).fit(progress)
 
 
 class _Run:
     """One classifier's training: the rows, their weights, the phases and the loop."""
 
-    def __init__(self, train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int,
-                 sample_weight: np.ndarray | None, class_weight: np.ndarray | None, recipe: Recipe,
-                 synthetic: SyntheticUse | None, steps_from: int) -> None:
+    def __init__(self, ts: TrainingSet, val: ImageTable, cfg: EvaluateConfig, seed: int, steps_from: int) -> None:
+        """`ts.recipe` must be set (`train_classifier` fills in the default)."""
+        train, sample_weight, class_weight = ts.table, ts.sample_weight, ts.class_weight
+        recipe, synthetic = ts.recipe, ts.synthetic
         self.cfg, self.val, self.recipe, self.synthetic = cfg, val, recipe, synthetic
         self.device = resolve_device(cfg.device)
         self.g = torch.Generator().manual_seed(seed)
@@ -438,11 +340,3 @@ class _Run:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-
-
-def train_feature_model(train: ImageTable, val: ImageTable, cfg: EvaluateConfig, seed: int, progress: bool = False) -> nn.Module:
-    """The real-data judge for GAN quality: a class-weighted `small_cnn` (its penultimate layer embeds)."""
-    judge_cfg = cfg.model_copy(update={"classifier": "small_cnn"})
-    return train_classifier(
-        train, val, judge_cfg, seed, class_weight=inverse_frequency_weights(train.counts()), progress=progress
-    )

@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline import classifier_recipe as R
 from pipeline import config
 from pipeline import evaluate as E
 from pipeline import metrics as M
+from pipeline import recommend as Rec
+from pipeline import strategies as S
 from pipeline import training as T
 from pipeline.data import ImageTable, impose_long_tail, random_oversample, stratified_split
 from pipeline.errors import ConfigError, DataError
@@ -35,8 +38,8 @@ def _cfg(**kw) -> config.EvaluateConfig:
 # ---- strategies -------------------------------------------------------------------------------
 
 def test_inverse_frequency_weights_by_hand():
-    assert T.inverse_frequency_weights(np.array([6, 3, 1])) == pytest.approx([10 / 18, 10 / 9, 10 / 3])
-    assert T.inverse_frequency_weights(np.array([2, 0]))[1] == 0.0
+    assert R.inverse_frequency_weights(np.array([6, 3, 1])) == pytest.approx([10 / 18, 10 / 9, 10 / 3])
+    assert R.inverse_frequency_weights(np.array([2, 0]))[1] == 0.0
 
 
 def test_plan_counts_and_bad_plan():
@@ -59,7 +62,7 @@ def test_random_oversample_adds_copies_of_the_right_class():
 def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
     t = _table((8, 2, 1))
     add = np.array([0, 6, 4])
-    out = E.smote_oversample(t, add, seed=0)
+    out = S.smote_oversample(t, add, seed=0)
     assert out.counts().tolist() == [8, 8, 5]
     assert out.images.dtype == np.uint8 and out.image_shape == t.image_shape
     new = out.subset(np.arange(len(t), len(out)))
@@ -71,17 +74,17 @@ def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
     # class c (1 image): duplicated
     single = t.images[t.labels == 2][0]
     assert all(np.array_equal(img, single) for img in new.images[new.labels == 2])
-    again = E.smote_oversample(t, add, seed=0)
+    again = S.smote_oversample(t, add, seed=0)
     assert np.array_equal(again.images, out.images)
 
 
 def test_strategy_registry_matches_the_config_choices():
-    assert set(E.STRATEGIES) == {
+    assert set(S.STRATEGIES) == {
         "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple", "mixup_drw",
         "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
-    assert {n for n, s in E.STRATEGIES.items() if s.uses_synthetic} == {
+    assert {n for n, s in S.STRATEGIES.items() if s.uses_synthetic} == {
         "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
-    assert config.build({}).evaluate.strategies == list(E.STRATEGIES)  # params.yaml's default runs them all
+    assert config.build({}).evaluate.strategies == list(S.STRATEGIES)  # params.yaml's default runs them all
     with pytest.raises(ConfigError, match="valid|one of"):
         config.build({}, {"evaluate.strategies": ["mixup"]})
 
@@ -89,27 +92,27 @@ def test_strategy_registry_matches_the_config_choices():
 def test_strategies_prepare_their_data():
     t, syn = _table(), _table((0, 2, 3), seed=9)
     add = np.array([0, 2, 3])
-    assert len(E.STRATEGIES["gan"].prepare(E.StrategyInputs(t, syn, add, 0)).table) == len(t) + len(syn)
-    assert E.STRATEGIES["gan+augment"].prepare(E.StrategyInputs(t, syn, add, 0)).augment
-    assert E.STRATEGIES["synthetic_only"].prepare(E.StrategyInputs(t, syn, add, 0)).table is syn
-    assert E.STRATEGIES["class_weight"].prepare(E.StrategyInputs(t, None, add, 0)).class_weight is not None
-    with pytest.raises(DataError, match="augment generate"):
-        E.STRATEGIES["synthetic_only"].prepare(E.StrategyInputs(t, None, add, 0))
     cfg = _cfg(tau=0.5, late_fraction=0.5, mixup_alpha=0.3)
-    la = E.STRATEGIES["logit_adjust"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg))
+    assert len(S.STRATEGIES["gan"].prepare(S.StrategyInputs(t, syn, add, 0, cfg)).table) == len(t) + len(syn)
+    assert S.STRATEGIES["gan+augment"].prepare(S.StrategyInputs(t, syn, add, 0, cfg)).augment
+    assert S.STRATEGIES["synthetic_only"].prepare(S.StrategyInputs(t, syn, add, 0, cfg)).table is syn
+    assert S.STRATEGIES["class_weight"].prepare(S.StrategyInputs(t, None, add, 0, cfg)).class_weight is not None
+    with pytest.raises(DataError, match="augment generate"):
+        S.STRATEGIES["synthetic_only"].prepare(S.StrategyInputs(t, None, add, 0, cfg))
+    la = S.STRATEGIES["logit_adjust"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg))
     assert la.table is t and la.recipe.loss == "logit_adjusted" and la.recipe.tau == 0.5
-    assert E.STRATEGIES["drw"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.class_weight == "deferred"
-    assert E.STRATEGIES["decouple"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.retrain_head
-    assert E.STRATEGIES["mixup_drw"].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.mixup_alpha == 0.3
+    assert S.STRATEGIES["drw"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.class_weight == "deferred"
+    assert S.STRATEGIES["decouple"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.retrain_head
+    assert S.STRATEGIES["mixup_drw"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.mixup_alpha == 0.3
     for name, phase in (("gan_la", "all"), ("gan_drw", "late"), ("gan_crt", "head")):
-        ts = E.STRATEGIES[name].prepare(E.StrategyInputs(t, syn, add, 0, cfg=cfg))
+        ts = S.STRATEGIES[name].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg))
         assert ts.table is t and ts.synthetic.pool is syn and ts.synthetic.phase == phase
         assert ts.synthetic.per_epoch is None  # the pool is the plan: all of it every epoch
         with pytest.raises(DataError, match="augment generate"):
-            E.STRATEGIES[name].prepare(E.StrategyInputs(t, None, add, 0, cfg=cfg))
+            S.STRATEGIES[name].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg))
     # a pool twice the plan: the plan's count per class drawn afresh each epoch
     pool = ImageTable.concat([syn, syn])
-    assert E.synthetic_pool(pool, add, "all").per_epoch.tolist() == [0, 2, 3]
+    assert S.synthetic_pool(pool, add, "all").per_epoch.tolist() == [0, 2, 3]
 
 
 # ---- training ---------------------------------------------------------------------------------
@@ -126,8 +129,8 @@ def test_augment_batch_identity_at_zero_strength_and_seeded():
 def test_train_classifier_learns_and_is_deterministic():
     train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
     cfg = _cfg(epochs=4, batch_size=16, device="cpu")
-    m1 = T.train_classifier(train, val, cfg, seed=3, progress=False)
-    m2 = T.train_classifier(train, val, cfg, seed=3, progress=False)
+    m1 = T.train_classifier(R.TrainingSet(train), val, cfg, seed=3, progress=False)
+    m2 = T.train_classifier(R.TrainingSet(train), val, cfg, seed=3, progress=False)
     assert not m1.training
     for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(p1, p2)
@@ -157,8 +160,8 @@ def test_precision_sets_autocast_for_training_steps_only(monkeypatch, precision)
 
     monkeypatch.setattr(T, "build_classifier", build)
     train, val = _table((20, 20, 20)), _table((5, 5, 5), seed=1)
-    model = T.train_classifier(train, val, _cfg(epochs=3, batch_size=16, device="cpu", precision=precision),
-                               seed=0, progress=False)
+    cfg = _cfg(epochs=3, batch_size=16, device="cpu", precision=precision)
+    model = T.train_classifier(R.TrainingSet(train), val, cfg, seed=0, progress=False)
     in_training = {on for training, on in seen if training}
     assert in_training == ({True} if precision == "bf16" else {False})
     assert {on for training, on in seen if not training} == {False}
@@ -170,8 +173,8 @@ def test_train_classifier_with_weights_augmentation_and_no_validation():
     train = _table((12, 6, 3))
     empty = train.subset(np.zeros(0, dtype=np.int64))
     cfg = _cfg(epochs=1, batch_size=8, device="cpu")
-    model = T.train_classifier(train, empty, cfg, 0, class_weight=np.array([1.0, 2.0, 4.0]),
-                               sample_weight=np.ones(len(train)), augment=True, progress=False)
+    ts = R.TrainingSet(train, class_weight=np.array([1.0, 2.0, 4.0]), sample_weight=np.ones(len(train)), augment=True)
+    model = T.train_classifier(ts, empty, cfg, 0, progress=False)
     assert T.predict(model, train.images).shape == (len(train),)
 
 
@@ -185,7 +188,7 @@ def test_cuda_requested_without_a_gpu_is_a_config_error():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_train_classifier_on_cuda():
     train = _table((12, 6, 3))
-    model = T.train_classifier(train, train, _cfg(epochs=1, device="cuda"), 0, progress=False)
+    model = T.train_classifier(R.TrainingSet(train), train, _cfg(epochs=1, device="cuda"), 0, progress=False)
     assert next(model.parameters()).is_cuda
     assert T.predict(model, train.images).shape == (len(train),)
 
@@ -201,27 +204,27 @@ def test_gain_picks_the_best_baseline_on_validation():
             "smote": _summary([0.78, 0.79]), "gan": _summary([0.85, 0.87])}
     val = {"none": _summary([0.6, 0.6]), "oversample": _summary([0.7, 0.7]),
            "smote": _summary([0.75, 0.76]), "gan": _summary([0.99, 0.99])}
-    g = E.gain(test, val)
+    g = Rec.gain(test, val)
     assert g["baseline"] == "smote" and g["selected_by"].startswith("validation")
     assert g["balanced_accuracy"]["per_seed"] == pytest.approx([0.07, 0.08])
     assert g["verdict"] == "gain" and g["significant"]
     # without validation the best non-GAN strategy on test is the baseline, never gan itself
-    g = E.gain(test, None)
+    g = Rec.gain(test, None)
     assert g["baseline"] == "oversample" and "favours the baseline" in g["selected_by"]
     # the recommendation's baseline (its tie rule) is used when given
-    g = E.gain(test, val, "gan", baseline="oversample")
+    g = Rec.gain(test, val, "gan", baseline="oversample")
     assert g["baseline"] == "oversample" and g["balanced_accuracy"]["per_seed"] == pytest.approx([0.05, 0.06])
 
 
 def test_gain_verdicts_no_gain_single_seed_and_missing():
     test = {"none": _summary([0.80, 0.70]), "gan": _summary([0.82, 0.69])}
-    g = E.gain(test, None)
+    g = Rec.gain(test, None)
     assert g["verdict"] == "no gain" and not g["significant"]
-    assert E.gain({"none": _summary([0.8]), "gan": _summary([0.9])}, None)["verdict"] == "undetermined"
-    assert E.gain({"none": _summary([0.8]), "gan": _summary([0.7])}, None)["verdict"] == "no gain"
-    missing = E.gain({"none": _summary([0.8])}, None)
+    assert Rec.gain({"none": _summary([0.8]), "gan": _summary([0.9])}, None)["verdict"] == "undetermined"
+    assert Rec.gain({"none": _summary([0.8]), "gan": _summary([0.7])}, None)["verdict"] == "no gain"
+    missing = Rec.gain({"none": _summary([0.8])}, None)
     assert missing["balanced_accuracy"] is None and "not run" in missing["reason"]
-    alone = E.gain({"gan": _summary([0.8])}, None)
+    alone = Rec.gain({"gan": _summary([0.8])}, None)
     assert alone["baseline"] is None and "non-GAN" in alone["reason"]
 
 
@@ -232,7 +235,7 @@ def test_metrics_from_a_hand_made_predictions_table():
             for subset in ("test", "val"):
                 rows += [dict(strategy=strategy, seed=seed, subset=subset, row=i, y_true=t, y_pred=p)
                          for i, (t, p) in enumerate(zip(*preds))]
-    out = E.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
+    out = Rec.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
     assert out["strategies"]["none"]["balanced_accuracy"]["mean"] == pytest.approx(0.75)
     assert out["strategies"]["gan"]["accuracy"]["ci95"] == [1.0, 1.0]
     assert out["gain"]["baseline"] == "none"
@@ -248,7 +251,7 @@ def test_balanced_test_gain_reads_the_same_strategy_and_baseline():
             for subset in ("test", "val", "balanced_test"):
                 rows += [dict(strategy=strategy, seed=seed, subset=subset, row=i, y_true=t, y_pred=q)
                          for i, (t, q) in enumerate(zip([0, 0, 1, 1], p))]
-    out = E.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
+    out = Rec.metrics_from_predictions(pd.DataFrame(rows), ("x", "y"))
     assert out["gain"]["strategy"] == "gan_policy" and out["gain"]["baseline"] == "none"
     bal = out["balanced_test"]["gain"]
     assert bal["strategy"] == "gan_policy" and bal["baseline"] == "none"
@@ -266,7 +269,7 @@ def test_mismatched_tables_are_refused():
     t = _table()
     other = ImageTable(t.images, t.labels, ("a", "b", "z"))
     with pytest.raises(DataError, match="synthetic classes"):
-        E.evaluate(_cfg(), t, t, t, other, {}, progress=False)
+        E.evaluate(_cfg(), E.EvalData(t, t, t, other), {}, progress=False)
 
 
 # ---- integration on long-tailed digits ------------------------------------------------------------
@@ -289,7 +292,7 @@ def digits_run():
     plan = {name: int(60 - n) for name, n in train.counts_by_name().items()}
     synthetic = _jittered_copies(train, E.plan_counts(plan, train.class_names), seed=0)
     cfg = _cfg(seeds=2, epochs=2, batch_size=32, device="cpu")
-    result = E.evaluate(cfg, train, val, test, synthetic, plan, progress=False)
+    result = E.evaluate(cfg, E.EvalData(train, val, test, synthetic), plan, progress=False)
     return dict(result=result, train=train, val=val, test=test, synthetic=synthetic, plan=plan, cfg=cfg)
 
 
@@ -301,30 +304,32 @@ def test_worker_processes_give_the_same_predictions_and_policy(digits_run):
     for workers in (1, 2):
         cfg = d["cfg"].model_copy(update={"workers": workers, "cpu_threads": 1, "gan_quality": False,
                                           "strategies": ["none", "gan", "gan_policy"]})
-        runs[workers] = E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False)
+        data = E.EvalData(d["train"], d["val"], d["test"], d["synthetic"])
+        runs[workers] = E.evaluate(cfg, data, d["plan"], progress=False)
     pd.testing.assert_frame_equal(runs[1]["predictions"], runs[2]["predictions"])
     assert runs[1]["metrics"]["mix_policy"] == runs[2]["metrics"]["mix_policy"]
 
 
 def test_one_judge_scores_the_policy_and_embeds_for_gan_quality(digits_run, monkeypatch):
     d, calls = digits_run, []
-    real = E.train_feature_model
-    monkeypatch.setattr(E, "train_feature_model", lambda *a, **k: calls.append(a[2].cpu_threads) or real(*a, **k))
+    real = E.fit_judge
+    monkeypatch.setattr(E, "fit_judge", lambda *a, **k: calls.append((a[0], a[3].cpu_threads)) or real(*a, **k))
     cfg = d["cfg"].model_copy(update={"workers": 2, "seeds": 1, "epochs": 1, "strategies": ["gan_policy"]})
-    m = E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False)["metrics"]
-    assert calls == [1] and m["gan_quality"] is not None
+    data = E.EvalData(d["train"], d["val"], d["test"], d["synthetic"])
+    m = E.evaluate(cfg, data, d["plan"], progress=False)["metrics"]
+    assert calls == [("evaluate", 1)] and m["gan_quality"] is not None
     assert m["mix_policy"]["scores_from"] == "real-data judge (evaluate)" and m["timing_s"]["judge"] > 0
     calls.clear()  # scores given and no quality metrics: no judge at all
     cfg = cfg.model_copy(update={"gan_quality": False})
     scores = np.full(len(d["synthetic"]), 0.95, dtype=np.float32)
-    E.evaluate(cfg, d["train"], d["val"], d["test"], d["synthetic"], d["plan"], progress=False, synthetic_scores=scores)
+    E.evaluate(cfg, E.EvalData(d["train"], d["val"], d["test"], d["synthetic"], scores), d["plan"], progress=False)
     assert calls == []
 
 
 @pytest.mark.slow
 def test_every_strategy_runs_for_two_seeds(digits_run):
     m, pred = digits_run["result"]["metrics"], digits_run["result"]["predictions"]
-    assert list(m["strategies"]) == list(E.STRATEGIES)
+    assert list(m["strategies"]) == list(S.STRATEGIES)
     assert m["skipped"] == {} and m["seeds"] == [0, 1]
     from pipeline.device import choose_precision  # evaluate.precision auto, as this machine resolves it
     assert m["precision"] == ("bf16" if choose_precision("auto", torch.device("cpu")) is not None else "fp32")
@@ -336,8 +341,8 @@ def test_every_strategy_runs_for_two_seeds(digits_run):
     assert set(pred.columns) >= {"strategy", "seed", "y_true", "y_pred", "subset"}
     n_test = len(digits_run["test"])
     assert (pred[pred["subset"] == "test"].groupby(["strategy", "seed"]).size() == n_test).all()
-    assert m["gain"]["baseline"] in {n for n, s in E.STRATEGIES.items() if not s.uses_synthetic}
-    assert m["recommendation"]["strategy"] in E.STRATEGIES and m["recommendation"]["rule"] == E.RECOMMEND_RULE
+    assert m["gain"]["baseline"] in {n for n, s in S.STRATEGIES.items() if not s.uses_synthetic}
+    assert m["recommendation"]["strategy"] in S.STRATEGIES and m["recommendation"]["rule"] == Rec.RECOMMEND_RULE
     assert m["balanced_test"]["gain"]["baseline"] == m["gain"]["baseline"]
     q = m["gan_quality"]
     assert {"fid", "kid", "intra_fid", "precision", "recall", "class_consistency", "memorization"} <= set(q)
@@ -378,13 +383,13 @@ def test_results_round_trip_through_files(digits_run, tmp_path):
 def test_without_synthetic_data_gan_strategies_are_skipped_with_a_reason(digits_run):
     d = digits_run
     cfg = _cfg(seeds=1, epochs=1, strategies=["none", "gan", "synthetic_only"], device="cpu")
-    out = E.evaluate(cfg, d["train"], d["val"], d["test"], None, d["plan"], progress=False)["metrics"]
+    out = E.evaluate(cfg, E.EvalData(d["train"], d["val"], d["test"]), d["plan"], progress=False)["metrics"]
     assert list(out["strategies"]) == ["none"]
     assert "augment generate" in out["skipped"]["gan"] and "synthetic_only" in out["skipped"]
     assert out["gain"]["balanced_accuracy"] is None and out["gain"]["reason"]
     assert out["gan_quality"] is None and out["skipped"]["gan_quality"]
     with pytest.raises(DataError, match="no strategy can run"):
-        E.evaluate(_cfg(strategies=["gan"]), d["train"], d["val"], d["test"], None, d["plan"], progress=False)
+        E.evaluate(_cfg(strategies=["gan"]), E.EvalData(d["train"], d["val"], d["test"]), d["plan"], progress=False)
 
 
 def test_min_steps_raises_epochs_on_small_sets_only():
@@ -413,7 +418,7 @@ def _record_adam_steps(monkeypatch) -> list[float]:
 def test_min_steps_counts_real_optimiser_steps(monkeypatch):
     steps = _record_adam_steps(monkeypatch)
     t = _table()  # 13 images
-    T.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
+    T.train_classifier(R.TrainingSet(t), t, _cfg(epochs=1, batch_size=4, min_steps=10), seed=0, progress=False)
     assert len(steps) == 4 * 3  # four epochs of three steps (see above)
 
 
@@ -421,7 +426,7 @@ def test_min_steps_counts_real_optimiser_steps(monkeypatch):
 def test_lr_schedule_by_hand(monkeypatch, schedule):
     rates = _record_adam_steps(monkeypatch)
     t = _table()  # 13 images, batch 4: 3 steps an epoch; min_steps 10 -> 4 epochs, 12 steps
-    T.train_classifier(t, t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
+    T.train_classifier(R.TrainingSet(t), t, _cfg(epochs=1, batch_size=4, min_steps=10, lr=0.01, lr_schedule=schedule),
                        seed=0, progress=False)
     assert len(rates) == 12
     if schedule == "constant":

@@ -206,7 +206,7 @@ def _metrics() -> dict:
     """A metrics.json dict as `pipeline.evaluate` makes it: `gan` right on every image, `none` on 4 of 6."""
     import pandas as pd
 
-    from pipeline.evaluate import metrics_from_predictions
+    from pipeline.recommend import metrics_from_predictions
 
     y = [0, 0, 1, 1, 2, 2]
     rows = []

@@ -17,6 +17,7 @@ def table(labels, fill=0):
 REAL = table([0, 0, 0, 0, 1])                       # a: 4 real, b: 1 real
 SYN = table([1, 1, 1, 1, 1, 0, 0], fill=9)           # b: 5 synthetic, a: 2 synthetic
 SCORES = np.array([0.2, 0.95, 0.5, 0.99, 0.7, 0.1, np.nan])
+TABLES = {"train": REAL, "val": REAL, "synthetic": SYN}
 
 
 def test_all_is_everything():
@@ -87,7 +88,8 @@ def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strat
     import torch
 
     from pipeline.config import build
-    from pipeline.training import inverse_frequency_weights, train_classifier
+    from pipeline.classifier_recipe import TrainingSet, inverse_frequency_weights
+    from pipeline.training import train_classifier
     from tests.conftest import tiny_arrays
 
     t, w = mix(REAL, SYN, SCORES, MixPolicy(cap_ratio=0.0, class_weight=True))
@@ -98,9 +100,9 @@ def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strat
     real = ImageTable(x, y, ("a", "b", "c"))
     t, w = mix(real, real.subset(np.zeros(0, dtype=np.int64)), np.zeros(0), MixPolicy(cap_ratio=0.0, class_weight=True))
     cfg = build({}, {"evaluate.epochs": 2, "evaluate.batch_size": 4, "evaluate.device": "cpu"}).evaluate
-    by_policy = train_classifier(t, real, cfg, seed=1, sample_weight=w, progress=False)
-    baseline = train_classifier(real, real, cfg, seed=1, class_weight=inverse_frequency_weights(real.counts()),
-                                progress=False)
+    by_policy = train_classifier(TrainingSet(t, sample_weight=w), real, cfg, seed=1, progress=False)
+    weighted = TrainingSet(real, class_weight=inverse_frequency_weights(real.counts()))
+    baseline = train_classifier(weighted, real, cfg, seed=1, progress=False)
     for a, b in zip(by_policy.state_dict().values(), baseline.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -124,7 +126,7 @@ def test_policy_selection_never_reads_the_test_split():
     """Poisoned test labels change the test metrics but not the policy chosen on validation."""
     from pipeline import config
     from pipeline.data import impose_long_tail, stratified_split
-    from pipeline.evaluate import evaluate
+    from pipeline.evaluate import EvalData, evaluate
     from pipeline.sources import ImageSpec, read_source
 
     digits = read_source("digits", ImageSpec()).train
@@ -143,9 +145,9 @@ def test_policy_selection_never_reads_the_test_split():
                             "evaluate.mix.cap_ratio": [1, None], "evaluate.mix.min_score": [0.0, 0.5],
                             "evaluate.mix.synthetic_weight": [1.0]}).evaluate
     plan = {n: 0 for n in digits.class_names}
-    clean = evaluate(cfg, train, val, test, synthetic, plan, progress=False, synthetic_scores=scores)
+    clean = evaluate(cfg, EvalData(train, val, test, synthetic, scores), plan, progress=False)
     poisoned_test = ImageTable(test.images, (test.labels + 1) % 10, test.class_names)
-    poisoned = evaluate(cfg, train, val, poisoned_test, synthetic, plan, progress=False, synthetic_scores=scores)
+    poisoned = evaluate(cfg, EvalData(train, val, poisoned_test, synthetic, scores), plan, progress=False)
     assert clean["metrics"]["mix_policy"] == poisoned["metrics"]["mix_policy"]
     assert len(clean["metrics"]["mix_policy"]["grid"]) == 2 + 4  # class weighting off/on, then 2 caps x 2 scores
     bal = lambda r: r["metrics"]["strategies"]["gan_policy"]["balanced_accuracy"]["mean"]
@@ -161,15 +163,16 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
                             "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [True],
                             "evaluate.workers": 1}).evaluate
     canned = {3: (1.0, 0.30), 6: (1.0, 0.10), 7: (0.99, 0.01)}  # synthetic rows kept -> (bal. acc, NLL)
-    monkeypatch.setattr(mixing, "train_classifier", lambda table, *a, **k: len(table) - len(REAL))
+    monkeypatch.setattr(mixing, "train_classifier", lambda ts, *a, **k: len(ts.table) - len(REAL))
     monkeypatch.setattr(mixing, "validation_scores", lambda kept, val: canned[kept])
     from pipeline.mixing import choose_policy
 
-    report, policy, scores = choose_policy(REAL, REAL, SYN, SCORES, cfg)
+    report, chosen = choose_policy(TABLES, SCORES, cfg)
+    policy, scores = chosen.policy, chosen.scores
     assert [r["synthetic_rows"] for r in report["grid"]] == [3, 6, 7]
     assert report["chosen"]["name"].startswith("cap=4x") and report["chosen"]["val_balanced_nll"] == 0.10
     assert policy.cap_ratio == 4 and scores is SCORES
-    assert len(mix(REAL, SYN, scores, policy)[0]) == len(REAL) + 6
+    assert len(mix(REAL, SYN, scores, policy)[0]) == len(chosen.table(REAL, SYN)[0]) == len(REAL) + 6
     assert "NLL" in report["selected_by"]
 
 
@@ -186,27 +189,27 @@ def test_staged_search_decides_class_weighting_on_the_real_data_first(monkeypatc
                             "evaluate.workers": 1}).evaluate
     trained = []
 
-    def fake_train(table, val, cfg, seed, sample_weight=None, **k):
-        weighted = not np.allclose(sample_weight, sample_weight[0])  # class weights make them unequal
-        trained.append((len(table) - len(REAL), weighted))
+    def fake_train(ts, val, cfg, seed, **k):
+        weighted = not np.allclose(ts.sample_weight, ts.sample_weight[0])  # class weights make them unequal
+        trained.append((len(ts.table) - len(REAL), weighted))
         return trained[-1]
 
     # without class weights is better on the real data alone and best overall
     canned = {(0, False): (0.95, 0.2), (0, True): (0.90, 0.3), (6, False): (0.93, 0.2), (7, False): (0.94, 0.2)}
     monkeypatch.setattr(mixing, "train_classifier", fake_train)
     monkeypatch.setattr(mixing, "validation_scores", lambda model, val: canned[model])
-    report, policy, _ = choose_policy(REAL, REAL, SYN, SCORES, cfg)
+    report, chosen = choose_policy(TABLES, SCORES, cfg)
     assert trained == [(0, False), (0, True), (6, False), (7, False)]
     assert [(r["stage"], r["eligible"]) for r in report["grid"]] == [(1, zero_cap), (1, zero_cap), (2, True), (2, True)]
     assert report["search"] == "staged"
     if zero_cap:
-        assert policy == MixPolicy(0.0, 0.0, 1.0, False) and report["chosen"]["synthetic_rows"] == 0
+        assert chosen.policy == MixPolicy(0.0, 0.0, 1.0, False) and report["chosen"]["synthetic_rows"] == 0
     else:
-        assert policy == MixPolicy(None, 0.0, 1.0, False)  # 0.94: the best row that adds synthetic images
+        assert chosen.policy == MixPolicy(None, 0.0, 1.0, False)  # 0.94: the best row that adds synthetic images
 
     trained.clear()
     full = cfg.model_copy(update={"mix": cfg.mix.model_copy(update={"search": "full"})})
     canned.update({(6, True): (0.97, 0.1), (7, True): (0.96, 0.1)})
-    report, policy, _ = choose_policy(REAL, REAL, SYN, SCORES, full)
+    report, chosen = choose_policy(TABLES, SCORES, full)
     assert len(trained) == (6 if zero_cap else 4)
-    assert policy == MixPolicy(4.0, 0.0, 1.0, True)  # the full product finds the weighted mix
+    assert chosen.policy == MixPolicy(4.0, 0.0, 1.0, True)  # the full product finds the weighted mix

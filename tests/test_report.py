@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import evaluate as E
 from pipeline import metrics as M
 from pipeline import quality as Q
+from pipeline import recommend as Rec
 from pipeline import report as R
+from pipeline import strategies as S
 from pipeline.data import ImageTable
 from pipeline.models.classifiers import build_classifier
 from tests.conftest import tiny_arrays
@@ -89,8 +90,8 @@ def report_inputs():
     metrics = {
         "classifier": "small_cnn", "epochs": 2, "seeds": [0, 1], "class_names": list(NAMES),
         "train_counts": [12, 8, 6], "test_counts": [10, 10, 10], "plan": {"a": 0, "b": 4, "c": 6},
-        "strategy_descriptions": {n: E.STRATEGIES[n].description for n in ("none", "oversample", "gan", "gan+augment")},
-        **E.metrics_from_predictions(predictions, NAMES),
+        "strategy_descriptions": {n: S.STRATEGIES[n].description for n in ("none", "oversample", "gan", "gan+augment")},
+        **Rec.metrics_from_predictions(predictions, NAMES),
         "skipped": {"smote": "a test reason"}, "notes": ["Confidence intervals: a note."],
         "data": {"train": {"rows": 26, "sha256": "ab" * 32}},
         "timing_s": {"none": 1.0},
@@ -166,7 +167,7 @@ def test_markdown_and_html_escape_cells():
 
 def test_recommendation_closes_the_report_with_the_rule_and_every_validation_score():
     rec = {"strategy": "logit_adjust", "uses_synthetic": False, "baseline": "logit_adjust", "best_gan": "gan_la",
-           "rule": E.RECOMMEND_RULE, "validation_balanced_accuracy": {"none": 0.9, "logit_adjust": 0.95, "gan_la": 0.96},
+           "rule": Rec.RECOMMEND_RULE, "validation_balanced_accuracy": {"none": 0.9, "logit_adjust": 0.95, "gan_la": 0.96},
            "evidence": {"mean": 0.01, "p5": -0.02, "p95": 0.04, "share_positive": 0.7},
            "reason": "the best GAN strategy on validation, gan_la, leads by +1.00 points, within the validation noise"}
     metrics = {"recommendation": rec, "strategies": {"logit_adjust": {"balanced_accuracy": M.mean_ci([0.96, 0.97])}}}

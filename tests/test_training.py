@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline import classifier_recipe as R
 from pipeline import config
 from pipeline import evaluate as E
 from pipeline import metrics as M
+from pipeline import recommend as Rec
+from pipeline import strategies as S
 from pipeline import training as T
 from pipeline.data import ImageTable
 from tests.conftest import tiny_arrays
@@ -47,32 +50,32 @@ def _adam_steps(monkeypatch) -> list[int]:
 
 def test_effective_number_weights_by_hand():
     # beta 0.5: n=1 -> 0.5/0.5 = 1, n=2 -> 0.5/0.75 = 2/3; scaled to sum 2 (two present classes): 1.2, 0.8
-    w = T.effective_number_weights(np.array([1, 2, 0]), beta=0.5)
+    w = R.effective_number_weights(np.array([1, 2, 0]), beta=0.5)
     assert w == pytest.approx([1.2, 0.8, 0.0])
     # beta -> 1 approaches inverse frequency: 1/n scaled
-    w = T.effective_number_weights(np.array([10, 40]), beta=1 - 1e-9)
+    w = R.effective_number_weights(np.array([10, 40]), beta=1 - 1e-9)
     assert w[0] / w[1] == pytest.approx(4.0, rel=1e-4)
 
 
 def test_logit_prior_by_hand():
-    assert T.logit_prior(np.array([1.0, 3.0])) == pytest.approx([math.log(0.25), math.log(0.75)])
+    assert R.logit_prior(np.array([1.0, 3.0])) == pytest.approx([math.log(0.25), math.log(0.75)])
     # a class with no mass gets the smallest present offset
-    assert T.logit_prior(np.array([1.0, 3.0, 0.0]))[2] == pytest.approx(math.log(0.25))
+    assert R.logit_prior(np.array([1.0, 3.0, 0.0]))[2] == pytest.approx(math.log(0.25))
 
 
 def test_inverse_frequency_weights_by_hand():
-    assert T.inverse_frequency_weights(np.array([6, 3, 0])) == pytest.approx([0.75, 1.5, 0.0])
+    assert R.inverse_frequency_weights(np.array([6, 3, 0])) == pytest.approx([0.75, 1.5, 0.0])
 
 
-def _run(train, recipe=T.Recipe(), synthetic=None, **cfg) -> T._Run:
-    return T._Run(train, train, _cfg(**cfg), 0, None, None, recipe, synthetic, len(train))
+def _run(train, recipe=R.Recipe(), synthetic=None, **cfg) -> T._Run:
+    return T._Run(R.TrainingSet(train, recipe=recipe, synthetic=synthetic), train, _cfg(**cfg), 0, len(train))
 
 
 def test_class_mass_counts_synthetic_rows_and_weights():
     train = _table((6, 4, 3))
     pool = _table((0, 4, 6), seed=5)
-    use = T.SyntheticUse(pool, np.full(len(pool), 0.5, np.float32), per_epoch=np.array([0, 2, 3]))
-    run = _run(train, T.Recipe(loss="logit_adjusted"), use)
+    use = R.SyntheticUse(pool, np.full(len(pool), 0.5, np.float32), per_epoch=np.array([0, 2, 3]))
+    run = _run(train, R.Recipe(loss="logit_adjusted"), use)
     rows = run.epoch_rows(late=False)
     assert len(rows) == len(train) + 5
     # real 6, 4, 3 plus 0, 2, 3 synthetic rows weighing 0.5: 6, 5, 4.5
@@ -84,7 +87,7 @@ def test_class_mass_counts_synthetic_rows_and_weights():
 def test_fresh_draws_repeat_no_image_until_the_pool_is_used_up():
     train = _table((6, 4, 3))
     pool = _table((0, 4, 6), seed=5)
-    use = T.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 2, 3]))
+    use = R.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 2, 3]))
     run = _run(train, synthetic=use)
     drawn = [run.epoch_rows(False)[len(train):] - len(train) for _ in range(2)]
     both = np.concatenate(drawn)
@@ -97,11 +100,11 @@ def test_fresh_draws_repeat_no_image_until_the_pool_is_used_up():
 def test_late_synthetic_rows_join_only_in_the_late_phase():
     train, pool = _table((6, 4, 3)), _table((0, 2, 2), seed=5)
     for phase, recipe, early, late in (
-        ("late", T.Recipe(class_weight="deferred"), 0, 4),
-        ("head", T.Recipe(retrain_head=True), 0, 4),
-        ("all", T.Recipe(), 4, 4),
+        ("late", R.Recipe(class_weight="deferred"), 0, 4),
+        ("head", R.Recipe(retrain_head=True), 0, 4),
+        ("all", R.Recipe(), 4, 4),
     ):
-        run = _run(train, recipe, T.SyntheticUse(pool, np.ones(4, np.float32), None, phase))
+        run = _run(train, recipe, R.SyntheticUse(pool, np.ones(4, np.float32), None, phase))
         assert len(run.epoch_rows(False)) - len(train) == early
         assert len(run.epoch_rows(True)) - len(train) == late
 
@@ -125,7 +128,7 @@ def test_every_strategy_takes_the_real_sets_optimiser_steps(monkeypatch):
     counts = {}
     for name in ("none", "oversample", "gan", "gan_la", "mixup_drw"):
         steps.clear()
-        ts = E.STRATEGIES[name].prepare(E.StrategyInputs(t, syn, np.array([0, 6, 9]), 0, cfg=cfg))
+        ts = S.STRATEGIES[name].prepare(S.StrategyInputs(t, syn, np.array([0, 6, 9]), 0, cfg=cfg))
         E.fit_training_set(ts, tables, cfg, seed=0)
         counts[name] = len(steps)
     # 21 real images, batch 4: 5 full batches + a batch of one (skipped) = 5 steps, 2 epochs
@@ -135,11 +138,11 @@ def test_every_strategy_takes_the_real_sets_optimiser_steps(monkeypatch):
 def test_decoupling_trains_only_the_head_in_its_late_phase(monkeypatch):
     steps = _adam_steps(monkeypatch)
     t = _table((12, 6, 3))
-    before = T.train_classifier(t, t, _cfg(epochs=4, batch_size=4), 0, progress=False)
+    before = T.train_classifier(R.TrainingSet(t), t, _cfg(epochs=4, batch_size=4), 0, progress=False)
     n_params = len(list(before.parameters()))
     steps.clear()
-    model = T.train_classifier(t, t, _cfg(epochs=4, batch_size=4), 0,
-                               recipe=T.Recipe(retrain_head=True), progress=False)
+    model = T.train_classifier(R.TrainingSet(t, recipe=R.Recipe(retrain_head=True)), t, _cfg(epochs=4, batch_size=4),
+                               0, progress=False)
     # 3 epochs of 5 steps on every parameter, then 1 epoch of 5 steps on the head's weight and bias
     assert steps == [n_params] * 15 + [2] * 5
     assert all(p.requires_grad for p in model.parameters()) and not model.training
@@ -158,8 +161,8 @@ def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
 
     monkeypatch.setattr(T, "build_classifier", build)
     monkeypatch.setattr(T.F, "cross_entropy", lambda z, y, **k: losses.append(z.detach()) or real_ce(z, y, **k))
-    T.train_classifier(t, t, _cfg(epochs=1, batch_size=32), 0, recipe=T.Recipe(loss="logit_adjusted", tau=0.5),
-                       progress=False)
+    T.train_classifier(R.TrainingSet(t, recipe=R.Recipe(loss="logit_adjusted", tau=0.5)), t,
+                       _cfg(epochs=1, batch_size=32), 0, progress=False)
     offsets = losses[0] - outputs[0]
     expect = 0.5 * np.log(np.array([12, 6, 3]) / 21)
     assert torch.allclose(offsets, torch.as_tensor(expect, dtype=torch.float32).expand_as(offsets), atol=1e-5)
@@ -167,13 +170,13 @@ def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
 
 def test_drw_weights_change_only_in_the_late_phase():
     t = _table((12, 6, 3))
-    run = _run(t, T.Recipe(class_weight="deferred", drw_beta=0.5, late_fraction=0.5), epochs=4)
+    run = _run(t, R.Recipe(class_weight="deferred", drw_beta=0.5, late_fraction=0.5), epochs=4)
     assert run.late_start == 2
     rows = run.epoch_rows(False)
     assert np.unique(run._phase_weight(rows, late=False)).tolist() == [1.0]
     late = run._phase_weight(rows, late=True)
     by_class = [float(late[t.labels == c][0]) for c in range(3)]
-    assert by_class == pytest.approx(T.effective_number_weights(np.array([12, 6, 3]), 0.5).tolist())
+    assert by_class == pytest.approx(R.effective_number_weights(np.array([12, 6, 3]), 0.5).tolist())
 
 
 @pytest.mark.parametrize("name", ["logit_adjust", "drw", "decouple", "mixup_drw", "gan_la", "gan_drw", "gan_crt"])
@@ -182,7 +185,7 @@ def test_each_recipe_learns_and_is_deterministic(name):
     syn = _table((0, 18, 24), seed=7)
     cfg = _cfg(epochs=4, batch_size=16)
     tables = {"train": train, "val": val}
-    ts = E.STRATEGIES[name].prepare(E.StrategyInputs(train, syn, np.array([0, 18, 24]), 0, cfg=cfg))
+    ts = S.STRATEGIES[name].prepare(S.StrategyInputs(train, syn, np.array([0, 18, 24]), 0, cfg=cfg))
     a, b = (E.fit_training_set(ts, tables, cfg, seed=3) for _ in range(2))
     for p1, p2 in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(p1, p2)
@@ -207,8 +210,8 @@ def _val_predictions(right: dict[str, list[list[int]]], labels: list[int], p_tru
 
 def _recommend(right, labels, p_true=None):
     pred = _val_predictions(right, labels, p_true)
-    val = E.summarize_predictions(pred, 3, "val")
-    return E.recommend(pred, val, 3)
+    val = Rec.summarize_predictions(pred, 3, "val")
+    return Rec.recommend(pred, val, 3)
 
 
 LABELS = [0] * 8 + [1] * 8 + [2] * 4
@@ -254,13 +257,13 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_balanced_nll():
     assert rec["baseline"] == "drw" and rec["strategy"] == "drw"
     # without p_true (a table from before 0.4.0) the first listed wins the tie
     pred = _val_predictions({"none": ok, "drw": ok}, LABELS).drop(columns="p_true")
-    assert E.recommend(pred, E.summarize_predictions(pred, 3, "val"), 3)["baseline"] == "none"
+    assert Rec.recommend(pred, Rec.summarize_predictions(pred, 3, "val"), 3)["baseline"] == "none"
 
 
 def test_recommendation_without_a_gan_strategy_or_validation():
     right = {"none": [[1] * 20], "drw": [[0] * 20]}
     assert _recommend(right, LABELS)["strategy"] == "none"
-    rec = E.recommend(pd.DataFrame(columns=["strategy", "seed", "subset", "row", "y_true", "y_pred"]), {}, 3)
+    rec = Rec.recommend(pd.DataFrame(columns=["strategy", "seed", "subset", "row", "y_true", "y_pred"]), {}, 3)
     assert rec["strategy"] is None and "validation" in rec["reason"]
 
 
