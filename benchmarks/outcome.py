@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import TreeMemory, machine_info  # noqa: E402
 
-from pipeline import config, io, stages  # noqa: E402
+from pipeline import config, atomic  # noqa: E402
+from pipeline.stages import stage  # noqa: E402
+from pipeline.stages.files import gan_final_path  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
 from pipeline.errors import AugmentError  # noqa: E402
 from pipeline.strategies import STRATEGIES  # noqa: E402
@@ -68,14 +70,14 @@ def run(cfg: config.Config, skip_done: bool) -> tuple[dict[str, float], bool]:
     not train.
     """
     timings = {}
-    final = stages.gan_final_path(cfg)
+    final = gan_final_path(cfg)
     before = _mtime(final)
     for name, fn_name in STAGES.items():
         if skip_done and name == "train-gan" and final.is_file():
             logging.getLogger("augment").info("reusing %s", final)
             continue
         start = time.perf_counter()
-        getattr(stages, fn_name)(cfg)
+        stage(fn_name)(cfg)
         timings[name] = round(time.perf_counter() - start, 1)
     return timings, "train-gan" in timings and (before is None or _mtime(final) != before)
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "params": config.dump(cfg),
         "selection": selection_check(metrics),
     }
-    io.write_json(out, result)
+    atomic.write_json(out, result)
     g = metrics.get("gain") or {}
     ba = (g.get("balanced_accuracy") or {})
     print(f"{out}: {g.get('strategy')} vs {g.get('baseline')}: {ba.get('mean')} {ba.get('ci95')} -> {g.get('verdict')}; "

@@ -150,14 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from machine import machine_info
 
-    from pipeline import io
+    from pipeline import atomic
 
     result = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": machine_info(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               **measure(args.seconds, args.rounds)}
     if args.gan:
         result["pixel_change"] = {path: pixel_change(path) for path in args.gan}
-    io.write_json(args.out, result)
+    atomic.write_json(args.out, result)
     print(result)
     return 0
 

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import io  # noqa: E402
+from pipeline import atomic  # noqa: E402
 
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "g_mean")
 
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = Path(args.results) / "scarcity" / "summary.json"
     if sweep.is_file():
         lines += scarcity_section(json.loads(sweep.read_text()), Path(args.results), Path(args.out))
-    io.write_text(Path(args.out), "\n".join(lines) + "\n")
+    atomic.write_text(Path(args.out), "\n".join(lines) + "\n")
     print(f"BENCHMARKS.md from {len(results)} result file(s)")
     return 0
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import outcome  # noqa: E402
 
-from pipeline import io  # noqa: E402
+from pipeline import atomic  # noqa: E402
 from pipeline.data import exponential_profile  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             if rc:
                 return rc
         results[tail] = json.loads(path.read_text())
-        io.write_json(out / "summary.json", {"data": args.data, "head": args.head, "tails": summarize(results)})
+        atomic.write_json(out / "summary.json", {"data": args.data, "head": args.head, "tails": summarize(results)})
     print(json.dumps(summarize(results), indent=1))
     return 0
 

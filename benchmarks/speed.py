@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args)
     from machine import machine_info
 
-    from pipeline import io
+    from pipeline import atomic
 
     if args.rescore and not (args.workdir and Path(args.out).is_file()):
         raise SystemExit("error: --rescore needs the --workdir of the earlier run and its --out file")
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"speed: {part} ...", file=sys.stderr, flush=True)
             args_file.unlink(missing_ok=True)
             subprocess.run(cmd, check=True, cwd=REPO)
-            io.write_json(args_file, part_args)
+            atomic.write_json(args_file, part_args)
         data = json.loads(part_out.read_text())
         if part == "gan_train":
             result["gan_train"] = data
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             result["flops"] = data
     if resumed:
         result["resumed_parts"] = resumed
-    io.write_json(args.out, result)
+    atomic.write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1)[:2000])
     return 0
 

@@ -25,8 +25,10 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.artifacts import publish
-from pipeline import config, stages, versioning
+from pipeline import config, versioning
 from pipeline.launch import torchrun
+from pipeline.stages import stage as stage_function
+from pipeline.stages.files import set_progress
 from pipeline.lineage import StageSpec, output_hashes, read_stages, stage_inputs
 from pipeline.lock import hold_outputs, project_lock
 from pipeline.workspace import rollback_on_failure, working_dir, write_params
@@ -116,7 +118,7 @@ def stage_task(stage: str, cfg: config.Config, root: Path, inputs: dict) -> dict
     if processes > 1:
         summary = torchrun(inputs["cmd"], processes)
     else:
-        fn = getattr(stages, stage)
+        fn = stage_function(stage)
         # a stage with independent units (the evaluation's strategy x seed runs) takes a `mapper`
         mapper = {"mapper": task_map} if "mapper" in inspect.signature(fn).parameters else {}
         summary = fn(cfg, **mapper)
@@ -235,7 +237,7 @@ def augment(
     root = run.root()
     run.config()  # a bad override fails the run here, before any work or lock
     remote = versioning.check_project(root, run.push, run.git_push)
-    stages.set_progress(False)  # progress goes to the run's logs, not to bars on stderr
+    set_progress(False)  # progress goes to the run's logs, not to bars on stderr
     tag = versioning.version_tag(flow_run.get_id())
     owner = f"flow run {flow_run.get_name() or '?'}, pid {os.getpid()}"
     # the project's lock, then the output folders' (as `augment run` takes them): no run of this

@@ -15,8 +15,11 @@ import os
 import signal
 import sys
 
-from pipeline import __version__, config, io, stages
+from pipeline import __version__, atomic, config
 from pipeline.errors import AugmentError
+from pipeline.stages import stage
+from pipeline.stages.files import set_progress
+from pipeline.stages.recipe import shown_params
 from pipeline.lock import LOCK_NAME, hold_outputs
 
 # CLI name -> stages function name, in pipeline order.
@@ -68,10 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _stage(name: str):
-    fn = getattr(stages, STAGES[name], None)
-    if fn is None:
-        raise AugmentError(f"stage {name!r} is not built yet in this version of augment")
-    return fn
+    """The stage function of CLI command `name`, importing only its module."""
+    return stage(STAGES[name])
 
 
 def run_all(cfg: config.Config) -> None:
@@ -90,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.quiet:
-        stages.set_progress(False)
+        set_progress(False)
     try:
         overrides = dict(config.parse_override(o) for o in args.overrides)
         cfg = config.load(args.params, overrides)
         if args.command == "show-params":
-            print(json.dumps(stages.shown_params(cfg), indent=2))
+            print(json.dumps(shown_params(cfg), indent=2))
         elif args.command == "run":
             with hold_outputs(cfg, args.lock_timeout, LOCK_REMEDY):
                 run_all(cfg)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_closed()
     except OSError as e:
         where = e.filename or "an output file"
-        if e.errno in io.DISK_FULL:
+        if e.errno in atomic.DISK_FULL:
             print(f"error: {where}: no space left on the device ({e.strerror}); free some space and rerun",
                   file=sys.stderr)
         elif e.errno in NOT_WRITABLE:

@@ -150,9 +150,10 @@ class TrainGanConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
-    # torch CPU threads while training: auto = the cores free at the start (pipeline/threads.py), within
-    # OMP_NUM_THREADS / the CPU affinity; a number pins it (byte-identical runs need the same count)
-    cpu_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
+    # torch CPU threads while training: None = torch's default; auto = the cores free at the start
+    # (pipeline/threads.py), within OMP_NUM_THREADS / the CPU affinity; a number pins it. The GAN's
+    # bytes depend on the count: byte-identical reruns need the same one
+    cpu_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
 
     @field_validator("recipe")
     @classmethod

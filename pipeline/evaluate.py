@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import io
+from pipeline import atomic
 from pipeline import metrics as M
 from pipeline.classifier_recipe import TrainingSet
 from pipeline.config import EvaluateConfig
@@ -35,7 +35,8 @@ from pipeline.progress import tqdm
 from pipeline.quality import gan_quality
 from pipeline.recommend import metrics_from_predictions
 from pipeline.strategies import STRATEGIES, StrategyInputs
-from pipeline.training import cpu_threads, logits, resolve_device, train_classifier
+from pipeline.threads import cpu_threads
+from pipeline.training import logits, resolve_device, train_classifier
 
 
 def plan_counts(plan: dict[str, int], class_names: tuple[str, ...]) -> np.ndarray:
@@ -306,9 +307,9 @@ def write_results(out_dir: str | Path, result: dict) -> list[Path]:
     renamed last, so the pair is never from two runs); return the paths."""
     out_dir = Path(out_dir)
     metrics_path, pred_path = out_dir / "metrics.json", out_dir / "predictions.parquet"
-    with io.atomic_paths([pred_path, metrics_path]) as (pred_tmp, metrics_tmp):
+    with atomic.atomic_paths([pred_path, metrics_path]) as (pred_tmp, metrics_tmp):
         result["predictions"].to_parquet(pred_tmp, index=False)
-        io.write_json(metrics_tmp, result["metrics"])
+        atomic.write_json(metrics_tmp, result["metrics"])
     return [metrics_path, pred_path]
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline import device as devices
-from pipeline import io
+from pipeline import atomic
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.diffaug import diff_augment
@@ -243,7 +243,7 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
             return final
         if dist.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            io.clean_temporaries(out_dir)
+            atomic.clean_temporaries(out_dir)
             set_aside_checkpoints(out_dir, fingerprint)
         if dist.world_size > 1:
             torch.distributed.barrier()  # the checkpoints are sorted before any rank reads one
@@ -260,7 +260,7 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
             restore(run, found[1])
         _train_loop(run, out_dir, fingerprint, train, classes, found[0].name if found else None, progress)
         if dist.is_main:
-            with io.atomic_path(final) as tmp:
+            with atomic.atomic_path(final) as tmp:
                 torch.save(final_payload(run, train, classes, fingerprint), tmp)
             write_final_visuals(run, out_dir, classes)
         if dist.world_size > 1:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pipeline import device as devices
-from pipeline import io
+from pipeline import atomic
 from pipeline.data import ImageTable
 from pipeline.errors import DataError, TrainingError
 from pipeline.gan_run import Run
@@ -122,7 +122,7 @@ def save_checkpoint(run: Run, out_dir: Path, fingerprint: str) -> Path | None:
         "tracker": run.tracker.state() if run.tracker else None,
     }
     path = checkpoint_path(out_dir, run.step)
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         torch.save(payload, tmp)
     # checkpoints past this step (a longer run of the same params) stay: raising steps resumes there
     done = [p for step, p in list_checkpoints(out_dir) if step <= run.step]
@@ -274,7 +274,7 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: not an {FORMAT} file; point at the final.pt that train-gan wrote")
     meta = {k: v for k, v in ckpt.items() if k not in ("g_ema", "g", "d")}
-    meta["sha256"] = io.sha256_file(path)
+    meta["sha256"] = atomic.sha256_file(path)
     G, _ = GAN_ARCHS[meta["arch"]].build(
         tuple(meta["image_shape"]), meta["num_classes"], meta["z_dim"], meta["size"], meta.get("width")
     )

@@ -1,7 +1,7 @@
 """Fingerprints of a GAN run: which data and which `train_gan` values shaped the weights.
 
 `config_fingerprint(cfg, data_fingerprint(train))` names a run; checkpoints, final.pt and the
-tracking judge are written for it, resume only into it, and `stages.check_generator` compares it.
+tracking judge are written for it, resume only into it, and `pipeline.stages.generate.check_generator` compares it.
 """
 
 from __future__ import annotations

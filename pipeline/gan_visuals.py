@@ -9,7 +9,7 @@ same run draws the same pictures.
 from __future__ import annotations
 
 import csv
-import io as bytes_io
+import io
 import logging
 from pathlib import Path
 
@@ -19,7 +19,9 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure s
 from PIL import Image
 from torch import Tensor, nn
 
-from pipeline import io
+from pipeline import atomic
+from pipeline.grid import image_grid
+from pipeline.pixels import to_float, to_uint8
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.gan_run import STREAMS, Run, make_generator
@@ -32,20 +34,6 @@ DIVERSITY_SAMPLES = 32  # EMA samples (and real images) per class for the mode-c
 COLLAPSE_RATIO = 0.5  # warn when a class's sample diversity falls below this fraction of the real one
 _LOSS_COLUMNS = ("step", "d_loss", "g_loss", "gp", "d_real", "d_fake")
 _DIVERSITY_COLUMNS = ("step", "class", "fake", "real", "ratio")
-
-
-# ----------------------------------------------------------------------------- conversions
-
-
-def to_float(images: np.ndarray) -> Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1] (x / 127.5 - 1)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C), rounded and clipped."""
-    x = ((x.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255)
-    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 # ----------------------------------------------------------------------------- pictures and tables
@@ -66,23 +54,9 @@ def _sample(G: nn.Module, z: Tensor, y: Tensor, device: torch.device, chunk: int
     return torch.cat(out)
 
 
-def image_grid(images: np.ndarray, rows: int, min_cell: int = 32, pad: int = 2) -> np.ndarray:
-    """uint8 (rows*cols, H, W, C) -> one uint8 (H', W', C) mosaic; cells upscaled to >= min_cell px."""
-    n, h, w, c = images.shape
-    cols = n // rows
-    scale = max(1, -(-min_cell // max(h, w)))
-    cells = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    hs, ws = h * scale + pad, w * scale + pad
-    grid = np.full((rows * hs + pad, cols * ws + pad, c), 255, dtype=np.uint8)
-    for i in range(rows * cols):
-        r, k = divmod(i, cols)
-        grid[pad + r * hs : pad + r * hs + h * scale, pad + k * ws : pad + k * ws + w * scale] = cells[i]
-    return grid
-
-
 def _write_png(path: Path, array: np.ndarray) -> None:
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
 
 
@@ -118,12 +92,12 @@ def real_spreads(train: ImageTable, classes: list[int], seed: int) -> dict[int, 
 
 
 def _write_csv(path: Path, header: tuple[str, ...], rows: list[list[float]]) -> None:
-    buf = bytes_io.StringIO()
+    buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
         writer.writerow([int(v) if header[i] in ("step", "class") else f"{v:.6g}" for i, v in enumerate(row)])
-    io.write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue())
 
 
 def _plot_losses(path: Path, history: list[list[float]]) -> None:
@@ -140,15 +114,15 @@ def _plot_losses(path: Path, history: list[list[float]]) -> None:
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    buf = bytes_io.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    io.write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def log_progress(run: Run, out_dir: Path, classes: list[int], real_spread: dict[int, float], names: tuple) -> None:
     """Sample grid, loss curves and the mode-collapse signal at this step (rank 0 only)."""
     z, y = _fixed_inputs(run.cfg, classes, GRID_COLUMNS, stream=0)
-    grid = image_grid(to_uint8(_sample(run.G_ema, z, y, run.device)), rows=len(classes))
+    grid = image_grid(to_uint8(_sample(run.G_ema, z, y, run.device)).numpy(), rows=len(classes), min_cell=32)
     _write_png(out_dir / "samples" / f"step-{run.step:07d}.png", grid)
     rows = _diversity(run, classes, real_spread)
     run.diversity.extend(rows)
@@ -181,9 +155,9 @@ def write_final_visuals(run: Run, out_dir: Path, classes: list[int]) -> None:
     t = torch.linspace(0, 1, GRID_COLUMNS)[:, None]
     z = ((1 - t) * ends[0] + t * ends[1]).repeat(len(classes), 1)  # (classes * cols, z_dim)
     y = torch.tensor(classes).repeat_interleave(GRID_COLUMNS)
-    _write_png(out_dir / "interpolation.png", image_grid(to_uint8(_sample(run.G_ema, z, y, run.device)), len(classes)))
+    _write_png(out_dir / "interpolation.png", image_grid(to_uint8(_sample(run.G_ema, z, y, run.device)).numpy(), min_cell=32, rows=len(classes)))
     frames = [Image.open(p).convert("RGB") for p in sorted((out_dir / "samples").glob("step-*.png"))]
     if frames:
-        with io.atomic_path(out_dir / "samples.gif") as tmp:
+        with atomic.atomic_path(out_dir / "samples.gif") as tmp:
             frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=400, loop=0)
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import DataError, TrainingError
+from pipeline.pixels import to_uint8
 from pipeline.progress import tqdm
 
 log = logging.getLogger("augment")
@@ -65,14 +66,6 @@ def sample_noise(seeds: list[int] | np.ndarray, z_dim: int) -> torch.Tensor:
     u = torch.from_numpy((draws >> np.uint64(11)).astype(np.float64)).mul_(2.0**-53)  # [0, 1)
     radius = torch.log1p(-u[:, 0::2]).mul_(-2.0).sqrt_()  # 1 - u in (0, 1]: the log is finite
     return radius.mul_(torch.cos(u[:, 1::2] * (2.0 * math.pi))).float()  # torch's vectorised log and cos
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] (B, C, H, W) -> uint8 (B, H, W, C): round((x + 1) * 127.5).
-
-    Clamping after rounding equals clamping x to [-1, 1] first, with one pass less.
-    """
-    return x.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 @dataclass

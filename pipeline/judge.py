@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from pipeline import io
+from pipeline import atomic
 from pipeline.classifier_recipe import TrainingSet, inverse_frequency_weights
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
@@ -110,7 +110,7 @@ def cached_judge(path: Path, fingerprint: str, table: ImageTable, train: Callabl
         except Exception as e:  # noqa: BLE001 - an unreadable judge is simply retrained
             log.warning("%s: unreadable (%s); training the judge again", path, e.__class__.__name__)
     judge = train()
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         torch.save({"format": JUDGE_FORMAT, "fingerprint": fingerprint,
                     "state": {k: v.cpu() for k, v in judge.state_dict().items()}}, tmp)
     return judge.eval()

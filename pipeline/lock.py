@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import filelock
 
-from pipeline import io
+from pipeline import atomic
 from pipeline.errors import AugmentError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def hold(files: Sequence[Path], timeout: float, remedy: str, owner: tuple[Path, 
                                 f"(waited {timeout:.0f} s); let it finish, or {remedy}") from None
             held.callback(lock.release)
         if owner:
-            io.write_text(owner[0], owner[1] + "\n")
+            atomic.write_text(owner[0], owner[1] + "\n")
         yield
 
 

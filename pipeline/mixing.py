@@ -21,9 +21,8 @@ from pipeline.parallel import Workers, resolve_workers
 from pipeline.progress import tqdm
 from pipeline.classifier_recipe import Recipe, TrainingSet, inverse_frequency_weights
 from pipeline.judge import fit_judge
-from pipeline.training import (
-    cpu_threads, intended_class_probability, resolve_device, train_classifier, validation_scores,
-)
+from pipeline.threads import cpu_threads
+from pipeline.training import intended_class_probability, resolve_device, train_classifier, validation_scores
 
 log = logging.getLogger("augment")
 

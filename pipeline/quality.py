@@ -13,7 +13,7 @@ from torch import nn
 from pipeline import metrics as M
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
-from pipeline.models.classifiers import to_tensor
+from pipeline.pixels import to_float
 
 
 @torch.no_grad()
@@ -23,7 +23,7 @@ def embed(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> tuple[
     device = next(model.parameters()).device
     feats, preds = [], []
     for i in range(0, len(images), batch_size):
-        f = model.features(to_tensor(images[i : i + batch_size]).to(device))
+        f = model.features(to_float(images[i : i + batch_size]).to(device))
         feats.append(f.double().cpu())
         preds.append(model.head(f).argmax(1).cpu())
     return torch.cat(feats).numpy(), torch.cat(preds).numpy().astype(np.int64)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline import io
+from pipeline import atomic
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
 from pipeline.layout import MANIFEST
@@ -66,7 +66,7 @@ def _manifest_paths(folder: Path, manifest: dict, verify: bool) -> list[Path]:
         p = folder / entry["path"]
         if not p.is_file():
             raise DataError(f"{p}: listed in {folder / MANIFEST} but missing; rerun `augment generate` (or dvc pull)")
-        if verify and io.sha256_file(p) != entry["sha256"]:
+        if verify and atomic.sha256_file(p) != entry["sha256"]:
             raise DataError(
                 f"{p}: sha256 does not match {folder / MANIFEST}; the file changed or is corrupt: "
                 "rerun `augment generate` (or dvc pull)"

@@ -2,7 +2,7 @@
 
 `train_gan.recipe: auto` (the default) picks a recipe by the prepared images' size and channels
 (`choose`); `resolve` fills in its settings wherever params.yaml or `--set` gave no value, so an
-explicit value always wins. The stages resolve once they have the prepared data (`stages.with_recipe`).
+explicit value always wins. The stages resolve once they have the prepared data (`pipeline.stages.recipe.with_recipe`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline import __version__, io, png
+from pipeline import __version__, atomic, png
 from pipeline.card import dataset_card
 from pipeline.data import ImageTable
 from pipeline.errors import StorageError
@@ -37,7 +37,7 @@ from pipeline.tables import hf_features, table_to_arrow, write_arrow
 
 # New files are first written under these names (ignored by globs, removed by a rerun), then
 # renamed into place in one short switch.
-STAGE_PREFIX = io.TMP_PREFIX + "stage-"
+STAGE_PREFIX = atomic.TMP_PREFIX + "stage-"
 
 
 def shard_bounds(rows: int, shard_size: int) -> list[tuple[int, int]]:
@@ -66,8 +66,8 @@ def _stage(folder: Path, name: str) -> Path:
 
 def _clean_stage(folder: Path) -> None:
     """Remove what a killed run left: temporary files and staged folders (only `.tmp-*` entries)."""
-    io.clean_temporaries(folder)
-    for p in folder.glob(io.TMP_PREFIX + "*"):
+    atomic.clean_temporaries(folder)
+    for p in folder.glob(atomic.TMP_PREFIX + "*"):
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
 
@@ -155,7 +155,7 @@ def write_shards(
     try:
         staged, manifest = _stage_dataset(folder, table, columns, shard_size, manifest_extra, export_images)
     except BaseException as e:
-        full = io.is_disk_full(e, folder)
+        full = atomic.is_disk_full(e, folder)
         _clean_stage(folder)  # e.g. a full disk: leave no part of the new dataset behind, only the old one
         if full:
             raise StorageError(f"{folder}: no space left on the device while writing the new dataset; free some "
@@ -183,15 +183,15 @@ def _stage_dataset(
         _export_images(_stage(folder, IMAGES_DIR), table.images, rel, dirs)
         staged.append((_stage(folder, IMAGES_DIR), IMAGES_DIR))
     names = table.class_names
-    io.write_text(_stage(folder, CLASSES), json.dumps(list(names), indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(_stage(folder, CLASSES), json.dumps(list(names), indent=2, ensure_ascii=False) + "\n")
     staged.append((_stage(folder, CLASSES), CLASSES))
     manifest = _manifest(arrow.schema, num_bytes, files, names, table.counts(), dirs if export_images else None,
                          manifest_extra)
     if len(table):
         grid = sample_grid(table.images, table.labels, len(names))
-        io.write_bytes(_stage(folder, GRID), png.encode_png(grid[None], compress_level=png.PNG_LEVEL_LOOSE)[0])
+        atomic.write_bytes(_stage(folder, GRID), png.encode_png(grid[None], compress_level=png.PNG_LEVEL_LOOSE)[0])
         staged.append((_stage(folder, GRID), GRID))
-    io.write_text(_stage(folder, CARD), dataset_card(manifest))
+    atomic.write_text(_stage(folder, CARD), dataset_card(manifest))
     staged.append((_stage(folder, CARD), CARD))
     return staged, manifest
 
@@ -273,4 +273,4 @@ def _switch(folder: Path, staged: list[tuple[Path, str]], manifest: dict) -> Non
         os.replace(src, folder / rel)
     if GRID not in keep:
         (folder / GRID).unlink(missing_ok=True)
-    io.write_json(folder / MANIFEST, manifest)
+    atomic.write_json(folder / MANIFEST, manifest)

@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
-from pipeline import io
+from pipeline import atomic
 from pipeline.card import md_cell
 from pipeline.data import ImageTable
 from pipeline.metrics import SCALAR_METRICS
@@ -498,7 +498,7 @@ def write_csvs(out_dir: Path, metrics: dict, predictions: pd.DataFrame) -> list[
         files[f"confusion_{_slug(name)}.csv"] = pd.DataFrame({"actual": names[first["y_true"]], "predicted": names[first["y_pred"]]})
     paths = []
     for fname, df in files.items():
-        io.write_text(out_dir / fname, df.to_csv(index=False))
+        atomic.write_text(out_dir / fname, df.to_csv(index=False))
         paths.append(out_dir / fname)
     return paths
 
@@ -560,11 +560,11 @@ def write_report(
     for b in blocks:
         if b.kind == "figure":
             b.file = f"{FIGURES}/{b.file}"
-            io.write_bytes(out_dir / b.file, b.png)
+            atomic.write_bytes(out_dir / b.file, b.png)
             paths.append(out_dir / b.file)
     paths += write_csvs(out_dir / FIGURES, metrics, predictions)
-    io.write_json(out_dir / SUMMARY, summary(metrics))
+    atomic.write_json(out_dir / SUMMARY, summary(metrics))
     paths.append(out_dir / SUMMARY)
-    io.write_text(out_dir / "report.md", render_markdown(blocks))
-    io.write_text(out_dir / "report.html", render_html(blocks, "augment report"))
+    atomic.write_text(out_dir / "report.md", render_markdown(blocks))
+    atomic.write_text(out_dir / "report.html", render_html(blocks, "augment report"))
     return paths + [out_dir / "report.md", out_dir / "report.html"]

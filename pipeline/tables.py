@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import images, io, png
+from pipeline import images, atomic, png
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
 
@@ -112,9 +112,9 @@ def table_to_arrow(
 def write_arrow(path: str | Path, table: pa.Table, row_group_size: int | None = None) -> dict:
     """Write an Arrow table as zstd Parquet atomically; return {"path", "rows", "sha256"}."""
     path = Path(path)
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
-    return {"path": str(path), "rows": table.num_rows, "sha256": io.sha256_file(path)}
+    return {"path": str(path), "rows": table.num_rows, "sha256": atomic.sha256_file(path)}
 
 
 def write_parquet(path: str | Path, table: ImageTable, extra: dict[str, np.ndarray | list] | None = None) -> dict:

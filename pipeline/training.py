@@ -12,7 +12,6 @@ a synthetic pool joins (when, how many per epoch, with what weight); all three l
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -30,23 +29,13 @@ from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.device import autocast, choose_precision, prepare_module, select_device, to_device_images
 from pipeline.errors import ConfigError, DataError, TrainingError
-from pipeline.models.classifiers import build_classifier, label_probability, to_tensor
+from pipeline.models.classifiers import build_classifier, label_probability
+from pipeline.pixels import to_float
 from pipeline.pool import PoolDraw
 from pipeline.progress import tqdm
+from pipeline.threads import cpu_threads
 
 # ---- helpers shared with the callers ------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """Run the block with `n` torch CPU threads (None: unchanged), then restore the previous count."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,7 +67,7 @@ def logits(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> torch
     """Class logits float32 (N, K) on the CPU for uint8 NHWC images, in eval mode, in batches."""
     model.eval()
     device = next(model.parameters()).device
-    out = [model(to_device_images(to_tensor(images[i : i + batch_size]), device)).float().cpu()
+    out = [model(to_device_images(to_float(images[i : i + batch_size]), device)).float().cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
@@ -198,7 +187,7 @@ class _Run:
         if pool is not None:
             weight = np.concatenate([weight, np.asarray(synthetic.weight, np.float32)])
         self.labels_np, self.weight_np = labels, weight
-        self.x, self.y = to_tensor(images).to(self.device), torch.from_numpy(labels).to(self.device)
+        self.x, self.y = to_float(images).to(self.device), torch.from_numpy(labels).to(self.device)
         self.dtype = choose_precision(cfg.precision, self.device)  # bf16 autocast of the forward only
         self.epochs = epochs_for(steps_from, cfg)
         self.steps = steps_per_epoch(steps_from, cfg.batch_size)

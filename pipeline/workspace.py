@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ruamel.yaml import YAML
 
-from pipeline import config, io
+from pipeline import config, atomic
 from pipeline.versioning import dvc_executable, head
 
 PENDING = Path(".dvc") / "tmp" / "augment-flow.pending.json"  # what a run in progress must put back if it fails
@@ -47,7 +47,7 @@ def write_params(root: Path, overrides: dict[str, Any]) -> None:
     tree = tree if tree is not None else {}
     for key, value in overrides.items():
         config.set_dotted(tree, key, value)
-    with io.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         yaml.dump(tree, f)
 
 
@@ -59,7 +59,7 @@ def _restore(root: Path, record: dict) -> None:
         if text is None:
             (root / name).unlink(missing_ok=True)
         elif not (root / name).is_file() or (root / name).read_text(encoding="utf-8") != text:
-            io.write_text(root / name, text)
+            atomic.write_text(root / name, text)
     if record["files"].get("dvc.lock") is not None:
         proc = subprocess.run([dvc_executable(), "checkout", "--force"], cwd=root, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -88,7 +88,7 @@ def rollback_on_failure(root: Path) -> Iterator[None]:
     names = (config.PARAMS_FILE, "dvc.lock")
     files = {n: (root / n).read_text(encoding="utf-8") if (root / n).is_file() else None for n in names}
     record = {"head": head(root), "files": files}
-    io.write_json(root / PENDING, record)
+    atomic.write_json(root / PENDING, record)
     try:
         yield
     except BaseException:

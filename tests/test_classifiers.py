@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pipeline.models import CLASSIFIERS
-from pipeline.models.classifiers import Classifier, build_classifier, to_tensor
+from pipeline.models.classifiers import Classifier, build_classifier
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -53,12 +53,3 @@ def test_initialisation_comes_from_the_generator_only():
     torch.set_rng_state(state)
     build_classifier("small_cnn", (1, 8, 8), 3, _gen(5))
     assert torch.equal(torch.random.get_rng_state(), state)
-
-
-def test_to_tensor_scales_to_minus_one_one_nchw_contiguous():
-    imgs = np.array([[[[0], [255]], [[127], [128]]]], dtype=np.uint8)  # (1, 2, 2, 1)
-    x = to_tensor(imgs)
-    assert x.shape == (1, 1, 2, 2) and x.is_contiguous() and x.dtype == torch.float32
-    assert x[0, 0, 0, 0] == -1.0 and x[0, 0, 0, 1] == 1.0
-    rgb = to_tensor(np.zeros((2, 4, 5, 3), np.uint8))
-    assert rgb.shape == (2, 3, 4, 5)

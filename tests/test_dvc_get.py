@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_arrays
-from pipeline import io, release
+from pipeline import atomic, release
 from pipeline.data import ImageTable
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def project(root: Path, remote: str | None) -> dict:
 
 
 def same_shards(folder: Path, manifest: dict) -> bool:
-    return all(io.sha256_file(folder / f["path"]) == f["sha256"] for f in manifest["files"])
+    return all(atomic.sha256_file(folder / f["path"]) == f["sha256"] for f in manifest["files"])
 
 
 def test_dvc_get_through_a_git_url_with_the_readme_s_remote(tmp_path):

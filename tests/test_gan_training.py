@@ -25,7 +25,7 @@ from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run, gan_visuals
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.errors import ConfigError, DataError, TrainingError
-from pipeline.io import sha256_file
+from pipeline.atomic import sha256_file
 from pipeline.losses import LOSSES, GanLoss
 from pipeline.models.gans import GAN_ARCHS
 
@@ -101,14 +101,6 @@ def test_ema_update_arithmetic_covers_batchnorm_buffers():
         assert torch.equal(e, p)
 
 
-def test_uint8_float_round_trip():
-    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
-    f = gan_visuals.to_float(x)
-    assert f.shape == (1, 3, 16, 16) and f.min() == -1 and f.max() == 1
-    np.testing.assert_array_equal(gan_visuals.to_uint8(f), x)
-    np.testing.assert_array_equal(gan_visuals.to_uint8(torch.tensor([-3.0, 3.0]).view(1, 1, 1, 2)), [[[[0], [255]]]])
-
-
 def test_balanced_sampler_draws_rare_classes_as_often():
     labels = np.array([0] * 100 + [1] * 10 + [2] * 1)
     for balanced, expected in [(True, [1 / 3] * 3), (False, [100 / 111, 10 / 111, 1 / 111])]:
@@ -145,15 +137,18 @@ def test_fingerprints():
 
 @pytest.mark.parametrize("threads", [None, 2])
 def test_stage_trains_with_train_gan_cpu_threads_then_restores(tmp_path, monkeypatch, threads):
-    from pipeline import config, stages
+    from pipeline import config
+    from pipeline.stages import stage
 
     seen = []
-    monkeypatch.setattr(gan, "train_gan", lambda *a, **k: seen.append(torch.get_num_threads()) or tmp_path / "final.pt")
+    import pipeline.stages.train_gan as train_stage
+
+    monkeypatch.setattr(train_stage, "fit", lambda *a, **k: seen.append(torch.get_num_threads()) or tmp_path / "final.pt")
     paths = {"prepared": str(tmp_path / "prepared"), "gan": str(tmp_path / "gan")}
     cfg = config.build({"paths": paths}, {"train_gan.cpu_threads": threads})
-    stages.prepare(cfg)  # the real stage on the bundled digits: what train_gan reads
+    stage("prepare")(cfg)  # the real stage on the bundled digits: what train_gan reads
     assert torch.get_num_threads() == 1  # the autouse fixture's count
-    stages.train_gan(cfg)
+    stage("train_gan")(cfg)
     assert seen == [threads or 1] and torch.get_num_threads() == 1
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from pipeline import generate as gen
+from pipeline.pixels import to_uint8
 from pipeline import loaders, release
 from pipeline.data import ImageTable
 from pipeline.errors import DataError, TrainingError
@@ -283,7 +284,7 @@ def test_sngan_generates_with_its_fused_class_forward_the_pixels_of_its_plain_fo
     images, labels, seeds, _ = gen.generate(G, meta, {"b": 30, "c": 5}, seed=4, batch_size=8, progress=False)
     assert sorted(set(built)) == [1, 2]  # the fused forward ran, per class
     with torch.no_grad():
-        plain = gen.to_uint8(G.eval()(gen.sample_noise(seeds, 16), torch.as_tensor(labels))).numpy()
+        plain = to_uint8(G.eval()(gen.sample_noise(seeds, 16), torch.as_tensor(labels))).numpy()
     diff = np.abs(images.astype(int) - plain.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 

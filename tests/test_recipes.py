@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline import cli, config, gan_fingerprint, recipes, stages
+from pipeline import cli, config, gan_fingerprint, recipes
+from pipeline.stages import stage
+from pipeline.stages.files import gan_final_path, read_counts
 from pipeline.errors import ConfigError
 from pipeline.models import GAN_ARCHS
 from tests.conftest import REPO, tiny_arrays
@@ -138,7 +140,7 @@ def test_show_params_says_auto_until_prepare_then_what_it_resolved_to(project, c
     shown = show_params(capsys, "--set", "train_gan.steps=9")
     assert shown["recipe"] == "auto (resolved after prepare)"
     assert shown["width"] == shown["aux_weight"] == shown["diffaug"] == "(from the recipe)" and shown["steps"] == 9
-    stages.prepare(config.load())
+    stage("prepare")(config.load())
     shown = show_params(capsys, "--set", "train_gan.steps=9")
     assert (shown["recipe"], shown["width"], shown["aux_weight"], shown["steps"]) == ("small_gray", 16, 1.0, 9)
     # a named recipe is shown resolved with or without the data
@@ -149,20 +151,20 @@ def test_the_resolved_recipe_is_logged_and_in_the_checkpoint_manifest_and_report
     tiny = {"train_gan.steps": 2, "train_gan.batch_size": 8, "train_gan.checkpoint_every": 2,
             "train_gan.sample_every": 2, "plan.sampling_strategy": {"2": 8}}
     cfg = config.load(overrides=tiny)
-    stages.prepare(cfg)
-    stages.plan(cfg)
+    stage("prepare")(cfg)
+    stage("plan")(cfg)
     with caplog.at_level(logging.INFO, logger="augment"):
-        stages.train_gan(cfg)
-    counts = stages.read_counts(cfg)["counts"]["train"].values()
+        stage("train_gan")(cfg)
+    counts = read_counts(cfg)["counts"]["train"].values()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train_gan recipe")]
     assert lines == [f"train_gan recipe auto -> small_gray (28x28x1 images, 3 classes of {min(counts)}..{max(counts)} "
                      "images): sets width=16 aux_weight=1.0 diffaug=color,translation,cutout; params.yaml/--set keep "
                      "steps=2"]
-    meta = torch.load(stages.gan_final_path(cfg), map_location="cpu", weights_only=True)
+    meta = torch.load(gan_final_path(cfg), map_location="cpu", weights_only=True)
     assert meta["width"] == 16
     assert {k: meta["config"][k] for k in ("recipe", "width", "aux_weight", "diffaug", "steps")} == {
         "recipe": "small_gray", "width": 16, "aux_weight": 1.0, "diffaug": "color,translation,cutout", "steps": 2}
-    stages.generate(cfg)  # its check of final.pt against the params resolves the same recipe
+    stage("generate")(cfg)  # its check of final.pt against the params resolves the same recipe
     manifest = json.loads((Path(cfg.paths.synthetic) / "manifest.json").read_text())
     assert manifest["params"]["train_gan"]["recipe"] == "small_gray"
     assert manifest["params"]["train_gan"]["width"] == 16
@@ -175,5 +177,5 @@ def test_the_resolved_recipe_is_logged_and_in_the_checkpoint_manifest_and_report
     (Path(cfg.paths.reports) / "metrics.json").write_text("{}")
     monkeypatch.setattr(pipeline.evaluate, "read_results", lambda out: {"metrics": {}, "predictions": None})
     monkeypatch.setattr(pipeline.report, "write_report", lambda out, *a, params, **k: seen.update(params) or [])
-    stages.report(cfg)
+    stage("report")(cfg)
     assert seen["train_gan"]["recipe"] == "small_gray" and seen["train_gan"]["aux_weight"] == 1.0

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import io, layout, loaders, png, reader, release, tables
+from pipeline import atomic, layout, loaders, png, reader, release, tables
 from pipeline.card import md_cell
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
@@ -91,7 +91,7 @@ def test_write_shards_rows_sha256_pngs_and_manifest(tmp_path):
     assert [f["path"] for f in m["files"]] == [f"data/train-0000{k}-of-00003.parquet" for k in range(3)]
     assert [f["rows"] for f in m["files"]] == [4, 4, 1]
     for f in m["files"]:
-        assert io.sha256_file(folder / f["path"]) == f["sha256"]
+        assert atomic.sha256_file(folder / f["path"]) == f["sha256"]
     assert json.loads((folder / "manifest.json").read_text()) == m
     assert m["counts"] == {"zero": 5, "one": 0, "two": 4} and m["rows"] == 9
     assert m["plan"] == {"zero": 3} and m["package"]["version"]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import io, tables
+from pipeline import atomic, tables
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
 from pipeline.png import encode_png
@@ -23,7 +23,7 @@ def test_parquet_round_trip_keeps_pixels_labels_names_and_groups(tmp_path):
     t = ImageTable(t.images, t.labels, t.class_names, groups=np.array([5, 5, 6, 7, 7, 8]))
     info = tables.write_parquet(tmp_path / "x.parquet", t, extra={"source": ["real"] * 6})
     assert info["rows"] == 6 and info["path"] == str(tmp_path / "x.parquet")
-    assert info["sha256"] == io.sha256_file(tmp_path / "x.parquet")
+    assert info["sha256"] == atomic.sha256_file(tmp_path / "x.parquet")
     back = tables.read_parquet(tmp_path / "x.parquet")
     np.testing.assert_array_equal(back.images, t.images)
     np.testing.assert_array_equal(back.labels, t.labels)

@@ -2,7 +2,7 @@
 
 `CLASSIFIERS[name](image_shape (C, H, W), num_classes)` builds a `Classifier`: `features(x)` is the
 penultimate embedding (used for FID/KID and precision/recall) and `forward(x)` the logits.
-Inputs are float (B, C, H, W) in [-1, 1] (see `to_tensor`). Weights are never downloaded.
+Inputs are float (B, C, H, W) in [-1, 1] (see `pipeline.pixels.to_float`). Weights are never downloaded.
 """
 
 from __future__ import annotations
@@ -110,13 +110,6 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
             m.reset_running_stats()
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1], the range the GAN generates in."""
-    # contiguous NCHW: a permuted view makes BatchNorm on CPU take a slow path (~20x)
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().float()
-    return x.div_(127.5).sub_(1.0)
 
 
 def label_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

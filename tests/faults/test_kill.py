@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from faultlib import Project, assert_whole, outcome, reference
-from pipeline import config, stages
+from pipeline import config
+from pipeline.stages import stage as stage_function
 from pipeline.errors import DataError
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def refused(project: Project, monkeypatch, stage: str, fragment: str) -> None:
     """Stage `stage` refuses the project's incomplete outputs with a DataError naming `fragment`."""
     monkeypatch.chdir(project.root)
     with pytest.raises(DataError, match=fragment):
-        getattr(stages, stage)(config.load())
+        stage_function(stage)(config.load())
 
 
 def test_kill_during_prepare(tmp_path, monkeypatch):

@@ -1,0 +1,32 @@
+"""Stage `evaluate`: every strategy x seed on the prepared splits and the synthetic release ->
+metrics.json + predictions.parquet."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline import atomic
+from pipeline.config import Config
+from pipeline.evaluate import EvalData, evaluate as run, write_results
+from pipeline.stages.files import SPLITS, progress, read_prepared
+from pipeline.stages.plan import read_plan
+from pipeline.stages.synthetic import read_synthetic
+
+log = logging.getLogger("augment")
+
+
+def evaluate(cfg: Config, mapper=None) -> dict:
+    """Stage `evaluate`: every strategy x seed -> `metrics.json` + `predictions.parquet`.
+
+    `mapper(fn, units)` may run the independent (strategy, seed) units elsewhere (Prefect + Dask).
+    """
+    tables = {split: read_prepared(cfg, split) for split in SPLITS}
+    synthetic, scores = read_synthetic(cfg)
+    if synthetic is None:
+        log.warning("no synthetic dataset at %s: the GAN strategies are skipped", cfg.paths.synthetic)
+    data = EvalData(tables["train"], tables["val"], tables["test"], synthetic, scores)
+    result = run(cfg.evaluate, data, read_plan(cfg), progress=progress(), mapper=mapper)
+    atomic.clean_temporaries(cfg.paths.reports)  # what a killed run left
+    write_results(cfg.paths.reports, result)
+    gain = result["metrics"].get("gain") or {}
+    return {"gain": gain.get("balanced_accuracy"), "baseline": gain.get("baseline")}
