@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from tqdm.auto import tqdm as auto_tqdm
+
 EVERY_PERCENT = 10.0  # a line each time another 10% is done
 EVERY_SECONDS = 60.0  # and at least one a minute while it runs (also the only lines without a total)
 
@@ -52,8 +54,6 @@ def progress_bar(
     """
     stream = sys.stderr if file is None else file
     if disable or _interactive(stream):
-        from tqdm.auto import tqdm as auto_tqdm
-
         return auto_tqdm(iterable, total=total, desc=desc, disable=disable, leave=leave, unit=unit,
                          initial=initial, file=file, **tqdm_kwargs)
     return LineProgress(iterable, total, desc, leave, unit, initial, stream, logger, every_percent, every_seconds)

@@ -19,6 +19,7 @@ from pipeline import images as imgcodec
 from pipeline import png
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
+from pipeline.tables import read_parquet
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -203,16 +204,13 @@ def read_image_folder(root: Path, spec: ImageSpec) -> Source:
 
 def read_parquet_source(path: Path, spec: ImageSpec) -> Source:
     """A Parquet file (train only) or a folder with `*train*.parquet` and optional `*test*.parquet`."""
-    from pipeline.data import ImageTable as _T
-    from pipeline.tables import read_parquet
-
     def read_many(files: list[Path], names=None) -> ImageTable:
         tables = [read_parquet(f, spec.size, spec.channels, spec.resize, class_names=names) for f in files]
         names = names or tables[0].class_names
         for f, t in zip(files, tables):
             if t.class_names != names:
                 raise DataError(f"{f}: class names {list(t.class_names)} differ from {files[0]}'s {list(names)}")
-        return _T.concat(tables) if len(tables) > 1 else tables[0]
+        return ImageTable.concat(tables) if len(tables) > 1 else tables[0]
 
     hint = (f"add rows with that label to {path}, or drop the class from the label column's classes "
             "(its ClassLabel names, or renumber integer labels without gaps)")

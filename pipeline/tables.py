@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import images, atomic, png
+from pipeline import atomic, images, png
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
 
