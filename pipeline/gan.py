@@ -34,7 +34,7 @@ from pipeline.gan_checkpoints import (
 )
 from pipeline.gan_fingerprint import config_fingerprint, data_fingerprint
 from pipeline.gan_run import STREAMS, ClassSampler, Run, make_generator
-from pipeline.gan_tracking import Tracker, train_judge
+from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals
 from pipeline.losses import get_loss, gradient_penalty
 from pipeline.models.gans import GAN_ARCHS
@@ -253,6 +253,7 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
                 raise ConfigError("train_gan.early_stop_patience needs a single process (not torchrun); set it to 0")
             if dist.is_main:
                 run.judge = train_judge(train, cfg.judge_epochs, cfg.seed, run.device.type, out_dir, fingerprint)
+                run.real_features = real_features(run.judge, train, classes, cfg.seed)
                 run.tracker = Tracker(cfg.early_stop_patience)
         found = read_checkpoint(out_dir, fingerprint, cfg.steps)
         if found is not None:
@@ -296,7 +297,7 @@ def _train_loop(
             saved = save_checkpoint(run, out_dir, fingerprint)
             last_good = saved.name if saved else last_good
         if run.tracker is not None and run.tracker.exhausted:
-            log.info("early stop at step %d: no better judge agreement for %d evaluations; final.pt keeps "
+            log.info("early stop at step %d: no better judge score (worst class sqrt(agreement x recall)) for %d evaluations; final.pt keeps "
                      "the EMA weights of step %d", run.step, run.tracker.patience, run.tracker.best_step)
             break
     bar.close()

@@ -83,3 +83,4 @@ class Run:
     diversity: list[list[float]] = dataclasses.field(default_factory=list)
     judge: nn.Module | None = None  # train_gan.track_quality (rank 0): labels EMA samples
     tracker: Tracker | None = None
+    real_features: dict = dataclasses.field(default_factory=dict)  # per trained class: the tracker's reference

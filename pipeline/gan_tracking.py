@@ -1,12 +1,15 @@
 """Sample quality tracked during GAN training, and early stopping where it stops improving.
 
 With `train_gan.track_quality`, a judge (a class-weighted small CNN trained once on the GAN's own
-training images, with classic augmentation) labels a fixed set of EMA samples every
-`sample_every` steps. Its agreement with the intended class, per class, goes to quality.csv.
+training images, with classic augmentation) looks at a fixed set of EMA samples every
+`sample_every` steps. Per class, quality.csv gets its agreement with the intended class
+(consistency) and the recall of the class's real images in the judge's feature space (the share of
+real images inside the k-NN manifold of the samples, Kynkäänniemi et al. 2019): a class whose
+samples all look alike has a low recall however consistent they are.
 With `train_gan.early_stop_patience = k > 0`, training stops after k evaluations without a
-better score and final.pt holds the EMA weights of the best evaluation. The score is the worst
-trained class's agreement, ties broken by the mean: a GAN whose rare class is unusable is not
-improved by better common classes.
+better score and final.pt holds the EMA weights of the best evaluation. The score of a class is
+sqrt(agreement x recall), and the run's is the worst trained class's, ties broken by the mean: a
+GAN whose rare class is unusable (wrong or collapsed) is not improved by better common classes.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from torch import nn
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.judge import cached_judge, fit_judge
+from pipeline.metrics import coverage_fraction
+from pipeline.pixels import to_float
 
 log = logging.getLogger("augment")
 
 QUALITY_SAMPLES = 100  # fixed EMA samples per trained class at each evaluation
-QUALITY_COLUMNS = ("step", "class", "agreement")
+QUALITY_COLUMNS = ("step", "class", "agreement", "recall")
+REAL_PER_CLASS = 200  # real training images per class whose recall is measured (all when fewer)
+RECALL_K = 3  # neighbours of the samples' manifold (as metrics.precision_recall)
 
 
 def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path, fingerprint: str) -> nn.Module:
@@ -45,13 +52,46 @@ def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir:
 
 
 @torch.no_grad()
-def agreement(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> list[float]:
-    """Fraction of `images` (float (N, C, H, W) in [-1, 1], quantised as stored) that the judge
-    labels as their intended class, per class of `classes` (in that order)."""
+def _embed(judge: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """(features float64 (N, D), predicted labels (N,)) of float images in [-1, 1]."""
     device = next(judge.parameters()).device
+    feats = [judge.features(x[i : i + 512].to(device)).cpu() for i in range(0, len(x), 512)]
+    f = torch.cat(feats) if feats else torch.zeros(0)
+    return f.double().numpy(), judge.head(f.to(device)).argmax(1).cpu()
+
+
+def real_features(judge: nn.Module, train: ImageTable, classes: list[int], seed: int) -> dict[int, np.ndarray]:
+    """The judge's features of up to REAL_PER_CLASS real training images of each class (a fixed
+    subset per seed): the reference each evaluation's per-class recall is measured against."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in classes:
+        idx = np.flatnonzero(train.labels == c)
+        if len(idx) > REAL_PER_CLASS:
+            idx = np.sort(rng.choice(idx, REAL_PER_CLASS, replace=False))
+        out[c] = _embed(judge, to_float(train.images[idx]))[0]
+    return out
+
+
+def assess(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: list[int],
+           real: dict[int, np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per class of `classes` (in that order): the fraction of `images` (float (N, C, H, W) in
+    [-1, 1], quantised as stored) the judge labels as their intended class, and the recall of that
+    class's real features (`real_features`) inside the samples' k-NN manifold."""
     x = ((images + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0  # what a saved PNG would hold
-    pred = torch.cat([judge(x[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(x), 512)])
-    return [float((pred[labels == c] == c).float().mean()) for c in classes]
+    feats, pred = _embed(judge, x)
+    agree, recall = [], []
+    for c in classes:
+        mine = (labels == c).numpy()
+        agree.append(float((pred[labels == c] == c).float().mean()))
+        k = min(RECALL_K, int(mine.sum()) - 1)
+        recall.append(coverage_fraction(real[c], feats[mine], k) if k >= 1 and len(real[c]) else float("nan"))
+    return agree, recall
+
+
+def class_scores(agreement: list[float], recall: list[float]) -> list[float]:
+    """sqrt(agreement x recall) per class: high only when a class is both recognisable and diverse."""
+    return [float(np.sqrt(a * r)) if np.isfinite(r) else a for a, r in zip(agreement, recall)]
 
 
 @dataclasses.dataclass
@@ -60,14 +100,16 @@ class Tracker:
 
     patience: int
     best_step: int = -1
-    best_score: tuple[float, float] = (-1.0, -1.0)  # (worst class, mean)
+    best_score: tuple[float, float] = (-1.0, -1.0)  # (worst class, mean) of class_scores
     best_state: dict | None = None
     since_best: int = 0
     rows: list[list[float]] = dataclasses.field(default_factory=list)
 
-    def update(self, step: int, per_class: list[float], classes: list[int], G_ema: nn.Module) -> None:
-        """Record one evaluation of the EMA generator."""
-        self.rows += [[float(step), float(c), a] for c, a in zip(classes, per_class)]
+    def update(self, step: int, agreement: list[float], recall: list[float], classes: list[int],
+               G_ema: nn.Module) -> None:
+        """Record one evaluation of the EMA generator (`assess`'s two lists, per class of `classes`)."""
+        self.rows += [[float(step), float(c), a, r] for c, a, r in zip(classes, agreement, recall)]
+        per_class = class_scores(agreement, recall)
         score = (min(per_class), float(np.mean(per_class)))
         if score > self.best_score:
             self.best_step, self.best_score, self.since_best = step, score, 0
@@ -88,4 +130,5 @@ class Tracker:
     @classmethod
     def restore(cls, s: dict) -> "Tracker":
         return cls(int(s["patience"]), int(s["best_step"]), tuple(float(v) for v in s["best_score"]),
-                   s["best_state"], int(s["since_best"]), s["rows"].tolist())
+                   s["best_state"], int(s["since_best"]),
+                   [r + [float("nan")] * (len(QUALITY_COLUMNS) - len(r)) for r in s["rows"].tolist()])  # 0.4.0: no recall

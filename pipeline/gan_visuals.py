@@ -25,7 +25,7 @@ from pipeline.pixels import to_float, to_uint8
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.gan_run import STREAMS, Run, make_generator
-from pipeline.gan_tracking import QUALITY_COLUMNS, QUALITY_SAMPLES, agreement
+from pipeline.gan_tracking import QUALITY_COLUMNS, QUALITY_SAMPLES, assess, class_scores
 
 log = logging.getLogger("augment")
 
@@ -138,14 +138,15 @@ def log_progress(run: Run, out_dir: Path, classes: list[int], real_spread: dict[
 
 
 def _track_quality(run: Run, out_dir: Path, classes: list[int], names: tuple) -> None:
-    """Judge agreement per class of fixed EMA samples -> quality.csv, the log, and the tracker."""
+    """Judge agreement and recall per class of fixed EMA samples -> quality.csv, the log, the tracker."""
     z, y = _fixed_inputs(run.cfg, classes, QUALITY_SAMPLES, stream=3)
-    per_class = agreement(run.judge, _sample(run.G_ema, z, y, run.device), y, classes)
-    run.tracker.update(run.step, per_class, classes, run.G_ema)
+    agree, recall = assess(run.judge, _sample(run.G_ema, z, y, run.device), y, classes, run.real_features)
+    run.tracker.update(run.step, agree, recall, classes, run.G_ema)
     _write_csv(out_dir / "quality.csv", QUALITY_COLUMNS, run.tracker.rows)
-    worst = int(np.argmin(per_class))
-    log.info("step %d: judge agreement mean %.3f, worst class %s %.3f (best so far: step %d)", run.step,
-             float(np.mean(per_class)), names[classes[worst]], per_class[worst], run.tracker.best_step)
+    worst = int(np.argmin(class_scores(agree, recall)))
+    log.info("step %d: judge agreement mean %.3f, recall mean %.3f; worst class %s: agreement %.3f, recall %.3f "
+             "(best so far: step %d)", run.step, float(np.mean(agree)), float(np.nanmean(recall)),
+             names[classes[worst]], agree[worst], recall[worst], run.tracker.best_step)
 
 
 def write_final_visuals(run: Run, out_dir: Path, classes: list[int]) -> None:

@@ -407,9 +407,10 @@ def test_quality_tracking_and_early_stop(tmp_path, caplog):
     meta = state(final)
     rows = np.loadtxt(tmp_path / "quality.csv", delimiter=",", skiprows=1)
     steps = sorted(set(rows[:, 0].astype(int)))
-    assert set(rows[:, 1].astype(int)) == {0, 1, 2} and ((rows[:, 2] >= 0) & (rows[:, 2] <= 1)).all()
+    assert set(rows[:, 1].astype(int)) == {0, 1, 2} and ((rows[:, 2:4] >= 0) & (rows[:, 2:4] <= 1)).all()
     assert meta["stopped_early"] and meta["step"] == steps[-1] < 40
-    per_step = {s: rows[rows[:, 0] == s, 2] for s in steps}
+    # the score of a class: sqrt(agreement x recall) (recall: real images inside the samples' manifold)
+    per_step = {s: np.sqrt(rows[rows[:, 0] == s, 2] * rows[rows[:, 0] == s, 3]) for s in steps}
     best = max(steps, key=lambda s: (per_step[s].min(), per_step[s].mean(), -s))
     assert meta["best_step"] == best and steps[-1] == best + 2  # patience 1: one evaluation after the best
     assert "early stop at step" in caplog.text and "judge agreement mean" in caplog.text
@@ -422,6 +423,41 @@ def test_quality_tracking_and_early_stop(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="augment"):
         gan.train_gan(cfg, digits_table(), tmp_path, progress=False)
     assert "already trained" in caplog.text
+
+
+def test_recall_sees_a_collapsed_class_that_agreement_does_not():
+    """Two classes the judge recognises perfectly; class 1's samples are one image repeated: its
+    agreement stays 1 but its recall drops, and so does its score sqrt(agreement x recall)."""
+    from pipeline.gan_tracking import assess, class_scores, real_features
+    from pipeline.pixels import to_float
+
+    class Judge(torch.nn.Module):  # features: the mean brightness of the left and right halves
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def features(self, x):
+            return torch.stack([x[..., :4].mean((1, 2, 3)), x[..., 4:].mean((1, 2, 3))], 1)
+
+        def head(self, f):
+            return torch.stack([f[:, 0] - f[:, 1], f[:, 1] - f[:, 0]], 1)
+
+    rng = np.random.default_rng(0)
+    imgs = np.zeros((80, 8, 8, 1), np.uint8)
+    labels = np.repeat([0, 1], 40)
+    for i, c in enumerate(labels):  # class 0 bright on the left, class 1 on the right, varied levels
+        lo, hi = (slice(0, 4), slice(4, 8)) if c == 0 else (slice(4, 8), slice(0, 4))
+        imgs[i, :, lo] = rng.integers(128, 256)
+        imgs[i, :, hi] = rng.integers(0, 64)
+    train = ImageTable(imgs, labels, ("a", "b"))
+    judge = Judge().eval()
+    real = real_features(judge, train, [0, 1], seed=0)
+    fake = torch.cat([to_float(imgs[:40]), to_float(imgs[40:41]).repeat(40, 1, 1, 1)])
+    agree, recall = assess(judge, fake, torch.as_tensor(labels), [0, 1], real)
+    assert agree == [1.0, 1.0]
+    assert recall[0] == 1.0 and recall[1] < 0.2  # the repeated image covers only its own neighbourhood
+    scores = class_scores(agree, recall)
+    assert scores[0] == 1.0 and scores[1] == pytest.approx(np.sqrt(recall[1]))
 
 
 def test_early_stop_needs_tracking():
