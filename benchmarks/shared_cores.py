@@ -33,6 +33,9 @@ sys.path.insert(0, str(HERE))
 
 from machine import code_version, machine_info  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from pipeline.threads import free_cores  # noqa: E402
+
 CASES = {
     "0.4.0": ({"GOMP_SPINCOUNT": "300000"}, "null"),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, "null"),
@@ -62,6 +65,7 @@ def run_case(workdir: Path, base: list[str], name: str, steps: int, neighbour: b
     shutil.rmtree(workdir / "data" / "models", ignore_errors=True)
     sets = base + [f"train_gan.steps={steps}", f"train_gan.cpu_threads={threads}",
                    f"train_gan.checkpoint_every={steps}", f"train_gan.sample_every={steps}"]
+    idle = round(free_cores(1.0), 2)  # what else was running: recorded with the row
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None
     try:
         if spin:
@@ -76,7 +80,8 @@ def run_case(workdir: Path, base: list[str], name: str, steps: int, neighbour: b
     rate = RATE.findall(log)
     chosen = re.findall(r"on (\d+) CPU thread", log)
     return {"case": name, "neighbour": neighbour, "images_per_s": int(rate[-1]) if rate else None,
-            "threads": int(chosen[-1]) if chosen else "torch default", "wall_s": round(wall, 1)}
+            "threads": int(chosen[-1]) if chosen else "torch default", "wall_s": round(wall, 1),
+            "cores_idle_before": idle}
 
 
 def main() -> None:
