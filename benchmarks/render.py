@@ -209,6 +209,25 @@ def speed_section(r: dict) -> list[str]:
     return lines
 
 
+def shared_cores_section(r: dict) -> list[str]:
+    """train-gan alone and beside one busy single-threaded process (shared_cores.py)."""
+    lines = ["## Shared cores", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
+             "",
+             "`augment train-gan` (MNIST-LT, the auto recipe) for the same steps in a fresh process, alone and "
+             "with `python -c \"while True: pass\"` started beside it; images/s as the trainer logs them (startup "
+             "excluded). Share: of the fastest alone figure. Goal: >= 40% beside the neighbour. "
+             "`cores idle before`: how idle the machine was when the case started (other work shows here).", "",
+             "| case | neighbour | threads | images/s | share of best alone | cores idle before |",
+             "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['case']} | {'yes' if row['neighbour'] else 'no'} | {row['threads']} | "
+                     f"{row['images_per_s']} | {row['share_of_best_alone']:.0%} | {row.get('cores_idle_before', '')} |")
+    lines += ["", "Cases: `0.4.0` torch's default threads with libgomp's spinning wait (GOMP_SPINCOUNT=300000); "
+              "`passive` the same threads with OMP_WAIT_POLICY=PASSIVE (the default from 0.5.0); `auto` "
+              "`train_gan.cpu_threads=auto` (the cores free at the start) with PASSIVE; `auto-spin` auto with spinning."]
+    return lines + [""]
+
+
 def precision_section(r: dict) -> list[str]:
     """fp32 against bf16 for the GAN step, the generator and the classifier (precision.py)."""
     rows = [("GAN step (sngan 28x28, width 16, batch 64), steps/s", r["gan_step_per_s"])]
@@ -430,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += speed_section(r)
         elif path.stem == "precision":
             lines += precision_section(r)
+        elif path.stem == "shared_cores":
+            lines += shared_cores_section(r)
         else:
             lines += outcome_section(path.stem, r, path.parent, Path(args.out))
     sweep = Path(args.results) / "scarcity" / "summary.json"

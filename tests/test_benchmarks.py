@@ -321,3 +321,15 @@ def test_scarcity_counts_and_section(monkeypatch, tmp_path):
     lines = scarcity_section(summary, tmp_path, tmp_path / "BENCHMARKS.md")
     assert "| 5 | gan_drw | 91.00 | drw | 90.00 | +1.00 [-0.50, +2.50] | drw |" in lines
     assert (tmp_path / "scarcity" / "scarcity.png").is_file()
+
+
+def test_shared_cores_section_renders_each_case(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import render
+
+    row = {"case": "auto", "neighbour": True, "threads": 1, "images_per_s": 120, "share_of_best_alone": 0.456,
+           "cores_idle_before": 1.9}
+    r = {"command": "python benchmarks/shared_cores.py", "machine": {"cpu": "x", "cores": 2}, "rows": [row]}
+    monkeypatch.setattr(render, "_machine", lambda m: "a test machine")
+    text = "\n".join(render.shared_cores_section(r))
+    assert "## Shared cores" in text and "| auto | yes | 1 | 120 | 46% | 1.9 |" in text
