@@ -6,6 +6,8 @@ names. Splits and long-tail subsampling take an explicit `seed` and never touch 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -208,3 +210,13 @@ def random_oversample(table: ImageTable, add: np.ndarray, seed: int) -> ImageTab
     if not extra:
         return table
     return ImageTable.concat([table, table.subset(np.concatenate(extra))])
+
+
+def data_fingerprint(table: ImageTable) -> str:
+    """sha256 over image shape, class names, labels (int64) and image bytes: the version of a table
+    (final.pt and judge.pt are written for it; metrics.json records it for each split)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([list(table.images.shape), list(table.class_names)]).encode())
+    h.update(np.ascontiguousarray(table.labels, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(table.images).tobytes())
+    return h.hexdigest()

@@ -7,7 +7,6 @@ metrics.json by `pipeline.recommend`; `write_results` / `read_results` store and
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
 from collections import defaultdict
@@ -24,7 +23,7 @@ from pipeline import atomic
 from pipeline import metrics as M
 from pipeline.classifier_recipe import TrainingSet
 from pipeline.config import EvaluateConfig
-from pipeline.data import ImageTable
+from pipeline.data import ImageTable, data_fingerprint
 from pipeline.device import choose_precision, precision_name
 from pipeline.errors import DataError
 from pipeline.judge import fit_judge
@@ -68,15 +67,6 @@ def balanced_subsample(labels: np.ndarray, num_classes: int, seed: int) -> np.nd
     n = int(counts[counts > 0].min())
     rows = [rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in np.flatnonzero(counts)]
     return np.sort(np.concatenate(rows))
-
-
-def fingerprint(table: ImageTable) -> str:
-    """sha256 of a table's pixels, labels and class names: the data version the metrics came from."""
-    h = hashlib.sha256()
-    for part in (np.ascontiguousarray(table.images), table.labels.astype("<i8")):
-        h.update(part.tobytes())
-    h.update("\n".join(table.class_names).encode())
-    return h.hexdigest()
 
 
 def _check_tables(train: ImageTable, val: ImageTable, test: ImageTable, synthetic: ImageTable | None) -> None:
@@ -288,7 +278,7 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
         **metrics_from_predictions(predictions, data.train.class_names),
         "skipped": skipped,
         "mix_policy": report,
-        "data": {n: {"rows": len(t), "sha256": fingerprint(t)} for n, t in tables.items()},
+        "data": {n: {"rows": len(t), "sha256": data_fingerprint(t)} for n, t in tables.items()},
     }
     start = time.perf_counter()
     with cpu_threads(cfg.cpu_threads):

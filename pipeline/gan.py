@@ -32,7 +32,8 @@ from pipeline.gan_checkpoints import (
     save_checkpoint,
     set_aside_checkpoints,
 )
-from pipeline.gan_fingerprint import config_fingerprint, data_fingerprint
+from pipeline.data import data_fingerprint
+from pipeline.gan_fingerprint import config_fingerprint
 from pipeline.gan_run import STREAMS, ClassSampler, Run, make_generator
 from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals

@@ -9,23 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
-
 from pipeline.config import TrainGanConfig
-from pipeline.data import ImageTable
+from pipeline.data import data_fingerprint
 
 # config fields that do not change the trained weights (a run may be resumed with other values);
 # `recipe` names where the values came from, which are fingerprinted themselves
 UNFINGERPRINTED = ("steps", "checkpoint_every", "sample_every", "device", "compile", "cpu_threads", "recipe")
-
-
-def data_fingerprint(table: ImageTable) -> str:
-    """sha256 over image shape, class names, labels (int64) and image bytes."""
-    h = hashlib.sha256()
-    h.update(json.dumps([list(table.images.shape), list(table.class_names)]).encode())
-    h.update(np.ascontiguousarray(table.labels, dtype="<i8").tobytes())
-    h.update(np.ascontiguousarray(table.images).tobytes())
-    return h.hexdigest()
 
 
 def config_fingerprint(cfg: TrainGanConfig, data_fp: str) -> str:
