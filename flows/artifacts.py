@@ -13,7 +13,8 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipeline import config
-from pipeline.report import render_markdown, summary_blocks, verdict
+from pipeline.report_document import render_markdown
+from pipeline.report_sections import summary_blocks, verdict
 
 
 def _fmt(stat: dict | None) -> str:

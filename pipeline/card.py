@@ -2,7 +2,7 @@
 
 `dataset_card(manifest)` writes the Hugging Face YAML header (features, splits, files) and a short
 card (what, how made, labels and counts, intended use, license). `md_cell` makes any text safe in
-a Markdown table cell; the report (`pipeline.report`) uses it too.
+a Markdown table cell; the report (`pipeline.report_document`) uses it too.
 """
 
 from __future__ import annotations

@@ -133,40 +133,65 @@ def gan_quality(
     """
     if len(synthetic) < 2 or len(real_test) < 2:
         raise DataError(f"GAN quality needs at least 2 synthetic and 2 test images, got {len(synthetic)} and {len(real_test)}")
-    names = real_test.class_names
+    n_classes = len(real_test.class_names)
     rng = np.random.default_rng(seed)
     f_test, p_test = embed(feature_model, real_test.images)
     f_syn, p_syn = embed(feature_model, synthetic.images)
     f_train, _ = embed(feature_model, real_train.images)
-    w_test = class_mix_weights(real_test.labels, synthetic.labels, len(names))
-    w_train = class_mix_weights(real_train.labels, synthetic.labels, len(names))
+    w_test = class_mix_weights(real_test.labels, synthetic.labels, n_classes)
+    w_train = class_mix_weights(real_train.labels, synthetic.labels, n_classes)
+    # KID draws its subsets from rng before the memorisation subsample does
+    scores = _feature_scores(f_syn, f_test, w_test, rng, k=k, kid_subsets=kid_subsets)
+    return scores | _per_class_scores(f_syn, p_syn, synthetic, f_test, real_test) | {
+        "memorization": memorization(real_train, real_test, synthetic, rng),
+        "reference": _real_reference(f_train, w_train, f_test, w_test, p_test, real_test),
+        "feature_space": f"penultimate layer ({f_test.shape[1]}-d) of a class-weighted small_cnn trained on the real training split",
+        "n": {"synthetic": len(synthetic), "test": len(real_test), "train": len(real_train)},
+    }
+
+
+def _feature_scores(f_syn: np.ndarray, f_test: np.ndarray, w_test: np.ndarray, rng: np.random.Generator, *,
+                    k: int, kid_subsets: int) -> dict:
+    """FID, KID and precision/recall of the synthetic features against the real test ones weighted
+    `w_test` (test rows of classes without synthetic images have weight 0 and are left out)."""
     keep = w_test > 0
     k_eff = max(1, min(k, len(f_syn) - 1, int(keep.sum()) - 1))
     pr = M.precision_recall(f_test[keep], f_syn, k_eff, real_weights=w_test[keep])
     kid = M.kid(f_syn, f_test, rng, subsets=kid_subsets, p_b=w_test)
-    intra = intra_fid(f_test, real_test.labels, f_syn, synthetic.labels, names)
-    scored = [v for v in intra.values() if v is not None]
-    consistency = class_consistency(p_syn, synthetic.labels, names)
-    judge = M.per_class_recall(M.confusion_matrix(real_test.labels, p_test, len(names)))
     return {
         "fid": M.fid(f_syn, f_test[keep], weights_b=w_test[keep]),
         "kid": kid["mean"],
         "kid_std": kid["std"],
-        "intra_fid": float(np.mean(scored)) if scored else None,
-        "intra_fid_per_class": intra,
         "precision": pr["precision"],
         "recall": pr["recall"],
         "k": pr["k"],
+    }
+
+
+def _per_class_scores(f_syn: np.ndarray, p_syn: np.ndarray, synthetic: ImageTable, f_test: np.ndarray,
+                      real_test: ImageTable) -> dict:
+    """Intra-FID and class consistency, their mean or overall value and the per-class details."""
+    names = real_test.class_names
+    intra = intra_fid(f_test, real_test.labels, f_syn, synthetic.labels, names)
+    scored = [v for v in intra.values() if v is not None]
+    consistency = class_consistency(p_syn, synthetic.labels, names)
+    return {
+        "intra_fid": float(np.mean(scored)) if scored else None,
+        "intra_fid_per_class": intra,
         "class_consistency": consistency["overall"],
         "class_consistency_per_class": consistency["per_class"],
-        "memorization": memorization(real_train, real_test, synthetic, rng),
-        "reference": {
-            # the same statistics for real training images against real test images: a floor for
-            # what this feature space and these sample sizes can reach
-            "fid_train_vs_test": M.fid(f_train[w_train > 0], f_test[keep], w_train[w_train > 0], w_test[keep]),
-            "judge_balanced_accuracy_on_test": float(np.nanmean(judge)),
-            "judge_recall_per_class": {n: (None if np.isnan(r) else float(r)) for n, r in zip(names, judge)},
-        },
-        "feature_space": f"penultimate layer ({f_test.shape[1]}-d) of a class-weighted small_cnn trained on the real training split",
-        "n": {"synthetic": len(synthetic), "test": len(real_test), "train": len(real_train)},
+    }
+
+
+def _real_reference(f_train: np.ndarray, w_train: np.ndarray, f_test: np.ndarray, w_test: np.ndarray,
+                    p_test: np.ndarray, real_test: ImageTable) -> dict:
+    """The same statistics for real training images against real test images: a floor for what this
+    feature space and these sample sizes can reach, and the judge's own recall on real test images."""
+    names = real_test.class_names
+    judge = M.per_class_recall(M.confusion_matrix(real_test.labels, p_test, len(names)))
+    train, test = w_train > 0, w_test > 0
+    return {
+        "fid_train_vs_test": M.fid(f_train[train], f_test[test], w_train[train], w_test[test]),
+        "judge_balanced_accuracy_on_test": float(np.nanmean(judge)),
+        "judge_recall_per_class": {n: (None if np.isnan(r) else float(r)) for n, r in zip(names, judge)},
     }

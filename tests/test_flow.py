@@ -223,7 +223,7 @@ VERSION = {"tag": "augment-2025-03-04-0a1b2c", "commit": "f" * 40, "remote": "lo
 
 
 def test_report_artifact_has_the_report_verdict_table_and_fetch_command():
-    from pipeline.report import verdict
+    from pipeline.report_sections import verdict
 
     metrics = _metrics()
     md = artifacts.report_markdown({"a": 0, "b": 30}, metrics, VERSION)

@@ -13,6 +13,8 @@ from pipeline import metrics as M
 from pipeline import quality as Q
 from pipeline import recommend as Rec
 from pipeline import report as R
+from pipeline import report_document as RD
+from pipeline import report_sections as RS
 from pipeline import strategies as S
 from pipeline.data import ImageTable
 from pipeline.models.classifiers import build_classifier
@@ -33,7 +35,7 @@ def _gain(per_seed: list[float], verdict: str) -> dict:
     ([0.02], "undetermined", r"^No gain can be claimed: .*one seed"),
 ])
 def test_verdict_sentences(per_seed, verdict, expected):
-    assert re.search(expected, R.verdict(_gain(per_seed, verdict)))
+    assert re.search(expected, RS.verdict(_gain(per_seed, verdict)))
 
 
 def test_verdict_says_when_the_chosen_policy_adds_no_gan_images():
@@ -41,9 +43,9 @@ def test_verdict_says_when_the_chosen_policy_adds_no_gan_images():
     m["gain"]["strategy"] = "gan_policy"
     m["mix_policy"] = {"chosen": {"name": "cap=0x score>=0 w=1+cw", "synthetic_rows": 0}}
     assert re.search(r"^No gain: the mixing policy chosen on validation \(cap=0x score>=0 w=1\+cw\) adds none "
-                     r"of the GAN's images, .* real data alone: -1\.0 points", R.verdict(m))
+                     r"of the GAN's images, .* real data alone: -1\.0 points", RS.verdict(m))
     m["mix_policy"]["chosen"]["synthetic_rows"] = 5  # it added some: the usual sentence
-    assert R.verdict(m).startswith("No gain: adding the GAN's images")
+    assert RS.verdict(m).startswith("No gain: adding the GAN's images")
 
 
 def test_policy_table_marks_the_staged_search_and_probe_rows():
@@ -51,7 +53,7 @@ def test_policy_table_marks_the_staged_search_and_probe_rows():
                                               "eligible": eligible, "val_balanced_accuracy": acc, "val_balanced_nll": 0.1}
     grid = [row("cap=0x score>=0 w=1", 0.9, 1, False), row("cap=0x score>=0 w=1+cw", 0.8, 1, False),
             row("cap=all score>=0 w=1", 0.85, 2, True)]
-    blocks = R.policy_blocks({"mix_policy": {"chosen": grid[2], "grid": grid, "scores_from": "judge",
+    blocks = RS.policy_blocks({"mix_policy": {"chosen": grid[2], "grid": grid, "scores_from": "judge",
                                              "synthetic_per_class": {"a": 9}, "judge_score_mean_per_class": {"a": 0.5}}})
     assert "Search staged: class weighting was decided on the real data alone" in blocks[1].text
     names = [r[0] for r in blocks[2].rows[1:]]
@@ -63,7 +65,7 @@ def test_policy_table_marks_the_staged_search_and_probe_rows():
 def test_verdict_without_synthetic_data_says_why():
     m = {"gain": {"balanced_accuracy": None, "reason": "strategy 'gan' was not run"},
          "skipped": {"gan": "no synthetic data were given (run `augment generate`)"}}
-    assert R.verdict(m).startswith("No verdict on GAN augmentation: no synthetic data were given")
+    assert RS.verdict(m).startswith("No verdict on GAN augmentation: no synthetic data were given")
 
 
 def _predictions(rng: np.random.Generator, y: np.ndarray) -> pd.DataFrame:
@@ -118,7 +120,7 @@ def test_report_html_is_self_contained_and_states_the_verdict(report_inputs, tmp
     # recall, confusion, losses, real-vs-synthetic grid, nearest pairs
     assert len(imgs) == 5 and all(src.startswith("data:image/png;base64,") for src in imgs)
     assert "losses from losses.csv" in page
-    verdict = R.verdict(report_inputs["metrics"])
+    verdict = RS.verdict(report_inputs["metrics"])
     first_p = re.search(r"<p[^>]*>(.*?)</p>", page, re.S).group(1)
     assert first_p.startswith(("Gain:", "No gain")) and first_p == verdict.replace("'", "&#x27;")
     assert "Skipped smote: a test reason." in page and "source: digits" in page
@@ -128,7 +130,7 @@ def test_report_markdown_pngs_and_csvs(report_inputs, tmp_path):
     R.write_report(tmp_path, report_inputs["metrics"], report_inputs["predictions"], train=report_inputs["train"],
                    synthetic=report_inputs["synthetic"], gan_dir=None, params={})
     md = (tmp_path / "report.md").read_text()
-    assert md.splitlines()[2] == R.verdict(report_inputs["metrics"])
+    assert md.splitlines()[2] == RS.verdict(report_inputs["metrics"])
     for png in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "No loss curves: no GAN folder was given." in md
@@ -160,9 +162,9 @@ def test_report_without_synthetic_data_or_losses(report_inputs, tmp_path):
 
 
 def test_markdown_and_html_escape_cells():
-    blocks = [R.Block("h1", "t"), R.Block("table", rows=[["a|b", "<x>"], ["1", "2"]])]
-    assert "a\\|b" in R.render_markdown(blocks)
-    assert "&lt;x&gt;" in R.render_html(blocks, "t")
+    blocks = [RD.Block("h1", "t"), RD.Block("table", rows=[["a|b", "<x>"], ["1", "2"]])]
+    assert "a\\|b" in RD.render_markdown(blocks)
+    assert "&lt;x&gt;" in RD.render_html(blocks, "t")
 
 
 def test_recommendation_closes_the_report_with_the_rule_and_every_validation_score():
@@ -171,14 +173,14 @@ def test_recommendation_closes_the_report_with_the_rule_and_every_validation_sco
            "evidence": {"mean": 0.01, "p5": -0.02, "p95": 0.04, "share_positive": 0.7},
            "reason": "the best GAN strategy on validation, gan_la, leads by +1.00 points, within the validation noise"}
     metrics = {"recommendation": rec, "strategies": {"logit_adjust": {"balanced_accuracy": M.mean_ci([0.96, 0.97])}}}
-    line = R.recommendation_line(metrics)
+    line = RS.recommendation_line(metrics)
     assert line.startswith("Recommended: logit_adjust (no GAN images; test balanced accuracy 96.5 [")
-    blocks = R.recommendation_blocks(metrics)
+    blocks = RS.recommendation_blocks(metrics)
     assert blocks[0].text == "Recommendation" and "the test set plays no part" in blocks[2].text
     assert "+1.0 points, bootstrap 5th-95th percentile -2.0 to +4.0; ahead in 70%" in blocks[3].text
     assert blocks[-1].rows[1:] == [["gan_la", "96.0", "best GAN"], ["logit_adjust", "95.0", "recommended"],
                                    ["none", "90.0", ""]]
-    assert R.recommendation_line({"recommendation": {"strategy": None, "reason": "no validation predictions"}}) \
+    assert RS.recommendation_line({"recommendation": {"strategy": None, "reason": "no validation predictions"}}) \
         == "No recommendation: no validation predictions."
 
 
