@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import TreeMemory, machine_info  # noqa: E402
 
-from pipeline import config, atomic  # noqa: E402
+from pipeline import atomic, config, params_file  # noqa: E402
 from pipeline.stages import stage  # noqa: E402
 from pipeline.stages.files import gan_final_path  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
@@ -53,8 +53,8 @@ def build_config(args: argparse.Namespace, work: Path) -> config.Config:
            {"prepared": "prepared", "plan": "plan.json", "gan": "models/gan", "synthetic": "synthetic",
             "reports": "reports"}.items()},
     }
-    overrides.update(dict(config.parse_override(o) for o in args.set))
-    return config.load(args.params, overrides)
+    overrides.update(dict(params_file.parse_override(o) for o in args.set))
+    return params_file.load(args.params, overrides)
 
 
 def _mtime(path: Path) -> int | None:

@@ -186,9 +186,9 @@ def rescore(result: dict, data: dict) -> dict:
 
 def _params(args):
     """params.yaml with the command line's --set overrides, validated."""
-    from pipeline import config
+    from pipeline import config, params_file
 
-    return config.load(REPO / "params.yaml", dict(config.parse_override(o) for o in args.set))
+    return params_file.load(REPO / "params.yaml", dict(params_file.parse_override(o) for o in args.set))
 
 
 def _recipe(args):

@@ -25,7 +25,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.artifacts import publish
-from pipeline import config, versioning
+from pipeline import config, params_file, versioning
 from pipeline.launch import torchrun
 from pipeline.stages import stage as stage_function
 from pipeline.stages.files import set_progress
@@ -78,9 +78,9 @@ class RunParameters(BaseModel):
             ConfigError: one line naming the bad key or value and the valid choices.
         """
         # Checked alone first, so an error names the overrides rather than params.yaml.
-        config.build({}, self.overrides, source="overrides")
-        path = self.root() / config.PARAMS_FILE
-        return config.load(path if path.is_file() else None, self.overrides)
+        params_file.build({}, self.overrides, source="overrides")
+        path = self.root() / params_file.PARAMS_FILE
+        return params_file.load(path if path.is_file() else None, self.overrides)
 
 
 # ---------------------------------------------------------------------------------------------

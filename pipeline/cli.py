@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from pipeline import __version__, atomic, config
+from pipeline import __version__, atomic, config, params_file
 from pipeline.errors import AugmentError
 from pipeline.stages import stage
 from pipeline.stages.files import set_progress
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         set_progress(False)
     try:
-        overrides = dict(config.parse_override(o) for o in args.overrides)
-        cfg = config.load(args.params, overrides)
+        overrides = dict(params_file.parse_override(o) for o in args.overrides)
+        cfg = params_file.load(args.params, overrides)
         if args.command == "show-params":
             print(json.dumps(shown_params(cfg), indent=2))
         elif args.command == "run":

@@ -1,4 +1,4 @@
-"""One-line messages for a params tree that does not validate: what `pipeline.config.build` raises.
+"""One-line messages for a params tree that does not validate: what `pipeline.params_file.build` raises.
 
 `strict_numbers` finds the values pydantic would coerce silently (true as 1, 2.5 as 2);
 `describe` turns a pydantic error into `source: key = value: what is wrong`, suggesting the

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import PARAMS_FILE
+from pipeline.params_file import PARAMS_FILE
 from pipeline.errors import AugmentError, ConfigError
 
 TAG_PREFIX = "augment-"

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ruamel.yaml import YAML
 
-from pipeline import config, atomic
+from pipeline import atomic, config, params_file
 from pipeline.versioning import dvc_executable, head
 
 PENDING = Path(".dvc") / "tmp" / "augment-flow.pending.json"  # what a run in progress must put back if it fails
@@ -42,11 +42,11 @@ def write_params(root: Path, overrides: dict[str, Any]) -> None:
     yaml = YAML()
     # keep `null` spelled out, as in the file we were given (ruamel writes an empty value)
     yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    path = root / config.PARAMS_FILE
+    path = root / params_file.PARAMS_FILE
     tree = yaml.load(path.read_text(encoding="utf-8")) if path.is_file() else None
     tree = tree if tree is not None else {}
     for key, value in overrides.items():
-        config.set_dotted(tree, key, value)
+        params_file.set_dotted(tree, key, value)
     with atomic.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         yaml.dump(tree, f)
 
@@ -85,7 +85,7 @@ def rollback_on_failure(root: Path) -> Iterator[None]:
     also written to .dvc/tmp first, so a run killed outright is undone by the next one.
     """
     restore_interrupted(root)
-    names = (config.PARAMS_FILE, "dvc.lock")
+    names = (params_file.PARAMS_FILE, "dvc.lock")
     files = {n: (root / n).read_text(encoding="utf-8") if (root / n).is_file() else None for n in names}
     record = {"head": head(root), "files": files}
     atomic.write_json(root / PENDING, record)

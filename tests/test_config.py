@@ -3,32 +3,32 @@
 import pytest
 from pydantic import ValidationError
 
-from pipeline import config
+from pipeline import config, params_file
 from pipeline.errors import ConfigError
 
 
 def test_defaults_validate():
-    cfg = config.build({})
+    cfg = params_file.build({})
     assert cfg.data.source == "digits"
     assert cfg.plan.sampling_strategy == "auto"
 
 
 def test_repo_params_file_validates():
-    cfg = config.load("params.yaml")
+    cfg = params_file.load("params.yaml")
     assert cfg.paths.prepared == "data/prepared"
 
 
 def test_dotted_overrides_parse_yaml():
-    key, value = config.parse_override("data.long_tail.ratio=100")
+    key, value = params_file.parse_override("data.long_tail.ratio=100")
     assert (key, value) == ("data.long_tail.ratio", 100)
-    cfg = config.build({}, {key: value, "plan.sampling_strategy": {"3": 50}})
+    cfg = params_file.build({}, {key: value, "plan.sampling_strategy": {"3": 50}})
     assert cfg.data.long_tail.ratio == 100
     assert cfg.plan.sampling_strategy == {"3": 50}
 
 
 def test_unknown_key_suggests_close_match():
     with pytest.raises(ConfigError) as e:
-        config.build({"data": {"sorce": "digits"}})
+        params_file.build({"data": {"sorce": "digits"}})
     msg = str(e.value)
     assert "unknown key 'data.sorce'" in msg and "did you mean 'data.source'" in msg
     assert "\n" not in msg
@@ -36,7 +36,7 @@ def test_unknown_key_suggests_close_match():
 
 def test_unknown_section():
     with pytest.raises(ConfigError, match="unknown key 'trian_gan'.*did you mean 'train_gan'"):
-        config.build({"trian_gan": {}})
+        params_file.build({"trian_gan": {}})
 
 
 @pytest.mark.parametrize(
@@ -52,22 +52,22 @@ def test_unknown_section():
 )
 def test_bad_values_name_key_and_choices(override, fragment):
     with pytest.raises(ConfigError) as e:
-        config.build({}, override)
+        params_file.build({}, override)
     assert fragment in str(e.value)
 
 
 def test_override_into_a_value_is_refused():
     with pytest.raises(ConfigError, match="is a value"):
-        config.build({"data": {"source": "digits"}}, {"data.source.x": 1})
+        params_file.build({"data": {"source": "digits"}}, {"data.source.x": 1})
 
 
 def test_bad_yaml_file(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="line 2: not valid YAML"):
-        config.load(p)
+        params_file.load(p)
     with pytest.raises(ConfigError, match="not found"):
-        config.load(tmp_path / "missing.yaml")
+        params_file.load(tmp_path / "missing.yaml")
 
 
 @pytest.mark.parametrize(
@@ -84,14 +84,14 @@ def test_bad_yaml_file(tmp_path):
 )
 def test_rules_across_fields_fire_when_the_params_load(section, fragment):
     with pytest.raises(ConfigError) as e:
-        config.build({"train_gan": section})
+        params_file.build({"train_gan": section})
     assert fragment in str(e.value)
 
 
 def test_rules_across_fields_let_valid_combinations_through():
-    assert config.build({"train_gan": {"loss": "bce", "label_smoothing": 0.1}}).train_gan.label_smoothing == 0.1
+    assert params_file.build({"train_gan": {"loss": "bce", "label_smoothing": 0.1}}).train_gan.label_smoothing == 0.1
     # an explicit aux_weight: 0 keeps the recipe's class head off an arch without one
-    assert config.build({"train_gan": {"recipe": "small_gray", "arch": "concat", "aux_weight": 0}})
+    assert params_file.build({"train_gan": {"recipe": "small_gray", "arch": "concat", "aux_weight": 0}})
 
 
 def test_choices_are_the_registries_that_dispatch():
@@ -101,14 +101,14 @@ def test_choices_are_the_registries_that_dispatch():
 
     for key, registry in (("loss", LOSSES), ("arch", GAN_ARCHS)):
         with pytest.raises(ConfigError) as e:
-            config.build({"train_gan": {key: "nope"}})
+            params_file.build({"train_gan": {key: "nope"}})
         assert f"is not one of: {', '.join(sorted(registry))}" in str(e.value)
     with pytest.raises(ConfigError, match=f"is not one of: {', '.join(sorted(AUGMENTS))}"):
-        config.build({"train_gan": {"diffaug": "blur"}})
+        params_file.build({"train_gan": {"diffaug": "blur"}})
 
 
 def test_a_loaded_config_is_frozen():
-    cfg = config.build({})
+    cfg = params_file.build({})
     for obj, key, value in ((cfg, "train_gan", cfg.train_gan), (cfg.train_gan, "steps", 5),
                             (cfg.evaluate.mix, "search", "full"), (cfg.data.long_tail, "ratio", 3.0)):
         with pytest.raises(ValidationError, match="frozen"):

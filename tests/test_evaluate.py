@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline import classifier_recipe as R
-from pipeline import config
+from pipeline import config, params_file
 from pipeline import evaluate as E
 from pipeline import metrics as M
 from pipeline import recommend as Rec
@@ -32,7 +32,7 @@ def _table(counts=(6, 4, 3), seed=0) -> ImageTable:
 
 
 def _cfg(**kw) -> config.EvaluateConfig:
-    return config.build({}, {f"evaluate.{k}": v for k, v in kw.items()}).evaluate
+    return params_file.build({}, {f"evaluate.{k}": v for k, v in kw.items()}).evaluate
 
 
 # ---- strategies -------------------------------------------------------------------------------
@@ -84,9 +84,9 @@ def test_strategy_registry_matches_the_config_choices():
         "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
     assert {n for n, s in S.STRATEGIES.items() if s.uses_synthetic} == {
         "gan", "gan+augment", "gan_la", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
-    assert config.build({}).evaluate.strategies == list(S.STRATEGIES)  # params.yaml's default runs them all
+    assert params_file.build({}).evaluate.strategies == list(S.STRATEGIES)  # params.yaml's default runs them all
     with pytest.raises(ConfigError, match="valid|one of"):
-        config.build({}, {"evaluate.strategies": ["mixup"]})
+        params_file.build({}, {"evaluate.strategies": ["mixup"]})
 
 
 def test_strategies_prepare_their_data():

@@ -21,7 +21,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run, gan_visuals
+from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.errors import ConfigError, DataError, TrainingError
@@ -137,7 +137,7 @@ def test_fingerprints():
 
 @pytest.mark.parametrize("threads", [None, 2])
 def test_stage_trains_with_train_gan_cpu_threads_then_restores(tmp_path, monkeypatch, threads):
-    from pipeline import config
+    from pipeline import params_file
     from pipeline.stages import stage
 
     seen = []
@@ -145,7 +145,7 @@ def test_stage_trains_with_train_gan_cpu_threads_then_restores(tmp_path, monkeyp
 
     monkeypatch.setattr(train_stage, "fit", lambda *a, **k: seen.append(torch.get_num_threads()) or tmp_path / "final.pt")
     paths = {"prepared": str(tmp_path / "prepared"), "gan": str(tmp_path / "gan")}
-    cfg = config.build({"paths": paths}, {"train_gan.cpu_threads": threads})
+    cfg = params_file.build({"paths": paths}, {"train_gan.cpu_threads": threads})
     stage("prepare")(cfg)  # the real stage on the bundled digits: what train_gan reads
     assert torch.get_num_threads() == 1  # the autouse fixture's count
     stage("train_gan")(cfg)

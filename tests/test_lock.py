@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import run_cli
-from pipeline import config
+from pipeline import config, params_file
 from pipeline.lock import LOCK_NAME, LockBusy, hold, hold_outputs, lock_files, output_locks
 
 
@@ -21,7 +21,7 @@ def shared_paths(shared) -> dict:
 
 def test_lock_files_are_the_output_folders_sorted(tmp_path):
     with contextlib.chdir(tmp_path):
-        files = output_locks(config.build({}))
+        files = output_locks(params_file.build({}))
     assert files == [tmp_path.resolve() / "data" / LOCK_NAME, tmp_path.resolve() / "data" / "models" / LOCK_NAME]
     assert lock_files(["b/x", "a/y", "b/z"]) == sorted(lock_files(["a/y", "b/x"]))
 
@@ -30,9 +30,9 @@ def test_two_working_folders_with_the_same_absolute_paths_share_the_locks(tmp_pa
     shared, a, b = tmp_path / "shared", tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     with contextlib.chdir(a):
-        in_a, default_a = output_locks(config.build(shared_paths(shared))), output_locks(config.build({}))
+        in_a, default_a = output_locks(params_file.build(shared_paths(shared))), output_locks(params_file.build({}))
     with contextlib.chdir(b):
-        in_b, default_b = output_locks(config.build(shared_paths(shared))), output_locks(config.build({}))
+        in_b, default_b = output_locks(params_file.build(shared_paths(shared))), output_locks(params_file.build({}))
     assert in_a == in_b == [shared.resolve() / LOCK_NAME, shared.resolve() / "models" / LOCK_NAME]
     assert not set(default_a) & set(default_b)  # relative paths: each folder its own outputs
 
@@ -44,7 +44,7 @@ def test_a_run_in_another_folder_on_the_same_paths_waits_then_fails(tmp_path):
     a.mkdir(), b.mkdir()
     params = "\n".join(f"  {k}: {v}" for k, v in shared_paths(shared)["paths"].items())
     (b / "params.yaml").write_text(f"paths:\n{params}\n")
-    with contextlib.chdir(a), hold_outputs(config.build(shared_paths(shared)), 0, "wait"):
+    with contextlib.chdir(a), hold_outputs(params_file.build(shared_paths(shared)), 0, "wait"):
         proc = run_cli("prepare", "-q", "--lock-timeout", "1", cwd=b)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert f"holds {shared.resolve() / LOCK_NAME}; waiting up to 1 s" in proc.stderr  # the warning while it waits
@@ -72,8 +72,8 @@ def test_runs_whose_outputs_nest_share_a_lock_whichever_starts_first(tmp_path):
     """Run `outer` writes shared/models/gan; run `inner` (another working folder) writes a folder
     inside it: they must exclude each other, though their outputs' parent folders differ."""
     shared = tmp_path / "shared"
-    outer = config.build({"paths": dict(shared_paths(tmp_path / "a")["paths"], gan=str(shared / "models" / "gan"))})
-    inner = config.build({"paths": dict(shared_paths(tmp_path / "b")["paths"],
+    outer = params_file.build({"paths": dict(shared_paths(tmp_path / "a")["paths"], gan=str(shared / "models" / "gan"))})
+    inner = params_file.build({"paths": dict(shared_paths(tmp_path / "b")["paths"],
                                         synthetic=str(shared / "models" / "gan" / "extra" / "synthetic"))})
     for first, second in ((outer, inner), (inner, outer)):
         with hold_outputs(first, 0, "wait"):
@@ -92,7 +92,7 @@ def test_a_nested_run_that_locks_meanwhile_is_waited_for(tmp_path, monkeypatch):
     from pipeline import lock
 
     shared = tmp_path / "shared"
-    outer = config.build({"paths": dict(shared_paths(tmp_path / "a")["paths"], gan=str(shared / "gan"))})
+    outer = params_file.build({"paths": dict(shared_paths(tmp_path / "a")["paths"], gan=str(shared / "gan"))})
     nested = shared / "gan" / "inner" / LOCK_NAME
     calls, real = [], lock.output_locks
     with contextlib.ExitStack() as other_run:

@@ -87,7 +87,7 @@ def test_a_mix_without_synthetic_images_weighs_classes_as_the_class_weight_strat
     points of balanced accuracy on USPS-LT)."""
     import torch
 
-    from pipeline.config import build
+    from pipeline.params_file import build
     from pipeline.classifier_recipe import TrainingSet, inverse_frequency_weights
     from pipeline.training import train_classifier
     from tests.conftest import tiny_arrays
@@ -124,7 +124,7 @@ def test_a_zero_cap_is_tried_once_per_class_weight_setting():
 @pytest.mark.slow
 def test_policy_selection_never_reads_the_test_split():
     """Poisoned test labels change the test metrics but not the policy chosen on validation."""
-    from pipeline import config
+    from pipeline import config, params_file
     from pipeline.data import impose_long_tail, stratified_split
     from pipeline.evaluate import EvalData, evaluate
     from pipeline.sources import ImageSpec, read_source
@@ -140,7 +140,7 @@ def test_policy_selection_never_reads_the_test_split():
     labels = np.where(rng.random(300) < 0.3, rng.integers(0, 10, 300), pool.labels[pick])
     synthetic = ImageTable(noisy.astype(np.uint8), labels, digits.class_names)
     scores = rng.random(300).astype(np.float32)
-    cfg = config.build({}, {"evaluate.strategies": ["class_weight", "gan_policy"], "evaluate.seeds": 2,
+    cfg = params_file.build({}, {"evaluate.strategies": ["class_weight", "gan_policy"], "evaluate.seeds": 2,
                             "evaluate.epochs": 2, "evaluate.gan_quality": False,
                             "evaluate.mix.cap_ratio": [1, None], "evaluate.mix.min_score": [0.0, 0.5],
                             "evaluate.mix.synthetic_weight": [1.0]}).evaluate
@@ -159,7 +159,7 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
     """A saturated validation set (every policy at 100%) falls back to the class-balanced NLL."""
     from pipeline import config, mixing
 
-    cfg = config.build({}, {"evaluate.mix.cap_ratio": [1, 4, None], "evaluate.mix.min_score": [0.0],
+    cfg = params_file.build({}, {"evaluate.mix.cap_ratio": [1, 4, None], "evaluate.mix.min_score": [0.0],
                             "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [True],
                             "evaluate.workers": 1}).evaluate
     canned = {3: (1.0, 0.30), 6: (1.0, 0.10), 7: (0.99, 0.01)}  # synthetic rows kept -> (bal. acc, NLL)
@@ -184,7 +184,7 @@ def test_staged_search_decides_class_weighting_on_the_real_data_first(monkeypatc
     from pipeline.mixing import choose_policy
 
     caps = [0, 4, None] if zero_cap else [4, None]
-    cfg = config.build({}, {"evaluate.mix.cap_ratio": caps, "evaluate.mix.min_score": [0.0],
+    cfg = params_file.build({}, {"evaluate.mix.cap_ratio": caps, "evaluate.mix.min_score": [0.0],
                             "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [False, True],
                             "evaluate.workers": 1}).evaluate
     trained = []

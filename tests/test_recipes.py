@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import cli, config, gan_fingerprint, recipes
+from pipeline import cli, config, gan_fingerprint, params_file, recipes
 from pipeline.stages import stage
 from pipeline.stages.files import gan_final_path, read_counts
 from pipeline.errors import ConfigError
@@ -22,7 +22,7 @@ DEMO_BEFORE = {"width": 32, "aux_weight": 0.0, "diffaug": "", "steps": 2000}
 
 
 def repo_params(overrides=None) -> config.Config:
-    return config.load(REPO / "params.yaml", overrides)
+    return params_file.load(REPO / "params.yaml", overrides)
 
 
 @pytest.mark.parametrize("shape, name", [
@@ -48,7 +48,7 @@ def test_the_demo_trains_with_the_settings_it_had():
     so the demo's weights, images and report are those of before."""
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
     tree["train_gan"] |= DEMO_BEFORE
-    before = config.build(tree).train_gan
+    before = params_file.build(tree).train_gan
     after = recipes.resolve(repo_params().train_gan, (8, 8, 1), None)[0]
     # the checkpoint fingerprint too: a demo final.pt trained before the recipes is still this run's
     assert gan_fingerprint.config_fingerprint(after, "data") == gan_fingerprint.config_fingerprint(before, "data")
@@ -65,7 +65,7 @@ def test_an_explicit_value_wins_from_params_or_set(tmp_path):
     # the same value as the recipe's, given explicitly, is no override worth naming
     params = tmp_path / "params.yaml"
     params.write_text("train_gan:\n  width: 16\n  diffaug: ''\n")
-    section, choice = recipes.resolve(config.load(params).train_gan, (32, 32, 3))
+    section, choice = recipes.resolve(params_file.load(params).train_gan, (32, 32, 3))
     assert (section.width, section.diffaug, section.aux_weight) == (16, "", 1.0)
     assert choice.kept == {"diffaug": ""} and "width" not in choice.applied
 
@@ -85,10 +85,10 @@ def test_an_arch_trains_with_the_values_given_and_no_settings_of_its_own(arch):
     and the tutorial's BCE only when the params name it, as benchmarks/speed.py's reference does."""
     assert not any(hasattr(a, "recipe") for a in GAN_ARCHS.values())
     default = config.TrainGanConfig()
-    section, _ = recipes.resolve(config.build({"train_gan": {"arch": arch}}).train_gan, (28, 28, 1))
+    section, _ = recipes.resolve(params_file.build({"train_gan": {"arch": arch}}).train_gan, (28, 28, 1))
     assert section.model_dump(exclude={"arch", "recipe"}) == default.model_dump(exclude={"arch", "recipe"})
     named = {"arch": arch, "loss": "bce", "beta1": 0.5, "diffaug": ""}
-    section, _ = recipes.resolve(config.build({"train_gan": named}).train_gan, (28, 28, 1))
+    section, _ = recipes.resolve(params_file.build({"train_gan": named}).train_gan, (28, 28, 1))
     assert (section.loss, section.beta1, section.diffaug) == ("bce", 0.5, "")
 
 
@@ -102,11 +102,11 @@ def test_another_arch_gets_no_recipe_and_auto_needs_the_data():
 def test_bad_recipes_are_refused():
     with pytest.raises(ConfigError, match=r"train_gan.recipe = 'mnist': 'mnist' is not one of: auto, demo, "
                                           r"small_gray, small_color, none"):
-        config.build({"train_gan": {"recipe": "mnist"}})
+        params_file.build({"train_gan": {"recipe": "mnist"}})
     # refused when the params load, not when the stage resolves the recipe
     with pytest.raises(ConfigError, match="train_gan: recipe 'small_gray' sets aux_weight 1.0, and arch 'concat' "
                                           "has no class head"):
-        config.build({"train_gan": {"recipe": "small_gray", "arch": "concat"}})
+        params_file.build({"train_gan": {"recipe": "small_gray", "arch": "concat"}})
 
 
 # ----------------------------------------------------------------------------- through the stages
@@ -140,7 +140,7 @@ def test_show_params_says_auto_until_prepare_then_what_it_resolved_to(project, c
     shown = show_params(capsys, "--set", "train_gan.steps=9")
     assert shown["recipe"] == "auto (resolved after prepare)"
     assert shown["width"] == shown["aux_weight"] == shown["diffaug"] == "(from the recipe)" and shown["steps"] == 9
-    stage("prepare")(config.load())
+    stage("prepare")(params_file.load())
     shown = show_params(capsys, "--set", "train_gan.steps=9")
     assert (shown["recipe"], shown["width"], shown["aux_weight"], shown["steps"]) == ("small_gray", 16, 1.0, 9)
     # a named recipe is shown resolved with or without the data
@@ -150,7 +150,7 @@ def test_show_params_says_auto_until_prepare_then_what_it_resolved_to(project, c
 def test_the_resolved_recipe_is_logged_and_in_the_checkpoint_manifest_and_report(project, caplog, monkeypatch):
     tiny = {"train_gan.steps": 2, "train_gan.batch_size": 8, "train_gan.checkpoint_every": 2,
             "train_gan.sample_every": 2, "plan.sampling_strategy": {"2": 8}}
-    cfg = config.load(overrides=tiny)
+    cfg = params_file.load(overrides=tiny)
     stage("prepare")(cfg)
     stage("plan")(cfg)
     with caplog.at_level(logging.INFO, logger="augment"):

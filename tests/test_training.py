@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline import classifier_recipe as R
-from pipeline import config
+from pipeline import config, params_file
 from pipeline import evaluate as E
 from pipeline import metrics as M
 from pipeline import recommend as Rec
@@ -29,7 +29,7 @@ def _table(counts=(6, 4, 3), seed=0) -> ImageTable:
 
 
 def _cfg(**kw) -> config.EvaluateConfig:
-    return config.build({}, {f"evaluate.{k}": v for k, v in {"device": "cpu", **kw}.items()}).evaluate
+    return params_file.build({}, {f"evaluate.{k}": v for k, v in {"device": "cpu", **kw}.items()}).evaluate
 
 
 def _adam_steps(monkeypatch) -> list[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from faultlib import Project, assert_whole, outcome, reference
-from pipeline import config
+from pipeline import config, params_file
 from pipeline.stages import stage as stage_function
 from pipeline.errors import DataError
 
@@ -26,7 +26,7 @@ def refused(project: Project, monkeypatch, stage: str, fragment: str) -> None:
     """Stage `stage` refuses the project's incomplete outputs with a DataError naming `fragment`."""
     monkeypatch.chdir(project.root)
     with pytest.raises(DataError, match=fragment):
-        stage_function(stage)(config.load())
+        stage_function(stage)(params_file.load())
 
 
 def test_kill_during_prepare(tmp_path, monkeypatch):
