@@ -128,11 +128,11 @@ def pixel_change(path: str, per_class: int = 300) -> dict:
     import torch
 
     from pipeline.gan_checkpoints import load_generator
-    from pipeline.generate import generate
+    from pipeline.generate import Sampler, generate
 
     G, meta = load_generator(Path(path))
     plan = {name: per_class for name in meta["class_names"]}
-    a, b = (generate(G, meta, plan, seed=0, batch_size=256, progress=False, dtype=d)[0].astype(np.int16)
+    a, b = (generate(Sampler(G, meta, seed=0, dtype=d), plan, batch_size=256, progress=False)[0].astype(np.int16)
             for d in (None, torch.bfloat16))
     d = np.abs(a - b)
     return {"image_shape": meta["image_shape"], "images": int(len(a)), "fraction_moved": round(float((d > 0).mean()), 4),

@@ -99,11 +99,11 @@ def _class_consistency(final: Path, judge, per_class: int = 200) -> dict:
 
     from pipeline.training import predict
     from pipeline.gan_checkpoints import load_generator
-    from pipeline.generate import generate
+    from pipeline.generate import Sampler, generate
 
     G, meta = load_generator(final)
     plan = {n: per_class for n in meta["class_names"]}
-    images, labels, _, _ = generate(G, meta, plan, seed=123, batch_size=256, progress=False)
+    images, labels, _, _ = generate(Sampler(G, meta, seed=123), plan, batch_size=256, progress=False)
     pred = predict(judge, images)
     per = {n: float((pred[labels == c] == c).mean()) for c, n in enumerate(meta["class_names"])}
     return {"overall": float((pred == labels).mean()), "min": min(per.values()), "per_class": per}
@@ -257,7 +257,7 @@ def part_generate(args) -> dict:
 
     from pipeline.device import choose_precision, precision_name
     from pipeline.data import ImageTable
-    from pipeline.generate import generate
+    from pipeline.generate import Sampler, generate
     from pipeline.release import write_shards
 
     # generate.precision as the pipeline resolves it (params.yaml plus --set), recorded per row
@@ -275,8 +275,8 @@ def part_generate(args) -> dict:
         for _ in range(args.rounds):
             with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
                 t0 = time.perf_counter()
-                images, labels, seeds, scores = generate(G, meta, plan, seed=0, batch_size=1024, progress=False,
-                                                         dtype=dtype)
+                images, labels, seeds, scores = generate(Sampler(G, meta, seed=0, dtype=dtype), plan,
+                                                         batch_size=1024, progress=False)
                 t_gen = time.perf_counter() - t0
                 write_shards(Path(tmp) / "shards", ImageTable(images, labels, meta["class_names"]),
                              {"source": "synthetic", "generator": meta["sha256"], "seed": seeds, "score": scores},

@@ -2,7 +2,8 @@
 
 Sample i of class c gets noise from `sample_seed(seed, c, i)` and goes through G in fixed blocks
 of indices, so its pixels depend on neither `batch_size` nor how the work is split. `generate`
-fills a plan; an optional scorer keeps only samples a real-data classifier assigns to their class.
+fills a plan with a `Sampler` (G, metadata, seed, device, precision); an optional scorer with a
+`ScoreFilter` keeps only samples a real-data classifier assigns to their class.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 import hashlib
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -168,29 +169,76 @@ def blocks(n: int, block: int = FORWARD_BLOCK) -> list[tuple[int, int]]:
     return [(a, min(a + block, n)) for a in range(0, n, block)]
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """What one run samples with and how: the generator, its metadata, the run seed, where and in
+    which precision G runs, the rows per forward and an optional scorer.
+
+    Attributes:
+        G: G(z (B, z_dim) float32, y (B,) long) -> (B, C, H, W) in [-1, 1]; `generate` puts it in
+            eval mode (and restores it after) so BatchNorm uses its running statistics. For
+            `sample_blocks` and `sample_range` it must be in eval mode already; pass it through
+            `for_sampling` first to save a copy per call.
+        meta: the checkpoint metadata: `z_dim`, `image_shape` [C, H, W], `class_names`.
+        seed: the run seed; sample i of class c uses `sample_seed(seed, c, i)`.
+        device: where G runs; the noise is drawn on the CPU, so it is the same on any device.
+        dtype: precision of G's forward: None (fp32) or torch.bfloat16 (weights and activations;
+            see `in_precision`), as `pipeline.device.choose_precision` resolves `generate.precision`.
+            Like `block`, it is part of the computation: against fp32, bf16 moved 16% of the pixels
+            of the MNIST-LT GAN (by 0.24 of 255 levels on average, 4% of them by more than one, at
+            most 13; the judge's class consistency stayed 0.9984) and 34% of the GTSRB-LT GAN's
+            (mean 0.36, at most 7); the same precision always gives the same bytes whatever
+            `batch_size`. Each class runs through `class_forward` (sngan: fused per class).
+        block: rows per generator forward (and scorer call); unlike `batch_size`, it can change
+            the last bits of the float output, hence a pixel now and then (see FORWARD_BLOCK).
+        scorer: optional callable(images (B, C, H, W) in [-1, 1], labels (B,)) -> probability of
+            the intended class, (B,). Each sample's score is recorded (NaN without a scorer).
+    """
+
+    G: torch.nn.Module
+    meta: dict
+    seed: int
+    device: str | torch.device = "cpu"
+    dtype: torch.dtype | None = None
+    block: int = FORWARD_BLOCK
+    scorer: Scorer | None = None
+
+
+@dataclass(frozen=True)
+class ScoreFilter:
+    """Which scored samples `generate` keeps (it needs a `Sampler.scorer`; without one all are kept).
+
+    Attributes:
+        tau: keep samples with score >= tau (0: keep all), trying further indices up to
+            `max_oversample` x the quota; short classes are filled with their best rejected
+            samples and a warning (see `generate`'s `stats`).
+        max_oversample: the most samples tried per class, as a multiple of its quota (>= 1).
+    """
+
+    tau: float = 0.0
+    max_oversample: float = 4.0
+
+
 @torch.inference_mode()
-def sample_blocks(
-    G: torch.nn.Module, meta: dict, class_index: int, spans: list[tuple[int, int]], seed: int,
-    device: str | torch.device = "cpu", scorer: Scorer | None = None, dtype: torch.dtype | None = None,
-) -> Samples:
+def sample_blocks(sampler: Sampler, class_index: int, spans: list[tuple[int, int]]) -> Samples:
     """The samples of one class in `spans` (index ranges from `blocks`), one forward per span.
 
-    Each span is one forward (and one scorer call); the results come to the host once. G must be
-    in eval mode (BatchNorm then uses running statistics, so rows are independent). `dtype`: the
-    precision of G's forward (None: fp32; see `generate`); pass G through `for_sampling` first to
-    save a copy per call. The forward is `class_forward(G, class_index, dtype)`.
+    Each span is one forward (and one call of `sampler.scorer`, if any); the results come to the
+    host once. The forward is `class_forward(sampler.G, class_index, sampler.dtype)`.
     """
+    meta, device = sampler.meta, sampler.device
     shape = _expected_shape(meta)
-    forward = class_forward(G, class_index, dtype)
+    forward = class_forward(sampler.G, class_index, sampler.dtype)
     index = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in spans])
-    seeds = [sample_seed(seed, class_index, int(i)) for i in index]
+    seeds = [sample_seed(sampler.seed, class_index, int(i)) for i in index]
     z_all = sample_noise(seeds, int(meta["z_dim"]))  # on the CPU: the same noise on any device
     images, scores, row = [], [], 0
     for a, b in spans:
         y = torch.full((b - a,), class_index, dtype=torch.long, device=device)
         u8 = _forward(forward, z_all[row : row + b - a].to(device), y, shape)
         images.append(u8)
-        scores.append(_score(scorer, u8, y) if scorer is not None else torch.full((b - a,), float("nan")))
+        scored = sampler.scorer is not None
+        scores.append(_score(sampler.scorer, u8, y) if scored else torch.full((b - a,), float("nan")))
         row += b - a
     return Samples(
         index,
@@ -201,21 +249,21 @@ def sample_blocks(
 
 
 def sample_range(
-    G: torch.nn.Module, meta: dict, class_index: int, start: int, stop: int, quota: int, seed: int,
-    device: str | torch.device = "cpu", block: int = FORWARD_BLOCK, dtype: torch.dtype | None = None,
+    sampler: Sampler, class_index: int, start: int, stop: int, quota: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unfiltered samples start..stop-1 of a class with `quota` samples: a parallel worker's share.
 
-    Returns (uint8 NHWC, seeds). Any split of 0..quota into ranges gives, concatenated, the same
-    bytes as `generate` with that quota (the blocks depend on the quota, not on the split).
+    Returns (uint8 NHWC, seeds); `sampler.scorer` is not called. Any split of 0..quota into ranges
+    gives, concatenated, the same bytes as `generate` with that quota (the blocks depend on the
+    quota, not on the split).
     """
     if not 0 <= start <= stop <= quota:
         raise ValueError(f"need 0 <= start <= stop <= quota, got {start}, {stop}, {quota}")
-    c, h, w = _expected_shape(meta)
-    spans = [(a, b) for a, b in blocks(quota, block) if a < stop and b > start]
+    c, h, w = _expected_shape(sampler.meta)
+    spans = [(a, b) for a, b in blocks(quota, sampler.block) if a < stop and b > start]
     if not spans:
         return np.zeros((0, h, w, c), np.uint8), np.zeros(0, np.int64)
-    s = sample_blocks(G, meta, class_index, spans, seed, device, dtype=dtype)  # builds the class forward once itself
+    s = sample_blocks(replace(sampler, scorer=None), class_index, spans)  # builds the class forward once itself
     keep = (s.index >= start) & (s.index < stop)
     return s.images[keep], s.seeds[keep]
 
@@ -238,25 +286,25 @@ def _check_plan(plan: dict[str, int], class_names: list[str]) -> list[int]:
 
 
 def _sample_class(
-    G, meta, c: int, quota: int, seed: int, device, scorer, tau: float, max_oversample: float,
-    batch_size: int, block: int, bar, dtype: torch.dtype | None,
+    sampler: Sampler, c: int, quota: int, keep: ScoreFilter, batch_size: int, bar,
 ) -> tuple[Samples, dict]:
-    """`quota` samples of class c: the first ones in index order with score >= tau.
+    """`quota` samples of class c: the first ones in index order with score >= keep.tau.
 
-    Indices 0..limit-1, limit = ceil(max_oversample * quota), are tried in order; if fewer than
+    Indices 0..limit-1, limit = ceil(keep.max_oversample * quota), are tried in order; if fewer than
     `quota` pass, the best-scoring rejected ones fill the gap and the stats say how many. Samples
     after the last one kept are never looked at, so the result does not depend on `batch_size`.
     """
-    filtering = scorer is not None and tau > 0
-    limit = max(quota, math.ceil(max_oversample * quota)) if filtering else quota
-    todo = blocks(limit, block)
-    per_step = max(1, math.ceil(batch_size / block))
+    tau = keep.tau
+    filtering = sampler.scorer is not None and tau > 0
+    limit = max(quota, math.ceil(keep.max_oversample * quota)) if filtering else quota
+    todo = blocks(limit, sampler.block)
+    per_step = max(1, math.ceil(batch_size / sampler.block))
     kept: list[Samples] = []
     rejected: list[Samples] = []
     n_kept, tried = 0, 0
     while n_kept < quota and todo:
         spans, todo = todo[:per_step], todo[per_step:]
-        s = sample_blocks(G, meta, c, spans, seed, device, scorer, dtype)
+        s = sample_blocks(sampler, c, spans)
         accept = s.scores >= tau if filtering else np.ones(len(s.index), dtype=bool)
         take = np.flatnonzero(accept)[: quota - n_kept]
         seen = (np.arange(len(accept)) <= take[-1]) if n_kept + len(take) == quota else np.ones(len(accept), bool)
@@ -277,76 +325,52 @@ def _sample_class(
 
 
 def generate(
-    G: torch.nn.Module,
-    meta: dict,
+    sampler: Sampler,
     plan: dict[str, int],
-    seed: int,
     batch_size: int,
-    device: str | torch.device = "cpu",
-    scorer: Scorer | None = None,
-    tau: float = 0.0,
-    max_oversample: float = 4.0,
+    keep: ScoreFilter = ScoreFilter(),
     progress: bool = True,
     stats: dict | None = None,
-    block: int = FORWARD_BLOCK,
-    dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Sample every class's quota of `plan` with the (EMA) generator `G`.
+    """Sample every class's quota of `plan` with the (EMA) generator `sampler.G`.
 
     Args:
-        G: G(z (B, z_dim) float32, y (B,) long) -> (B, C, H, W) in [-1, 1]; put in eval mode here
-            (and restored after) so BatchNorm uses its running statistics.
-        meta: the checkpoint metadata: `z_dim`, `image_shape` [C, H, W], `class_names`.
+        sampler: the generator, its metadata, the run seed, device, precision, block and scorer
+            (see `Sampler`); G is put in eval mode here and its mode restored after.
         plan: {class name: images to add}; classes left out get none.
-        seed: the run seed; sample i of class c uses `sample_seed(seed, c, i)`.
         batch_size: samples per step, rounded up to whole blocks: how much is held on the device
             and moved to the host at once. It never changes the output (see FORWARD_BLOCK).
-        device: where G runs; the noise is drawn on the CPU, so it is the same on any device.
-        scorer: optional callable(images (B, C, H, W) in [-1, 1], labels (B,)) -> probability of
-            the intended class, (B,). Each sample's score is recorded.
-        tau: with a scorer, keep samples with score >= tau, trying further indices up to
-            `max_oversample` x the quota; short classes are filled with their best rejected
-            samples and a warning (see `stats`).
-        max_oversample: the most samples tried per class, as a multiple of its quota (>= 1).
+        keep: with a scorer, which samples to keep (see `ScoreFilter`); the default keeps all.
         progress: show a progress bar.
         stats: if given, filled with {class name: {quota, tried, accepted, below_tau}}.
-        block: rows per generator forward (and scorer call); unlike `batch_size`, it can change
-            the last bits of the float output, hence a pixel now and then.
-        dtype: precision of G's forward: None (fp32) or torch.bfloat16 (weights and activations;
-            see `in_precision`), as `pipeline.device.choose_precision` resolves `generate.precision`.
-            Like `block`, it is part of the computation: against fp32, bf16 moved 16% of the pixels
-            of the MNIST-LT GAN (by 0.24 of 255 levels on average, 4% of them by more than one, at
-            most 13; the judge's class consistency stayed 0.9984) and 34% of the GTSRB-LT GAN's
-            (mean 0.36, at most 7); the same precision always gives the same bytes whatever
-            `batch_size`. Each class runs through `class_forward` (sngan: fused per class).
 
     Returns:
         images uint8 (N, H, W, C), labels int64 (N,) indices into meta["class_names"], seeds int64
         (N,), scores float32 (N,) (NaN without a scorer); classes in index order, samples in
         index order within a class.
     """
+    block, max_oversample = sampler.block, keep.max_oversample
     if batch_size < 1 or block < 1 or max_oversample < 1:
         raise ValueError(
             f"need batch_size >= 1, block >= 1, max_oversample >= 1; got {batch_size}, {block}, {max_oversample}"
         )
-    names = [str(n) for n in meta["class_names"]]
+    names = [str(n) for n in sampler.meta["class_names"]]
     quotas = _check_plan(plan, names)
-    c_, h, w = _expected_shape(meta)
+    c_, h, w = _expected_shape(sampler.meta)
     parts, labels = [], []
+    G = sampler.G
     was_training = G.training
     G.eval()
-    Gp = for_sampling(G, dtype)  # once, not per step
+    ready = replace(sampler, G=for_sampling(G, sampler.dtype))  # once, not per step
     try:
         with tqdm(total=sum(quotas), desc="generate", unit="img", disable=not progress) as bar:
             for c, quota in enumerate(quotas):
                 if quota == 0:
                     continue
-                s, st = _sample_class(
-                    Gp, meta, c, quota, seed, device, scorer, tau, max_oversample, batch_size, block, bar, dtype
-                )
+                s, st = _sample_class(ready, c, quota, keep, batch_size, bar)
                 if st["below_tau"]:
                     log.warning("class %r: only %d of %d samples reached score >= %s after %d tries; "
-                                "filled with the %d best below it", names[c], st["accepted"], quota, tau,
+                                "filled with the %d best below it", names[c], st["accepted"], quota, keep.tau,
                                 st["tried"], st["below_tau"])
                 if stats is not None:
                     stats[names[c]] = st

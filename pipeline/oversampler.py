@@ -30,7 +30,7 @@ from pipeline import gan, gan_checkpoints
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
 from pipeline.device import choose_precision, select_device
-from pipeline.generate import generate
+from pipeline.generate import Sampler, generate
 from pipeline.plan import STRING_STRATEGIES, plan_quota
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -303,8 +303,8 @@ class GanOverSampler(BaseOverSampler):
             G, meta = gan_checkpoints.load_generator(final, device)
         self.gan_meta_ = meta
         new, new_labels, _, _ = generate(
-            G, meta, plan, seed, batch_size=256, device=device, progress=False,
-            dtype=choose_precision(cfg.precision, device),
+            Sampler(G, meta, seed, device, choose_precision(cfg.precision, device)), plan, batch_size=256,
+            progress=False,
         )
         X_res = np.concatenate([X, self._from_uint8(new, X)])
         y_res = np.concatenate([y, self.classes_[new_labels].astype(y.dtype, copy=False)])

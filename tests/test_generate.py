@@ -115,7 +115,8 @@ def test_noise_is_standard_normal_and_uncorrelated():
 
 def test_rows_per_class_equal_the_plan_and_seeds_are_per_sample():
     plan = {"zero": 0, "one": 5, "three": 70}
-    images, labels, seeds, scores = gen.generate(TinyG(), tiny_meta(), plan, seed=3, batch_size=16, progress=False)
+    images, labels, seeds, scores = gen.generate(gen.Sampler(TinyG(), tiny_meta(), seed=3), plan, batch_size=16,
+                                                 progress=False)
     assert images.shape == (75, 6, 6, 1) and images.dtype == np.uint8
     assert np.bincount(labels, minlength=4).tolist() == [0, 5, 0, 70]
     assert seeds.tolist() == [gen.sample_seed(3, 1, i) for i in range(5)] + [gen.sample_seed(3, 3, i) for i in range(70)]
@@ -126,9 +127,9 @@ def test_rows_per_class_equal_the_plan_and_seeds_are_per_sample():
 @pytest.mark.parametrize("batch_size", [1, 7, 256])
 def test_output_is_identical_whatever_the_batch_size(batch_size):
     G, meta, plan = TinyG(), tiny_meta(), {"one": 9, "two": 130}
-    ref = gen.generate(G, meta, plan, seed=5, batch_size=64, progress=False)
+    ref = gen.generate(gen.Sampler(G, meta, seed=5), plan, batch_size=64, progress=False)
     G.train()  # generate must switch BatchNorm to its running statistics, and restore the mode
-    out = gen.generate(G, meta, plan, seed=5, batch_size=batch_size, progress=False)
+    out = gen.generate(gen.Sampler(G, meta, seed=5), plan, batch_size=batch_size, progress=False)
     assert G.training
     for a, b in zip(ref, out):
         np.testing.assert_array_equal(a, b)
@@ -136,16 +137,17 @@ def test_output_is_identical_whatever_the_batch_size(batch_size):
 
 def test_ranges_split_across_workers_concatenate_to_the_same_bytes():
     G, meta = TinyG().eval(), tiny_meta()
-    images, _, seeds, _ = gen.generate(G, meta, {"two": 150}, seed=1, batch_size=32, progress=False, block=64)
+    sampler = gen.Sampler(G, meta, seed=1, block=64)
+    images, _, seeds, _ = gen.generate(sampler, {"two": 150}, batch_size=32, progress=False)
     ranges = [(0, 1), (1, 70), (70, 129), (129, 150)]
-    parts = [gen.sample_range(G, meta, 2, a, b, quota=150, seed=1, block=64) for a, b in ranges]
+    parts = [gen.sample_range(sampler, 2, a, b, quota=150) for a, b in ranges]
     np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
     np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), seeds)
 
 
 def test_a_different_seed_gives_different_images():
-    a = gen.generate(TinyG(), tiny_meta(), {"one": 4}, seed=0, batch_size=4, progress=False)[0]
-    b = gen.generate(TinyG(), tiny_meta(), {"one": 4}, seed=1, batch_size=4, progress=False)[0]
+    a = gen.generate(gen.Sampler(TinyG(), tiny_meta(), seed=0), {"one": 4}, batch_size=4, progress=False)[0]
+    b = gen.generate(gen.Sampler(TinyG(), tiny_meta(), seed=1), {"one": 4}, batch_size=4, progress=False)[0]
     assert not np.array_equal(a, b)
 
 
@@ -153,15 +155,15 @@ def test_a_different_seed_gives_different_images():
 
 def test_filter_keeps_the_first_samples_above_tau_whatever_the_batch_size():
     G, meta = TinyG(), tiny_meta()
-    _, _, _, all_scores = gen.generate(G, meta, {"one": 400}, seed=0, batch_size=64, progress=False,
-                                       scorer=mean_scorer)
+    sampler = gen.Sampler(G, meta, seed=0, scorer=mean_scorer)
+    _, _, _, all_scores = gen.generate(sampler, {"one": 400}, batch_size=64, progress=False)
     tau = float(np.quantile(all_scores, 0.6))  # about 40% pass
     expected = np.flatnonzero(all_scores >= tau)[:30]
     runs = []
     for batch_size in (1, 7, 256):
         stats = {}
-        out = gen.generate(G, meta, {"one": 30}, seed=0, batch_size=batch_size, progress=False,
-                           scorer=mean_scorer, tau=tau, stats=stats)
+        out = gen.generate(sampler, {"one": 30}, batch_size=batch_size, keep=gen.ScoreFilter(tau=tau), progress=False,
+                           stats=stats)
         runs.append(out)
         assert stats == {"one": {"quota": 30, "tried": int(expected[-1]) + 1, "accepted": 30, "below_tau": 0}}
     images, labels, seeds, scores = runs[0]
@@ -175,12 +177,12 @@ def test_filter_keeps_the_first_samples_above_tau_whatever_the_batch_size():
 
 def test_filter_that_cannot_fill_keeps_the_best_and_warns(caplog):
     G, meta = TinyG(), tiny_meta()
-    _, _, _, tried_scores = gen.generate(G, meta, {"two": 20}, seed=0, batch_size=8, progress=False,
-                                         scorer=mean_scorer)
+    sampler = gen.Sampler(G, meta, seed=0, scorer=mean_scorer)
+    _, _, _, tried_scores = gen.generate(sampler, {"two": 20}, batch_size=8, progress=False)
     stats = {}
     with caplog.at_level(logging.WARNING, logger="augment"):
-        _, _, seeds, scores = gen.generate(G, meta, {"two": 10}, seed=0, batch_size=8, progress=False,
-                                           scorer=mean_scorer, tau=1.01, max_oversample=2.0, stats=stats)
+        _, _, seeds, scores = gen.generate(sampler, {"two": 10}, batch_size=8, progress=False, stats=stats,
+                                           keep=gen.ScoreFilter(tau=1.01, max_oversample=2.0))
     assert stats["two"] == {"quota": 10, "tried": 20, "accepted": 0, "below_tau": 10}
     best = np.sort(np.argsort(-tried_scores, kind="stable")[:10])
     np.testing.assert_array_equal(scores, tried_scores[best])
@@ -189,8 +191,8 @@ def test_filter_that_cannot_fill_keeps_the_best_and_warns(caplog):
 
 
 def test_scorer_without_tau_records_scores_and_keeps_all():
-    _, _, _, scores = gen.generate(TinyG(), tiny_meta(), {"one": 6}, seed=0, batch_size=4, progress=False,
-                                   scorer=mean_scorer)
+    sampler = gen.Sampler(TinyG(), tiny_meta(), seed=0, scorer=mean_scorer)
+    _, _, _, scores = gen.generate(sampler, {"one": 6}, batch_size=4, progress=False)
     assert scores.dtype == np.float32 and ((scores > 0) & (scores < 1)).all()
 
 
@@ -199,26 +201,29 @@ def test_scorer_without_tau_records_scores_and_keeps_all():
 def test_bad_plans_and_broken_generators_are_clear_errors():
     G, meta = TinyG(), tiny_meta()
     with pytest.raises(DataError, match=r"plan class\(es\) \['seven'\] are not among the generator's classes"):
-        gen.generate(G, meta, {"seven": 3}, seed=0, batch_size=4, progress=False)
+        gen.generate(gen.Sampler(G, meta, seed=0), {"seven": 3}, batch_size=4, progress=False)
     with pytest.raises(DataError, match=r"plan\['one'\] = -1: quotas must be integers >= 0"):
-        gen.generate(G, meta, {"one": -1}, seed=0, batch_size=4, progress=False)
+        gen.generate(gen.Sampler(G, meta, seed=0), {"one": -1}, batch_size=4, progress=False)
     with pytest.raises(TrainingError, match=r"generator output \[1, 6, 6\] differs from its metadata's image_shape \[3, 6, 6\]"):
-        gen.generate(G, tiny_meta(shape=(3, 6, 6)), {"one": 1}, seed=0, batch_size=4, progress=False)
+        gen.generate(gen.Sampler(G, tiny_meta(shape=(3, 6, 6)), seed=0), {"one": 1}, batch_size=4,
+                     progress=False)
     with torch.no_grad():
         G.fc.bias[0] = float("nan")
     with pytest.raises(TrainingError, match="non-finite pixels for class 1"):
-        gen.generate(G, meta, {"one": 1}, seed=0, batch_size=4, progress=False)
+        gen.generate(gen.Sampler(G, meta, seed=0), {"one": 1}, batch_size=4, progress=False)
 
 
 def test_empty_plan_gives_empty_arrays():
-    images, labels, seeds, scores = gen.generate(TinyG(), tiny_meta(), {"one": 0}, seed=0, batch_size=4, progress=False)
+    images, labels, seeds, scores = gen.generate(gen.Sampler(TinyG(), tiny_meta(), seed=0), {"one": 0}, batch_size=4,
+                                                 progress=False)
     assert images.shape == (0, 6, 6, 1) and len(labels) == len(seeds) == len(scores) == 0
 
 
 # ---- generate -> shards ----------------------------------------------------------------------------------
 
 def make_shards(folder, G, meta, plan, batch_size, seed=0, shard_size=50):
-    images, labels, seeds, scores = gen.generate(G, meta, plan, seed=seed, batch_size=batch_size, progress=False)
+    images, labels, seeds, scores = gen.generate(gen.Sampler(G, meta, seed=seed), plan, batch_size=batch_size,
+                                                 progress=False)
     columns = release.synthetic_columns(meta["sha256"], seeds, scores)
     return release.write_shards(folder, ImageTable(images, labels, meta["class_names"]), columns, shard_size,
                                 {"plan": plan, "params": {"seed": seed, "batch_size": batch_size}})
@@ -255,7 +260,7 @@ def test_sngan_generator_is_batch_size_independent_at_28x28():
         G, _ = GAN_ARCHS["sngan"].build((1, 28, 28), 10, 64, "light")
     meta = tiny_meta(z_dim=64, shape=(1, 28, 28), names=[str(i) for i in range(10)])
     plan = {"3": 40, "9": 3}
-    runs = [gen.generate(G, meta, plan, seed=2, batch_size=b, progress=False) for b in (1, 7, 256)]
+    runs = [gen.generate(gen.Sampler(G, meta, seed=2), plan, batch_size=b, progress=False) for b in (1, 7, 256)]
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
@@ -281,7 +286,8 @@ def test_sngan_generates_with_its_fused_class_forward_the_pixels_of_its_plain_fo
     built = []
     for_class = G.for_class
     G.for_class = lambda c, dtype: built.append(c) or for_class(c, dtype)
-    images, labels, seeds, _ = gen.generate(G, meta, {"b": 30, "c": 5}, seed=4, batch_size=8, progress=False)
+    images, labels, seeds, _ = gen.generate(gen.Sampler(G, meta, seed=4), {"b": 30, "c": 5}, batch_size=8,
+                                            progress=False)
     assert sorted(set(built)) == [1, 2]  # the fused forward ran, per class
     with torch.no_grad():
         plain = to_uint8(G.eval()(gen.sample_noise(seeds, 16), torch.as_tensor(labels))).numpy()
@@ -314,11 +320,12 @@ def test_trained_checkpoint_through_load_generator(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_gives_the_cpu_images_up_to_rounding():
     G, meta = TinyG(), tiny_meta()
-    cpu = gen.generate(G, meta, {"one": 100}, seed=0, batch_size=32, progress=False)
-    cuda = gen.generate(G.cuda(), meta, {"one": 100}, seed=0, batch_size=32, device="cuda", progress=False)
+    cpu = gen.generate(gen.Sampler(G, meta, seed=0), {"one": 100}, batch_size=32, progress=False)
+    cuda = gen.generate(gen.Sampler(G.cuda(), meta, seed=0, device="cuda"), {"one": 100}, batch_size=32,
+                        progress=False)
     np.testing.assert_array_equal(cpu[2], cuda[2])  # same seeds, same noise (drawn on the CPU)
     assert np.abs(cpu[0].astype(int) - cuda[0].astype(int)).max() <= 1
-    again = gen.generate(G, meta, {"one": 100}, seed=0, batch_size=7, device="cuda", progress=False)
+    again = gen.generate(gen.Sampler(G, meta, seed=0, device="cuda"), {"one": 100}, batch_size=7, progress=False)
     np.testing.assert_array_equal(cuda[0], again[0])
 
 
@@ -326,7 +333,7 @@ def test_cuda_gives_the_cpu_images_up_to_rounding():
 def test_bf16_generation_is_batch_size_independent_and_close_to_fp32():
     """generate.precision bf16: the same bytes whatever batch_size, the noise and seeds untouched,
     and for this small random generator each pixel at most one level (of 255) from the fp32 output
-    (trained generators move more: up to 22 levels on the MNIST-LT GAN, see `generate`)."""
+    (trained generators move more: up to 22 levels on the MNIST-LT GAN, see `Sampler.dtype`)."""
     from pipeline.models import GAN_ARCHS
 
     with torch.random.fork_rng():
@@ -338,12 +345,12 @@ def test_bf16_generation_is_batch_size_independent_and_close_to_fp32():
                 p.add_(torch.randn_like(p) * 0.3)
     meta = tiny_meta(z_dim=64, shape=(1, 28, 28), names=[str(i) for i in range(10)])
     plan = {"3": 40, "9": 3}
-    runs = [gen.generate(G, meta, plan, seed=2, batch_size=b, progress=False, dtype=torch.bfloat16)
+    runs = [gen.generate(gen.Sampler(G, meta, seed=2, dtype=torch.bfloat16), plan, batch_size=b, progress=False)
             for b in (1, 7, 256)]
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
-    fp32 = gen.generate(G, meta, plan, seed=2, batch_size=256, progress=False)
+    fp32 = gen.generate(gen.Sampler(G, meta, seed=2), plan, batch_size=256, progress=False)
     np.testing.assert_array_equal(fp32[2], runs[0][2])
     diff = np.abs(fp32[0].astype(int) - runs[0][0].astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.2
@@ -361,9 +368,9 @@ def test_every_arch_generates_in_bf16_close_to_fp32_and_leaves_its_generator_fp3
         G, _ = GAN_ARCHS[arch].build(shape, 3, 16, "light", 8)
     meta = tiny_meta(z_dim=16, shape=shape, names=["a", "b", "c"])
     plan = {"a": 5, "c": 20}
-    bf16 = gen.generate(G, meta, plan, seed=0, batch_size=8, progress=False, dtype=torch.bfloat16)
+    bf16 = gen.generate(gen.Sampler(G, meta, seed=0, dtype=torch.bfloat16), plan, batch_size=8, progress=False)
     assert G.training and all(p.dtype == torch.float32 for p in G.parameters())
-    fp32 = gen.generate(G, meta, plan, seed=0, batch_size=8, progress=False)
+    fp32 = gen.generate(gen.Sampler(G, meta, seed=0), plan, batch_size=8, progress=False)
     assert bf16[0].shape == fp32[0].shape == (25, shape[1], shape[2], shape[0])
     np.testing.assert_array_equal(bf16[2], fp32[2])
     assert np.abs(bf16[0].astype(int) - fp32[0].astype(int)).mean() < 1.0

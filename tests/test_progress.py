@@ -134,13 +134,13 @@ torch.set_num_threads(1)
 from pipeline import gan, gan_checkpoints
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
-from pipeline.generate import generate
+from pipeline.generate import Sampler, generate
 rng = np.random.default_rng(0)
 table = ImageTable(rng.integers(0, 255, (24, 8, 8, 1), dtype=np.uint8), np.arange(24) % 2, ("a", "b"))
 cfg = TrainGanConfig(steps=30, batch_size=8, z_dim=8, width=4, diffaug="", device="cpu", precision="fp32",
                      checkpoint_every=30, sample_every=30)
 G, meta = gan_checkpoints.load_generator(gan.train_gan(cfg, table, Path("gan")))
-generate(G, meta, {"a": 300, "b": 0}, seed=0, batch_size=64, block=16)
+generate(Sampler(G, meta, seed=0, block=16), {"a": 300, "b": 0}, batch_size=64)
 """
     log = tmp_path / "log"
     with log.open("w") as f:

@@ -14,7 +14,7 @@ from pipeline.device import choose_precision, precision_name, select_device
 from pipeline.errors import DataError
 from pipeline.gan_checkpoints import load_generator
 from pipeline.gan_fingerprint import UNFINGERPRINTED, config_fingerprint, data_fingerprint
-from pipeline.generate import generate as sample
+from pipeline.generate import Sampler, ScoreFilter, generate as sample
 from pipeline.judge import fit_judge
 from pipeline.models.classifiers import class_probability
 from pipeline.release import synthetic_columns, write_shards
@@ -86,10 +86,9 @@ def generate(cfg: Config) -> dict:
     stats: dict = {}
     dtype = choose_precision(cfg.generate.precision, device)
     images, labels, seeds, scores = sample(
-        G, meta, {c: n * cfg.generate.pool_factor for c, n in quota.items()}, cfg.generate.seed,
-        cfg.generate.batch_size, device,
-        scorer=scorer, tau=fcfg.tau if fcfg.enabled else 0.0, max_oversample=fcfg.max_oversample,
-        progress=progress(), stats=stats, dtype=dtype,
+        Sampler(G, meta, cfg.generate.seed, device, dtype, scorer=scorer),
+        {c: n * cfg.generate.pool_factor for c, n in quota.items()}, cfg.generate.batch_size,
+        ScoreFilter(fcfg.tau if fcfg.enabled else 0.0, fcfg.max_oversample), progress=progress(), stats=stats,
     )
     extra = {"plan": quota, "pool_factor": cfg.generate.pool_factor, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
              "filter": stats if fcfg.enabled else None, "precision": precision_name(dtype)}
