@@ -5,6 +5,9 @@ Run before and after a refactor that must not change behaviour; the two digests 
 
     python benchmarks/digest.py --out /tmp/digest-before.json
     python benchmarks/digest.py --out /tmp/digest-after.json --compare /tmp/digest-before.json
+
+benchmarks/digests/<version>.json: each release's digest (0.5.0 against 0.4.0: CHANGELOG.md says
+which files differ and why).
 """
 
 from __future__ import annotations

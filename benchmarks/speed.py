@@ -73,7 +73,7 @@ def _judge(full_train, test, workdir: Path):
     from pipeline.config import EvaluateConfig
     from pipeline.data import stratified_split
     from pipeline.training import predict
-    from pipeline.gan_fingerprint import data_fingerprint
+    from pipeline.data import data_fingerprint
     from pipeline.judge import cached_judge, fit_judge
 
     import torch

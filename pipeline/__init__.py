@@ -4,7 +4,7 @@ The library is pure functions and small classes; `pipeline.stages` is the only g
 writes the project's files, and the CLI, DVC and Prefect all call it.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 import os as _os
 

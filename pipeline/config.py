@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.diffaug import AUGMENTS
-from pipeline.errors import ConfigError
 from pipeline.losses import LOSSES
 from pipeline.models import CLASSIFIERS, GAN_ARCHS
 from pipeline.recipes import AUTO, RECIPES

@@ -1,6 +1,6 @@
 """Fingerprints of a GAN run: which data and which `train_gan` values shaped the weights.
 
-`config_fingerprint(cfg, data_fingerprint(train))` names a run; checkpoints, final.pt and the
+`config_fingerprint(cfg, pipeline.data.data_fingerprint(train))` names a run; checkpoints, final.pt and the
 tracking judge are written for it, resume only into it, and `pipeline.stages.generate.check_generator` compares it.
 """
 
@@ -10,7 +10,7 @@ import hashlib
 import json
 
 from pipeline.config import TrainGanConfig
-from pipeline.data import data_fingerprint
+
 
 # config fields that do not change the trained weights (a run may be resumed with other values);
 # `recipe` names where the values came from, which are fingerprinted themselves

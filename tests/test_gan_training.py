@@ -23,7 +23,7 @@ from torch import nn
 
 from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run
 from pipeline.config import TrainGanConfig
-from pipeline.data import ImageTable
+from pipeline.data import ImageTable, data_fingerprint
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.atomic import sha256_file
 from pipeline.losses import LOSSES, GanLoss
@@ -124,11 +124,11 @@ def test_sampler_is_reproducible_from_its_generator():
 
 def test_fingerprints():
     table = digits_table()
-    fp = gan_fingerprint.data_fingerprint(table)
+    fp = data_fingerprint(table)
     images = table.images.copy()
     images[0, 0, 0, 0] ^= 1
-    assert gan_fingerprint.data_fingerprint(ImageTable(images, table.labels, table.class_names)) != fp
-    assert gan_fingerprint.data_fingerprint(ImageTable(table.images, table.labels, ("a", "b", "c"))) != fp
+    assert data_fingerprint(ImageTable(images, table.labels, table.class_names)) != fp
+    assert data_fingerprint(ImageTable(table.images, table.labels, ("a", "b", "c"))) != fp
     cfg = tiny_cfg()
     assert gan_fingerprint.config_fingerprint(cfg, fp) == gan_fingerprint.config_fingerprint(tiny_cfg(steps=99, checkpoint_every=7), fp)
     assert gan_fingerprint.config_fingerprint(cfg, fp) != gan_fingerprint.config_fingerprint(tiny_cfg(lr_d=1e-3), fp)

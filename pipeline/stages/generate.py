@@ -9,11 +9,11 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.config import Config, dump
-from pipeline.data import ImageTable
+from pipeline.data import ImageTable, data_fingerprint
 from pipeline.device import choose_precision, precision_name, select_device
 from pipeline.errors import DataError
 from pipeline.gan_checkpoints import load_generator
-from pipeline.gan_fingerprint import UNFINGERPRINTED, config_fingerprint, data_fingerprint
+from pipeline.gan_fingerprint import UNFINGERPRINTED, config_fingerprint
 from pipeline.generate import Sampler, ScoreFilter, generate as sample
 from pipeline.judge import fit_judge
 from pipeline.models.classifiers import class_probability
