@@ -223,7 +223,7 @@ def shared_cores_section(r: dict) -> list[str]:
         lines.append(f"| {row['case']} | {'yes' if row['neighbour'] else 'no'} | {row['threads']} | "
                      f"{row['images_per_s']} | {row['share_of_best_alone']:.0%} | {row.get('cores_idle_before', '')} |")
     lines += ["", "Cases: `0.4.0` torch's default threads with libgomp's spinning wait (GOMP_SPINCOUNT=300000); "
-              "`passive` the same threads with OMP_WAIT_POLICY=PASSIVE (the default from 0.5.0); `auto` "
+              "`passive` the same threads with OMP_WAIT_POLICY=PASSIVE; `auto` "
               "`train_gan.cpu_threads=auto` (the cores free at the start) with PASSIVE; `auto-spin` auto with spinning."]
     return lines + [""]
 

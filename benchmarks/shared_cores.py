@@ -5,8 +5,8 @@ reads the images/s the trainer logs (startup excluded). A case is a thread setti
 policy:
 
   0.4.0     torch's default threads (all cores), libgomp's default spinning (GOMP_SPINCOUNT=300000)
-  passive   torch's default threads, OMP_WAIT_POLICY=PASSIVE (augment's default from 0.5.0)
-  auto      train_gan.cpu_threads=auto (the cores free at the start) + PASSIVE: the new default
+  passive   torch's default threads, OMP_WAIT_POLICY=PASSIVE
+  auto      train_gan.cpu_threads=auto (the cores free at the start) + PASSIVE
   auto-spin cpu_threads=auto with spinning
 
 and each runs alone, then with `python -c "while True: pass"` beside it, started a second before.

@@ -5,8 +5,9 @@ OpenMP threads meet at a barrier after every operator, and the one sharing a cor
 neighbour arrives late, while the others spin. `free_cores` reads how busy the cores this process
 may use have been over a short window (Linux `/proc/stat`; elsewhere the load average), and
 `choose_threads("auto")` runs on the free ones only, never more than the process's budget
-(`OMP_NUM_THREADS`, `torch.set_num_threads`, the CPU affinity). The OpenMP wait policy (how long an idle
-thread spins before it sleeps) is set in `pipeline/__init__.py`, before torch loads.
+(`OMP_NUM_THREADS`, `torch.set_num_threads`, the CPU affinity). The OpenMP wait policy is left as
+libgomp's default (spin, then sleep): OMP_WAIT_POLICY=PASSIVE measured 17% slower alone and
+helped less beside a neighbour than running on the free cores (BENCHMARKS.md "Shared cores").
 
 The thread count changes how floating-point sums are split, so a run is byte-reproducible for the
 same count: the count chosen is logged and recorded with the run's outputs.
