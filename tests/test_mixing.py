@@ -124,7 +124,7 @@ def test_a_zero_cap_is_tried_once_per_class_weight_setting():
 @pytest.mark.slow
 def test_policy_selection_never_reads_the_test_split():
     """Poisoned test labels change the test metrics but not the policy chosen on validation."""
-    from pipeline import config, params_file
+    from pipeline import params_file
     from pipeline.data import impose_long_tail, stratified_split
     from pipeline.evaluate import EvalData, evaluate
     from pipeline.sources import ImageSpec, read_source
@@ -157,7 +157,7 @@ def test_policy_selection_never_reads_the_test_split():
 
 def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
     """A saturated validation set (every policy at 100%) falls back to the class-balanced NLL."""
-    from pipeline import config, mixing
+    from pipeline import mixing, params_file
 
     cfg = params_file.build({}, {"evaluate.mix.cap_ratio": [1, 4, None], "evaluate.mix.min_score": [0.0],
                             "evaluate.mix.synthetic_weight": [1.0], "evaluate.mix.class_weight": [True],
@@ -180,7 +180,7 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_nll(monkeypatch):
 def test_staged_search_decides_class_weighting_on_the_real_data_first(monkeypatch, zero_cap):
     """Stage 1 trains cap 0 with and without class weights; stage 2 runs the synthetic grid with the
     winner only (3 classifiers, not 2 x 2 + 2); the zero-cap rows are choosable only if 0 is a cap."""
-    from pipeline import config, mixing
+    from pipeline import mixing, params_file
     from pipeline.mixing import choose_policy
 
     caps = [0, 4, None] if zero_cap else [4, None]

@@ -169,13 +169,12 @@ def test_the_resolved_recipe_is_logged_and_in_the_checkpoint_manifest_and_report
     assert manifest["params"]["train_gan"]["recipe"] == "small_gray"
     assert manifest["params"]["train_gan"]["width"] == 16
 
-    import pipeline.evaluate
-    import pipeline.report
+    import pipeline.stages.report as report_stage
 
     seen = {}
     Path(cfg.paths.reports).mkdir(parents=True)
     (Path(cfg.paths.reports) / "metrics.json").write_text("{}")
-    monkeypatch.setattr(pipeline.evaluate, "read_results", lambda out: {"metrics": {}, "predictions": None})
-    monkeypatch.setattr(pipeline.report, "write_report", lambda out, *a, params, **k: seen.update(params) or [])
+    monkeypatch.setattr(report_stage, "read_results", lambda out: {"metrics": {}, "predictions": None})
+    monkeypatch.setattr(report_stage, "write_report", lambda out, *a, params, **k: seen.update(params) or [])
     stage("report")(cfg)
     assert seen["train_gan"]["recipe"] == "small_gray" and seen["train_gan"]["aux_weight"] == 1.0
