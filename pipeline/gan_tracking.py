@@ -27,7 +27,7 @@ from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.judge import cached_judge, fit_judge
 from pipeline.metrics import coverage_fraction
-from pipeline.pixels import to_float
+from pipeline.pixels import from_uint8, to_float, to_uint8
 
 log = logging.getLogger("augment")
 
@@ -78,12 +78,11 @@ def assess(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes
     """Per class of `classes` (in that order): the fraction of `images` (float (N, C, H, W) in
     [-1, 1], quantised as stored) the judge labels as their intended class, and the recall of that
     class's real features (`real_features`) inside the samples' k-NN manifold."""
-    x = ((images + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0  # what a saved PNG would hold
-    feats, pred = _embed(judge, x)
+    feats, pred = _embed(judge, from_uint8(to_uint8(images)))  # as a saved PNG would hold them
     agree, recall = [], []
     for c in classes:
         mine = (labels == c).numpy()
-        agree.append(float((pred[labels == c] == c).float().mean()))
+        agree.append(float((pred[mine] == c).float().mean()))
         k = min(RECALL_K, int(mine.sum()) - 1)
         recall.append(coverage_fraction(real[c], feats[mine], k) if k >= 1 and len(real[c]) else float("nan"))
     return agree, recall

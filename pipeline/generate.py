@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import DataError, TrainingError
-from pipeline.pixels import to_uint8
+from pipeline.pixels import from_uint8, to_uint8
 from pipeline.progress import tqdm
 
 log = logging.getLogger("augment")
@@ -157,8 +157,7 @@ def _forward(
 
 def _score(scorer: Scorer, u8: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The scorer's probability of class y for the images as stored (uint8 -> [-1, 1] NCHW)."""
-    xq = u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    p = torch.as_tensor(scorer(xq, y)).detach().float().reshape(-1)
+    p = torch.as_tensor(scorer(from_uint8(u8), y)).detach().float().reshape(-1)
     if p.numel() != len(y):
         raise ValueError(f"scorer returned {p.numel()} scores for {len(y)} images")
     return p.cpu()

@@ -11,11 +11,15 @@ import numpy as np
 import torch
 
 
-def to_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> contiguous float32 (N, C, H, W) in [-1, 1]: x / 127.5 - 1."""
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 tensor (N, H, W, C), on any device -> contiguous float32 (N, C, H, W) in [-1, 1]: x / 127.5 - 1."""
     # contiguous NCHW: a permuted view makes BatchNorm on CPU take a slow path (~20x)
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().float()
-    return x.div_(127.5).sub_(1.0)
+    return images.permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 array (N, H, W, C) -> contiguous float32 (N, C, H, W) in [-1, 1] (`from_uint8`)."""
+    return from_uint8(torch.from_numpy(np.ascontiguousarray(images)))
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
