@@ -72,8 +72,10 @@ def _plot(name: str, r: dict, results: Path, out_md: Path) -> str:
 
 def _workers(r: dict) -> str:
     """Evaluation processes of a run: as recorded, or what `auto` resolved to on its machine."""
-    if "workers" in r:
+    if "workers" in r and r["workers"] != "auto":
         return str(r["workers"])
+    if r.get("workers") == "auto":  # since 0.5.1 metrics.json records the setting
+        return "auto (free cores at run time)"
     w, threads = r["params"]["evaluate"].get("workers", 1), r["params"]["evaluate"].get("cpu_threads") or 1
     return f"auto = {max(1, r['machine']['cores'] // threads)}" if w == "auto" else str(w)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from pipeline.recommend import metrics_from_predictions
 from pipeline.strategies import STRATEGIES, StrategyInputs
 from pipeline.threads import cpu_threads
 from pipeline.training import logits, resolve_device, train_classifier
+
+log = logging.getLogger("augment")
 
 
 def plan_counts(plan: dict[str, int], class_names: tuple[str, ...]) -> np.ndarray:
@@ -206,12 +209,13 @@ def _choose_mix(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[
         return choose_policy(tables, scores, cfg, progress=progress, pool=pool, judge=judge)
 
 
-def _header(cfg: EvaluateConfig, tables: dict[str, ImageTable], add: np.ndarray, seeds: list[int],
-            workers: int) -> dict:
-    """metrics.json's opening keys: the run's settings, classes, counts and plan."""
+def _header(cfg: EvaluateConfig, tables: dict[str, ImageTable], add: np.ndarray, seeds: list[int]) -> dict:
+    """metrics.json's opening keys: the run's settings, classes, counts and plan. `workers` is the
+    setting, not what "auto" resolved to: that depends on the load at run time, and the results do
+    not (a DVC output must not change with the machine's load)."""
     train, test = tables["train"], tables["test"]
     return {
-        "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds, "workers": workers,
+        "schema": 1, "classifier": cfg.classifier, "epochs": cfg.epochs, "seeds": seeds, "workers": cfg.workers,
         "precision": precision_name(choose_precision(cfg.precision, resolve_device(cfg.device))),
         "ci_method": M.CI_METHOD, "class_names": list(train.class_names),
         "train_counts": train.counts().tolist(), "test_counts": test.counts().tolist(),
@@ -266,6 +270,8 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows}
     workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
+    log.info("evaluate: %d runs in %d process(es) of %s thread(s)", len(names) * len(seeds), workers,
+             cfg.cpu_threads or "torch's default")
     start = time.perf_counter()
     judge = _judge(cfg, tables, names, data.synthetic_scores, progress)
     judge_seconds = time.perf_counter() - start
@@ -274,7 +280,7 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
         run = pool.map if mapper is None else (lambda fn, units: mapper(functools.partial(fn, shared), units))
         predictions, timing = _run_all(shared, names, seeds, chosen, progress, run)
     metrics = {
-        **_header(cfg, tables, add, seeds, workers),
+        **_header(cfg, tables, add, seeds),
         **metrics_from_predictions(predictions, data.train.class_names),
         "skipped": skipped,
         "mix_policy": report,

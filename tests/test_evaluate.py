@@ -310,6 +310,22 @@ def test_worker_processes_give_the_same_predictions_and_policy(digits_run):
     assert runs[1]["metrics"]["mix_policy"] == runs[2]["metrics"]["mix_policy"]
 
 
+@pytest.mark.slow
+def test_metrics_do_not_depend_on_how_many_cores_were_free(digits_run, monkeypatch):
+    """`workers: auto` resolves from the load at run time; metrics.json records the setting, so a
+    rerun on a busier machine writes the same file (it is a DVC output, and the fault tests compare it)."""
+    import pipeline.parallel as P
+    d, metrics = digits_run, []
+    cfg = d["cfg"].model_copy(update={"workers": "auto", "cpu_threads": 1, "gan_quality": False,
+                                      "seeds": 1, "epochs": 1, "strategies": ["none", "gan"]})
+    for free in (1, 2):
+        monkeypatch.setattr(P, "free_cores", lambda free=free: free)
+        monkeypatch.setattr(P, "available_cores", lambda: 2)
+        m = E.evaluate(cfg, E.EvalData(d["train"], d["val"], d["test"], d["synthetic"]), d["plan"], progress=False)
+        metrics.append({k: v for k, v in m["metrics"].items() if k != "timing_s"})
+    assert metrics[0] == metrics[1] and metrics[0]["workers"] == "auto"
+
+
 def test_one_judge_scores_the_policy_and_embeds_for_gan_quality(digits_run, monkeypatch):
     d, calls = digits_run, []
     real = E.fit_judge
