@@ -23,11 +23,16 @@ demo: $(STAMP)
 	$(BIN)/augment run
 	@echo "report: data/reports/report.html"
 
+# The suite in $(TEST_WORKERS) processes (pytest-xdist; a file's tests stay in one process, so its
+# fixtures are built once), each torch process on one thread so that they do not spin against each
+# other on shared cores; then the `alone` tests, which measure the machine's load, by themselves.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone"
+	$(BIN)/python -m pytest -q -m alone
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not alone"
 
 # Prefect: `make server` in one terminal (SQLite under $PREFECT_HOME, default ~/.prefect; UI at
 # http://127.0.0.1:4200), `make serve` in another, then `prefect deployment run augment/balance`.

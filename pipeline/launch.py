@@ -30,6 +30,7 @@ def torchrun(cmd: str, processes: int) -> dict:
     if program != "augment" or not args:
         raise ConfigError(f"dvc.yaml command {cmd!r}: torchrun launches `augment <stage>` commands only")
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    log.info("torchrun: %d processes: augment %s", processes, " ".join(args))
     # the ranks must not wait for the output folders' locks: the caller holds them for them
     proc = subprocess.run([*launch, "-m", "pipeline.cli", *args, "-q"], capture_output=True, text=True,
                           env=dict(os.environ, **{HELD_ENV: "1"}))

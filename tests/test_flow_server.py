@@ -352,7 +352,7 @@ def test_two_concurrent_runs_take_turns_and_each_version_is_whole(served, in_pro
     new = [t for t in tags(repo) if t not in before]
     assert len(new) == 2
     log = served["log"].read_text()
-    assert "torchrun: " in log and "train_processes: 2" in sh("git", "log", "--format=%B", cwd=repo).stdout
+    assert "torchrun: 2 processes: augment train-gan" in log and "train_processes: 2" in sh("git", "log", "--format=%B", cwd=repo).stdout
     # one history, each tag's plan is its own run's plan (nothing interleaved)
     first, second = sorted(new, key=lambda t: int(sh("git", "rev-list", "--count", t, cwd=repo).stdout))
     assert sh("git", "merge-base", "--is-ancestor", first, second, cwd=repo).returncode == 0

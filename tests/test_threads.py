@@ -47,6 +47,7 @@ def test_free_cores_from_proc_stat(monkeypatch):
     assert free_cores(window_s=0) == pytest.approx(0.75)
 
 
+@pytest.mark.alone
 def test_free_cores_sees_a_busy_neighbour():
     """A real spinning process on this machine takes about one core away from what is free."""
     idle = free_cores(0.5)
