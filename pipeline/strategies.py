@@ -172,6 +172,11 @@ STRATEGIES: dict[str, Strategy] = {
             "mixup all along with deferred re-weighting",
         ),
         Strategy(
+            "logit_adjust+augment", False,
+            lambda i: TrainingSet(i.train, recipe=_recipe(i, loss="logit_adjusted", augment=True)),
+            "logit-adjusted cross-entropy with classic augmentation (random affine) of every batch",
+        ),
+        Strategy(
             "gan", True, lambda i: TrainingSet(_real_and_synthetic(i.train, i.synthetic)),
             "real images plus the GAN's synthetic images",
         ),
@@ -183,6 +188,10 @@ STRATEGIES: dict[str, Strategy] = {
             "gan_la", True, lambda i: _with_pool(i, "all", loss="logit_adjusted"),
             "real plus synthetic images drawn afresh each epoch, logit-adjusted loss with the prior "
             "of the real+synthetic mix",
+        ),
+        Strategy(
+            "gan_la+augment", True, lambda i: _with_pool(i, "all", loss="logit_adjusted", augment=True),
+            "gan_la with classic augmentation (random affine) of every batch, synthetic rows included",
         ),
         Strategy(
             "gan_drw", True, lambda i: _with_pool(i, "late", class_weight="deferred"),
