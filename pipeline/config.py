@@ -131,9 +131,18 @@ class TrainGanConfig(Section):
     beta1: float = Field(0.0, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     n_dis: int = Field(1, ge=1)
+    # LeCam regularisation of D (Tseng et al. 2021) for limited data: weight (0 = off) and the decay
+    # of its moving averages of D's real and fake logits
+    lecam_weight: float = Field(0.0, ge=0.0)
+    lecam_decay: float = Field(0.99, gt=0.0, lt=1.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_warmup: int = Field(500, ge=0)
     diffaug: str = "color,translation,cutout"
+    # ADA (Karras et al. 2020): apply diffaug to each image with a probability that rises while D
+    # is too sure of the real images (E[sign D(real)] above this target, 0.6 in the paper); 0 =
+    # always apply it. ada_images: images for the probability to go from 0 to 1
+    ada_target: float = Field(0.0, ge=0.0, lt=1.0)
+    ada_images: int = Field(100_000, ge=1)
     balanced_sampling: bool = True
     classes: list[str] | None = None
     checkpoint_every: int = Field(500, ge=1)

@@ -3,7 +3,8 @@
 The same random transform is applied to real and fake images before the discriminator, so D never
 sees un-augmented images and G gets gradients through the transform. Policies are comma-separated
 keys of `AUGMENTS` (e.g. "color,translation,cutout"); all randomness comes from an explicit CPU
-`torch.Generator`, so a run is reproducible and resumable.
+`torch.Generator`, so a run is reproducible and resumable. `AdaptiveStrength` sets how often the
+transforms apply from how sure D is of the real images (ADA), instead of always.
 """
 
 from __future__ import annotations
@@ -81,18 +82,56 @@ def parse_policy(policy: str) -> list[str]:
     return keys
 
 
-def diff_augment(x: Tensor, policy: str, generator: torch.Generator) -> Tensor:
+def diff_augment(x: Tensor, policy: str, generator: torch.Generator, p: float = 1.0) -> Tensor:
     """Apply the transforms of `policy` to a batch x (B, C, H, W); differentiable w.r.t. x.
 
     Args:
         x: images in [-1, 1] (any float dtype, any device).
         policy: comma-separated keys of `AUGMENTS`; "" returns x unchanged.
         generator: CPU generator that every random draw comes from, in a fixed order.
+        p: each transform applies to each image with probability p (ADA's strength, `AdaptiveStrength`);
+            1 applies every transform to every image and draws nothing more.
 
     Raises:
         ValueError: a policy key not in `AUGMENTS` (the message lists the valid ones).
     """
     for key in parse_policy(policy):
         for fn in AUGMENTS[key]:
-            x = fn(x, generator)
+            out = fn(x, generator)
+            if p < 1.0:
+                keep = (torch.rand((x.shape[0], 1, 1, 1), generator=generator) < p).to(x.device)
+                out = torch.where(keep, out, x)
+            x = out
     return x
+
+
+class AdaptiveStrength:
+    """ADA's overfitting heuristic (Karras et al. 2020) for the augmentation probability p.
+
+    r = E[sign(D(real))] over the last `interval` steps: near 1 when D is sure of every real
+    image (it memorised them). Every `interval` steps p moves by `interval * batch / images`
+    towards more augmentation when r > target and towards less when r < target, within [0, 1];
+    `images` is how many images p takes to go from 0 to 1. p starts at 0.
+    """
+
+    interval = 4
+
+    def __init__(self, target: float, images: int, batch: int):
+        self.target, self.step_size = target, self.interval * batch / images
+        self.p, self._signs, self._count = 0.0, 0.0, 0
+
+    def observe(self, real_logits: Tensor) -> None:
+        """Record one step's real logits; adjust p at the end of each interval."""
+        self._signs += float(torch.sign(real_logits.detach().float()).mean())
+        self._count += 1
+        if self._count == self.interval:
+            r = self._signs / self._count
+            direction = 1.0 if r > self.target else -1.0 if r < self.target else 0.0
+            self.p = min(1.0, max(0.0, self.p + direction * self.step_size))
+            self._signs, self._count = 0.0, 0
+
+    def state(self) -> list[float]:
+        return [self.p, self._signs, float(self._count)]
+
+    def restore(self, state: list[float]) -> None:
+        self.p, self._signs, self._count = float(state[0]), float(state[1]), int(state[2])

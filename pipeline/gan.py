@@ -22,7 +22,7 @@ from pipeline import device as devices
 from pipeline import atomic
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
-from pipeline.diffaug import diff_augment
+from pipeline.diffaug import AdaptiveStrength, diff_augment, parse_policy
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.gan_checkpoints import (
     final_payload,
@@ -37,7 +37,7 @@ from pipeline.gan_fingerprint import config_fingerprint
 from pipeline.gan_run import STREAMS, ClassSampler, Run, make_generator
 from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals
-from pipeline.losses import get_loss, gradient_penalty
+from pipeline.losses import LeCamAnchors, get_loss, gradient_penalty, lecam_penalty
 from pipeline.models.gans import GAN_ARCHS
 from pipeline.progress import tqdm
 
@@ -80,6 +80,9 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist: devices.DistInfo) -> Run:
+    if cfg.ada_target > 0 and not parse_policy(cfg.diffaug):
+        raise ConfigError(f"train_gan.ada_target {cfg.ada_target} adapts how often the diffaug policy applies, and the "
+                          f"policy is empty (recipe {cfg.recipe!r}); set train_gan.diffaug, or ada_target: 0")
     device = devices.select_device(cfg.device)
     dtype = devices.choose_precision(cfg.precision, device)
     h, w, c = train.image_shape
@@ -104,6 +107,8 @@ def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist:
         torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas),
         torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
         get_loss(cfg.loss, cfg.label_smoothing), sampler, gens, images, device, dtype, dist,
+        lecam=LeCamAnchors(cfg.lecam_decay) if cfg.lecam_weight > 0 else None,
+        ada=AdaptiveStrength(cfg.ada_target, cfg.ada_images, cfg.batch_size) if cfg.ada_target > 0 else None,
     )
 
 
@@ -122,6 +127,28 @@ def _noise(run: Run) -> tuple[Tensor, Tensor]:
     return z.to(run.device), run.sampler.labels(run.cfg.batch_size, g).to(run.device)
 
 
+def _d_loss(run: Run, real_logits: Tensor, fake_logits: Tensor, class_logits: Tensor | None, y_real: Tensor) -> Tensor:
+    """D's objective on one [real; fake] batch, before any gradient penalty: the loss's D side,
+    plus aux_weight * CE of the class head on the real half, plus lecam_weight * LeCam."""
+    cfg = run.cfg
+    d_loss = run.loss.d_loss(real_logits, fake_logits)
+    if class_logits is not None:
+        d_loss = d_loss + cfg.aux_weight * F.cross_entropy(class_logits[: cfg.batch_size].float(), y_real)
+    if run.lecam is not None:
+        run.lecam.update(real_logits, fake_logits)
+        d_loss = d_loss + cfg.lecam_weight * lecam_penalty(real_logits, fake_logits, run.lecam.real, run.lecam.fake)
+    return d_loss
+
+
+def _end_step(run: Run, real_logits: Tensor) -> None:
+    """5. count the step; EMA of G (weights and BatchNorm buffers), a plain copy during warm-up;
+    ADA's probability for the next steps from this step's real logits."""
+    run.step += 1
+    ema_update(run.G_ema, run.G, ema_decay_at(run.step, run.cfg.ema_decay, run.cfg.ema_warmup))
+    if run.ada is not None:
+        run.ada.observe(real_logits)
+
+
 def train_step(run: Run) -> list[float]:
     """One generator update after `n_dis` discriminator updates; returns the logged losses.
 
@@ -133,9 +160,12 @@ def train_step(run: Run) -> list[float]:
     G is pushed to make samples C assigns to their intended class:
       D: ... + a * CE(C(aug(x)), y)        G: ... + a * CE(C(aug(G(z, y'))), y')
     C never trains on fakes, so it stays a judge of real classes rather than of G's mistakes.
+    With lecam_weight l > 0, D also minimises l * `lecam_penalty` (each rank its own averages);
+    with ada_target > 0, aug applies each transform with ADA's probability p (`AdaptiveStrength`).
     """
     cfg, ac = run.cfg, devices.autocast(run.device, run.dtype)
     aux = {"classes": True} if cfg.aux_weight > 0 else {}
+    p = run.ada.p if run.ada is not None else 1.0
     gp = torch.zeros((), device=run.device)
     run.D.requires_grad_(True)
     for i in range(cfg.n_dis):
@@ -148,12 +178,10 @@ def train_step(run: Run) -> list[float]:
         # 2. update D on one batch [real; fake]: a single forward, so DDP sees one pass per backward
         x = torch.cat([x_real, x_fake.detach().to(x_real.dtype)])
         with ac:
-            out = run.D_train(diff_augment(x, cfg.diffaug, run.gens["diffaug"]), torch.cat([y_real, y_fake]), **aux)
+            out = run.D_train(diff_augment(x, cfg.diffaug, run.gens["diffaug"], p), torch.cat([y_real, y_fake]), **aux)
             logits, class_logits = out if aux else (out, None)
             real_logits, fake_logits = logits.float().split(cfg.batch_size)
-            d_loss = run.loss.d_loss(real_logits, fake_logits)
-            if aux:
-                d_loss = d_loss + cfg.aux_weight * F.cross_entropy(class_logits[: cfg.batch_size].float(), y_real)
+            d_loss = _d_loss(run, real_logits, fake_logits, class_logits, y_real)
             if run.loss.gradient_penalty:
                 # 3. WGAN-GP: pull ||grad_x D|| towards 1 between real and fake (same labels)
                 gp = gradient_penalty(run.D, x_real, x_fake, y_real, run.gens["gp"])
@@ -166,7 +194,7 @@ def train_step(run: Run) -> list[float]:
     if run.dist.world_size == 1:
         run.D.requires_grad_(False)
     with ac:
-        out = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"]), y_fake, **aux)
+        out = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"], p), y_fake, **aux)
         g_logits, g_class_logits = out if aux else (out, None)
         g_loss = run.loss.g_loss(g_logits.float())
         if aux:
@@ -174,9 +202,7 @@ def train_step(run: Run) -> list[float]:
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()
-    # 5. EMA of G (weights and BatchNorm buffers), a plain copy during warm-up
-    run.step += 1
-    ema_update(run.G_ema, run.G, ema_decay_at(run.step, cfg.ema_decay, cfg.ema_warmup))
+    _end_step(run, real_logits)
     values = torch.stack([d_loss.detach(), g_loss.detach(), gp.detach(), real_logits.detach().mean(),
                           fake_logits.detach().mean()]).tolist()
     return [float(run.step)] + values

@@ -21,6 +21,7 @@ from pipeline import device as devices
 from pipeline import atomic
 from pipeline.data import ImageTable
 from pipeline.errors import DataError, TrainingError
+from pipeline.gan_fingerprint import recorded_config
 from pipeline.gan_run import Run
 from pipeline.gan_tracking import Tracker
 from pipeline.models.gans import GAN_ARCHS
@@ -121,6 +122,11 @@ def save_checkpoint(run: Run, out_dir: Path, fingerprint: str) -> Path | None:
         "diversity": torch.tensor(run.diversity, dtype=torch.float64),
         "tracker": run.tracker.state() if run.tracker else None,
     }
+    # only when on, so a run without LeCam or ADA writes the bytes it did before they existed
+    if run.lecam is not None:
+        payload["lecam"] = run.lecam.state()
+    if run.ada is not None:
+        payload["ada"] = run.ada.state()
     path = checkpoint_path(out_dir, run.step)
     with atomic.atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -199,7 +205,7 @@ def read_checkpoint(out_dir: Path, fingerprint: str, steps: int) -> tuple[Path, 
 
 
 def restore(run: Run, ckpt: dict) -> None:
-    """Load a checkpoint's weights, optimiser and RNG states, history and tracker into `run`."""
+    """Load a checkpoint's weights, optimiser and RNG states, history, tracker, LeCam averages and ADA state into `run`."""
     if ckpt["world_size"] != run.dist.world_size:
         raise TrainingError(
             f"checkpoint was written by {ckpt['world_size']} process(es), this run has "
@@ -216,6 +222,10 @@ def restore(run: Run, ckpt: dict) -> None:
     run.diversity = ckpt["diversity"].tolist()
     if run.tracker is not None and ckpt.get("tracker"):
         run.tracker = Tracker.restore(ckpt["tracker"])
+    if run.lecam is not None and ckpt.get("lecam"):
+        run.lecam.real, run.lecam.fake = ckpt["lecam"]
+    if run.ada is not None and ckpt.get("ada"):
+        run.ada.restore(ckpt["ada"])
 
 
 # ----------------------------------------------------------------------------- final.pt
@@ -228,7 +238,7 @@ def final_payload(run: Run, train: ImageTable, classes: list[int], fingerprint: 
         "format": FORMAT, "arch": run.cfg.arch, "size": run.cfg.size, "width": run.cfg.width,
         "z_dim": run.cfg.z_dim, "image_shape": [c, *train.image_shape[:2]],
         "class_names": list(train.class_names), "num_classes": train.num_classes,
-        "train_classes": [train.class_names[i] for i in classes], "config": run.cfg.model_dump(mode="json"),
+        "train_classes": [train.class_names[i] for i in classes], "config": recorded_config(run.cfg),
         "fingerprint": fingerprint, "step": run.step,
         "g_ema": run.G_ema.state_dict(), "g": run.G.state_dict(), "d": run.D.state_dict(),
     }

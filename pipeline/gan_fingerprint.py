@@ -17,8 +17,19 @@ from pipeline.config import TrainGanConfig
 UNFINGERPRINTED = ("steps", "checkpoint_every", "sample_every", "device", "compile", "cpu_threads", "recipe")
 
 
+# fields added after runs were trained without them, and the value that trains as before: at that
+# value they are left out, so those runs' checkpoints and final.pt stay valid
+ADDED_LATER = {"lecam_weight": 0.0, "lecam_decay": 0.99, "ada_target": 0.0, "ada_images": 100_000}
+
+
+def recorded_config(cfg: TrainGanConfig) -> dict:
+    """The config as final.pt records it: every field, less those of `ADDED_LATER` at their
+    neutral value (a run that does not use them writes the bytes it wrote before they existed)."""
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+
+
 def config_fingerprint(cfg: TrainGanConfig, data_fp: str) -> str:
     """sha256 of the config fields that shape the weights, plus the data fingerprint."""
-    fields = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in UNFINGERPRINTED}
+    fields = {k: v for k, v in recorded_config(cfg).items() if k not in UNFINGERPRINTED}
     return hashlib.sha256(json.dumps([fields, data_fp], sort_keys=True).encode()).hexdigest()
 

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from pipeline import device as devices
 from pipeline.config import TrainGanConfig
 from pipeline.gan_tracking import Tracker
-from pipeline.losses import GanLoss
+from pipeline.diffaug import AdaptiveStrength
+from pipeline.losses import GanLoss, LeCamAnchors
 
 
 def make_generator(seed: int, *stream: int) -> torch.Generator:
@@ -84,3 +85,5 @@ class Run:
     judge: nn.Module | None = None  # train_gan.track_quality (rank 0): labels EMA samples
     tracker: Tracker | None = None
     real_features: dict = dataclasses.field(default_factory=dict)  # per trained class: the tracker's reference
+    lecam: LeCamAnchors | None = None  # train_gan.lecam_weight > 0: the moving averages of D's logits
+    ada: AdaptiveStrength | None = None  # train_gan.ada_target > 0: the augmentation probability

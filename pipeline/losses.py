@@ -2,7 +2,8 @@
 
 `LOSSES[name]` is a `GanLoss` with `d_loss(real_logits, fake_logits)` and `g_loss(fake_logits)`,
 both returning a scalar to minimise; `gradient_penalty` is the WGAN-GP term that `train_gan`
-adds to the critic's loss when `loss.gradient_penalty` is set. `pipeline.config` checks names and
+adds to the critic's loss when `loss.gradient_penalty` is set, and `lecam_penalty` the LeCam term
+it adds with `train_gan.lecam_weight` > 0 (with any loss). `pipeline.config` checks names and
 label smoothing against this registry at load time; `pipeline.gan` builds the loss once (`get_loss`).
 """
 
@@ -100,6 +101,39 @@ def get_loss(name: str, label_smoothing: float = 0.0) -> GanLoss:
     if label_smoothing == 0.0:
         return loss
     return dataclasses.replace(loss, d_loss=functools.partial(loss.d_loss, label_smoothing=label_smoothing))
+
+
+def lecam_penalty(real: Tensor, fake: Tensor, anchor_real: float, anchor_fake: float) -> Tensor:
+    """LeCam regularisation (Tseng et al. 2021) of D's logits towards the other side's moving average.
+
+    R = E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2], with a_R, a_F the exponential moving
+    averages of D's mean real and fake logits (`LeCamAnchors`): a real logit is only pulled down
+    while it is above the fakes' average, a fake one only up while below the reals'. Keeping D's
+    outputs near each other bounds how sharply it can separate a few real images (overfitting
+    with limited data) and restrains the LeCam divergence between the two distributions.
+    """
+    return F.relu(real - anchor_fake).pow(2).mean() + F.relu(anchor_real - fake).pow(2).mean()
+
+
+@dataclasses.dataclass
+class LeCamAnchors:
+    """The moving averages a_R, a_F of `lecam_penalty`: the first update sets them to the batch's
+    means, later ones blend a_ <- decay * a_ + (1 - decay) * mean."""
+
+    decay: float
+    real: float | None = None
+    fake: float | None = None
+
+    def update(self, real: Tensor, fake: Tensor) -> None:
+        r, f = float(real.detach().float().mean()), float(fake.detach().float().mean())
+        if self.real is None or self.fake is None:
+            self.real, self.fake = r, f
+        else:
+            self.real = self.decay * self.real + (1.0 - self.decay) * r
+            self.fake = self.decay * self.fake + (1.0 - self.decay) * f
+
+    def state(self) -> list[float] | None:
+        return None if self.real is None else [self.real, self.fake]
 
 
 def gradient_penalty(

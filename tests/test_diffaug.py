@@ -92,3 +92,42 @@ def test_policy_parsing_and_errors():
     with pytest.raises(ValueError, match="valid: color, cutout, translation"):
         diff_augment(x, "color,flip", gen())
     assert set(AUGMENTS) == {"color", "translation", "cutout"}
+
+
+def test_probability_zero_leaves_every_image_and_one_is_the_plain_policy():
+    from pipeline.diffaug import diff_augment
+
+    x = torch.rand(8, 1, 8, 8) * 2 - 1
+    assert torch.equal(diff_augment(x, "color,translation", torch.Generator().manual_seed(1), p=0.0), x)
+    assert torch.equal(diff_augment(x, "color,translation", torch.Generator().manual_seed(1), p=1.0),
+                       diff_augment(x, "color,translation", torch.Generator().manual_seed(1)))
+    # p = 0.5 with a single transform: each image is either itself or its transformed self
+    half = diff_augment(x, "cutout", torch.Generator().manual_seed(2), p=0.5)
+    full = diff_augment(x, "cutout", torch.Generator().manual_seed(2))
+    same = [torch.equal(half[i], x[i]) for i in range(8)]
+    assert all(s or torch.equal(half[i], full[i]) for i, s in enumerate(same)) and 0 < sum(same) < 8
+
+
+def test_adaptive_strength_follows_the_sign_of_the_real_logits():
+    from pipeline.diffaug import AdaptiveStrength
+
+    ada = AdaptiveStrength(target=0.6, images=400, batch=10)  # each interval moves p by 4 * 10 / 400
+    assert ada.p == 0.0
+    for _ in range(3):
+        ada.observe(torch.tensor([1.0, 2.0]))
+    assert ada.p == 0.0  # adjusted only at the end of an interval of 4 steps
+    ada.observe(torch.tensor([1.0, 2.0]))
+    assert ada.p == pytest.approx(0.1)
+    for _ in range(4):  # E[sign] = 0.5 < 0.6: D is not overfitting, less augmentation
+        ada.observe(torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    assert ada.p == pytest.approx(0.0)
+    for _ in range(8):
+        ada.observe(torch.tensor([-1.0]))
+    assert ada.p == 0.0  # never below 0
+    for _ in range(4 * 12):
+        ada.observe(torch.tensor([3.0]))
+    assert ada.p == 1.0  # never above 1
+    state = ada.state()
+    other = AdaptiveStrength(0.6, 400, 10)
+    other.restore(state)
+    assert other.state() == state

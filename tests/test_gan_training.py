@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from torch import nn
 from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable, data_fingerprint
+from pipeline.gan_fingerprint import config_fingerprint
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.atomic import sha256_file
 from pipeline.losses import LOSSES, GanLoss
@@ -222,6 +224,40 @@ def test_resume_in_process_matches_uninterrupted(tmp_path, caplog):
     assert "resuming from checkpoint-4.pt" in caplog.text
     assert_same_weights(full, parts)
     assert (tmp_path / "full" / "losses.csv").read_text() == (tmp_path / "parts" / "losses.csv").read_text()
+
+
+def test_lecam_trains_differently_and_resumes_bit_identical(tmp_path, caplog):
+    """LeCam's moving averages are part of the checkpoint: a resumed run ends with the weights of
+    an uninterrupted one; with weight 0 the run is the plain one, fingerprint included."""
+    table = digits_table()
+    plain = state(gan.train_gan(tiny_cfg(steps=8, checkpoint_every=4), table, tmp_path / "plain", progress=False))
+    cfg = dict(steps=8, checkpoint_every=4, lecam_weight=0.5, lecam_decay=0.9)
+    full = state(gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "full", progress=False))
+    assert not torch.equal(plain["d"]["fc.parametrizations.weight.original"], full["d"]["fc.parametrizations.weight.original"])
+    gan.train_gan(tiny_cfg(**{**cfg, "steps": 4}), table, tmp_path / "parts", progress=False)
+    ckpt = state(tmp_path / "parts" / "checkpoint-4.pt")
+    assert len(ckpt["lecam"]) == 2 and all(math.isfinite(v) for v in ckpt["lecam"])
+    with caplog.at_level(logging.INFO, logger="augment"):
+        parts = state(gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "parts", progress=False))
+    assert "resuming from checkpoint-4.pt" in caplog.text
+    assert_same_weights(full, parts)
+    fp = data_fingerprint(table)
+    assert config_fingerprint(tiny_cfg(lecam_weight=0.0, lecam_decay=0.99), fp) == config_fingerprint(tiny_cfg(), fp)
+    assert config_fingerprint(tiny_cfg(lecam_weight=0.5), fp) != config_fingerprint(tiny_cfg(), fp)
+
+
+def test_ada_raises_its_probability_and_resumes_bit_identical(tmp_path):
+    table = digits_table()
+    cfg = dict(steps=8, checkpoint_every=4, diffaug="translation,cutout", ada_target=0.01, ada_images=64)
+    full_dir, parts_dir = tmp_path / "full", tmp_path / "parts"
+    full = state(gan.train_gan(tiny_cfg(**cfg), table, full_dir, progress=False))
+    gan.train_gan(tiny_cfg(**{**cfg, "steps": 4}), table, parts_dir, progress=False)
+    p, _, count = state(parts_dir / "checkpoint-4.pt")["ada"]
+    assert count == 0 and p in (0.0, 1.0)  # one interval of 4 steps of 16 images: p moved by 64 / 64
+    parts = state(gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False))
+    assert_same_weights(full, parts)
+    with pytest.raises(ConfigError, match="ada_target"):
+        gan.train_gan(tiny_cfg(diffaug="", ada_target=0.6), table, tmp_path / "empty", progress=False)
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):

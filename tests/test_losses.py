@@ -98,3 +98,24 @@ def test_gradient_penalty_without_generator_is_deterministic():
     first = gradient_penalty(D, real, fake, y)
     torch.manual_seed(2)  # the global RNG plays no part
     assert gradient_penalty(D, real, fake, y).item() == first.item()
+
+
+def test_lecam_penalty_by_hand():
+    from pipeline.losses import lecam_penalty
+
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([0.0, -2.0])
+    # anchors a_R = 1, a_F = -1: real terms relu(3, 1.5, 0)^2 -> (9 + 2.25 + 0) / 3; fake relu(1, 3)^2 -> (1 + 9) / 2
+    assert lecam_penalty(real, fake, 1.0, -1.0).item() == pytest.approx(11.25 / 3 + 5.0)
+    # logits on the right side of the other's average cost nothing
+    assert lecam_penalty(torch.tensor([-2.0]), torch.tensor([3.0]), 1.0, -1.0).item() == 0.0
+
+
+def test_lecam_anchors_start_at_the_first_batch_then_move_slowly():
+    from pipeline.losses import LeCamAnchors
+
+    a = LeCamAnchors(decay=0.9)
+    assert a.state() is None
+    a.update(torch.tensor([1.0, 3.0]), torch.tensor([-4.0]))
+    assert a.state() == [2.0, -4.0]
+    a.update(torch.tensor([12.0]), torch.tensor([6.0]))
+    assert a.state() == pytest.approx([0.9 * 2.0 + 0.1 * 12.0, 0.9 * -4.0 + 0.1 * 6.0])
