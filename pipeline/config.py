@@ -135,6 +135,10 @@ class TrainGanConfig(Section):
     # of its moving averages of D's real and fake logits
     lecam_weight: float = Field(0.0, ge=0.0)
     lecam_decay: float = Field(0.99, gt=0.0, lt=1.0)
+    # transitional conditioning (Shahbazi et al. 2022): unconditional until transition_start, then
+    # the class blended in linearly over transition_steps steps; 0 = conditional from the start
+    transition_start: int = Field(0, ge=0)
+    transition_steps: int = Field(0, ge=0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_warmup: int = Field(500, ge=0)
     diffaug: str = "color,translation,cutout"
@@ -199,6 +203,10 @@ class TrainGanConfig(Section):
         if self.label_smoothing > 0 and not LOSSES[self.loss].accepts_label_smoothing:
             takes = ", ".join(n for n, loss in LOSSES.items() if loss.accepts_label_smoothing)
             raise ValueError(f"label_smoothing applies to loss {takes} only, not {self.loss!r}; set it to 0")
+        if self.transition_steps > 0 and GAN_ARCHS[self.arch].set_conditioning is None:
+            have = ", ".join(n for n, a in GAN_ARCHS.items() if a.set_conditioning)
+            raise ValueError(f"transition_steps > 0 needs an arch whose conditioning can be blended in ({have}), "
+                             f"not {self.arch!r}; or set transition_steps: 0")
         has_head = GAN_ARCHS[self.arch].aux_classifier
         if self.aux_weight > 0 and not has_head:
             raise ValueError(f"aux_weight > 0 needs a discriminator with a class head; arch {self.arch!r} has none "

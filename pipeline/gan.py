@@ -34,7 +34,7 @@ from pipeline.gan_checkpoints import (
 )
 from pipeline.data import data_fingerprint
 from pipeline.gan_fingerprint import config_fingerprint
-from pipeline.gan_run import STREAMS, ClassSampler, Run, make_generator
+from pipeline.gan_run import STREAMS, ClassSampler, Run, conditioning_at, make_generator
 from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals
 from pipeline.losses import LeCamAnchors, get_loss, gradient_penalty, lecam_penalty
@@ -74,6 +74,15 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         else:
             e.copy_(b)
 
+
+
+def _set_conditioning(run: Run, step: int) -> float:
+    """Blend the class into G, D and the EMA generator for update `step`; the strength."""
+    strength = conditioning_at(step, run.cfg)
+    if run.cfg.transition_steps > 0:
+        for module in (run.G, run.D, run.G_ema):
+            GAN_ARCHS[run.cfg.arch].set_conditioning(module, strength)
+    return strength
 
 
 # ----------------------------------------------------------------------------- building a run
@@ -161,11 +170,13 @@ def train_step(run: Run) -> list[float]:
       D: ... + a * CE(C(aug(x)), y)        G: ... + a * CE(C(aug(G(z, y'))), y')
     C never trains on fakes, so it stays a judge of real classes rather than of G's mistakes.
     With lecam_weight l > 0, D also minimises l * `lecam_penalty` (each rank its own averages);
-    with ada_target > 0, aug applies each transform with ADA's probability p (`AdaptiveStrength`).
+    with ada_target > 0, aug applies each transform with ADA's probability p (`AdaptiveStrength`);
+    with transition_steps > 0, the class conditions G and D (and G's class loss) only by `conditioning_at`.
     """
     cfg, ac = run.cfg, devices.autocast(run.device, run.dtype)
     aux = {"classes": True} if cfg.aux_weight > 0 else {}
     p = run.ada.p if run.ada is not None else 1.0
+    strength = _set_conditioning(run, run.step + 1)
     gp = torch.zeros((), device=run.device)
     run.D.requires_grad_(True)
     for i in range(cfg.n_dis):
@@ -198,7 +209,7 @@ def train_step(run: Run) -> list[float]:
         g_logits, g_class_logits = out if aux else (out, None)
         g_loss = run.loss.g_loss(g_logits.float())
         if aux:
-            g_loss = g_loss + cfg.aux_weight * F.cross_entropy(g_class_logits.float(), y_fake)
+            g_loss = g_loss + strength * cfg.aux_weight * F.cross_entropy(g_class_logits.float(), y_fake)
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()
@@ -261,6 +272,9 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
             `previous/` (never an error), and those past `steps` are left for a longer run.
     """
     out_dir = Path(out_dir)
+    if cfg.transition_steps > 0 and cfg.transition_start + cfg.transition_steps > cfg.steps:
+        raise ConfigError(f"train_gan.transition_start + transition_steps ({cfg.transition_start} + {cfg.transition_steps}) "
+                          f"ends after steps {cfg.steps}: final.pt would not be fully conditional; shorten the transition")
     classes = resolve_classes(cfg, train)
     fingerprint = config_fingerprint(cfg, data_fingerprint(train))
     final = out_dir / "final.pt"

@@ -31,6 +31,14 @@ def make_generator(seed: int, *stream: int) -> torch.Generator:
 STREAMS = {"init": 0, "sampler": 1, "noise": 2, "diffaug": 3, "gp": 4, "fixed": 5}
 
 
+def conditioning_at(step: int, cfg: TrainGanConfig) -> float:
+    """How much the class conditions G and D at update number `step` (1-based): 1 without a
+    transition, else 0 until transition_start, then linear up to 1 over transition_steps."""
+    if cfg.transition_steps <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (step - cfg.transition_start) / cfg.transition_steps))
+
+
 class ClassSampler:
     """Draws real batches and fake labels over the trained classes.
 

@@ -105,9 +105,13 @@ class Tracker:
     rows: list[list[float]] = dataclasses.field(default_factory=list)
 
     def update(self, step: int, agreement: list[float], recall: list[float], classes: list[int],
-               G_ema: nn.Module) -> None:
-        """Record one evaluation of the EMA generator (`assess`'s two lists, per class of `classes`)."""
+               G_ema: nn.Module, eligible: bool = True) -> None:
+        """Record one evaluation of the EMA generator (`assess`'s two lists, per class of `classes`).
+        An evaluation that is not `eligible` (a generator still partly unconditional, whose
+        weights would not sample the same once loaded) is recorded but never becomes the best."""
         self.rows += [[float(step), float(c), a, r] for c, a, r in zip(classes, agreement, recall)]
+        if not eligible:
+            return
         per_class = class_scores(agreement, recall)
         score = (min(per_class), float(np.mean(per_class)))
         if score > self.best_score:

@@ -24,7 +24,7 @@ from pipeline.grid import image_grid
 from pipeline.pixels import to_float, to_uint8
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable
-from pipeline.gan_run import STREAMS, Run, make_generator
+from pipeline.gan_run import STREAMS, Run, conditioning_at, make_generator
 from pipeline.gan_tracking import QUALITY_COLUMNS, QUALITY_SAMPLES, assess, class_scores
 
 log = logging.getLogger("augment")
@@ -141,7 +141,7 @@ def _track_quality(run: Run, out_dir: Path, classes: list[int], names: tuple) ->
     """Judge agreement and recall per class of fixed EMA samples -> quality.csv, the log, the tracker."""
     z, y = _fixed_inputs(run.cfg, classes, QUALITY_SAMPLES, stream=3)
     agree, recall = assess(run.judge, _sample(run.G_ema, z, y, run.device), y, classes, run.real_features)
-    run.tracker.update(run.step, agree, recall, classes, run.G_ema)
+    run.tracker.update(run.step, agree, recall, classes, run.G_ema, eligible=conditioning_at(run.step, run.cfg) == 1.0)
     _write_csv(out_dir / "quality.csv", QUALITY_COLUMNS, run.tracker.rows)
     worst = int(np.argmin(class_scores(agree, recall)))
     log.info("step %d: judge agreement mean %.3f, recall mean %.3f; worst class %s: agreement %.3f, recall %.3f "

@@ -263,3 +263,31 @@ def test_fused_conv_falls_back_to_plain_ops_once_the_fused_op_fails(monkeypatch,
         "oneDNN's fused convolution failed here (no kernel for this CPU); using plain conv2d from now on "
         "(same values, slower)"
     ]
+
+
+def test_transitional_conditioning_blends_the_class_into_g_and_d():
+    """sngan at conditioning 0 ignores the class (G and D), at 1 is the plain model, and the
+    fused class generator follows the blend at any strength."""
+    from pipeline.device import prepare_module
+    from pipeline.models.sngan import set_conditioning
+
+    torch.manual_seed(0)
+    G, D = GAN_ARCHS["sngan"].build((1, 16, 16), 3, 8, "light", aux_classifier=True)
+    G = prepare_module(_trained_looking(G), torch.device("cpu")).eval()
+    D.eval()  # spectral norm's power iteration would move D's weights at every training-mode call
+    z, x = torch.randn(4, 8), torch.rand(4, 1, 16, 16) * 2 - 1
+    ys = [torch.full((4,), c) for c in range(3)]
+    with torch.no_grad():
+        plain_g, plain_d = G(z, ys[1]), D(x, ys[1])
+        set_conditioning(G, 0.0)
+        set_conditioning(D, 0.0)
+        assert all(torch.allclose(G(z, y), G(z, ys[0]), atol=1e-6) for y in ys)
+        assert all(torch.equal(D(x, y), D(x, ys[0])) for y in ys)
+        assert not torch.allclose(G(z, ys[1]), plain_g, atol=1e-4)
+        set_conditioning(G, 0.5)
+        for c in range(3):
+            torch.testing.assert_close(G.for_class(c)(z), G(z, ys[c]), rtol=0, atol=1e-5)
+        set_conditioning(G, 1.0)
+        set_conditioning(D, 1.0)
+        assert torch.equal(G(z, ys[1]), plain_g) and torch.equal(D(x, ys[1]), plain_d)
+    assert "conditioning" not in " ".join(G.state_dict())  # not saved: a loaded generator is fully conditional

@@ -260,6 +260,32 @@ def test_ada_raises_its_probability_and_resumes_bit_identical(tmp_path):
         gan.train_gan(tiny_cfg(diffaug="", ada_target=0.6), table, tmp_path / "empty", progress=False)
 
 
+def test_conditioning_schedule_by_hand():
+    cfg = tiny_cfg(steps=20, transition_start=4, transition_steps=8)
+    assert [gan_run.conditioning_at(s, cfg) for s in (1, 4, 6, 12, 20)] == [0.0, 0.0, 0.25, 1.0, 1.0]
+    assert gan_run.conditioning_at(1, tiny_cfg()) == 1.0
+
+
+def test_transitional_run_resumes_bit_identical_and_ends_fully_conditional(tmp_path):
+    table = digits_table()
+    cfg = dict(steps=8, checkpoint_every=4, transition_start=2, transition_steps=4, track_quality=True,
+               judge_epochs=1, sample_every=2, early_stop_patience=0)
+    full = gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "full", progress=False)
+    parts_dir = tmp_path / "parts"  # a run stopped after its step-4 checkpoint (mid-transition)
+    gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)
+    (parts_dir / "final.pt").unlink()
+    (parts_dir / "checkpoint-8.pt").unlink()
+    parts = gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)
+    assert_same_weights(state(full), state(parts))
+    assert state(full)["best_step"] >= 6  # evaluations before the transition ended never count as the best
+    plain = state(gan.train_gan(tiny_cfg(**{**cfg, "transition_steps": 0}), table, tmp_path / "plain", progress=False))
+    assert not torch.equal(plain["g"]["fc.weight"], state(full)["g"]["fc.weight"])
+    with pytest.raises(ConfigError, match="ends after steps 8"):
+        gan.train_gan(tiny_cfg(**{**cfg, "transition_steps": 7}), table, tmp_path / "late", progress=False)
+    with pytest.raises(ValueError, match="transition_steps > 0 needs an arch"):
+        tiny_cfg(arch="concat", transition_steps=4)
+
+
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
     hinge = LOSSES["hinge"]

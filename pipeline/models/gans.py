@@ -36,6 +36,9 @@ class GanArch:
     widths: dict[str, int]
     description: str
     aux_classifier: bool = False  # D can carry an AC-GAN class head (`train_gan.aux_weight`)
+    # (module, strength in [0, 1]) -> None: how much the class conditions G or D, for transitional
+    # training (`train_gan.transition_steps`); None: this arch is always fully conditional
+    set_conditioning: Callable[[nn.Module, float], None] | None = None
 
     def build(
         self,
@@ -83,6 +86,7 @@ GAN_ARCHS: dict[str, GanArch] = {
         sngan.WIDTHS,
         "ResNet G with class-conditional BatchNorm; spectral-norm ResNet D with a projection head",
         aux_classifier=True,
+        set_conditioning=sngan.set_conditioning,
     ),
     "dcgan": GanArch(
         "dcgan",

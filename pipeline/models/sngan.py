@@ -35,7 +35,14 @@ def _bn_affine(bn: nn.BatchNorm2d, gain: Tensor, bias: Tensor) -> tuple[Tensor, 
 
 
 class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm without its own affine, then a per-class gain (init 1) and bias (init 0)."""
+    """BatchNorm without its own affine, then a per-class gain (init 1) and bias (init 0).
+
+    `conditioning` c in [0, 1] blends the class in (transitional training, `set_conditioning`):
+    gain 1 + c * (gain_y - 1), bias c * bias_y; at 0 every class shares the identity affine. A
+    plain attribute, not a buffer: not saved, not averaged by the EMA, 1 in a loaded generator.
+    """
+
+    conditioning = 1.0
 
     def __init__(self, num_features: int, num_classes: int):
         super().__init__()
@@ -45,13 +52,21 @@ class ConditionalBatchNorm2d(nn.Module):
         nn.init.ones_(self.gain.weight)
         nn.init.zeros_(self.bias.weight)
 
+    def affine(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(gain, bias) of labels y (B,) -> (B, F) each, with the conditioning blended in."""
+        gain, bias = self.gain(y), self.bias(y)
+        if self.conditioning != 1.0:
+            gain, bias = 1.0 + self.conditioning * (gain - 1.0), self.conditioning * bias
+        return gain, bias
+
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         bn = self.bn
+        gain, bias = self.affine(y)
         if self.training or not bn.track_running_stats:
-            return bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+            return bn(x) * gain[:, :, None, None] + bias[:, :, None, None]
         # eval: normalising with the running statistics and the class's gain and bias is one
         # per-(sample, channel) affine, x * scale + shift: a single pass over x instead of four
-        scale, shift = _bn_affine(bn, self.gain(y), self.bias(y))
+        scale, shift = _bn_affine(bn, gain, bias)
         return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
 
 
@@ -192,9 +207,10 @@ class ClassGenerator(nn.Module):
         out_scale, out_shift = _bn_affine(ob, ob.weight, ob.bias)
         self.blocks: list[tuple[Tensor, ...]] = []
         last = len(G.blocks) - 1
+        y = torch.tensor([c], device=G.fc.weight.device)
         for i, b in enumerate(G.blocks):
-            s1, t1 = _bn_affine(b.bn1.bn, b.bn1.gain.weight[c], b.bn1.bias.weight[c])
-            w1, b1 = _scaled_conv(b.conv1, *_bn_affine(b.bn2.bn, b.bn2.gain.weight[c], b.bn2.bias.weight[c]))
+            s1, t1 = _bn_affine(b.bn1.bn, *(t[0] for t in b.bn1.affine(y)))
+            w1, b1 = _scaled_conv(b.conv1, *_bn_affine(b.bn2.bn, *(t[0] for t in b.bn2.affine(y))))
             w2, b2, ws, bs = b.conv2.weight, b.conv2.bias, b.skip.weight, b.skip.bias
             if i == last:
                 w2, b2 = _scaled_conv(b.conv2, out_scale, out_shift)
@@ -250,6 +266,8 @@ class Discriminator(nn.Module):
     head on the same features (AC-GAN style; `train_gan.aux_weight` trains it on real images).
     """
 
+    conditioning = 1.0  # c in [0, 1]: logits = linear(h) + c * <embed(y), h> (see `set_conditioning`)
+
     def __init__(self, geo: Geometry, num_classes: int, width: int, aux_classifier: bool = False):
         super().__init__()
         # mirror the generator: full-resolution width first, downsample to the start grid
@@ -264,8 +282,21 @@ class Discriminator(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor, classes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # (B, ch[-1])
-        logits = self.fc(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        projection = (self.embed(y) * h).sum(dim=1)
+        if self.conditioning != 1.0:
+            projection = self.conditioning * projection
+        logits = self.fc(h).squeeze(1) + projection
         return (logits, self.classifier(h)) if classes else logits
+
+
+def set_conditioning(module: nn.Module, strength: float) -> None:
+    """Set how much the class conditions `module` (a generator or discriminator of this arch):
+    1 = fully (the default, and always in a loaded generator), 0 = not at all (one shared
+    affine in G, no projection term in D). Transitional training (Shahbazi et al. 2022) raises
+    it from 0 to 1, so the rare classes start from what all the images share."""
+    for m in module.modules():
+        if isinstance(m, (ConditionalBatchNorm2d, Discriminator)):
+            m.conditioning = float(strength)
 
 
 def build(
