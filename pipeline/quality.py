@@ -142,7 +142,7 @@ def gan_quality(
     w_train = class_mix_weights(real_train.labels, synthetic.labels, n_classes)
     # KID draws its subsets from rng before the memorisation subsample does
     scores = _feature_scores(f_syn, f_test, w_test, rng, k=k, kid_subsets=kid_subsets)
-    return scores | _per_class_scores(f_syn, p_syn, synthetic, f_test, real_test) | {
+    return scores | _per_class_scores(f_syn, p_syn, synthetic, f_test, real_test, k) | {
         "memorization": memorization(real_train, real_test, synthetic, rng),
         "reference": _real_reference(f_train, w_train, f_test, w_test, p_test, real_test),
         "feature_space": f"penultimate layer ({f_test.shape[1]}-d) of a class-weighted small_cnn trained on the real training split",
@@ -168,18 +168,37 @@ def _feature_scores(f_syn: np.ndarray, f_test: np.ndarray, w_test: np.ndarray, r
     }
 
 
+def class_precision_recall(f_test: np.ndarray, test_y: np.ndarray, f_syn: np.ndarray, syn_y: np.ndarray,
+                           class_names: tuple[str, ...], k: int) -> dict[str, dict]:
+    """{"precision": {class: ...}, "recall": {class: ...}} within each class: synthetic images of
+    the class inside its real test images' k-NN manifold, and real ones inside the synthetic
+    manifold (the class's diversity: a collapsed class covers few real images). k is lowered to
+    what a small class allows; None where a side has fewer than 2 images."""
+    out: dict[str, dict] = {"precision": {}, "recall": {}}
+    for c, name in enumerate(class_names):
+        real, fake = f_test[test_y == c], f_syn[syn_y == c]
+        ok = len(real) >= 2 and len(fake) >= 2
+        out["precision"][name] = M.coverage_fraction(fake, real, min(k, len(real) - 1)) if ok else None
+        out["recall"][name] = M.coverage_fraction(real, fake, min(k, len(fake) - 1)) if ok else None
+    return out
+
+
 def _per_class_scores(f_syn: np.ndarray, p_syn: np.ndarray, synthetic: ImageTable, f_test: np.ndarray,
-                      real_test: ImageTable) -> dict:
-    """Intra-FID and class consistency, their mean or overall value and the per-class details."""
+                      real_test: ImageTable, k: int) -> dict:
+    """Intra-FID, class consistency and precision/recall within each class: their mean or overall
+    value and the per-class details."""
     names = real_test.class_names
     intra = intra_fid(f_test, real_test.labels, f_syn, synthetic.labels, names)
     scored = [v for v in intra.values() if v is not None]
     consistency = class_consistency(p_syn, synthetic.labels, names)
+    within = class_precision_recall(f_test, real_test.labels, f_syn, synthetic.labels, names, k)
     return {
         "intra_fid": float(np.mean(scored)) if scored else None,
         "intra_fid_per_class": intra,
         "class_consistency": consistency["overall"],
         "class_consistency_per_class": consistency["per_class"],
+        "precision_per_class": within["precision"],
+        "recall_per_class": within["recall"],
     }
 
 

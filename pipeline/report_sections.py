@@ -231,9 +231,10 @@ def quality_blocks(metrics: dict) -> list[Block]:
             ["memorisation: median NN ratio", _q(mem["ratio_median"]), "synthetic-to-train over test-to-train nearest distance; well below 1 suggests copies"],
             ["memorisation: below real 5th pct", _q(mem["fraction_below_real_p05"]), "0.05 expected for images as new as real test images"]]
     names = metrics["class_names"]
-    per_class = [["class", "intra-FID", "class consistency", "judge recall on real test"]]
+    per_class = [["class", "intra-FID", "class consistency", "precision", "recall (diversity)", "judge recall on real test"]]
     for n in names:
         per_class.append([n, _q(q["intra_fid_per_class"].get(n)), _q(q["class_consistency_per_class"].get(n)),
+                          _q(q.get("precision_per_class", {}).get(n)), _q(q.get("recall_per_class", {}).get(n)),
                           _q(ref["judge_recall_per_class"].get(n))])
     return blocks + [
         Block("p", f"Feature space: {q['feature_space']}. Real test images are weighted to the synthetic class mix; "

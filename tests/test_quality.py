@@ -90,3 +90,18 @@ def test_gan_quality_tells_a_worse_generator_apart():
     assert q_good["intra_fid_per_class"]["a"] is None  # no synthetic image of class a
     with pytest.raises(DataError, match="at least 2"):
         Q.gan_quality(train, test, good.subset(np.array([0])), model, seed=0)
+
+
+def test_per_class_recall_sees_a_collapsed_class():
+    from pipeline.quality import class_precision_recall
+
+    real = np.array([[0.0, 0], [1, 0], [0, 1], [1, 1], [10, 10], [11, 10], [10, 11], [11, 11]])
+    test_y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    # class 0: the four real points themselves (full recall); class 1: three copies of one point
+    fake = np.array([[0.0, 0], [1, 0], [0, 1], [1, 1], [10, 10], [10, 10], [10, 10]])
+    syn_y = np.array([0, 0, 0, 0, 1, 1, 1])
+    out = class_precision_recall(real, test_y, fake, syn_y, ("a", "b", "c"), k=1)
+    assert out["recall"]["a"] == 1.0 and out["precision"]["a"] == 1.0
+    # the collapsed class's k-NN balls have radius 0: only the real point it sits on is covered
+    assert out["recall"]["b"] == pytest.approx(0.25) and out["precision"]["b"] == 1.0
+    assert out["recall"]["c"] is None and out["precision"]["c"] is None  # no image of class c
