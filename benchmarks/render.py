@@ -230,6 +230,26 @@ def shared_cores_section(r: dict) -> list[str]:
     return lines + [""]
 
 
+def gan_ablation_section(name: str, r: dict) -> list[str]:
+    """Each limited-data GAN technique alone against the recipe (gan_ablation.py)."""
+    bar = r.get("recall_bar", 0.6)
+    lines = [f"## GAN ablation: {name}", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
+             f"- code: {_code(r.get('code', {}))}" if r.get("code") else "", "",
+             f"{r['steps']} steps each, judged by the tracker (100 EMA samples per class at each evaluation, a small CNN "
+             f"trained on the real images): worst-class judge agreement, mean and worst-class recall (real images inside "
+             f"the samples' 3-NN manifold). `bar`: first evaluation where every class has agreement >= 0.98 and recall "
+             f">= {bar}. s/step includes the tracker's evaluations; other work on the machine shows here, not in the "
+             "quality figures (the weights depend only on the settings and thread count).", "",
+             "| variant | settings | worst agreement | recall mean | worst recall | best step | bar at step | s/step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for variant, v in r["variants"].items():
+        last, settings = v["last"], ", ".join(f"{k.split('.')[-1]}={x}" for k, x in v["overrides"].items()) or "recipe"
+        lines.append(f"| {variant} | {settings} | {last['worst_agreement']:.3f} | {last['mean_recall']:.3f} | "
+                     f"{last['worst_recall']:.3f} | {v.get('best_step')} | {v.get('steps_to_bar') or 'never'} | "
+                     f"{v['s_per_step']:.3f} |")
+    return lines + [""]
+
+
 def precision_section(r: dict) -> list[str]:
     """fp32 against bf16 for the GAN step, the generator and the classifier (precision.py)."""
     rows = [("GAN step (sngan 28x28, width 16, batch 64), steps/s", r["gan_step_per_s"])]
@@ -453,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += precision_section(r)
         elif path.stem == "shared_cores":
             lines += shared_cores_section(r)
+        elif path.stem.startswith("gan_ablation"):
+            lines += gan_ablation_section(path.stem, r)
         else:
             lines += outcome_section(path.stem, r, path.parent, Path(args.out))
     sweep = Path(args.results) / "scarcity" / "summary.json"

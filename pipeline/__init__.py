@@ -4,4 +4,4 @@ The library is pure functions and small classes; `pipeline.stages` is the only g
 writes the project's files, and the CLI, DVC and Prefect all call it.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

@@ -333,3 +333,23 @@ def test_shared_cores_section_renders_each_case(monkeypatch):
     monkeypatch.setattr(render, "_machine", lambda m: "a test machine")
     text = "\n".join(render.shared_cores_section(r))
     assert "## Shared cores" in text and "| auto | yes | 1 | 120 | 46% | 1.9 |" in text
+
+
+def test_gan_ablation_summary_and_section(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gan_ablation
+    import render
+    import torch
+
+    # (step, class, agreement, recall): at step 250 class 1 misses recall, at 500 both pass
+    rows = torch.tensor([[250, 0, 0.99, 0.7], [250, 1, 1.0, 0.5], [500, 0, 0.985, 0.65], [500, 1, 0.99, 0.8]],
+                        dtype=torch.float64)  # final.pt stores the rows in float64
+    s = gan_ablation.summarize(rows, recall_bar=0.6)
+    assert s["steps_to_bar"] == 500
+    assert s["last"] == {"step": 500, "worst_agreement": 0.985, "mean_recall": pytest.approx(0.725), "worst_recall": 0.65}
+    assert gan_ablation.summarize(rows, recall_bar=0.9)["steps_to_bar"] is None
+    r = {"command": "python benchmarks/gan_ablation.py", "machine": {}, "steps": 500, "recall_bar": 0.6,
+         "variants": {"lecam": {"overrides": {"train_gan.lecam_weight": 0.3}, "s_per_step": 0.2, "best_step": 500, **s}}}
+    monkeypatch.setattr(render, "_machine", lambda m: "a test machine")
+    text = "\n".join(render.gan_ablation_section("gan_ablation_x", r))
+    assert "| lecam | lecam_weight=0.3 | 0.985 | 0.725 | 0.650 | 500 | 500 | 0.200 |" in text
