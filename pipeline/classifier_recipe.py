@@ -36,6 +36,9 @@ class Recipe:
         late_fraction: share of the epochs in the late phase (DRW, cRT, late synthetic rows).
         drw_beta: the effective-number beta of DRW.
         augment: random affine of every training batch (`augment_batch`).
+        prior: the logit adjustment's prior: "batches" (the class shares the batches carry,
+            synthetic rows included) or "real" (the real rows' class shares, as if the synthetic
+            rows added no information about the rare classes' margins).
     """
 
     loss: Literal["ce", "logit_adjusted"] = "ce"
@@ -47,6 +50,7 @@ class Recipe:
     late_fraction: float = 0.25
     drw_beta: float = 0.9999
     augment: bool = False
+    prior: Literal["batches", "real"] = "batches"
 
     @property
     def has_late_phase(self) -> bool:

@@ -190,6 +190,11 @@ STRATEGIES: dict[str, Strategy] = {
             "of the real+synthetic mix",
         ),
         Strategy(
+            "gan_la_real_prior", True, lambda i: _with_pool(i, "all", loss="logit_adjusted", prior="real"),
+            "gan_la with the prior of the real rows alone: the synthetic rows fill the batches, the "
+            "rare classes keep the real data's margins",
+        ),
+        Strategy(
             "gan_la+augment", True, lambda i: _with_pool(i, "all", loss="logit_adjusted", augment=True),
             "gan_la with classic augmentation (random affine) of every batch, synthetic rows included",
         ),

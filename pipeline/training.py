@@ -286,7 +286,8 @@ class _Run:
             weight = torch.from_numpy(weight_np).to(self.device)
             offsets = None
             if r.loss == "logit_adjusted":
-                prior = logit_prior(self.class_mass(rows, balanced, weight_np))
+                prior_rows = rows[rows < self.n_real] if r.prior == "real" else rows
+                prior = logit_prior(self.class_mass(prior_rows, balanced, weight_np))
                 offsets = (r.tau * torch.as_tensor(prior, dtype=torch.float32)).to(self.device)
             model.train()
             if head_only:

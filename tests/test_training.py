@@ -168,6 +168,28 @@ def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
     assert torch.allclose(offsets, torch.as_tensor(expect, dtype=torch.float32).expand_as(offsets), atol=1e-5)
 
 
+@pytest.mark.parametrize("prior, expect", [("batches", [12, 8, 8]), ("real", [12, 6, 3])])
+def test_the_logit_adjustment_prior_of_a_synthetic_mix(monkeypatch, prior, expect):
+    """With a pool, the prior is the batches' class shares (real + synthetic) or, with
+    `prior: real`, the real rows' alone."""
+    t, pool = _table((12, 6, 3)), _table((0, 2, 5), seed=4)
+    losses, outputs = [], []
+    real_ce, real_build = torch.nn.functional.cross_entropy, T.build_classifier
+
+    def build(*a, **k):
+        model = real_build(*a, **k)
+        model.register_forward_hook(lambda m, _, out: outputs.append(out.detach().float()) if m.training else None)
+        return model
+
+    monkeypatch.setattr(T, "build_classifier", build)
+    monkeypatch.setattr(T.F, "cross_entropy", lambda z, y, **k: losses.append(z.detach()) or real_ce(z, y, **k))
+    ts = R.TrainingSet(t, recipe=R.Recipe(loss="logit_adjusted", prior=prior),
+                       synthetic=R.SyntheticUse(pool, np.ones(len(pool), np.float32)))
+    T.train_classifier(ts, t, _cfg(epochs=1, batch_size=32), 0, progress=False)
+    offsets = (losses[0] - outputs[0])[0].numpy()
+    assert offsets == pytest.approx(np.log(np.array(expect) / sum(expect)), abs=1e-5)
+
+
 def test_drw_weights_change_only_in_the_late_phase():
     t = _table((12, 6, 3))
     run = _run(t, R.Recipe(class_weight="deferred", drw_beta=0.5, late_fraction=0.5), epochs=4)
@@ -179,7 +201,8 @@ def test_drw_weights_change_only_in_the_late_phase():
     assert by_class == pytest.approx(R.effective_number_weights(np.array([12, 6, 3]), 0.5).tolist())
 
 
-@pytest.mark.parametrize("name", ["logit_adjust", "drw", "decouple", "mixup_drw", "gan_la", "gan_drw", "gan_crt"])
+@pytest.mark.parametrize("name", ["logit_adjust", "drw", "decouple", "mixup_drw", "gan_la", "gan_la_real_prior", "gan_drw",
+                                  "gan_crt"])
 def test_each_recipe_learns_and_is_deterministic(name):
     train, val = _table((30, 12, 6)), _table((5, 5, 5), seed=1)
     syn = _table((0, 18, 24), seed=7)
