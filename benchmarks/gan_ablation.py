@@ -7,7 +7,7 @@ of 100 EMA samples at every `sample_every` step; `pipeline.gan_tracking`).
 
 Each variant trains in its own folder under --workdir and is recorded as soon as it ends, so a
 stopped run resumes with the variants still missing. Per variant: the last evaluation's and the
-best evaluation's worst-class agreement, mean and worst-class recall, the first step at which
+best evaluation's worst-class and mean agreement, mean and worst-class recall, the first step at which
 every class reaches agreement >= 0.98 and recall >= --recall-bar, and seconds per step.
 """
 
@@ -49,8 +49,9 @@ def summarize(quality: torch.Tensor, recall_bar: float) -> dict:
     by_step: dict[int, list[tuple[float, float]]] = {}
     for step, _, agreement, recall in quality.tolist():
         by_step.setdefault(int(step), []).append((agreement, recall))
-    curve = [{"step": s, "worst_agreement": min(a for a, _ in rows), "mean_recall": sum(r for _, r in rows) / len(rows),
-              "worst_recall": min(r for _, r in rows)} for s, rows in sorted(by_step.items())]
+    curve = [{"step": s, "worst_agreement": min(a for a, _ in rows), "mean_agreement": sum(a for a, _ in rows) / len(rows),
+              "mean_recall": sum(r for _, r in rows) / len(rows), "worst_recall": min(r for _, r in rows)}
+             for s, rows in sorted(by_step.items())]
     first = next((c["step"] for c in curve if c["worst_agreement"] >= AGREEMENT_BAR and c["worst_recall"] >= recall_bar),
                  None)
     return {"curve": curve, "last": curve[-1], "steps_to_bar": first}
@@ -98,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                    "code": code_version(), "steps": args.steps, "recall_bar": args.recall_bar})
     variants = result.setdefault("variants", {})
     for name in args.variants:
+        final = work / name / "gan" / "final.pt"
         if name in variants and variants[name].get("overrides") == VARIANTS[name]:
+            if final.is_file():  # summarised again from its final.pt, so a new figure reaches old runs
+                quality = torch.load(final, map_location="cpu", weights_only=True)["quality"]
+                variants[name].update(summarize(quality, args.recall_bar))
             continue
         variants[name] = run_variant(args, name, work)
         atomic.write_json(out, result)

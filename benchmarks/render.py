@@ -236,15 +236,16 @@ def gan_ablation_section(name: str, r: dict) -> list[str]:
     lines = [f"## GAN ablation: {name}", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
              f"- code: {_code(r.get('code', {}))}" if r.get("code") else "", "",
              f"{r['steps']} steps each, judged by the tracker (100 EMA samples per class at each evaluation, a small CNN "
-             f"trained on the real images): worst-class judge agreement, mean and worst-class recall (real images inside "
+             f"trained on the real images): mean and worst-class judge agreement, mean and worst-class recall (real images inside "
              f"the samples' 3-NN manifold). `bar`: first evaluation where every class has agreement >= 0.98 and recall "
              f">= {bar}. s/step includes the tracker's evaluations; other work on the machine shows here, not in the "
              "quality figures (the weights depend only on the settings and thread count).", "",
-             "| variant | settings | worst agreement | recall mean | worst recall | best step | bar at step | s/step |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | settings | agreement mean | worst agreement | recall mean | worst recall | best step | bar at step | s/step |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for variant, v in r["variants"].items():
         last, settings = v["last"], ", ".join(f"{k.split('.')[-1]}={x}" for k, x in v["overrides"].items()) or "recipe"
-        lines.append(f"| {variant} | {settings} | {last['worst_agreement']:.3f} | {last['mean_recall']:.3f} | "
+        mean_agreement = f"{last['mean_agreement']:.3f}" if "mean_agreement" in last else "-"
+        lines.append(f"| {variant} | {settings} | {mean_agreement} | {last['worst_agreement']:.3f} | {last['mean_recall']:.3f} | "
                      f"{last['worst_recall']:.3f} | {v.get('best_step')} | {v.get('steps_to_bar') or 'never'} | "
                      f"{v['s_per_step']:.3f} |")
     return lines + [""]

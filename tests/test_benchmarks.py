@@ -346,10 +346,11 @@ def test_gan_ablation_summary_and_section(monkeypatch):
                         dtype=torch.float64)  # final.pt stores the rows in float64
     s = gan_ablation.summarize(rows, recall_bar=0.6)
     assert s["steps_to_bar"] == 500
-    assert s["last"] == {"step": 500, "worst_agreement": 0.985, "mean_recall": pytest.approx(0.725), "worst_recall": 0.65}
+    assert s["last"] == {"step": 500, "worst_agreement": 0.985, "mean_agreement": pytest.approx(0.9875),
+                         "mean_recall": pytest.approx(0.725), "worst_recall": 0.65}
     assert gan_ablation.summarize(rows, recall_bar=0.9)["steps_to_bar"] is None
     r = {"command": "python benchmarks/gan_ablation.py", "machine": {}, "steps": 500, "recall_bar": 0.6,
          "variants": {"lecam": {"overrides": {"train_gan.lecam_weight": 0.3}, "s_per_step": 0.2, "best_step": 500, **s}}}
     monkeypatch.setattr(render, "_machine", lambda m: "a test machine")
     text = "\n".join(render.gan_ablation_section("gan_ablation_x", r))
-    assert "| lecam | lecam_weight=0.3 | 0.985 | 0.725 | 0.650 | 500 | 500 | 0.200 |" in text
+    assert "| lecam | lecam_weight=0.3 | 0.988 | 0.985 | 0.725 | 0.650 | 500 | 500 | 0.200 |" in text
