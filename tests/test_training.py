@@ -148,9 +148,8 @@ def test_decoupling_trains_only_the_head_in_its_late_phase(monkeypatch):
     assert all(p.requires_grad for p in model.parameters()) and not model.training
 
 
-def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
-    """The loss sees z + tau * log(prior), prior = the class shares of the training rows."""
-    t = _table((12, 6, 3))
+def _first_offsets(monkeypatch, ts: R.TrainingSet, val) -> torch.Tensor:
+    """What the first training batch's loss adds to the model's logits (the logit adjustment)."""
     losses, outputs = [], []
     real_ce, real_build = torch.nn.functional.cross_entropy, T.build_classifier
 
@@ -161,9 +160,14 @@ def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
 
     monkeypatch.setattr(T, "build_classifier", build)
     monkeypatch.setattr(T.F, "cross_entropy", lambda z, y, **k: losses.append(z.detach()) or real_ce(z, y, **k))
-    T.train_classifier(R.TrainingSet(t, recipe=R.Recipe(loss="logit_adjusted", tau=0.5)), t,
-                       _cfg(epochs=1, batch_size=32), 0, progress=False)
-    offsets = losses[0] - outputs[0]
+    T.train_classifier(ts, val, _cfg(epochs=1, batch_size=32), 0, progress=False)
+    return losses[0] - outputs[0]
+
+
+def test_logit_adjustment_offsets_the_training_logits_by_the_prior(monkeypatch):
+    """The loss sees z + tau * log(prior), prior = the class shares of the training rows."""
+    t = _table((12, 6, 3))
+    offsets = _first_offsets(monkeypatch, R.TrainingSet(t, recipe=R.Recipe(loss="logit_adjusted", tau=0.5)), t)
     expect = 0.5 * np.log(np.array([12, 6, 3]) / 21)
     assert torch.allclose(offsets, torch.as_tensor(expect, dtype=torch.float32).expand_as(offsets), atol=1e-5)
 
@@ -173,20 +177,9 @@ def test_the_logit_adjustment_prior_of_a_synthetic_mix(monkeypatch, prior, expec
     """With a pool, the prior is the batches' class shares (real + synthetic) or, with
     `prior: real`, the real rows' alone."""
     t, pool = _table((12, 6, 3)), _table((0, 2, 5), seed=4)
-    losses, outputs = [], []
-    real_ce, real_build = torch.nn.functional.cross_entropy, T.build_classifier
-
-    def build(*a, **k):
-        model = real_build(*a, **k)
-        model.register_forward_hook(lambda m, _, out: outputs.append(out.detach().float()) if m.training else None)
-        return model
-
-    monkeypatch.setattr(T, "build_classifier", build)
-    monkeypatch.setattr(T.F, "cross_entropy", lambda z, y, **k: losses.append(z.detach()) or real_ce(z, y, **k))
     ts = R.TrainingSet(t, recipe=R.Recipe(loss="logit_adjusted", prior=prior),
                        synthetic=R.SyntheticUse(pool, np.ones(len(pool), np.float32)))
-    T.train_classifier(ts, t, _cfg(epochs=1, batch_size=32), 0, progress=False)
-    offsets = (losses[0] - outputs[0])[0].numpy()
+    offsets = _first_offsets(monkeypatch, ts, t)[0].numpy()
     assert offsets == pytest.approx(np.log(np.array(expect) / sum(expect)), abs=1e-5)
 
 
