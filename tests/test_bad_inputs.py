@@ -353,6 +353,9 @@ CASES = [
           "run `augment train-gan` again"]),
     Case("checkpoint of another arch", setting("generate", "train_gan.arch=dcgan"),
          ["final.pt: trained with train_gan.arch = 'sngan', the params now say 'dcgan'", "run `augment train-gan`"]),
+    # a field added after the run (final.pt does not record it at its neutral value) reads as that value
+    Case("checkpoint trained without a later option", setting("generate", "train_gan.lecam_weight=0.3"),
+         ["final.pt: trained with train_gan.lecam_weight = 0.0, the params now say 0.3", "run `augment train-gan`"]),
     Case("checkpoint of other images", after(["prepare", "--set", "data.split_seed=3"],
                                                         ["generate", "--set", "data.split_seed=3"]),
          ["final.pt: trained on other images than data/prepared/train.parquet", "run `augment train-gan` again"]),

@@ -13,7 +13,7 @@ from pipeline.data import ImageTable, data_fingerprint
 from pipeline.device import choose_precision, precision_name, select_device
 from pipeline.errors import DataError
 from pipeline.gan_checkpoints import load_generator
-from pipeline.gan_fingerprint import UNFINGERPRINTED, config_fingerprint
+from pipeline.gan_fingerprint import ADDED_LATER, UNFINGERPRINTED, config_fingerprint
 from pipeline.generate import Sampler, ScoreFilter, generate as sample
 from pipeline.judge import fit_judge
 from pipeline.models.classifiers import class_probability
@@ -52,7 +52,9 @@ def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> N
             raise DataError(f"{path}: trained for {step} steps, train_gan.steps now says {cfg.train_gan.steps}; "
                             "run `augment train-gan`")
         return
-    trained, now = meta.get("config") or {}, cfg.train_gan.model_dump(mode="json")
+    # a field a run was trained without (ADDED_LATER) trained at its neutral value
+    trained = {**ADDED_LATER, **(meta.get("config") or {})}
+    now = cfg.train_gan.model_dump(mode="json")
     changed = [k for k in now if k not in UNFINGERPRINTED and trained.get(k) != now[k]]
     if changed:
         k = changed[0]
