@@ -39,6 +39,7 @@ VARIANTS = {
     "ada": {"train_gan.ada_target": 0.6},
     "transition": {"train_gan.transition_start": 200, "train_gan.transition_steps": 800},
     "n_dis2": {"train_gan.n_dis": 2},
+    "gsr": {"train_gan.gsr_weight": 0.5},
 }
 AGREEMENT_BAR = 0.98
 

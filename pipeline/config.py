@@ -139,6 +139,9 @@ class TrainGanConfig(Section):
     # the class blended in linearly over transition_steps steps; 0 = conditional from the start
     transition_start: int = Field(0, ge=0)
     transition_steps: int = Field(0, ge=0)
+    # group spectral regularisation (gSR, Rangwani et al. 2022) of G's class-conditional BatchNorm
+    # values, added to G's loss with this weight; 0 = off
+    gsr_weight: float = Field(0.0, ge=0.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_warmup: int = Field(500, ge=0)
     diffaug: str = "color,translation,cutout"
@@ -207,6 +210,10 @@ class TrainGanConfig(Section):
             have = ", ".join(n for n, a in GAN_ARCHS.items() if a.set_conditioning)
             raise ValueError(f"transition_steps > 0 needs an arch whose conditioning can be blended in ({have}), "
                              f"not {self.arch!r}; or set transition_steps: 0")
+        if self.gsr_weight > 0 and GAN_ARCHS[self.arch].class_parameters is None:
+            have = ", ".join(n for n, a in GAN_ARCHS.items() if a.class_parameters)
+            raise ValueError(f"gsr_weight > 0 regularises class-conditional BatchNorm, which arch {self.arch!r} lacks "
+                             f"(use {have}, or set gsr_weight: 0)")
         has_head = GAN_ARCHS[self.arch].aux_classifier
         if self.aux_weight > 0 and not has_head:
             raise ValueError(f"aux_weight > 0 needs a discriminator with a class head; arch {self.arch!r} has none "

@@ -37,7 +37,7 @@ from pipeline.gan_fingerprint import config_fingerprint
 from pipeline.gan_run import STREAMS, ClassSampler, Run, conditioning_at, make_generator
 from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals
-from pipeline.losses import LeCamAnchors, get_loss, gradient_penalty, lecam_penalty
+from pipeline.losses import LeCamAnchors, get_loss, gradient_penalty, group_spectral_penalty, lecam_penalty
 from pipeline.models.gans import GAN_ARCHS
 from pipeline.progress import tqdm
 
@@ -149,6 +149,19 @@ def _d_loss(run: Run, real_logits: Tensor, fake_logits: Tensor, class_logits: Te
     return d_loss
 
 
+def _g_loss(run: Run, logits: Tensor, class_logits: Tensor | None, y_fake: Tensor, strength: float) -> Tensor:
+    """G's objective on its fakes: the loss's G side, plus strength * aux_weight * CE of D's class
+    head on them, plus gsr_weight * gSR of G's class-conditional values."""
+    cfg = run.cfg
+    g_loss = run.loss.g_loss(logits.float())
+    if class_logits is not None:
+        g_loss = g_loss + strength * cfg.aux_weight * F.cross_entropy(class_logits.float(), y_fake)
+    if cfg.gsr_weight > 0:
+        params = GAN_ARCHS[cfg.arch].class_parameters(run.G)
+        g_loss = g_loss + cfg.gsr_weight * sum(group_spectral_penalty(p) for p in params)
+    return g_loss
+
+
 def _end_step(run: Run, real_logits: Tensor) -> None:
     """5. count the step; EMA of G (weights and BatchNorm buffers), a plain copy during warm-up;
     ADA's probability for the next steps from this step's real logits."""
@@ -171,7 +184,8 @@ def train_step(run: Run) -> list[float]:
     C never trains on fakes, so it stays a judge of real classes rather than of G's mistakes.
     With lecam_weight l > 0, D also minimises l * `lecam_penalty` (each rank its own averages);
     with ada_target > 0, aug applies each transform with ADA's probability p (`AdaptiveStrength`);
-    with transition_steps > 0, the class conditions G and D (and G's class loss) only by `conditioning_at`.
+    with transition_steps > 0, the class conditions G and D (and G's class loss) only by `conditioning_at`;
+    with gsr_weight s > 0, G also minimises s * the sum over its conditional BatchNorms of `group_spectral_penalty`.
     """
     cfg, ac = run.cfg, devices.autocast(run.device, run.dtype)
     aux = {"classes": True} if cfg.aux_weight > 0 else {}
@@ -206,10 +220,7 @@ def train_step(run: Run) -> list[float]:
         run.D.requires_grad_(False)
     with ac:
         out = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"], p), y_fake, **aux)
-        g_logits, g_class_logits = out if aux else (out, None)
-        g_loss = run.loss.g_loss(g_logits.float())
-        if aux:
-            g_loss = g_loss + strength * cfg.aux_weight * F.cross_entropy(g_class_logits.float(), y_fake)
+        g_loss = _g_loss(run, *(out if aux else (out, None)), y_fake, strength)
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()

@@ -2,8 +2,9 @@
 
 `LOSSES[name]` is a `GanLoss` with `d_loss(real_logits, fake_logits)` and `g_loss(fake_logits)`,
 both returning a scalar to minimise; `gradient_penalty` is the WGAN-GP term that `train_gan`
-adds to the critic's loss when `loss.gradient_penalty` is set, and `lecam_penalty` the LeCam term
-it adds with `train_gan.lecam_weight` > 0 (with any loss). `pipeline.config` checks names and
+adds to the critic's loss when `loss.gradient_penalty` is set, `lecam_penalty` the LeCam term
+it adds with `train_gan.lecam_weight` > 0 (with any loss), and `group_spectral_penalty` the gSR term
+it adds to the generator's loss with `train_gan.gsr_weight` > 0. `pipeline.config` checks names and
 label smoothing against this registry at load time; `pipeline.gan` builds the loss once (`get_loss`).
 """
 
@@ -113,6 +114,26 @@ def lecam_penalty(real: Tensor, fake: Tensor, anchor_real: float, anchor_fake: f
     with limited data) and restrains the LeCam divergence between the two distributions.
     """
     return F.relu(real - anchor_fake).pow(2).mean() + F.relu(anchor_real - fake).pow(2).mean()
+
+
+def spectral_groups(features: int) -> int:
+    """Rows of the matrix one class's F conditional values are grouped into for `group_spectral_penalty`:
+    the largest divisor of F that is <= sqrt(F) (64 -> 8 x 8, 32 -> 4 x 8, 48 -> 6 x 8, 7 -> 1 x 7)."""
+    return max(d for d in range(1, int(features ** 0.5) + 1) if features % d == 0)
+
+
+def group_spectral_penalty(rows: Tensor) -> Tensor:
+    """Group spectral regularisation (gSR, Rangwani et al. 2022) of class-conditional parameters.
+
+    rows: (K, F), one class's conditional BatchNorm gains (less 1) or biases per row. Each row is
+    grouped into a g x F/g matrix (`spectral_groups`) and the penalty is the classes' mean largest
+    singular value of it. The paper links class-specific mode collapse on long-tailed data to
+    these norms exploding for the tail classes; keeping them small keeps a tail class's
+    generator close to what the classes share.
+    """
+    k, f = rows.shape
+    g = spectral_groups(f)
+    return torch.linalg.matrix_norm(rows.float().reshape(k, g, f // g), ord=2).mean()
 
 
 @dataclasses.dataclass

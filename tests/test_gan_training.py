@@ -260,6 +260,28 @@ def test_ada_raises_its_probability_and_resumes_bit_identical(tmp_path):
         gan.train_gan(tiny_cfg(diffaug="", ada_target=0.6), table, tmp_path / "empty", progress=False)
 
 
+def test_gsr_shrinks_the_class_conditional_norms_and_keeps_the_plain_fingerprint(tmp_path):
+    """gSR lowers the spectral norms of G's class gains and biases against the plain run; at 0 it
+    is the plain run (fingerprint unchanged); an arch without conditional BatchNorm refuses it."""
+    from pipeline.losses import group_spectral_penalty
+
+    table = digits_table()
+    cfg = dict(steps=8, lr_g=5e-3, ema_warmup=100)  # final.pt's EMA generator is a copy of G
+
+    def norms(path):
+        G, _ = gan_checkpoints.load_generator(path)
+        return sum(group_spectral_penalty(p).item() for p in GAN_ARCHS["sngan"].class_parameters(G))
+
+    plain = gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "plain", progress=False)
+    gsr = gan.train_gan(tiny_cfg(**cfg, gsr_weight=5.0), table, tmp_path / "gsr", progress=False)
+    assert 0 < norms(gsr) < norms(plain)
+    fp = data_fingerprint(table)
+    assert config_fingerprint(tiny_cfg(gsr_weight=0.0), fp) == config_fingerprint(tiny_cfg(), fp)
+    assert config_fingerprint(tiny_cfg(gsr_weight=0.5), fp) != config_fingerprint(tiny_cfg(), fp)
+    with pytest.raises(ValueError, match="gsr_weight > 0 regularises class-conditional BatchNorm"):
+        tiny_cfg(arch="concat", gsr_weight=0.5)
+
+
 def test_conditioning_schedule_by_hand():
     cfg = tiny_cfg(steps=20, transition_start=4, transition_steps=8)
     assert [gan_run.conditioning_at(s, cfg) for s in (1, 4, 6, 12, 20)] == [0.0, 0.0, 0.25, 1.0, 1.0]

@@ -110,6 +110,21 @@ def test_lecam_penalty_by_hand():
     assert lecam_penalty(torch.tensor([-2.0]), torch.tensor([3.0]), 1.0, -1.0).item() == 0.0
 
 
+def test_group_spectral_penalty_by_hand():
+    from pipeline.losses import group_spectral_penalty, spectral_groups
+
+    assert [spectral_groups(f) for f in (64, 32, 48, 16, 7, 1)] == [8, 4, 6, 4, 1, 1]
+    # 4 values -> 2 x 2: [[3, 0], [0, 4]] has singular values 4 and 3; [[1, 1], [1, 1]] has 2 and 0
+    rows = torch.tensor([[3.0, 0.0, 0.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    assert group_spectral_penalty(rows).item() == pytest.approx((4.0 + 2.0) / 2)
+    # 3 values form one 1 x 3 row: its norm
+    assert group_spectral_penalty(torch.tensor([[1.0, 2.0, 2.0]])).item() == pytest.approx(3.0)
+    # differentiable: a gradient step lowers it
+    w = rows.clone().requires_grad_(True)
+    group_spectral_penalty(w).backward()
+    assert group_spectral_penalty(w.detach() - 0.1 * w.grad).item() < group_spectral_penalty(rows).item()
+
+
 def test_lecam_anchors_start_at_the_first_batch_then_move_slowly():
     from pipeline.losses import LeCamAnchors
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from pipeline.models import concat, dcgan, sngan
 from pipeline.models.geometry import Geometry, plan_geometry
@@ -39,6 +39,9 @@ class GanArch:
     # (module, strength in [0, 1]) -> None: how much the class conditions G or D, for transitional
     # training (`train_gan.transition_steps`); None: this arch is always fully conditional
     set_conditioning: Callable[[nn.Module, float], None] | None = None
+    # generator -> its class-conditional parameters, each (num_classes, F), for gSR
+    # (`train_gan.gsr_weight`); None: this arch has none of that form
+    class_parameters: Callable[[nn.Module], list[Tensor]] | None = None
 
     def build(
         self,
@@ -87,6 +90,7 @@ GAN_ARCHS: dict[str, GanArch] = {
         "ResNet G with class-conditional BatchNorm; spectral-norm ResNet D with a projection head",
         aux_classifier=True,
         set_conditioning=sngan.set_conditioning,
+        class_parameters=sngan.class_parameters,
     ),
     "dcgan": GanArch(
         "dcgan",

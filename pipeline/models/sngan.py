@@ -299,6 +299,16 @@ def set_conditioning(module: nn.Module, strength: float) -> None:
             m.conditioning = float(strength)
 
 
+def class_parameters(G: nn.Module) -> list[Tensor]:
+    """G's class-conditional values, each (num_classes, F): every conditional BatchNorm's gains
+    less 1 (their neutral value) and its biases; what gSR (`train_gan.gsr_weight`) regularises."""
+    out: list[Tensor] = []
+    for m in G.modules():
+        if isinstance(m, ConditionalBatchNorm2d):
+            out += [m.gain.weight - 1.0, m.bias.weight]
+    return out
+
+
 def build(
     geo: Geometry, num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
 ) -> tuple[nn.Module, nn.Module]:
