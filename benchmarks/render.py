@@ -233,7 +233,8 @@ def shared_cores_section(r: dict) -> list[str]:
 def gan_ablation_section(name: str, r: dict) -> list[str]:
     """Each limited-data GAN technique alone against the recipe (gan_ablation.py)."""
     bar = r.get("recall_bar", 0.6)
-    lines = [f"## GAN ablation: {name}", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
+    lines = [f"## GAN ablation: {name}", "", f"- command: `{r['command']}`",
+             f"- machine: {_machine(r['machine'])}{'; ' + r['wall_note'] if r.get('wall_note') else ''}",
              f"- code: {_code(r.get('code', {}))}" if r.get("code") else "", "",
              f"{r['steps']} steps each, judged by the tracker (100 EMA samples per class at each evaluation, a small CNN "
              f"trained on the real images): mean and worst-class judge agreement, mean and worst-class recall (real images inside "
@@ -427,7 +428,7 @@ def scarcity_section(summary: dict, results: Path, out_md: Path) -> list[str]:
              "| rarest class | GAN strategy (val.-best) | % | non-GAN (val.-best) | % | gain, points [95% CI] | recommended |",
              "|---|---|---|---|---|---|---|"]
     xs, ys, lo, hi = [], [], [], []
-    for tail, t in tails.items():
+    for tail, t in sorted(tails.items(), key=lambda kv: int(kv[0])):
         if t["gain"] is None:
             continue
         ci = t["ci95"]
