@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import TreeMemory, machine_info  # noqa: E402
@@ -25,6 +27,7 @@ from pipeline.stages import stage  # noqa: E402
 from pipeline.stages.files import gan_final_path  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
 from pipeline.errors import AugmentError  # noqa: E402
+from pipeline.recommend import validation_nll  # noqa: E402
 from pipeline.strategies import STRATEGIES  # noqa: E402
 
 
@@ -82,11 +85,15 @@ def run(cfg: config.Config, skip_done: bool) -> tuple[dict[str, float], bool]:
     return timings, "train-gan" in timings and (before is None or _mtime(final) != before)
 
 
-def selection_check(metrics: dict) -> dict | None:
+def selection_check(metrics: dict, predictions: pd.DataFrame | None = None) -> dict | None:
     """How the validation-only recommendation fared on the test set (read here, never used to
     choose): the selection regret (the best strategy's test balanced accuracy minus the
     recommended one's; synthetic_only left out, as the recommender leaves it out) and whether the
-    recommendation is inside or above the best non-GAN strategy's 95% CI."""
+    recommendation is inside or above the best non-GAN strategy's 95% CI.
+
+    With the predictions table, also the class-balanced validation NLL of every strategy and the
+    regret the non-GAN strategy with the lowest one would have had: an alternative selection rule
+    measured beside the one in use, so the two can be compared over many runs."""
     rec = (metrics.get("recommendation") or {}).get("strategy")
     if not rec:
         return None
@@ -94,11 +101,16 @@ def selection_check(metrics: dict) -> dict | None:
     best = max(ba, key=lambda n: ba[n]["mean"])
     plain = [n for n in ba if not STRATEGIES[n].uses_synthetic]
     best_plain = max(plain, key=lambda n: ba[n]["mean"]) if plain else None
-    return {
+    out = {
         "recommended": rec, "best_on_test": best, "regret": ba[best]["mean"] - ba[rec]["mean"],
         "best_non_gan_on_test": best_plain,
         "not_below_best_non_gan_ci": None if best_plain is None else ba[rec]["mean"] >= ba[best_plain]["ci95"][0],
     }
+    if predictions is not None and plain:
+        nll = {n: validation_nll(predictions, n) for n in ba}
+        pick = min(plain, key=lambda n: (nll[n], plain.index(n)))
+        out |= {"validation_nll": nll, "nll_pick": pick, "nll_pick_regret": ba[best]["mean"] - ba[pick]["mean"]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": memory.peak_mb,
         "peak_rss_scope": "process tree",
         "params": config.dump(cfg),
-        "selection": selection_check(metrics),
+        "selection": selection_check(metrics, pd.read_parquet(Path(cfg.paths.reports) / "predictions.parquet")),
     }
     atomic.write_json(out, result)
     g = metrics.get("gain") or {}

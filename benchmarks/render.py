@@ -111,6 +111,8 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
                   + (f" On the test set: selection regret {100 * sel['regret']:.2f} points (best on test: "
                      f"`{sel['best_on_test']}`); " + ("at or above" if sel["not_below_best_non_gan_ci"] else "below")
                      + f" the 95% CI of the best non-GAN strategy on test (`{sel['best_non_gan_on_test']}`)."
+                     + (f" Picking the non-GAN strategy of lowest class-balanced validation NLL (`{sel['nll_pick']}`) "
+                        f"would have had regret {100 * sel['nll_pick_regret']:.2f} points." if "nll_pick" in sel else "")
                      if sel else ""), ""]
     val = (r.get("validation") or {}).get("strategies", {})
     lines += ["| strategy | " + " | ".join(f"{m} % [95% CI]" for m in METRICS) + " | val. balanced accuracy % |",

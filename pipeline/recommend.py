@@ -59,7 +59,7 @@ def gain(test: dict[str, dict], selection: dict[str, dict] | None, strategy: str
                   "significant": verdict == "gain", "verdict": verdict}
 
 
-def _val_nll(predictions: pd.DataFrame, name: str) -> float:
+def validation_nll(predictions: pd.DataFrame, name: str) -> float:
     """Mean over seeds of the class-balanced validation NLL (inf when the table has no p_true)."""
     sub = predictions[(predictions["strategy"] == name) & (predictions["subset"] == "val")]
     if "p_true" not in sub or sub["p_true"].isna().all():
@@ -74,7 +74,7 @@ def _best_on_validation(predictions: pd.DataFrame, val: dict[str, dict], names: 
     acc = {n: -math.inf if val[n]["balanced_accuracy"]["mean"] is None else val[n]["balanced_accuracy"]["mean"]
            for n in names}
     tied = [n for n in names if acc[n] == max(acc.values())]
-    return min(tied, key=lambda n: (_val_nll(predictions, n), names.index(n)))
+    return min(tied, key=lambda n: (validation_nll(predictions, n), names.index(n)))
 
 
 def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,12 @@
 """Each benchmark script runs on tiny data in seconds, so they cannot rot."""
 
 import json
+import math
 import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from conftest import REPO, make_npz_folder
@@ -295,6 +297,16 @@ def test_selection_check_and_its_goal_rows(monkeypatch):
     check = selection_check(metrics)
     assert check["best_on_test"] == "gan_la" and check["regret"] == pytest.approx(0.01)  # synthetic_only left out
     assert check["best_non_gan_on_test"] == "drw" and check["not_below_best_non_gan_ci"] is True  # 0.95 >= 0.945
+    # with the predictions: each strategy's class-balanced validation NLL, and the regret of the
+    # non-GAN strategy with the lowest one. Two validation images (classes 0 and 1), p_true by seed:
+    # none  -log(0.5) both -> 0.693; logit_adjust -log(0.8) -> 0.223; drw -log(0.9) -> 0.105
+    rows = [{"strategy": n, "seed": seed, "subset": "val", "row": r, "y_true": r, "y_pred": r, "p_true": p}
+            for n, p in [("none", 0.5), ("logit_adjust", 0.8), ("drw", 0.9), ("gan_la", 0.95), ("synthetic_only", 0.99)]
+            for seed in (0, 1) for r in (0, 1)]
+    check = selection_check(metrics, pd.DataFrame(rows))
+    assert check["validation_nll"]["drw"] == pytest.approx(-math.log(0.9))
+    assert check["validation_nll"]["none"] == pytest.approx(-math.log(0.5)) and "synthetic_only" not in check["validation_nll"]
+    assert check["nll_pick"] == "drw" and check["nll_pick_regret"] == pytest.approx(0.005)  # gan_la 0.96 - drw 0.955
     metrics["recommendation"]["strategy"] = "none"
     assert selection_check(metrics)["not_below_best_non_gan_ci"] is False
     assert selection_check({"recommendation": {"strategy": None}, "strategies": {}}) is None
