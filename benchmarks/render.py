@@ -458,6 +458,34 @@ def scarcity_section(summary: dict, results: Path, out_md: Path) -> list[str]:
     return lines + [""]
 
 
+def selection_section(folder: Path) -> list[str]:
+    """The BENCHMARKS.md section: per rule over the cases, then each case's picks."""
+    summary = json.loads((folder / "summary.json").read_text())
+    cases = {n: json.loads((folder / f"{n}.json").read_text()) for n in summary["cases"]}
+    first = next(iter(cases.values()))
+    lines = ["## Choosing a strategy on scarce validation data: selection benchmark", "",
+             f"- command: `{first['command']}` (each case's file in `benchmarks/results/selection/` gives its own)",
+             f"- machine: {first['machine']['cpu']}, {first['machine']['cores']} cores", "",
+             "Every non-GAN strategy trained for the seeds of each case; each rule picks one on validation only, and "
+             "the test set scores the pick: regret = the best strategy on test minus the pick (balanced accuracy, "
+             "points), inside CI = the pick's test score is inside the test-best strategy's 95% CI. "
+             "`fixed_logit_adjust` always picks logit_adjust, the reference a rule should beat.", "",
+             "| rule | cases | median regret | mean regret | worst regret | inside the best's CI | picked the best |",
+             "|---|---|---|---|---|---|---|"]
+    for rule, r in summary["rules"].items():
+        lines.append(f"| {rule} | {r['cases']} | {100 * r['median_regret']:.2f} | {100 * r['mean_regret']:.2f} | "
+                     f"{100 * r['worst_regret']:.2f} | {r['inside_best_ci']} | {r['picked_best']} |")
+    rules = list(summary["rules"])
+    lines += ["", "| case | rarest train / val images | best on test | " + " | ".join(rules) + " |",
+              "|---|---|---|" + "---|" * len(rules)]
+    for name, c in cases.items():
+        picks = " | ".join(f"{c['rules'][r]['pick']} ({100 * c['rules'][r]['regret']:.2f})" if r in c["rules"] else "-"
+                           for r in rules)
+        lines.append(f"| {name} | {min(c['train_counts'])} / {min(c['val_counts'])} | {c['best_on_test']} "
+                     f"{100 * c['test'][c['best_on_test']]:.2f} | {picks} |")
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -487,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep = Path(args.results) / "scarcity" / "summary.json"
     if sweep.is_file():
         lines += scarcity_section(json.loads(sweep.read_text()), Path(args.results), Path(args.out))
+    chooser = Path(args.results) / "selection"
+    if (chooser / "summary.json").is_file():
+        lines += selection_section(chooser)
     atomic.write_text(Path(args.out), "\n".join(lines) + "\n")
     print(f"BENCHMARKS.md from {len(results)} result file(s)")
     return 0

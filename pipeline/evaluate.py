@@ -281,7 +281,7 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
         predictions, timing = _run_all(shared, names, seeds, chosen, progress, run)
     metrics = {
         **_header(cfg, tables, add, seeds),
-        **metrics_from_predictions(predictions, data.train.class_names),
+        **metrics_from_predictions(predictions, data.train.class_names, cfg.select_by),
         "skipped": skipped,
         "mix_policy": report,
         "data": {n: {"rows": len(t), "sha256": data_fingerprint(t)} for n, t in tables.items()},

@@ -68,13 +68,28 @@ def validation_nll(predictions: pd.DataFrame, name: str) -> float:
                           for _, g in sub.groupby("seed")]))
 
 
-def _best_on_validation(predictions: pd.DataFrame, val: dict[str, dict], names: list[str]) -> str:
+def _accuracy(val: dict[str, dict], name: str) -> float:
+    mean = val[name]["balanced_accuracy"]["mean"]
+    return -math.inf if mean is None else mean
+
+
+def pick_by_accuracy(predictions: pd.DataFrame, val: dict[str, dict], names: list[str]) -> str:
     """Highest mean validation balanced accuracy; ties (common: a handful of images per rare
     class) by the lower class-balanced validation NLL, then the earlier listed."""
-    acc = {n: -math.inf if val[n]["balanced_accuracy"]["mean"] is None else val[n]["balanced_accuracy"]["mean"]
-           for n in names}
-    tied = [n for n in names if acc[n] == max(acc.values())]
+    best = max(_accuracy(val, n) for n in names)
+    tied = [n for n in names if _accuracy(val, n) == best]
     return min(tied, key=lambda n: (validation_nll(predictions, n), names.index(n)))
+
+
+def pick_by_nll(predictions: pd.DataFrame, val: dict[str, dict], names: list[str]) -> str:
+    """Lowest class-balanced validation NLL (a probability for every image, so a class with four
+    validation images moves it by degrees, not in steps of a quarter); ties by the higher
+    validation balanced accuracy, then the earlier listed."""
+    return min(names, key=lambda n: (validation_nll(predictions, n), -_accuracy(val, n), names.index(n)))
+
+
+# how the best strategy of a group (non-GAN, GAN) is chosen on validation: evaluate.select_by
+SELECTORS = {"balanced_accuracy": pick_by_accuracy, "nll": pick_by_nll}
 
 
 def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -88,31 +103,42 @@ def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.n
     return labels.to_numpy(), right.to_numpy()
 
 
-RECOMMEND_RULE = (
-    "the best non-GAN strategy by mean validation balanced accuracy over the seeds (ties by the lower "
-    "class-balanced validation NLL), unless the best GAN "
-    "strategy beats it on validation at the 5th percentile of a class-stratified bootstrap over the "
-    "validation images (the noise of a class with a handful of images)"
-)
+_CHOSEN_BY = {
+    "balanced_accuracy": "mean validation balanced accuracy over the seeds (ties by the lower class-balanced "
+                         "validation NLL)",
+    "nll": "class-balanced validation NLL over the seeds (ties by the higher validation balanced accuracy)",
+}
 
 
-def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int, seed: int = 0) -> dict:
-    """The strategy to use, chosen on validation only (see `RECOMMEND_RULE`).
+def recommend_rule(select_by: str = "balanced_accuracy") -> str:
+    """The recommendation rule in words, as the report states it."""
+    return (f"the best non-GAN strategy by {_CHOSEN_BY[select_by]}, unless the best GAN strategy (chosen the same "
+            "way) beats it in validation balanced accuracy at the 5th percentile of a class-stratified bootstrap "
+            "over the validation images (the noise of a class with a handful of images)")
+
+
+RECOMMEND_RULE = recommend_rule()
+
+
+def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int, seed: int = 0,
+              select_by: str = "balanced_accuracy") -> dict:
+    """The strategy to use, chosen on validation only (see `recommend_rule`).
 
     A GAN strategy is recommended only when its validation lead over the best non-GAN strategy is
     more than the validation set's own noise, so a run never recommends something its evidence
     does not put above the strongest baseline; `synthetic_only` is a diagnostic, never recommended.
     """
     names = [n for n in val if n != "synthetic_only"]
-    out = {"strategy": None, "uses_synthetic": False, "baseline": None, "best_gan": None, "rule": RECOMMEND_RULE,
+    out = {"strategy": None, "uses_synthetic": False, "baseline": None, "best_gan": None, "rule": recommend_rule(select_by),
            "validation_balanced_accuracy": {n: val[n]["balanced_accuracy"]["mean"] for n in names},
            "evidence": None, "reason": None}
     if not names:
         return out | {"reason": "no validation predictions (evaluate with data.val_fraction > 0)"}
     plain = [n for n in names if not STRATEGIES[n].uses_synthetic]
     gan_names = [n for n in names if STRATEGIES[n].uses_synthetic]
-    base = _best_on_validation(predictions, val, plain) if plain else None
-    best_gan = _best_on_validation(predictions, val, gan_names) if gan_names else None
+    pick = SELECTORS[select_by]
+    base = pick(predictions, val, plain) if plain else None
+    best_gan = pick(predictions, val, gan_names) if gan_names else None
     out |= {"baseline": base, "best_gan": best_gan}
     if base is None:
         return out | {"strategy": best_gan, "uses_synthetic": True, "reason": "only GAN strategies were run"}
@@ -133,17 +159,19 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
     return out | {"strategy": base, "reason": f"the best GAN strategy on validation, {best_gan}, {lead}"}
 
 
-def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, ...] | list[str]) -> dict:
+def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, ...] | list[str],
+                             select_by: str = "balanced_accuracy") -> dict:
     """The metrics.json core from the predictions table: `strategies`, `balanced_test`, `validation`, `gain`.
 
     Everything is recomputed from `predictions` (columns strategy, seed, subset, y_true, y_pred),
-    so the report's numbers and the stored predictions cannot disagree.
+    so the report's numbers and the stored predictions cannot disagree; `select_by` is the
+    recommendation's criterion (`SELECTORS`).
     """
     k = len(class_names)
     test = summarize_predictions(predictions, k, "test")
     val = summarize_predictions(predictions, k, "val")
     selection = {n: s for n, s in val.items() if n in test} or None
-    rec = recommend(predictions, val, k)
+    rec = recommend(predictions, val, k, select_by=select_by)
     # the headline gain: the GAN strategy the validation set ranks first (gan_policy or gan without
     # validation) against the non-GAN strategy it ranks first
     headline = rec["best_gan"] or ("gan_policy" if "gan_policy" in test else "gan")

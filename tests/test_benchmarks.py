@@ -369,3 +369,56 @@ def test_gan_ablation_summary_and_section(monkeypatch):
     monkeypatch.setattr(render, "_machine", lambda m: "a test machine")
     text = "\n".join(render.gan_ablation_section("gan_ablation_x", r))
     assert "| lecam | lecam_weight=0.3 | 0.988 | 0.985 | 0.725 | 0.650 | 500 | 500 | 0.200 |" in text
+
+
+def test_selection_rules_scored_on_hand_made_predictions(monkeypatch):
+    """Each rule's pick on validation, scored on test: regret and inside the test-best's CI."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from selection import score_rules, summarize
+
+    # two classes, one validation image each; `none` right on both (val 1.0) but unsure (p 0.55),
+    # logit_adjust right on both and sure (p 0.9); on test logit_adjust is right on 4 of 4 images
+    # and `none` on 3 of 4 (class 1: 1 of 2), both seeds alike
+    rows = []
+    for seed in (0, 1):
+        for name, p, test_right in [("none", 0.55, [1, 1, 1, 0]), ("logit_adjust", 0.9, [1, 1, 1, 1])]:
+            rows += [{"strategy": name, "seed": seed, "subset": "val", "row": r, "y_true": r, "y_pred": r, "p_true": p}
+                     for r in (0, 1)]
+            for r, (y, right) in enumerate(zip([0, 0, 1, 1], test_right)):
+                rows.append({"strategy": name, "seed": seed, "subset": "test", "row": r, "y_true": y,
+                             "y_pred": y if right else 1 - y, "p_true": 0.9 if right else 0.1})
+    scored = score_rules(pd.DataFrame(rows), 2)
+    assert scored["best_on_test"] == "logit_adjust" and scored["test"]["none"] == pytest.approx(0.75)
+    # accuracy ties at 1.0 on validation and falls to the lower NLL; nll picks it directly
+    assert scored["rules"]["balanced_accuracy"]["pick"] == "logit_adjust"
+    assert scored["rules"]["nll"] == {"pick": "logit_adjust", "test": 1.0, "regret": 0.0, "inside_best_ci": True}
+    cases = {"a": scored, "b": {"best_on_test": "drw", "rules": {
+        "nll": {"pick": "none", "regret": 0.02, "inside_best_ci": False},
+        "balanced_accuracy": {"pick": "drw", "regret": 0.0, "inside_best_ci": True}}}}
+    s = summarize(cases)
+    assert s["nll"] == {"cases": 2, "median_regret": pytest.approx(0.01), "mean_regret": pytest.approx(0.01),
+                        "worst_regret": 0.02, "inside_best_ci": 1, "picked_best": 1}
+    assert s["balanced_accuracy"]["picked_best"] == 2 and s["fixed_logit_adjust"]["cases"] == 1
+
+
+def test_selection_benchmark_on_tiny_npz(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import selection_section
+
+    folder = make_npz_folder(tmp_path / "npz")
+    out = tmp_path / "sel"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/selection.py"), "--out", str(out), "--data", str(folder),
+         "--long-tail", "natural=0.8", "--seeds", "2", "--workdir", str(tmp_path / "work"),
+         "--set", "evaluate.epochs=1", "--set", "evaluate.strategies=[none,logit_adjust,drw]",
+         "--set", "data.val_fraction=0.3"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    case = json.loads((out / "npz.json").read_text())
+    assert set(case["test"]) == {"none", "logit_adjust", "drw"} and case["command"].startswith("python ")
+    assert set(case["rules"]) == {"balanced_accuracy", "nll", "fixed_logit_adjust"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == ["npz"] and summary["rules"]["nll"]["cases"] == 1
+    assert (tmp_path / "work" / "npz" / "predictions.parquet").is_file()
+    lines = selection_section(out)
+    rows = [row for row in lines if row.startswith("| nll |") or row.startswith("| npz |")]
+    assert len(rows) == 2 and f"{min(case['val_counts'])} |" in rows[1]

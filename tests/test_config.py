@@ -115,3 +115,10 @@ def test_a_loaded_config_is_frozen():
             setattr(obj, key, value)
     derived = cfg.model_copy(update={"train_gan": cfg.train_gan.model_copy(update={"steps": 5})})
     assert (derived.train_gan.steps, cfg.train_gan.steps) == (5, 2000)  # a new object; the loaded one unchanged
+
+
+def test_select_by_names_its_choices():
+    assert params_file.build({"evaluate": {"select_by": "nll"}}).evaluate.select_by == "nll"
+    with pytest.raises(ConfigError) as e:
+        params_file.build({"evaluate": {"select_by": "accuracy"}})
+    assert "select_by" in str(e.value) and "'balanced_accuracy' or 'nll'" in str(e.value)

@@ -276,6 +276,22 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_balanced_nll():
     assert Rec.recommend(pred, Rec.summarize_predictions(pred, 3, "val"), 3)["baseline"] == "none"
 
 
+def test_nll_selection_prefers_the_surer_model_over_one_more_lucky_image():
+    """select_by=nll: `drw` gets one more of class 2's four images right (+1/12 balanced accuracy)
+    but is barely sure of anything (p 0.4 on its right answers); logit_adjust is sure (0.95)."""
+    miss_one = [1] * 19 + [0]
+    p = {"drw": 0.4, "logit_adjust": 0.95}
+    pred = _val_predictions({"drw": [[1] * 20], "logit_adjust": [miss_one]}, LABELS, p_true=p)
+    val = Rec.summarize_predictions(pred, 3, "val")
+    assert Rec.recommend(pred, val, 3)["baseline"] == "drw"  # balanced accuracy: 1.0 against 11/12
+    rec = Rec.recommend(pred, val, 3, select_by="nll")
+    # NLL: drw -log 0.4 = 0.916 in every class; logit_adjust -log 0.95 = 0.051 (the helper gives
+    # every row of a strategy the same p_true, its miss included)
+    assert rec["baseline"] == "logit_adjust" and rec["strategy"] == "logit_adjust"
+    assert Rec.validation_nll(pred, "drw") == pytest.approx(-math.log(0.4), rel=1e-6)
+    assert "validation NLL" in rec["rule"] and rec["rule"] == Rec.recommend_rule("nll")
+
+
 def test_recommendation_without_a_gan_strategy_or_validation():
     right = {"none": [[1] * 20], "drw": [[0] * 20]}
     assert _recommend(right, LABELS)["strategy"] == "none"
