@@ -475,6 +475,11 @@ def selection_section(folder: Path) -> list[str]:
     for rule, r in summary["rules"].items():
         lines.append(f"| {rule} | {r['cases']} | {100 * r['median_regret']:.2f} | {100 * r['mean_regret']:.2f} | "
                      f"{100 * r['worst_regret']:.2f} | {r['inside_best_ci']} | {r['picked_best']} |")
+    noise = summary.get("within_noise")
+    if noise:
+        lines += ["", f"Within the validation noise (what the report lists beside the recommendation): the "
+                      f"test-best strategy was in that set in {noise['best_inside']} of {noise['cases']} cases; the set "
+                      f"held a median of {noise['median_size']:g} of {noise['strategies']:g} strategies."]
     rules = list(summary["rules"])
     lines += ["", "| case | rarest train / val images | best on test | " + " | ".join(rules) + " |",
               "|---|---|---|" + "---|" * len(rules)]

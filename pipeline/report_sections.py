@@ -106,7 +106,8 @@ def recommendation_blocks(metrics: dict) -> list[Block]:
     val = rec["validation_balanced_accuracy"]
     for name in sorted(val, key=lambda n: -(val[n] if val[n] is not None else -1)):
         role = ("recommended" if name == rec["strategy"] else
-                "best non-GAN" if name == rec["baseline"] else "best GAN" if name == rec["best_gan"] else "")
+                "best non-GAN" if name == rec["baseline"] else "best GAN" if name == rec["best_gan"] else
+                "within the validation noise" if name in (rec.get("within_noise") or {}) else "")
         rows.append([name, _pct(val[name]), role])
     blocks = [Block("h2", "Recommendation"), Block("p", recommendation_line(metrics)),
               Block("p", f"Rule, on validation only (the test set plays no part): {rec['rule']}.")]
@@ -115,6 +116,12 @@ def recommendation_blocks(metrics: dict) -> list[Block]:
         blocks.append(Block("p", f"{rec['best_gan']} minus {rec['baseline']} on validation: {_points(ev['mean'])} "
                                  f"points, bootstrap 5th-95th percentile {_points(ev['p5'])} to {_points(ev['p95'])}; "
                                  f"ahead in {100 * ev['share_positive']:.0f}% of the resampled validation sets."))
+    tied = rec.get("within_noise") or {}
+    if tied:
+        blocks.append(Block("p", f"Validation cannot put {', '.join(tied)} below {rec['baseline']} (the 95th bootstrap "
+                                 "percentile of each one's lead is not below 0): with this few validation images in the rare "
+                                 "classes the choice among them is not settled by the data; prefer the simplest, or add "
+                                 "validation images of the rare classes."))
     return blocks + [Block("table", rows=rows)]
 
 

@@ -415,7 +415,7 @@ def test_selection_benchmark_on_tiny_npz(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     case = json.loads((out / "npz.json").read_text())
     assert set(case["test"]) == {"none", "logit_adjust", "drw"} and case["command"].startswith("python ")
-    assert set(case["rules"]) == {"balanced_accuracy", "nll", "fixed_logit_adjust"}
+    assert set(case["rules"]) == {"balanced_accuracy", "nll", "strongest_within_noise", "fixed_logit_adjust"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cases"] == ["npz"] and summary["rules"]["nll"]["cases"] == 1
     assert (tmp_path / "work" / "npz" / "predictions.parquet").is_file()

@@ -121,4 +121,4 @@ def test_select_by_names_its_choices():
     assert params_file.build({"evaluate": {"select_by": "nll"}}).evaluate.select_by == "nll"
     with pytest.raises(ConfigError) as e:
         params_file.build({"evaluate": {"select_by": "accuracy"}})
-    assert "select_by" in str(e.value) and "'balanced_accuracy' or 'nll'" in str(e.value)
+    assert "select_by" in str(e.value) and "'balanced_accuracy', 'nll' or 'strongest_within_noise'" in str(e.value)

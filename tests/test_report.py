@@ -180,6 +180,11 @@ def test_recommendation_closes_the_report_with_the_rule_and_every_validation_sco
     assert "+1.0 points, bootstrap 5th-95th percentile -2.0 to +4.0; ahead in 70%" in blocks[3].text
     assert blocks[-1].rows[1:] == [["gan_la", "96.0", "best GAN"], ["logit_adjust", "95.0", "recommended"],
                                    ["none", "90.0", ""]]
+    # strategies validation cannot put below the baseline are named, and marked in the table
+    rec["within_noise"] = {"none": {"mean": -0.05, "p5": -0.2, "p95": 0.01, "share_positive": 0.06}}
+    blocks = RS.recommendation_blocks(metrics)
+    assert any(b.text and b.text.startswith("Validation cannot put none below logit_adjust") for b in blocks)
+    assert blocks[-1].rows[-1] == ["none", "90.0", "within the validation noise"]
     assert RS.recommendation_line({"recommendation": {"strategy": None, "reason": "no validation predictions"}}) \
         == "No recommendation: no validation predictions."
 

@@ -292,6 +292,35 @@ def test_nll_selection_prefers_the_surer_model_over_one_more_lucky_image():
     assert "validation NLL" in rec["rule"] and rec["rule"] == Rec.recommend_rule("nll")
 
 
+def test_strategies_within_the_validation_noise_of_the_baseline():
+    """One image of class 2 (of 4) separates logit_adjust from drw: a lead of 1/12 that the
+    resamples without that image (3/4 ** 4 = 32% of them) erase, so drw's p95 is 0; `none`, wrong
+    on all of class 2, trails by 1/3 in every resample (p95 < 0)."""
+    miss_one = [1] * 19 + [0]
+    miss_class_2 = [1] * 16 + [0] * 4
+    rec = _recommend({"logit_adjust": [[1] * 20], "drw": [miss_one], "none": [miss_class_2]}, LABELS)
+    assert rec["baseline"] == "logit_adjust" and set(rec["within_noise"]) == {"drw"}
+    d = rec["within_noise"]["drw"]
+    assert d["mean"] == pytest.approx(-1 / 12) and d["p95"] == 0.0
+
+
+def test_strongest_within_noise_breaks_a_validation_tie_by_the_published_order():
+    miss_one = [1] * 19 + [0]
+    miss_class_2 = [1] * 16 + [0] * 4
+    right = {"none": [[1] * 20], "mixup_drw": [miss_one], "drw": [miss_one], "oversample": [miss_class_2]}
+    pred = _val_predictions(right, LABELS)
+    val = Rec.summarize_predictions(pred, 3, "val")
+    assert Rec.recommend(pred, val, 3)["baseline"] == "none"  # the accuracy pick: 20 of 20
+    # mixup_drw and drw are within the noise of `none` (one image of class 2); mixup_drw comes first
+    rec = Rec.recommend(pred, val, 3, select_by="strongest_within_noise")
+    assert rec["baseline"] == "mixup_drw" and rec["rule"] == Rec.recommend_rule("strongest_within_noise")
+    # beyond the noise (wrong on all of class 2) the prior does not apply: the accuracy pick stands
+    right["mixup_drw"] = right["drw"] = [miss_class_2]
+    pred = _val_predictions(right, LABELS)
+    assert Rec.recommend(pred, Rec.summarize_predictions(pred, 3, "val"), 3,
+                         select_by="strongest_within_noise")["baseline"] == "none"
+
+
 def test_recommendation_without_a_gan_strategy_or_validation():
     right = {"none": [[1] * 20], "drw": [[0] * 20]}
     assert _recommend(right, LABELS)["strategy"] == "none"
