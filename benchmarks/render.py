@@ -464,7 +464,9 @@ def selection_section(folder: Path) -> list[str]:
     cases = {n: json.loads((folder / f"{n}.json").read_text()) for n in summary["cases"]}
     first = next(iter(cases.values()))
     lines = ["## Choosing a strategy on scarce validation data: selection benchmark", "",
-             f"- command: `{first['command']}` (each case's file in `benchmarks/results/selection/` gives its own)",
+             f"- command: `{first['command'].split(' --cases')[0]}` (every case; it ran as several processes, each "
+             "given some `--cases` and pinned to one core, two at a time; each case's file in "
+             "`benchmarks/results/selection/` gives its own command)",
              f"- machine: {first['machine']['cpu']}, {first['machine']['cores']} cores", "",
              "Every non-GAN strategy trained for the seeds of each case; each rule picks one on validation only, and "
              "the test set scores the pick: regret = the best strategy on test minus the pick (balanced accuracy, "
@@ -472,8 +474,10 @@ def selection_section(folder: Path) -> list[str]:
              "`fixed_logit_adjust` always picks logit_adjust, the reference a rule should beat.", "",
              "| rule | cases | median regret | mean regret | worst regret | inside the best's CI | picked the best |",
              "|---|---|---|---|---|---|---|"]
-    for rule, r in summary["rules"].items():
-        lines.append(f"| {rule} | {r['cases']} | {100 * r['median_regret']:.2f} | {100 * r['mean_regret']:.2f} | "
+    groups = [("all cases", summary["rules"]), ("held out", summary.get("rules_held_out") or {})]
+    for (group, rules), rule in ((g, rule) for g in groups for rule in g[1]):
+        r = rules[rule]
+        lines.append(f"| {rule} ({group}) | {r['cases']} | {100 * r['median_regret']:.2f} | {100 * r['mean_regret']:.2f} | "
                      f"{100 * r['worst_regret']:.2f} | {r['inside_best_ci']} | {r['picked_best']} |")
     noise = summary.get("within_noise")
     if noise:
@@ -486,7 +490,8 @@ def selection_section(folder: Path) -> list[str]:
     for name, c in cases.items():
         picks = " | ".join(f"{c['rules'][r]['pick']} ({100 * c['rules'][r]['regret']:.2f})" if r in c["rules"] else "-"
                            for r in rules)
-        lines.append(f"| {name} | {min(c['train_counts'])} / {min(c['val_counts'])} | {c['best_on_test']} "
+        held = " (held out)" if c.get("held_out") else ""
+        lines.append(f"| {name}{held} | {min(c['train_counts'])} / {min(c['val_counts'])} | {c['best_on_test']} "
                      f"{100 * c['test'][c['best_on_test']]:.2f} | {picks} |")
     return lines + [""]
 

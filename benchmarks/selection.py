@@ -145,7 +145,7 @@ def run_case(name: str, args: argparse.Namespace, work: Path) -> dict:
     write_results(work / name, result)  # metrics.json + predictions.parquet, kept for re-scoring
     k = tables["train"].num_classes
     return score_rules(predictions, k) | {
-        "case": name, "dataset": folder, "settings": {"long_tail": profile, **extra},
+        "case": name, "dataset": folder, "held_out": name in HELD_OUT, "settings": {"long_tail": profile, **extra},
         "train_counts": [int(c) for c in tables["train"].counts()],
         "val_counts": [int(c) for c in tables["val"].counts()],
         "wall_s": round(time.perf_counter() - start, 1),
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rescore and path.is_file():
             stored = pd.read_parquet(work / name / "predictions.parquet")
             old = json.loads(path.read_text())
-            atomic.write_json(path, old | score_rules(stored, len(old["train_counts"])))
+            atomic.write_json(path, old | score_rules(stored, len(old["train_counts"])) | {"held_out": name in HELD_OUT})
             continue
         if path.is_file() or args.rescore:
             continue
@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selection: {name}: " + ", ".join(f"{rule} {v['pick']} regret {100 * v['regret']:.2f}"
                                                  for rule, v in r["rules"].items()), file=sys.stderr, flush=True)
     cases = {f.stem: json.loads(f.read_text()) for f in sorted(out.glob("*.json")) if f.stem != "summary"}
+    held_out = {n: c for n, c in cases.items() if c.get("held_out")}
     atomic.write_json(out / "summary.json", {"cases": sorted(cases), "rules": summarize(cases),
+                                             "rules_held_out": summarize(held_out) if held_out else None,
                                              "within_noise": noise_summary(cases)})
     print(json.dumps(summarize(cases), indent=1))
     return 0

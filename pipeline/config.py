@@ -332,9 +332,9 @@ class EvaluateConfig(Section):
     # of BENCHMARKS.md's precision section)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = Field(0, ge=0)  # run i uses seed + i; the balanced test subsample uses seed
-    # how the recommendation picks the best strategy of each group (non-GAN, GAN) on validation:
-    # the higher mean balanced accuracy, or the lower class-balanced NLL (see benchmarks/selection.py)
-    select_by: Literal["balanced_accuracy", "nll", "strongest_within_noise"] = "balanced_accuracy"
+    # how the recommendation picks the best strategy of each group (non-GAN, GAN) on validation
+    # (pipeline.recommend.SELECTORS; measured against the test set in benchmarks/selection.py)
+    select_by: Literal["balanced_accuracy", "nll", "strongest_within_noise"] = "strongest_within_noise"
     gan_quality: bool = True  # FID/KID/P-R/memorisation of the synthetic data (needs synthetic data)
     # torch CPU threads while evaluating (restored after); small models run best on one, and two
     # threads on a busy 2-core machine are several times slower. null keeps torch's default.

@@ -149,7 +149,7 @@ _CHOSEN_BY = {
 }
 
 
-def recommend_rule(select_by: str = "balanced_accuracy") -> str:
+def recommend_rule(select_by: str = "strongest_within_noise") -> str:
     """The recommendation rule in words, as the report states it."""
     return (f"the best non-GAN strategy by {_CHOSEN_BY[select_by]}, unless the best GAN strategy (chosen the same "
             "way) beats it in validation balanced accuracy at the 5th percentile of a class-stratified bootstrap "
@@ -160,7 +160,7 @@ RECOMMEND_RULE = recommend_rule()
 
 
 def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int, seed: int = 0,
-              select_by: str = "balanced_accuracy") -> dict:
+              select_by: str = "strongest_within_noise") -> dict:
     """The strategy to use, chosen on validation only (see `recommend_rule`).
 
     A GAN strategy is recommended only when its validation lead over the best non-GAN strategy is
@@ -200,7 +200,7 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
 
 
 def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, ...] | list[str],
-                             select_by: str = "balanced_accuracy") -> dict:
+                             select_by: str = "strongest_within_noise") -> dict:
     """The metrics.json core from the predictions table: `strategies`, `balanced_test`, `validation`, `gain`.
 
     Everything is recomputed from `predictions` (columns strategy, seed, subset, y_true, y_pred),

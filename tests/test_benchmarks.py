@@ -420,5 +420,5 @@ def test_selection_benchmark_on_tiny_npz(tmp_path, monkeypatch):
     assert summary["cases"] == ["npz"] and summary["rules"]["nll"]["cases"] == 1
     assert (tmp_path / "work" / "npz" / "predictions.parquet").is_file()
     lines = selection_section(out)
-    rows = [row for row in lines if row.startswith("| nll |") or row.startswith("| npz |")]
+    rows = [row for row in lines if row.startswith("| nll (all cases) |") or row.startswith("| npz |")]
     assert len(rows) == 2 and f"{min(case['val_counts'])} |" in rows[1]

@@ -377,7 +377,9 @@ def _evaluate_unit(unit: tuple[str, int], tables: dict, add) -> tuple[int, "obje
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = EvaluateConfig(epochs=1, seeds=2, strategies=["none", "class_weight"], device="cpu")
+        # fp32: `auto` is decided in each process by a quick bf16/fp32 timing, which a loaded machine
+        # can flip, and a bf16 worker's p_true differs from an fp32 reference at 1e-4
+        cfg = EvaluateConfig(epochs=1, seeds=2, strategies=["none", "class_weight"], device="cpu", precision="fp32")
         return os.getpid(), run_strategy(unit[0], cfg, tables, add, unit[1], None)
     finally:
         torch.set_num_threads(threads)

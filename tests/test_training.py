@@ -224,10 +224,10 @@ def _val_predictions(right: dict[str, list[list[int]]], labels: list[int], p_tru
     return pd.DataFrame(rows)
 
 
-def _recommend(right, labels, p_true=None):
+def _recommend(right, labels, p_true=None, select_by="balanced_accuracy"):
     pred = _val_predictions(right, labels, p_true)
     val = Rec.summarize_predictions(pred, 3, "val")
-    return Rec.recommend(pred, val, 3)
+    return Rec.recommend(pred, val, 3, select_by=select_by)
 
 
 LABELS = [0] * 8 + [1] * 8 + [2] * 4
@@ -273,7 +273,7 @@ def test_equal_validation_accuracy_is_decided_by_the_lower_balanced_nll():
     assert rec["baseline"] == "drw" and rec["strategy"] == "drw"
     # without p_true (a table from before 0.4.0) the first listed wins the tie
     pred = _val_predictions({"none": ok, "drw": ok}, LABELS).drop(columns="p_true")
-    assert Rec.recommend(pred, Rec.summarize_predictions(pred, 3, "val"), 3)["baseline"] == "none"
+    assert Rec.recommend(pred, Rec.summarize_predictions(pred, 3, "val"), 3, select_by="balanced_accuracy")["baseline"] == "none"
 
 
 def test_nll_selection_prefers_the_surer_model_over_one_more_lucky_image():
@@ -283,7 +283,7 @@ def test_nll_selection_prefers_the_surer_model_over_one_more_lucky_image():
     p = {"drw": 0.4, "logit_adjust": 0.95}
     pred = _val_predictions({"drw": [[1] * 20], "logit_adjust": [miss_one]}, LABELS, p_true=p)
     val = Rec.summarize_predictions(pred, 3, "val")
-    assert Rec.recommend(pred, val, 3)["baseline"] == "drw"  # balanced accuracy: 1.0 against 11/12
+    assert Rec.recommend(pred, val, 3, select_by="balanced_accuracy")["baseline"] == "drw"  # balanced accuracy: 1.0 against 11/12
     rec = Rec.recommend(pred, val, 3, select_by="nll")
     # NLL: drw -log 0.4 = 0.916 in every class; logit_adjust -log 0.95 = 0.051 (the helper gives
     # every row of a strategy the same p_true, its miss included)
@@ -310,9 +310,9 @@ def test_strongest_within_noise_breaks_a_validation_tie_by_the_published_order()
     right = {"none": [[1] * 20], "mixup_drw": [miss_one], "drw": [miss_one], "oversample": [miss_class_2]}
     pred = _val_predictions(right, LABELS)
     val = Rec.summarize_predictions(pred, 3, "val")
-    assert Rec.recommend(pred, val, 3)["baseline"] == "none"  # the accuracy pick: 20 of 20
+    assert Rec.recommend(pred, val, 3, select_by="balanced_accuracy")["baseline"] == "none"  # the accuracy pick
     # mixup_drw and drw are within the noise of `none` (one image of class 2); mixup_drw comes first
-    rec = Rec.recommend(pred, val, 3, select_by="strongest_within_noise")
+    rec = Rec.recommend(pred, val, 3)  # the default
     assert rec["baseline"] == "mixup_drw" and rec["rule"] == Rec.recommend_rule("strongest_within_noise")
     # beyond the noise (wrong on all of class 2) the prior does not apply: the accuracy pick stands
     right["mixup_drw"] = right["drw"] = [miss_class_2]
