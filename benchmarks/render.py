@@ -474,11 +474,11 @@ def selection_section(folder: Path) -> list[str]:
              "`fixed_logit_adjust` always picks logit_adjust, the reference a rule should beat.", "",
              "| rule | cases | median regret | mean regret | worst regret | inside the best's CI | picked the best |",
              "|---|---|---|---|---|---|---|"]
-    groups = [("all cases", summary["rules"]), ("held out", summary.get("rules_held_out") or {})]
-    for (group, rules), rule in ((g, rule) for g in groups for rule in g[1]):
-        r = rules[rule]
-        lines.append(f"| {rule} ({group}) | {r['cases']} | {100 * r['median_regret']:.2f} | {100 * r['mean_regret']:.2f} | "
-                     f"{100 * r['worst_regret']:.2f} | {r['inside_best_ci']} | {r['picked_best']} |")
+    for group, rules in (("all cases", summary["rules"]), ("held out", summary.get("rules_held_out") or {})):
+        for rule, r in rules.items():
+            lines.append(f"| {rule} ({group}) | {r['cases']} | {100 * r['median_regret']:.2f} | "
+                         f"{100 * r['mean_regret']:.2f} | {100 * r['worst_regret']:.2f} | {r['inside_best_ci']} | "
+                         f"{r['picked_best']} |")
     noise = summary.get("within_noise")
     if noise:
         lines += ["", f"Within the validation noise (what the report lists beside the recommendation): the "

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import outcome  # noqa: E402
 from machine import machine_info  # noqa: E402
+from scarcity import tail_counts  # noqa: E402
 
 from pipeline import atomic  # noqa: E402
 from pipeline.evaluate import EvalData, evaluate, write_results  # noqa: E402
@@ -48,32 +49,30 @@ from pipeline.strategies import STRATEGIES  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 # a fixed strategy, the literature's strongest cheap default, as the reference a rule must beat
 FIXED = "logit_adjust"
-NON_GAN = ["none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple",
-           "mixup_drw", "logit_adjust+augment"]
+NON_GAN = [n for n, s in STRATEGIES.items() if not s.uses_synthetic]
 
 
-def _tail(counts: list[int]) -> dict:
-    return {"data.long_tail.profile": "counts", "data.long_tail.counts": counts}
+def _case(folder: str, profile: str | None, seed: int | None, tail: int | None = None, **extra) -> tuple:
+    """(dataset folder, --long-tail of outcome.py or None, settings): with `tail`, the scarcity
+    sweep's profile (head 800, exponential down to `tail`); the seed (None: params.yaml's) moves
+    which images land in train, validation and the profile's cut."""
+    settings = {"data.long_tail.profile": "counts", "data.long_tail.counts": tail_counts(800, tail, 10)} if tail else {}
+    return folder, profile, settings | ({} if seed is None else {"data.split_seed": seed, "data.long_tail.seed": seed}) | extra
 
 
-# name: (dataset folder, --long-tail of outcome.py or None, extra settings); the data seed moves
-# which images land in train, validation and the profile's cut
 CASES = {
-    **{f"mnist_lt_s{s}": ("mnist", "deepsmote", {"data.split_seed": s, "data.long_tail.seed": s}) for s in range(3)},
-    **{f"usps_lt_s{s}": ("usps", "rho=100", {"data.split_seed": s, "data.long_tail.seed": s}) for s in range(3)},
-    **{f"mnist_tail20_s{s}": ("mnist", None, _tail([800, 530, 352, 233, 155, 103, 68, 45, 30, 20])
-                              | {"data.split_seed": s, "data.long_tail.seed": s}) for s in range(2)},
-    "mnist_tail5_s0": ("mnist", None, _tail([800, 455, 258, 147, 83, 47, 27, 15, 8, 5])),
-    "gtsrb_natural_s0": ("gtsrb", "natural=0.25", {"evaluate.epochs": 6}),
+    **{f"mnist_lt_s{s}": _case("mnist", "deepsmote", s) for s in range(3)},
+    **{f"usps_lt_s{s}": _case("usps", "rho=100", s) for s in range(3)},
+    **{f"mnist_tail20_s{s}": _case("mnist", None, s, tail=20) for s in range(2)},
+    "mnist_tail5_s0": _case("mnist", None, None, tail=5),
+    "gtsrb_natural_s0": _case("gtsrb", "natural=0.25", None, **{"evaluate.epochs": 6}),
 }
 # measured after the rule strongest_within_noise was written from the cases above: held out
 HELD_OUT = {
-    **{f"usps_lt_s{s}": ("usps", "rho=100", {"data.split_seed": s, "data.long_tail.seed": s}) for s in (3, 4)},
-    **{f"mnist_tail5_s{s}": ("mnist", None, _tail([800, 455, 258, 147, 83, 47, 27, 15, 8, 5])
-                             | {"data.split_seed": s, "data.long_tail.seed": s}) for s in (1, 2)},
-    "mnist_tail20_s2": ("mnist", None, _tail([800, 530, 352, 233, 155, 103, 68, 45, 30, 20])
-                        | {"data.split_seed": 2, "data.long_tail.seed": 2}),
-    "gtsrb_natural_s1": ("gtsrb", "natural=0.25", {"evaluate.epochs": 6, "data.split_seed": 1, "data.long_tail.seed": 1}),
+    **{f"usps_lt_s{s}": _case("usps", "rho=100", s) for s in (3, 4)},
+    **{f"mnist_tail5_s{s}": _case("mnist", None, s, tail=5) for s in (1, 2)},
+    "mnist_tail20_s2": _case("mnist", None, 2, tail=20),
+    "gtsrb_natural_s1": _case("gtsrb", "natural=0.25", 1, **{"evaluate.epochs": 6}),
 }
 CASES |= HELD_OUT
 
