@@ -40,6 +40,10 @@ VARIANTS = {
     "transition": {"train_gan.transition_start": 200, "train_gan.transition_steps": 800},
     "n_dis2": {"train_gan.n_dis": 2},
     "gsr": {"train_gan.gsr_weight": 0.5},
+    # NoisyTwins' embedding noise at half and at the size of the recipe's between-class spread of
+    # the cBN gains and biases (std over classes ~0.1 in the 4,000-step MNIST-LT generator)
+    "embed_noise_0.05": {"train_gan.embed_noise": 0.05},
+    "embed_noise_0.1": {"train_gan.embed_noise": 0.1},
     # the two that raised recall on USPS-LT (gan_ablation_usps_lt.json), together
     "ada+n_dis2": {"train_gan.ada_target": 0.6, "train_gan.n_dis": 2},
 }

@@ -254,6 +254,79 @@ def gan_ablation_section(name: str, r: dict) -> list[str]:
     return lines + [""]
 
 
+REFERENCE_TEXT = "the tutorial cGAN (speed.py REFERENCE: concat MLPs, BCE, Adam beta1 0.5, no augmentation, no EMA, fp32)"
+
+
+def _time_to_quality_rows(results: dict[str, dict]) -> list[list[str]]:
+    """The generator goals measured by time_to_quality_mnist_lt.json: our recipe's time to the
+    0.98 / 0.7 bar, and its time to the 0.98 / 0.6 bar against the reference's."""
+    t = results.get("time_to_quality_mnist_lt")
+    if not t or "ours" not in t["recipes"]:
+        return []
+    ours, ref, f = t["recipes"]["ours"], t["recipes"].get("reference"), "time_to_quality_mnist_lt.json"
+    strict = ours["seconds_to_bar"].get("0.7")
+    rows = [["MNIST-LT generator: every class consistency >= 0.98 and recall >= 0.7 within 10 min on 2 CPU cores",
+             f"{_minutes(strict)} (budget {_minutes(ours['budget_s'])}; at the end worst agreement "
+             f"{ours['curve'][-1]['worst_agreement']:.3f}, worst recall {ours['curve'][-1]['worst_recall']:.3f})",
+             "met" if strict is not None and strict <= 600 else "missed", f]]
+    if ref:
+        mine, theirs = ours["seconds_to_bar"].get("0.6"), ref["seconds_to_bar"].get("0.6")
+        met = mine is not None and (theirs >= 3 * mine if theirs is not None else ref["budget_s"] >= 3 * mine)
+        rows.append(["Time to quality (every class agreement >= 0.98, recall >= 0.6): ours >= 3x sooner than the reference",
+                     f"ours {_minutes(mine)}, reference {_minutes(theirs)} (reference budget {_minutes(ref['budget_s'])})",
+                     "met" if met else "missed", f])
+    return rows
+
+
+def _minutes(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def time_to_quality_section(name: str, r: dict, results: Path, out_md: Path) -> list[str]:
+    """Wall time until every class passes the agreement and recall bars, per recipe (time_to_quality.py)."""
+    bars = r["recall_bars"]
+    rel = lambda f: os.path.relpath(results / f, out_md.parent)  # noqa: E731
+    lines = [f"## Time to quality: {name}", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
+             "",
+             f"Each recipe runs `augment train-gan` ({r['dataset']}, profile {r['long_tail']}, {r['threads']} threads) "
+             "for a fixed wall time; the clock starts with the process, so start-up, data loading and checkpoints "
+             f"count. Every checkpoint's EMA generator draws {r['samples_per_class']} fixed samples per class, scored "
+             f"afterwards by the referee (a small CNN trained on the full real training set, "
+             f"{100 * r['judge_on_real_test']['test_accuracy']:.2f}% on real test images): agreement with the intended "
+             "class, and recall of the class's real training images inside the samples' 3-NN manifold. "
+             f"Bar: every class agreement >= {r['agreement_bar']} and recall >= the figure named.", "",
+             "| recipe | settings | steps in budget | s/step | first checkpoint | " +
+             " | ".join(f"bar, recall >= {b}" for b in bars) +
+             " | at the end: worst agreement | mean agreement | worst recall | mean recall |",
+             "|---|---|---|---|---|" + "---|" * len(bars) + "---|---|---|---|"]
+    for recipe, v in r["recipes"].items():
+        last = v["curve"][-1]
+        settings = (REFERENCE_TEXT if recipe == "reference" else
+                    ", ".join(f"{k}={x}" for k, x in v["overrides"].items()) or "the auto recipe")
+        lines.append(f"| {recipe} | {settings} | {v['steps_reached']} in {_minutes(v['budget_s'])} | {v['s_per_step']} | "
+                     f"{v['first_snapshot_s']:.0f} s | " + " | ".join(_minutes(v["seconds_to_bar"][str(b)]) for b in bars) +
+                     f" | {last['worst_agreement']:.3f} | {last['mean_agreement']:.3f} | {last['worst_recall']:.3f} | "
+                     f"{last['mean_recall']:.3f} |")
+    ceiling = r.get("real_ceiling")
+    if ceiling:
+        lines.append("| real test images in place of the samples (the ceiling) | - | - | - | - | " + "- | " * len(bars) +
+                     f"{ceiling['worst_agreement']:.3f} | {ceiling['mean_agreement']:.3f} | {ceiling['worst_recall']:.3f} | "
+                     f"{ceiling['mean_recall']:.3f} |")
+    lines += ["", f"![consistency and recall against wall time]({rel(name + '.png')})", "",
+              "Per class at the end (agreement / recall):", "",
+              "| recipe | " + " | ".join(str(c) for c in range(len(last["agreement"]))) + " |",
+              "|---|" + "---|" * len(last["agreement"])]
+    for recipe, v in r["recipes"].items():
+        end = v["curve"][-1]
+        lines.append(f"| {recipe} | " + " | ".join(f"{a:.2f} / {c:.2f}" for a, c in zip(end["agreement"], end["recall"])) + " |")
+    if ceiling:
+        lines.append("| real test images | " + " | ".join(f"{a:.2f} / {c:.2f}" for a, c in
+                                                     zip(ceiling["agreement"], ceiling["recall"])) + " |")
+    lines += ["", "Samples of the last checkpoint, one row per class (10 fixed noise vectors):", ""]
+    lines += [f"- {recipe}: ![{recipe} samples]({rel(v['grid'])})" for recipe, v in r["recipes"].items()]
+    return lines + [""]
+
+
 def precision_section(r: dict) -> list[str]:
     """fp32 against bf16 for the GAN step, the generator and the classifier (precision.py)."""
     rows = [("GAN step (sngan 28x28, width 16, batch 64), steps/s", r["gan_step_per_s"])]
@@ -339,6 +412,7 @@ def goals_section(results: dict[str, dict]) -> list[str]:
     if "demo_seconds" in sp:
         rows.append(["`make demo` <= 300 s after install", f"{sp['demo_seconds']:.0f} s",
                      "met" if sp["demo_seconds"] <= 300 else "missed", "speed.json"])
+    rows += _time_to_quality_rows(results)
     table = ["| goal | measured | status | result file |", "|---|---|---|---|"]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     return ["## Goals", "", "From the benchmark issue; each figure is from the result file named, whose section "
@@ -520,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += shared_cores_section(r)
         elif path.stem.startswith("gan_ablation"):
             lines += gan_ablation_section(path.stem, r)
+        elif path.stem.startswith("time_to_quality"):
+            lines += time_to_quality_section(path.stem, r, path.parent, Path(args.out))
         else:
             lines += outcome_section(path.stem, r, path.parent, Path(args.out))
     sweep = Path(args.results) / "scarcity" / "summary.json"

@@ -142,6 +142,9 @@ class TrainGanConfig(Section):
     # group spectral regularisation (gSR, Rangwani et al. 2022) of G's class-conditional BatchNorm
     # values, added to G's loss with this weight; 0 = off
     gsr_weight: float = Field(0.0, ge=0.0)
+    # noise augmentation of G's class embeddings (NoisyTwins' first half, Rangwani et al. 2023):
+    # N(0, embed_noise^2) on each sample's class-conditional gains and biases while G trains; 0 = off
+    embed_noise: float = Field(0.0, ge=0.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_warmup: int = Field(500, ge=0)
     diffaug: str = "color,translation,cutout"
@@ -214,6 +217,10 @@ class TrainGanConfig(Section):
             have = ", ".join(n for n, a in GAN_ARCHS.items() if a.class_parameters)
             raise ValueError(f"gsr_weight > 0 regularises class-conditional BatchNorm, which arch {self.arch!r} lacks "
                              f"(use {have}, or set gsr_weight: 0)")
+        if self.embed_noise > 0 and GAN_ARCHS[self.arch].set_embed_noise is None:
+            have = ", ".join(n for n, a in GAN_ARCHS.items() if a.set_embed_noise)
+            raise ValueError(f"embed_noise > 0 perturbs per-class BatchNorm embeddings, which arch {self.arch!r} lacks "
+                             f"(use {have}, or set embed_noise: 0)")
         has_head = GAN_ARCHS[self.arch].aux_classifier
         if self.aux_weight > 0 and not has_head:
             raise ValueError(f"aux_weight > 0 needs a discriminator with a class head; arch {self.arch!r} has none "

@@ -110,6 +110,9 @@ def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist:
         train.labels, classes, cfg.balanced_sampling, make_generator(cfg.seed, STREAMS["sampler"], dist.rank)
     )
     gens = {k: make_generator(cfg.seed, STREAMS[k], dist.rank) for k in ("noise", "diffaug", "gp")}
+    if cfg.embed_noise > 0:  # its own checkpointed stream; absent when off, so other runs resume as before
+        gens["embed"] = make_generator(cfg.seed, STREAMS["embed"], dist.rank)
+        GAN_ARCHS[cfg.arch].set_embed_noise(G, cfg.embed_noise, gens["embed"])
     images = torch.from_numpy(np.ascontiguousarray(train.images)).permute(0, 3, 1, 2).to(device)
     return Run(
         cfg, G, D, G_ema, G_train, D_train,

@@ -28,7 +28,7 @@ def make_generator(seed: int, *stream: int) -> torch.Generator:
 
 # random streams of a run, each its own generator; those a step advances are checkpointed, the
 # others ("init", "fixed": weight init, grid/diversity noise) are recreated from the seed
-STREAMS = {"init": 0, "sampler": 1, "noise": 2, "diffaug": 3, "gp": 4, "fixed": 5}
+STREAMS = {"init": 0, "sampler": 1, "noise": 2, "diffaug": 3, "gp": 4, "fixed": 5, "embed": 6}
 
 
 def conditioning_at(step: int, cfg: TrainGanConfig) -> float:
@@ -82,7 +82,7 @@ class Run:
     opt_d: torch.optim.Optimizer
     loss: GanLoss
     sampler: ClassSampler
-    gens: dict[str, torch.Generator]  # "noise", "diffaug", "gp" (the sampler holds its own)
+    gens: dict[str, torch.Generator]  # "noise", "diffaug", "gp", "embed" with embed_noise (the sampler holds its own)
     images: Tensor  # uint8 (N, C, H, W) on the device
     device: torch.device
     dtype: torch.dtype | None

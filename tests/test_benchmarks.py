@@ -422,3 +422,48 @@ def test_selection_benchmark_on_tiny_npz(tmp_path, monkeypatch):
     lines = selection_section(out)
     rows = [row for row in lines if row.startswith("| nll (all cases) |") or row.startswith("| npz |")]
     assert len(rows) == 2 and f"{min(case['val_counts'])} |" in rows[1]
+
+
+def test_time_to_quality_first_time_is_the_first_snapshot_past_both_bars(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from time_to_quality import curve_point, first_time
+
+    curve = [curve_point(250, 30.0, [0.99, 0.97], [0.8, 0.9]),  # class 1 not recognisable yet
+             curve_point(500, 55.5, [0.99, 0.98], [0.65, 0.9]),  # both pass 0.6, not 0.7
+             curve_point(750, 80.0, [1.0, 0.99], [0.75, 0.71])]
+    assert curve[1]["worst_agreement"] == 0.98 and curve[1]["mean_recall"] == pytest.approx(0.775)
+    assert first_time(curve, 0.6) == 55.5 and first_time(curve, 0.7) == 80.0 and first_time(curve, 0.8) is None
+
+
+def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):
+    """Both recipes train in a child for their budget; every checkpoint becomes a scored point with
+    its time since the child started, and the section and goal rows render from the file."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import render
+
+    folder = make_npz_folder(tmp_path / "npz")
+    out = tmp_path / "results" / "time_to_quality_mnist_lt.json"
+    cmd = [sys.executable, str(REPO / "benchmarks/time_to_quality.py"), "--data", str(folder), "--long-tail", "natural=0.8",
+           "--out", str(out), "--workdir", str(tmp_path / "work"), "--minutes", "0.15", "--every", "20", "--threads", "1",
+           "--set", "train_gan.batch_size=8", "--set", "data.val_fraction=0.3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["recipes"]) == {"ours", "reference"} and r["recall_bars"] == [0.6, 0.7]
+    for name, v in r["recipes"].items():
+        steps = [c["step"] for c in v["curve"]]
+        seconds = [c["seconds"] for c in v["curve"]]
+        assert len(steps) >= 2 and steps == sorted(steps) and all(s % 20 == 0 for s in steps)
+        assert seconds == sorted(seconds) and 0 < seconds[0] and seconds[-1] <= v["budget_s"] + 5
+        assert len(v["curve"][0]["agreement"]) == 3 and (out.parent / v["grid"]).is_file()
+    assert r["recipes"]["reference"]["overrides"]["arch"] == "concat" and out.with_suffix(".png").is_file()
+    assert len(r["real_ceiling"]["recall"]) == 3 and 0 <= r["real_ceiling"]["worst_recall"] <= 1
+    # a rerun scores the stored snapshots again and trains nothing
+    before = (tmp_path / "work" / "ours" / "snapshots" / "times.json").read_text()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "work" / "ours" / "snapshots" / "times.json").read_text() == before
+    assert json.loads(out.read_text())["recipes"]["ours"]["curve"] == r["recipes"]["ours"]["curve"]
+    text = "\n".join(render.time_to_quality_section(out.stem, r, out.parent, tmp_path / "B.md"))
+    assert "| ours | the auto recipe |" in text and "bar, recall >= 0.7" in text and "(the ceiling)" in text
+    rows = render._time_to_quality_rows({out.stem: r})
+    assert [row[0].split(":")[0] for row in rows] == ["MNIST-LT generator", "Time to quality (every class agreement >= 0.98, recall >= 0.6)"]

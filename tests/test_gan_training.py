@@ -282,6 +282,45 @@ def test_gsr_shrinks_the_class_conditional_norms_and_keeps_the_plain_fingerprint
         tiny_cfg(arch="concat", gsr_weight=0.5)
 
 
+def test_embed_noise_perturbs_class_embeddings_only_while_training():
+    """Each training forward draws fresh noise from the given generator (reproducible from its
+    seed); eval mode, and std 0, leave the class's own gain and bias."""
+    from pipeline.models.sngan import ConditionalBatchNorm2d
+
+    G, _ = GAN_ARCHS["sngan"].build((1, 8, 8), 3, 8, "light", 4)
+    cbn = next(m for m in G.modules() if isinstance(m, ConditionalBatchNorm2d))
+    y = torch.tensor([0, 0, 2])
+    clean = [t.detach().clone() for t in cbn.affine(y)]
+    GAN_ARCHS["sngan"].set_embed_noise(G, 0.5, torch.Generator().manual_seed(7))
+    G.train()
+    first = cbn.affine(y)
+    second = cbn.affine(y)
+    assert not torch.equal(first[0], second[0])  # fresh noise per forward
+    assert not torch.equal(first[0][0], first[0][1])  # and per sample, same class
+    expected = torch.randn((2, *clean[0].shape), generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(first[0], clean[0] + 0.5 * expected[0]) and torch.allclose(first[1], clean[1] + 0.5 * expected[1])
+    G.eval()
+    assert all(torch.equal(a, b) for a, b in zip(cbn.affine(y), clean))
+
+
+def test_embed_noise_run_resumes_bit_identical_and_keeps_the_plain_fingerprint(tmp_path):
+    table = digits_table()
+    cfg = dict(steps=8, checkpoint_every=4, embed_noise=0.3)
+    full = gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "full", progress=False)
+    parts_dir = tmp_path / "parts"
+    gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)
+    (parts_dir / "final.pt").unlink()
+    (parts_dir / "checkpoint-8.pt").unlink()
+    assert_same_weights(state(full), state(gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)))
+    plain = state(gan.train_gan(tiny_cfg(steps=8, checkpoint_every=4), table, tmp_path / "plain", progress=False))
+    assert not torch.equal(plain["g"]["fc.weight"], state(full)["g"]["fc.weight"])
+    fp = data_fingerprint(table)
+    assert config_fingerprint(tiny_cfg(embed_noise=0.0), fp) == config_fingerprint(tiny_cfg(), fp)
+    assert config_fingerprint(tiny_cfg(embed_noise=0.3), fp) != config_fingerprint(tiny_cfg(), fp)
+    with pytest.raises(ValueError, match="embed_noise > 0 perturbs per-class BatchNorm embeddings"):
+        tiny_cfg(arch="concat", embed_noise=0.3)
+
+
 def test_conditioning_schedule_by_hand():
     cfg = tiny_cfg(steps=20, transition_start=4, transition_steps=8)
     assert [gan_run.conditioning_at(s, cfg) for s in (1, 4, 6, 12, 20)] == [0.0, 0.0, 0.25, 1.0, 1.0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
 from pipeline.models import concat, dcgan, sngan
@@ -42,6 +43,9 @@ class GanArch:
     # generator -> its class-conditional parameters, each (num_classes, F), for gSR
     # (`train_gan.gsr_weight`); None: this arch has none of that form
     class_parameters: Callable[[nn.Module], list[Tensor]] | None = None
+    # (generator, std, torch.Generator) -> None: noise on G's class embeddings while it trains
+    # (`train_gan.embed_noise`); None: this arch has no per-class embedding of that form
+    set_embed_noise: Callable[[nn.Module, float, torch.Generator], None] | None = None
 
     def build(
         self,
@@ -91,6 +95,7 @@ GAN_ARCHS: dict[str, GanArch] = {
         aux_classifier=True,
         set_conditioning=sngan.set_conditioning,
         class_parameters=sngan.class_parameters,
+        set_embed_noise=sngan.set_embed_noise,
     ),
     "dcgan": GanArch(
         "dcgan",

@@ -43,6 +43,10 @@ class ConditionalBatchNorm2d(nn.Module):
     """
 
     conditioning = 1.0
+    # `set_embed_noise`: in training mode, N(0, noise_std^2) drawn from noise_generator is added
+    # to each sample's gain and bias (plain attributes too: a loaded generator has none)
+    noise_std = 0.0
+    noise_generator: torch.Generator | None = None
 
     def __init__(self, num_features: int, num_classes: int):
         super().__init__()
@@ -57,6 +61,9 @@ class ConditionalBatchNorm2d(nn.Module):
         gain, bias = self.gain(y), self.bias(y)
         if self.conditioning != 1.0:
             gain, bias = 1.0 + self.conditioning * (gain - 1.0), self.conditioning * bias
+        if self.training and self.noise_std > 0:
+            noise = torch.randn((2, *gain.shape), generator=self.noise_generator).to(gain.device, gain.dtype)
+            gain, bias = gain + self.noise_std * noise[0], bias + self.noise_std * noise[1]
         return gain, bias
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -297,6 +304,16 @@ def set_conditioning(module: nn.Module, strength: float) -> None:
     for m in module.modules():
         if isinstance(m, (ConditionalBatchNorm2d, Discriminator)):
             m.conditioning = float(strength)
+
+
+def set_embed_noise(G: nn.Module, std: float, generator: torch.Generator) -> None:
+    """Noise augmentation of G's class embeddings (the first half of NoisyTwins, Rangwani et al.
+    2023): while G trains, each sample's class gains and biases in every conditional BatchNorm get
+    N(0, std^2) noise from `generator`, so a rare class's few embeddings cover a neighbourhood
+    rather than a point. Eval mode (the EMA generator, sampling) never adds noise."""
+    for m in G.modules():
+        if isinstance(m, ConditionalBatchNorm2d):
+            m.noise_std, m.noise_generator = float(std), generator
 
 
 def class_parameters(G: nn.Module) -> list[Tensor]:
