@@ -50,6 +50,12 @@ VARIANTS = {
 AGREEMENT_BAR = 0.98
 
 
+def first_passing(curve: list[dict], recall_bar: float) -> dict | None:
+    """The first point of `curve` (each with worst_agreement and worst_recall) where every class
+    has agreement >= AGREEMENT_BAR and recall >= `recall_bar`; None if none does."""
+    return next((c for c in curve if c["worst_agreement"] >= AGREEMENT_BAR and c["worst_recall"] >= recall_bar), None)
+
+
 def summarize(quality: torch.Tensor, recall_bar: float) -> dict:
     """quality rows (step, class, agreement, recall) -> per-evaluation worst/mean figures and the
     first step where every class passes both bars (None if never)."""
@@ -59,9 +65,8 @@ def summarize(quality: torch.Tensor, recall_bar: float) -> dict:
     curve = [{"step": s, "worst_agreement": min(a for a, _ in rows), "mean_agreement": sum(a for a, _ in rows) / len(rows),
               "mean_recall": sum(r for _, r in rows) / len(rows), "worst_recall": min(r for _, r in rows)}
              for s, rows in sorted(by_step.items())]
-    first = next((c["step"] for c in curve if c["worst_agreement"] >= AGREEMENT_BAR and c["worst_recall"] >= recall_bar),
-                 None)
-    return {"curve": curve, "last": curve[-1], "steps_to_bar": first}
+    first = first_passing(curve, recall_bar)
+    return {"curve": curve, "last": curve[-1], "steps_to_bar": first and first["step"]}
 
 
 def run_variant(args: argparse.Namespace, name: str, work: Path) -> dict:

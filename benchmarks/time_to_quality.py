@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import outcome  # noqa: E402
 import speed  # noqa: E402
+from gan_ablation import AGREEMENT_BAR, first_passing  # noqa: E402
 from machine import code_version, machine_info  # noqa: E402
 
 from pipeline import atomic, params_file  # noqa: E402
@@ -60,7 +61,6 @@ RECIPES = {
     "ours_ada_n_dis2": ({"ada_target": 0.6, "n_dis": 2}, 250),  # the ablation's best recall (gan_ablation_mnist_lt.json)
     "reference": (speed.REFERENCE, 2500),
 }
-AGREEMENT_BAR = 0.98
 SAMPLES = 100  # per class and snapshot, as the tracker (pipeline.gan_tracking.QUALITY_SAMPLES)
 NOISE_SEED = 123  # the fixed noise every snapshot of every recipe is scored on
 RUN_FOREVER = 10_000_000  # train_gan.steps of the child: the clock stops it, not the step count
@@ -68,8 +68,8 @@ RUN_FOREVER = 10_000_000  # train_gan.steps of the child: the clock stops it, no
 
 def first_time(curve: list[dict], recall_bar: float) -> float | None:
     """Seconds of the first snapshot where every class passes AGREEMENT_BAR and `recall_bar`; None if none."""
-    return next((c["seconds"] for c in curve
-                 if c["worst_agreement"] >= AGREEMENT_BAR and c["worst_recall"] >= recall_bar), None)
+    first = first_passing(curve, recall_bar)
+    return first and first["seconds"]
 
 
 def curve_point(step: int, seconds: float, agreement: list[float], recall: list[float]) -> dict:
@@ -79,10 +79,20 @@ def curve_point(step: int, seconds: float, agreement: list[float], recall: list[
             "worst_recall": min(recall), "mean_recall": float(np.mean(recall))}
 
 
+def budget_s(args: argparse.Namespace, name: str) -> float:
+    """The wall budget of recipe `name`: --reference-minutes for the reference, --minutes otherwise."""
+    return 60 * (args.reference_minutes if name == "reference" else args.minutes)
+
+
 def _overrides(args: argparse.Namespace, work: Path) -> dict:
     return {"data.source": str(Path(args.data).resolve()), **outcome.profile_overrides(args.long_tail),
             "paths.prepared": str(work / "prepared"), "paths.plan": str(work / "plan.json"),
             **dict(params_file.parse_override(o) for o in args.set)}
+
+
+def _recipe_overrides(args: argparse.Namespace, work: Path, name: str) -> dict:
+    """`_overrides` plus recipe `name`'s train_gan values: what its child trains and its scorer builds."""
+    return {**_overrides(args, work), **{f"train_gan.{k}": v for k, v in RECIPES[name][0].items()}}
 
 
 def _watch(gan_dir: Path, snaps: Path, t0: float, stop: threading.Event, seen: dict[int, float]) -> None:
@@ -110,13 +120,12 @@ def train_for(args: argparse.Namespace, name: str, work: Path) -> dict:
     for folder in (gan_dir, snaps):  # a fresh run: an old checkpoint would be resumed
         shutil.rmtree(folder, ignore_errors=True)
     snaps.mkdir(parents=True)
-    sets = {**_overrides(args, work), **{f"train_gan.{k}": v for k, v in values.items()},
-            "paths.gan": str(gan_dir), "train_gan.steps": RUN_FOREVER, "train_gan.checkpoint_every": every,
-            "train_gan.sample_every": RUN_FOREVER, "train_gan.cpu_threads": args.threads}
+    sets = {**_recipe_overrides(args, work, name), "paths.gan": str(gan_dir), "train_gan.steps": RUN_FOREVER,
+            "train_gan.checkpoint_every": every, "train_gan.sample_every": RUN_FOREVER, "train_gan.cpu_threads": args.threads}
     cmd = [sys.executable, "-m", "pipeline.cli", "train-gan", "--params", args.params, "-q"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={json.dumps(v)}"]  # JSON is YAML: "" stays an empty string, None null
-    budget = 60 * (args.reference_minutes if name == "reference" else args.minutes)
+    budget = budget_s(args, name)
     seen: dict[int, float] = {}
     stop = threading.Event()
     with open(work / name / "train-gan.log", "w") as log_file:
@@ -161,40 +170,39 @@ def _generator(cfg, shape: tuple[int, int, int], num_classes: int) -> torch.nn.M
 
 
 @torch.no_grad()
-def score_snapshots(args: argparse.Namespace, name: str, work: Path, judge, train) -> list[dict]:
-    """Each snapshot of recipe `name` scored by the referee (per class agreement and recall)."""
-    values, _ = RECIPES[name]
-    cfg = with_recipe(params_file.load(args.params, {**_overrides(args, work),
-                                                    **{f"train_gan.{k}": v for k, v in values.items()}}))
+def score_snapshots(args: argparse.Namespace, name: str, work: Path, train, judge, real: dict[int, np.ndarray],
+                    grid: Path) -> list[dict]:
+    """Each snapshot of recipe `name` scored by the referee against `real` (`real_features` of the
+    training split: per class agreement and recall); the last snapshot's samples drawn into `grid`."""
+    cfg = with_recipe(params_file.load(args.params, _recipe_overrides(args, work, name)))
     h, w, c = train.image_shape
     G = _generator(cfg, (c, h, w), train.num_classes)
-    classes = list(range(train.num_classes))
-    real = real_features(judge, train, classes, seed=0)
+    classes = sorted(real)
     z = torch.randn((SAMPLES * len(classes), cfg.train_gan.z_dim), generator=make_generator(NOISE_SEED))
     y = torch.tensor(classes).repeat_interleave(SAMPLES)
     snaps = work / name / "snapshots"
     times = json.loads((snaps / "times.json").read_text())
-    curve = []
+    curve, x = [], None
     for step, seconds in sorted(((int(s), t) for s, t in times.items())):
         G.load_state_dict(torch.load(snaps / f"step-{step}.pt", map_location="cpu", weights_only=True)["g_ema"])
         x = torch.cat([G(z[i : i + 500], y[i : i + 500]).float() for i in range(0, len(z), 500)])
         curve.append(curve_point(step, seconds, *assess(judge, x, y, classes, real)))
-        if step == max(int(s) for s in times):
-            _save_grid(x, y, classes, Path(args.out).parent / f"{Path(args.out).stem}_{name}.png")
+    if x is not None:
+        _save_grid(x, y, classes, grid)
     return curve
 
 
 @torch.no_grad()
-def real_ceiling(judge, train, test) -> dict:
+def real_ceiling(judge, real: dict[int, np.ndarray], test) -> dict:
     """The same figures with up to SAMPLES real test images per class in place of the samples (a
     seeded subset): what a generator that drew new images of the true distribution would score,
     so the bars can be read against it (k-NN recall of one finite sample by another is below 1)."""
-    classes = list(range(train.num_classes))
+    classes = sorted(real)
     rng = np.random.default_rng(NOISE_SEED)
     rows = [np.sort(rng.permutation(np.flatnonzero(test.labels == c))[:SAMPLES]) for c in classes]
     idx = np.concatenate(rows)
     x, y = to_float(test.images[idx]), torch.from_numpy(test.labels[idx])
-    agreement, recall = assess(judge, x, y, classes, real_features(judge, train, classes, seed=0))
+    agreement, recall = assess(judge, x, y, classes, real)
     return {k: v for k, v in curve_point(0, 0.0, agreement, recall).items() if k not in ("step", "seconds")}
 
 
@@ -270,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     judge, on_real = speed._judge(src.train, src.test, work)
     judge.eval()
     result["judge_on_real_test"] = on_real
-    result["real_ceiling"] = real_ceiling(judge, train, src.test)
+    real = real_features(judge, train, list(range(train.num_classes)), seed=0)  # every recipe's reference
+    result["real_ceiling"] = real_ceiling(judge, real, src.test)
     recipes = result.setdefault("recipes", {})
     for name in args.recipes:
-        budget = 60 * (args.reference_minutes if name == "reference" else args.minutes)
-        recipes[name] = finished_run(work, name, budget) or train_for(args, name, work)
-        recipes[name]["curve"] = score_snapshots(args, name, work, judge, train)
-        recipes[name]["seconds_to_bar"] = {str(b): first_time(recipes[name]["curve"], b) for b in args.recall_bar}
+        recipes[name] = finished_run(work, name, budget_s(args, name)) or train_for(args, name, work)
         recipes[name]["grid"] = f"{out.stem}_{name}.png"
+        recipes[name]["curve"] = score_snapshots(args, name, work, train, judge, real, out.parent / recipes[name]["grid"])
+        recipes[name]["seconds_to_bar"] = {str(b): first_time(recipes[name]["curve"], b) for b in args.recall_bar}
         atomic.write_json(out, result)
         last = recipes[name]["curve"][-1] if recipes[name]["curve"] else {}
         print(f"{name}: {recipes[name]['steps_reached']} steps; last worst agreement {last.get('worst_agreement')}, "
