@@ -108,6 +108,8 @@ def pick_strongest_within_noise(predictions: pd.DataFrame, val: dict[str, dict],
 # how the best strategy of a group (non-GAN, GAN) is chosen on validation: evaluate.select_by
 SELECTORS = {"balanced_accuracy": pick_by_accuracy, "nll": pick_by_nll,
              "strongest_within_noise": pick_strongest_within_noise}
+# evaluate.select_by when params.yaml gives none (config.EvaluateConfig states the same default)
+DEFAULT_SELECT_BY = "strongest_within_noise"
 
 
 def _val_correct(predictions: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +151,7 @@ _CHOSEN_BY = {
 }
 
 
-def recommend_rule(select_by: str = "strongest_within_noise") -> str:
+def recommend_rule(select_by: str = DEFAULT_SELECT_BY) -> str:
     """The recommendation rule in words, as the report states it."""
     return (f"the best non-GAN strategy by {_CHOSEN_BY[select_by]}, unless the best GAN strategy (chosen the same "
             "way) beats it in validation balanced accuracy at the 5th percentile of a class-stratified bootstrap "
@@ -160,7 +162,7 @@ RECOMMEND_RULE = recommend_rule()
 
 
 def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int, seed: int = 0,
-              select_by: str = "strongest_within_noise") -> dict:
+              select_by: str = DEFAULT_SELECT_BY) -> dict:
     """The strategy to use, chosen on validation only (see `recommend_rule`).
 
     A GAN strategy is recommended only when its validation lead over the best non-GAN strategy is
@@ -200,7 +202,7 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
 
 
 def metrics_from_predictions(predictions: pd.DataFrame, class_names: tuple[str, ...] | list[str],
-                             select_by: str = "strongest_within_noise") -> dict:
+                             select_by: str = DEFAULT_SELECT_BY) -> dict:
     """The metrics.json core from the predictions table: `strategies`, `balanced_test`, `validation`, `gain`.
 
     Everything is recomputed from `predictions` (columns strategy, seed, subset, y_true, y_pred),

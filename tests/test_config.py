@@ -122,3 +122,16 @@ def test_select_by_names_its_choices():
     with pytest.raises(ConfigError) as e:
         params_file.build({"evaluate": {"select_by": "accuracy"}})
     assert "select_by" in str(e.value) and "'balanced_accuracy', 'nll' or 'strongest_within_noise'" in str(e.value)
+
+
+def test_select_by_default_and_names_match_the_recommend_registry():
+    """config.EvaluateConfig states evaluate.select_by's default and names without importing
+    pipeline.recommend (pandas); they must stay those of its registry."""
+    import typing
+
+    from pipeline import recommend
+    from pipeline.config import EvaluateConfig
+
+    field = EvaluateConfig.model_fields["select_by"]
+    assert field.default == recommend.DEFAULT_SELECT_BY
+    assert set(typing.get_args(field.annotation)) == set(recommend.SELECTORS)
