@@ -50,6 +50,8 @@ VARIANTS = {
     # referee gives the recipe's samples agreement 1.000, above real images' 0.97-0.99)
     "aux_0.3": {"train_gan.aux_weight": 0.3},
     "aux_0.1": {"train_gan.aux_weight": 0.1},
+    # MSGAN's mode-seeking term at the paper's weight
+    "ms_1": {"train_gan.ms_weight": 1.0},
 }
 AGREEMENT_BAR = 0.98
 

@@ -145,6 +145,9 @@ class TrainGanConfig(Section):
     # noise augmentation of G's class embeddings (NoisyTwins' first half, Rangwani et al. 2023):
     # N(0, embed_noise^2) on each sample's class-conditional gains and biases while G trains; 0 = off
     embed_noise: float = Field(0.0, ge=0.0)
+    # mode-seeking regularisation (MSGAN, Mao et al. 2019): the fakes come in pairs of one class,
+    # and G also minimises ms_weight / (image distance / noise distance) of each batch's pairs; 0 = off
+    ms_weight: float = Field(0.0, ge=0.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_warmup: int = Field(500, ge=0)
     diffaug: str = "color,translation,cutout"

@@ -37,7 +37,14 @@ from pipeline.gan_fingerprint import config_fingerprint
 from pipeline.gan_run import STREAMS, ClassSampler, Run, conditioning_at, make_generator
 from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals
-from pipeline.losses import LeCamAnchors, get_loss, gradient_penalty, group_spectral_penalty, lecam_penalty
+from pipeline.losses import (
+    LeCamAnchors,
+    get_loss,
+    gradient_penalty,
+    group_spectral_penalty,
+    lecam_penalty,
+    mode_seeking_penalty,
+)
 from pipeline.models.gans import GAN_ARCHS
 from pipeline.progress import tqdm
 
@@ -89,6 +96,9 @@ def _set_conditioning(run: Run, step: int) -> float:
 
 
 def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist: devices.DistInfo) -> Run:
+    if cfg.ms_weight > 0 and cfg.batch_size < 2:
+        raise ConfigError(f"train_gan.ms_weight {cfg.ms_weight} compares pairs of fakes of one class, and batch_size is "
+                          f"{cfg.batch_size}; set batch_size >= 2, or ms_weight: 0")
     if cfg.ada_target > 0 and not parse_policy(cfg.diffaug):
         raise ConfigError(f"train_gan.ada_target {cfg.ada_target} adapts how often the diffaug policy applies, and the "
                           f"policy is empty (recipe {cfg.recipe!r}); set train_gan.diffaug, or ada_target: 0")
@@ -134,9 +144,20 @@ def _real_batch(run: Run) -> tuple[Tensor, Tensor]:
 
 
 def _noise(run: Run) -> tuple[Tensor, Tensor]:
-    g = run.gens["noise"]
-    z = torch.randn((run.cfg.batch_size, run.cfg.z_dim), generator=g)
-    return z.to(run.device), run.sampler.labels(run.cfg.batch_size, g).to(run.device)
+    """(z, labels) of a fake batch; with ms_weight the labels come in pairs, y[i] == y[m + i] for
+    i < B // 2 with m = B - B // 2 (`_pairs`), for the mode-seeking term."""
+    g, b = run.gens["noise"], run.cfg.batch_size
+    z = torch.randn((b, run.cfg.z_dim), generator=g)
+    if run.cfg.ms_weight > 0:
+        half = run.sampler.labels(b - b // 2, g)
+        return z.to(run.device), torch.cat([half, half])[:b].to(run.device)
+    return z.to(run.device), run.sampler.labels(b, g).to(run.device)
+
+
+def _pairs(t: Tensor) -> tuple[Tensor, Tensor]:
+    """The two halves of a batch whose labels `_noise` paired: rows i and m + i, i < B // 2."""
+    b = t.shape[0]
+    return t[: b // 2], t[b - b // 2:]
 
 
 def _d_loss(run: Run, real_logits: Tensor, fake_logits: Tensor, class_logits: Tensor | None, y_real: Tensor) -> Tensor:
@@ -152,16 +173,21 @@ def _d_loss(run: Run, real_logits: Tensor, fake_logits: Tensor, class_logits: Te
     return d_loss
 
 
-def _g_loss(run: Run, logits: Tensor, class_logits: Tensor | None, y_fake: Tensor, strength: float) -> Tensor:
-    """G's objective on its fakes: the loss's G side, plus strength * aux_weight * CE of D's class
-    head on them, plus gsr_weight * gSR of G's class-conditional values."""
+def _g_loss(run: Run, logits: Tensor, class_logits: Tensor | None, fakes: tuple[Tensor, Tensor, Tensor],
+            strength: float) -> Tensor:
+    """G's objective on its fakes (x, z, y): the loss's G side, plus strength * aux_weight * CE of
+    D's class head on them, plus gsr_weight * gSR of G's class-conditional values, plus ms_weight *
+    the mode-seeking penalty of the fakes' same-class pairs."""
     cfg = run.cfg
+    x_fake, z, y_fake = fakes
     g_loss = run.loss.g_loss(logits.float())
     if class_logits is not None:
         g_loss = g_loss + strength * cfg.aux_weight * F.cross_entropy(class_logits.float(), y_fake)
     if cfg.gsr_weight > 0:
         params = GAN_ARCHS[cfg.arch].class_parameters(run.G)
         g_loss = g_loss + cfg.gsr_weight * sum(group_spectral_penalty(p) for p in params)
+    if cfg.ms_weight > 0:
+        g_loss = g_loss + cfg.ms_weight * mode_seeking_penalty(*_pairs(x_fake), *_pairs(z))
     return g_loss
 
 
@@ -188,7 +214,8 @@ def train_step(run: Run) -> list[float]:
     With lecam_weight l > 0, D also minimises l * `lecam_penalty` (each rank its own averages);
     with ada_target > 0, aug applies each transform with ADA's probability p (`AdaptiveStrength`);
     with transition_steps > 0, the class conditions G and D (and G's class loss) only by `conditioning_at`;
-    with gsr_weight s > 0, G also minimises s * the sum over its conditional BatchNorms of `group_spectral_penalty`.
+    with gsr_weight s > 0, G also minimises s * the sum over its conditional BatchNorms of `group_spectral_penalty`;
+    with ms_weight m > 0, the fakes' labels come in pairs and G also minimises m * `mode_seeking_penalty` of them.
     """
     cfg, ac = run.cfg, devices.autocast(run.device, run.dtype)
     aux = {"classes": True} if cfg.aux_weight > 0 else {}
@@ -223,7 +250,7 @@ def train_step(run: Run) -> list[float]:
         run.D.requires_grad_(False)
     with ac:
         out = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"], p), y_fake, **aux)
-        g_loss = _g_loss(run, *(out if aux else (out, None)), y_fake, strength)
+        g_loss = _g_loss(run, *(out if aux else (out, None)), (x_fake, z, y_fake), strength)
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()

@@ -136,6 +136,18 @@ def group_spectral_penalty(rows: Tensor) -> Tensor:
     return torch.linalg.matrix_norm(rows.float().reshape(k, g, f // g), ord=2).mean()
 
 
+def mode_seeking_penalty(x_a: Tensor, x_b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e-5) -> Tensor:
+    """Mode-seeking regularisation (MSGAN, Mao et al. 2019) of G, for pairs of samples of one class.
+
+    x_a[i], x_b[i]: two images G made for the same class from the noises z_a[i], z_b[i]. With
+    r = mean|x_a - x_b| / mean|z_a - z_b| (the images' distance per unit of noise distance), the
+    penalty is 1 / (r + eps): G lowers it by spreading the samples of a class apart, which a
+    generator collapsing a class onto a few images does not.
+    """
+    ratio = (x_a.float() - x_b.float()).abs().mean() / (z_a.float() - z_b.float()).abs().mean()
+    return 1.0 / (ratio + eps)
+
+
 @dataclasses.dataclass
 class LeCamAnchors:
     """The moving averages a_R, a_F of `lecam_penalty`: the first update sets them to the batch's

@@ -22,6 +22,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from pipeline import device as devices
 from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable, data_fingerprint
@@ -319,6 +320,35 @@ def test_embed_noise_run_resumes_bit_identical_and_keeps_the_plain_fingerprint(t
     assert config_fingerprint(tiny_cfg(embed_noise=0.3), fp) != config_fingerprint(tiny_cfg(), fp)
     with pytest.raises(ValueError, match="embed_noise > 0 perturbs per-class BatchNorm embeddings"):
         tiny_cfg(arch="concat", embed_noise=0.3)
+
+
+def test_mode_seeking_pairs_the_fakes_and_resumes_bit_identical(tmp_path):
+    """With ms_weight the fake labels come in same-class pairs (odd batches too), the run trains
+    differently from the plain one and resumes bit-identical; at 0 the fingerprint is the plain
+    one; a batch of one image has no pair and is refused."""
+    table = digits_table()
+    with devices.distributed(torch.device("cpu")) as dist:
+        for b in (5, 16):
+            run = gan._build_run(tiny_cfg(batch_size=b, ms_weight=1.0), table, [0, 1, 2], dist)
+            _, y = gan._noise(run)
+            first, second = gan._pairs(y)
+            assert len(y) == b and len(first) == b // 2 and torch.equal(first, second)
+        run = gan._build_run(tiny_cfg(), table, [0, 1, 2], dist)
+        assert len(set(gan._noise(run)[1][:8].tolist())) > 1  # off: labels drawn independently
+        with pytest.raises(ConfigError, match="ms_weight 1.0 compares pairs"):
+            gan._build_run(tiny_cfg(batch_size=1, ms_weight=1.0), table, [0, 1, 2], dist)
+    cfg = dict(steps=8, checkpoint_every=4, ms_weight=1.0)
+    full = gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "full", progress=False)
+    parts_dir = tmp_path / "parts"
+    gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)
+    (parts_dir / "final.pt").unlink()
+    (parts_dir / "checkpoint-8.pt").unlink()
+    assert_same_weights(state(full), state(gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)))
+    plain = state(gan.train_gan(tiny_cfg(steps=8, checkpoint_every=4), table, tmp_path / "plain", progress=False))
+    assert not torch.equal(plain["g"]["fc.weight"], state(full)["g"]["fc.weight"])
+    fp = data_fingerprint(table)
+    assert config_fingerprint(tiny_cfg(ms_weight=0.0), fp) == config_fingerprint(tiny_cfg(), fp)
+    assert config_fingerprint(tiny_cfg(ms_weight=1.0), fp) != config_fingerprint(tiny_cfg(), fp)
 
 
 def test_conditioning_schedule_by_hand():

@@ -125,6 +125,22 @@ def test_group_spectral_penalty_by_hand():
     assert group_spectral_penalty(w.detach() - 0.1 * w.grad).item() < group_spectral_penalty(rows).item()
 
 
+def test_mode_seeking_penalty_by_hand():
+    from pipeline.losses import mode_seeking_penalty
+
+    x_a, x_b = torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.5)
+    z_a, z_b = torch.zeros(2, 3), torch.full((2, 3), 2.0)
+    # mean |x_a - x_b| = 0.5 per unit of mean |z_a - z_b| = 2: ratio 0.25
+    assert mode_seeking_penalty(x_a, x_b, z_a, z_b).item() == pytest.approx(1 / (0.25 + 1e-5))
+    # pairs twice as far apart cost half; identical images cost 1 / eps
+    assert mode_seeking_penalty(x_a, 2 * x_b, z_a, z_b).item() == pytest.approx(1 / (0.5 + 1e-5))
+    assert mode_seeking_penalty(x_a, x_a, z_a, z_b).item() == pytest.approx(1e5)
+    # its gradient moves the pair apart
+    x = x_b.clone().requires_grad_(True)
+    mode_seeking_penalty(x_a, x, z_a, z_b).backward()
+    assert (x.grad < 0).all()
+
+
 def test_lecam_anchors_start_at_the_first_batch_then_move_slowly():
     from pipeline.losses import LeCamAnchors
 
