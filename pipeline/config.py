@@ -108,6 +108,15 @@ class PlanConfig(Section):
         return v
 
 
+# train_gan options an arch must support: field -> (its GanArch attribute, what the option does)
+ARCH_NEEDS = {
+    "transition_steps": ("set_conditioning", "needs an arch whose conditioning can be blended in"),
+    "gsr_weight": ("class_parameters", "regularises class-conditional BatchNorm"),
+    "embed_noise": ("set_embed_noise", "perturbs per-class BatchNorm embeddings"),
+    "aux_weight": ("aux_classifier", "needs a discriminator with a class head"),
+}
+
+
 class TrainGanConfig(Section):
     """Stage `train_gan`: the class-conditional GAN recipe.
 
@@ -123,6 +132,9 @@ class TrainGanConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     gp_weight: float = Field(10.0, ge=0.0)
     aux_weight: float = Field(0.0, ge=0.0)  # AC-GAN class loss on D (real images) and G (its samples)
+    # TAC-GAN (Gong et al. 2019): a twin class head learns the fakes' labels and G maximises its loss,
+    # cancelling the AC-GAN loss's pull towards the most typical image of a class
+    aux_twin: bool = False
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(64, ge=1)
     z_dim: int = Field(64, ge=1)
@@ -212,22 +224,11 @@ class TrainGanConfig(Section):
         if self.label_smoothing > 0 and not LOSSES[self.loss].accepts_label_smoothing:
             takes = ", ".join(n for n, loss in LOSSES.items() if loss.accepts_label_smoothing)
             raise ValueError(f"label_smoothing applies to loss {takes} only, not {self.loss!r}; set it to 0")
-        if self.transition_steps > 0 and GAN_ARCHS[self.arch].set_conditioning is None:
-            have = ", ".join(n for n, a in GAN_ARCHS.items() if a.set_conditioning)
-            raise ValueError(f"transition_steps > 0 needs an arch whose conditioning can be blended in ({have}), "
-                             f"not {self.arch!r}; or set transition_steps: 0")
-        if self.gsr_weight > 0 and GAN_ARCHS[self.arch].class_parameters is None:
-            have = ", ".join(n for n, a in GAN_ARCHS.items() if a.class_parameters)
-            raise ValueError(f"gsr_weight > 0 regularises class-conditional BatchNorm, which arch {self.arch!r} lacks "
-                             f"(use {have}, or set gsr_weight: 0)")
-        if self.embed_noise > 0 and GAN_ARCHS[self.arch].set_embed_noise is None:
-            have = ", ".join(n for n, a in GAN_ARCHS.items() if a.set_embed_noise)
-            raise ValueError(f"embed_noise > 0 perturbs per-class BatchNorm embeddings, which arch {self.arch!r} lacks "
-                             f"(use {have}, or set embed_noise: 0)")
+        for key, (capability, what) in ARCH_NEEDS.items():
+            if getattr(self, key) and not getattr(GAN_ARCHS[self.arch], capability):
+                have = ", ".join(n for n, a in GAN_ARCHS.items() if getattr(a, capability))
+                raise ValueError(f"{key} > 0 {what}, which arch {self.arch!r} lacks (use {have}, or set {key}: 0)")
         has_head = GAN_ARCHS[self.arch].aux_classifier
-        if self.aux_weight > 0 and not has_head:
-            raise ValueError(f"aux_weight > 0 needs a discriminator with a class head; arch {self.arch!r} has none "
-                             "(use sngan or dcgan, or set aux_weight: 0)")
         recipe_aux = RECIPES.get(self.recipe, {}).get("aux_weight", 0.0)
         if recipe_aux > 0 and "aux_weight" not in self.model_fields_set and not has_head:
             raise ValueError(f"recipe {self.recipe!r} sets aux_weight {recipe_aux}, and arch {self.arch!r} has no "

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline import device as devices
@@ -37,14 +36,8 @@ from pipeline.gan_fingerprint import config_fingerprint
 from pipeline.gan_run import STREAMS, ClassSampler, Run, conditioning_at, make_generator
 from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals
-from pipeline.losses import (
-    LeCamAnchors,
-    get_loss,
-    gradient_penalty,
-    group_spectral_penalty,
-    lecam_penalty,
-    mode_seeking_penalty,
-)
+from pipeline.gan_objectives import d_objective, g_objective
+from pipeline.losses import LeCamAnchors, get_loss, gradient_penalty
 from pipeline.models.gans import GAN_ARCHS
 from pipeline.progress import tqdm
 
@@ -96,6 +89,9 @@ def _set_conditioning(run: Run, step: int) -> float:
 
 
 def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist: devices.DistInfo) -> Run:
+    if cfg.aux_twin and cfg.aux_weight == 0:
+        raise ConfigError(f"train_gan.aux_twin twins the AC-GAN class head, and aux_weight is 0 (recipe {cfg.recipe!r}); "
+                          "set aux_weight > 0, or aux_twin: false")
     if cfg.ms_weight > 0 and cfg.batch_size < 2:
         raise ConfigError(f"train_gan.ms_weight {cfg.ms_weight} compares pairs of fakes of one class, and batch_size is "
                           f"{cfg.batch_size}; set batch_size >= 2, or ms_weight: 0")
@@ -109,7 +105,8 @@ def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(make_generator(cfg.seed, STREAMS["init"]).initial_seed())
         G, D = GAN_ARCHS[cfg.arch].build(
-            (c, h, w), train.num_classes, cfg.z_dim, cfg.size, cfg.width, aux_classifier=cfg.aux_weight > 0
+            (c, h, w), train.num_classes, cfg.z_dim, cfg.size, cfg.width,
+            aux_classifier=(1 + cfg.aux_twin) if cfg.aux_weight > 0 else 0,
         )
     G, D = devices.prepare_module(G, device), devices.prepare_module(D, device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -145,50 +142,13 @@ def _real_batch(run: Run) -> tuple[Tensor, Tensor]:
 
 def _noise(run: Run) -> tuple[Tensor, Tensor]:
     """(z, labels) of a fake batch; with ms_weight the labels come in pairs, y[i] == y[m + i] for
-    i < B // 2 with m = B - B // 2 (`_pairs`), for the mode-seeking term."""
+    i < B // 2 with m = B - B // 2 (`gan_objectives.pairs`), for the mode-seeking term."""
     g, b = run.gens["noise"], run.cfg.batch_size
     z = torch.randn((b, run.cfg.z_dim), generator=g)
     if run.cfg.ms_weight > 0:
         half = run.sampler.labels(b - b // 2, g)
         return z.to(run.device), torch.cat([half, half])[:b].to(run.device)
     return z.to(run.device), run.sampler.labels(b, g).to(run.device)
-
-
-def _pairs(t: Tensor) -> tuple[Tensor, Tensor]:
-    """The two halves of a batch whose labels `_noise` paired: rows i and m + i, i < B // 2."""
-    b = t.shape[0]
-    return t[: b // 2], t[b - b // 2:]
-
-
-def _d_loss(run: Run, real_logits: Tensor, fake_logits: Tensor, class_logits: Tensor | None, y_real: Tensor) -> Tensor:
-    """D's objective on one [real; fake] batch, before any gradient penalty: the loss's D side,
-    plus aux_weight * CE of the class head on the real half, plus lecam_weight * LeCam."""
-    cfg = run.cfg
-    d_loss = run.loss.d_loss(real_logits, fake_logits)
-    if class_logits is not None:
-        d_loss = d_loss + cfg.aux_weight * F.cross_entropy(class_logits[: cfg.batch_size].float(), y_real)
-    if run.lecam is not None:
-        run.lecam.update(real_logits, fake_logits)
-        d_loss = d_loss + cfg.lecam_weight * lecam_penalty(real_logits, fake_logits, run.lecam.real, run.lecam.fake)
-    return d_loss
-
-
-def _g_loss(run: Run, logits: Tensor, class_logits: Tensor | None, fakes: tuple[Tensor, Tensor, Tensor],
-            strength: float) -> Tensor:
-    """G's objective on its fakes (x, z, y): the loss's G side, plus strength * aux_weight * CE of
-    D's class head on them, plus gsr_weight * gSR of G's class-conditional values, plus ms_weight *
-    the mode-seeking penalty of the fakes' same-class pairs."""
-    cfg = run.cfg
-    x_fake, z, y_fake = fakes
-    g_loss = run.loss.g_loss(logits.float())
-    if class_logits is not None:
-        g_loss = g_loss + strength * cfg.aux_weight * F.cross_entropy(class_logits.float(), y_fake)
-    if cfg.gsr_weight > 0:
-        params = GAN_ARCHS[cfg.arch].class_parameters(run.G)
-        g_loss = g_loss + cfg.gsr_weight * sum(group_spectral_penalty(p) for p in params)
-    if cfg.ms_weight > 0:
-        g_loss = g_loss + cfg.ms_weight * mode_seeking_penalty(*_pairs(x_fake), *_pairs(z))
-    return g_loss
 
 
 def _end_step(run: Run, real_logits: Tensor) -> None:
@@ -211,6 +171,7 @@ def train_step(run: Run) -> list[float]:
     G is pushed to make samples C assigns to their intended class:
       D: ... + a * CE(C(aug(x)), y)        G: ... + a * CE(C(aug(G(z, y'))), y')
     C never trains on fakes, so it stays a judge of real classes rather than of G's mistakes.
+    With aux_twin a twin head T does so on the fakes: D + a * CE(T(fakes), y'), G - the same (TAC-GAN).
     With lecam_weight l > 0, D also minimises l * `lecam_penalty` (each rank its own averages);
     with ada_target > 0, aug applies each transform with ADA's probability p (`AdaptiveStrength`);
     with transition_steps > 0, the class conditions G and D (and G's class loss) only by `conditioning_at`;
@@ -236,7 +197,7 @@ def train_step(run: Run) -> list[float]:
             out = run.D_train(diff_augment(x, cfg.diffaug, run.gens["diffaug"], p), torch.cat([y_real, y_fake]), **aux)
             logits, class_logits = out if aux else (out, None)
             real_logits, fake_logits = logits.float().split(cfg.batch_size)
-            d_loss = _d_loss(run, real_logits, fake_logits, class_logits, y_real)
+            d_loss = d_objective(run, (real_logits, fake_logits), class_logits, (y_real, y_fake))
             if run.loss.gradient_penalty:
                 # 3. WGAN-GP: pull ||grad_x D|| towards 1 between real and fake (same labels)
                 gp = gradient_penalty(run.D, x_real, x_fake, y_real, run.gens["gp"])
@@ -250,7 +211,7 @@ def train_step(run: Run) -> list[float]:
         run.D.requires_grad_(False)
     with ac:
         out = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"], p), y_fake, **aux)
-        g_loss = _g_loss(run, *(out if aux else (out, None)), (x_fake, z, y_fake), strength)
+        g_loss = g_objective(run, *(out if aux else (out, None)), (x_fake, z, y_fake), strength)
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()

@@ -97,6 +97,8 @@ def test_aux_class_head(arch):
     assert all(p.grad is not None for p in D.parameters())
     _, plain = GAN_ARCHS[arch].build((1, 28, 28), num_classes=4, z_dim=8, size="light")
     assert plain.classifier is None  # no unused parameters without it (DDP would refuse them)
+    _, twin = GAN_ARCHS[arch].build((1, 28, 28), num_classes=4, z_dim=8, size="light", aux_classifier=2)
+    assert twin(x.detach(), y, classes=True)[1].shape == (3, 8)  # TAC-GAN: the class head, then its twin
 
 
 def test_aux_class_head_refused_by_archs_without_one():

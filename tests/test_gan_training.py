@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from pipeline import device as devices
-from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_run
+from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_objectives, gan_run
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable, data_fingerprint
 from pipeline.gan_fingerprint import config_fingerprint
@@ -331,7 +331,7 @@ def test_mode_seeking_pairs_the_fakes_and_resumes_bit_identical(tmp_path):
         for b in (5, 16):
             run = gan._build_run(tiny_cfg(batch_size=b, ms_weight=1.0), table, [0, 1, 2], dist)
             _, y = gan._noise(run)
-            first, second = gan._pairs(y)
+            first, second = gan_objectives.pairs(y)
             assert len(y) == b and len(first) == b // 2 and torch.equal(first, second)
         run = gan._build_run(tiny_cfg(), table, [0, 1, 2], dist)
         assert len(set(gan._noise(run)[1][:8].tolist())) > 1  # off: labels drawn independently
@@ -349,6 +349,45 @@ def test_mode_seeking_pairs_the_fakes_and_resumes_bit_identical(tmp_path):
     fp = data_fingerprint(table)
     assert config_fingerprint(tiny_cfg(ms_weight=0.0), fp) == config_fingerprint(tiny_cfg(), fp)
     assert config_fingerprint(tiny_cfg(ms_weight=1.0), fp) != config_fingerprint(tiny_cfg(), fp)
+
+
+def test_twin_class_head_objectives_by_hand():
+    """TAC-GAN: D's twin head (logits K..2K) learns the fakes' labels, G's loss subtracts its CE;
+    the class head (0..K) learns the real labels only."""
+    from types import SimpleNamespace
+
+    from pipeline.gan_objectives import d_objective, g_objective
+
+    run = SimpleNamespace(cfg=tiny_cfg(batch_size=1, aux_weight=0.5, aux_twin=True), loss=LOSSES["hinge"], lecam=None)
+    ln3 = math.log(3.0)
+    # hinge D at real 1, fake -1 is 0; real row: head [ln3, 0] for class 0, CE -log(3/4); fake row: twin [0, 0], CE log 2
+    class_logits = torch.tensor([[ln3, 0.0, 9.0, 9.0], [9.0, 9.0, 0.0, 0.0]])
+    d = d_objective(run, (torch.tensor([1.0]), torch.tensor([-1.0])), class_logits, (torch.tensor([0]), torch.tensor([1])))
+    assert d.item() == pytest.approx(0.5 * -math.log(0.75) + 0.5 * math.log(2.0))
+    # hinge G at fake -1 is 1; head [0, 0]: + 0.5 log 2; twin [ln3, 0] for class 0: - 0.5 * -log(3/4)
+    fakes = (torch.zeros(1, 1, 2, 2), torch.zeros(1, 3), torch.tensor([0]))
+    g = g_objective(run, torch.tensor([-1.0]), torch.tensor([[0.0, 0.0, ln3, 0.0]]), fakes, 1.0)
+    assert g.item() == pytest.approx(1.0 + 0.5 * math.log(2.0) - 0.5 * -math.log(0.75))
+
+
+def test_twin_class_head_trains_resumes_and_keeps_the_plain_fingerprint(tmp_path):
+    table = digits_table()
+    cfg = dict(steps=8, checkpoint_every=4, aux_weight=1.0)
+    full = gan.train_gan(tiny_cfg(**cfg, aux_twin=True), table, tmp_path / "full", progress=False)
+    assert state(full)["d"]["classifier.weight"].shape[0] == 2 * 3  # the head and its twin, 3 classes each
+    parts_dir = tmp_path / "parts"
+    gan.train_gan(tiny_cfg(**cfg, aux_twin=True), table, parts_dir, progress=False)
+    (parts_dir / "final.pt").unlink()
+    (parts_dir / "checkpoint-8.pt").unlink()
+    assert_same_weights(state(full), state(gan.train_gan(tiny_cfg(**cfg, aux_twin=True), table, parts_dir, progress=False)))
+    plain = state(gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "plain", progress=False))
+    assert not torch.equal(plain["g"]["fc.weight"], state(full)["g"]["fc.weight"])
+    fp = data_fingerprint(table)
+    assert config_fingerprint(tiny_cfg(aux_twin=False), fp) == config_fingerprint(tiny_cfg(), fp)
+    assert config_fingerprint(tiny_cfg(aux_weight=1.0, aux_twin=True), fp) != config_fingerprint(tiny_cfg(aux_weight=1.0), fp)
+    with pytest.raises(ConfigError, match="aux_twin twins the AC-GAN class head, and aux_weight is 0"):
+        gan.train_gan(tiny_cfg(aux_twin=True), table, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused" / "final.pt").exists()
 
 
 def test_conditioning_schedule_by_hand():

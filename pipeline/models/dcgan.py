@@ -50,9 +50,9 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """x (B, C, H, W), y (B,) -> logits (B,); with `aux_classifier`, `classes=True` adds (B, K) class logits."""
+    """x (B, C, H, W), y (B,) -> logits (B,); with `aux_classifier` = n heads, `classes=True` adds (B, n * K) class logits."""
 
-    def __init__(self, geo: Geometry, num_classes: int, width: int, aux_classifier: bool = False):
+    def __init__(self, geo: Geometry, num_classes: int, width: int, aux_classifier: int = 0):
         super().__init__()
         self.geo = geo
         self.embed = nn.Embedding(num_classes, geo.height * geo.width)
@@ -64,7 +64,7 @@ class Discriminator(nn.Module):
             cin, h, w = ch[i], h // 2, w // 2
         self.convs = nn.Sequential(*layers)
         self.fc = nn.Linear(cin * h * w, 1)
-        self.classifier = nn.Linear(cin * h * w, num_classes) if aux_classifier else None
+        self.classifier = nn.Linear(cin * h * w, num_classes * aux_classifier) if aux_classifier else None
 
     def forward(self, x: Tensor, y: Tensor, classes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         label_map = self.embed(y).view(-1, 1, self.geo.height, self.geo.width).to(x.dtype)
@@ -74,7 +74,7 @@ class Discriminator(nn.Module):
 
 
 def build(
-    geo: Geometry, num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
+    geo: Geometry, num_classes: int, z_dim: int, width: int, aux_classifier: int = 0
 ) -> tuple[nn.Module, nn.Module]:
     """(Generator, Discriminator) for `geo`; see `pipeline.models.gans.GanArch.build`."""
     return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width, aux_classifier)

@@ -54,7 +54,7 @@ class GanArch:
         z_dim: int,
         size: str = "light",
         width: int | None = None,
-        aux_classifier: bool = False,
+        aux_classifier: int = 0,
     ) -> tuple[nn.Module, nn.Module]:
         """Build a fresh (generator, discriminator) pair.
 
@@ -64,8 +64,9 @@ class GanArch:
             z_dim: noise dimension.
             size: a key of `widths` ("light" or "base").
             width: overrides the size's base width (channels of the last G block / first D block).
-            aux_classifier: give D a class head, so `D(x, y, classes=True)` returns
-                (logits (B,), class logits (B, num_classes)); only archs with `aux_classifier`.
+            aux_classifier: the number of class heads of D (0: none; 2: TAC-GAN's head and its
+                twin), so `D(x, y, classes=True)` returns (logits (B,), class logits
+                (B, heads * num_classes), head after head); only archs with `aux_classifier`.
 
         Raises:
             ValueError: bad image shape, size name or width, or a class head this arch lacks.
@@ -80,7 +81,7 @@ class GanArch:
         if aux_classifier and not self.aux_classifier:
             have = ", ".join(n for n, a in GAN_ARCHS.items() if a.aux_classifier)
             raise ValueError(f"arch {self.name!r} has no auxiliary class head; use one of: {have}")
-        extra = (True,) if aux_classifier else ()
+        extra = (int(aux_classifier),) if aux_classifier else ()
         G, D = self.make(plan_geometry(image_shape), num_classes, z_dim, w, *extra)
         G.z_dim, G.num_classes, G.image_shape = z_dim, num_classes, tuple(int(v) for v in image_shape)
         return G, D

@@ -269,13 +269,14 @@ class DBlock(nn.Module):
 class Discriminator(nn.Module):
     """x (B, C, H, W), y (B,) -> logits (B,) = linear(h) + <embed(y), h>, h = sum-pooled features.
 
-    With `aux_classifier`, `D(x, y, classes=True)` also returns class logits (B, K) from a linear
-    head on the same features (AC-GAN style; `train_gan.aux_weight` trains it on real images).
+    With `aux_classifier` = n heads, `D(x, y, classes=True)` also returns class logits (B, n * K)
+    from a linear head on the same features (AC-GAN style; `train_gan.aux_weight` trains it on
+    real images, and a second head, `aux_twin`, on the fakes).
     """
 
     conditioning = 1.0  # c in [0, 1]: logits = linear(h) + c * <embed(y), h> (see `set_conditioning`)
 
-    def __init__(self, geo: Geometry, num_classes: int, width: int, aux_classifier: bool = False):
+    def __init__(self, geo: Geometry, num_classes: int, width: int, aux_classifier: int = 0):
         super().__init__()
         # mirror the generator: full-resolution width first, downsample to the start grid
         ch = level_channels(width, geo.blocks)[::-1]
@@ -285,7 +286,7 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*layers)
         self.fc = spectral_norm(nn.Linear(ch[-1], 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, ch[-1]))
-        self.classifier = nn.Linear(ch[-1], num_classes) if aux_classifier else None
+        self.classifier = nn.Linear(ch[-1], num_classes * aux_classifier) if aux_classifier else None
 
     def forward(self, x: Tensor, y: Tensor, classes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # (B, ch[-1])
@@ -327,7 +328,7 @@ def class_parameters(G: nn.Module) -> list[Tensor]:
 
 
 def build(
-    geo: Geometry, num_classes: int, z_dim: int, width: int, aux_classifier: bool = False
+    geo: Geometry, num_classes: int, z_dim: int, width: int, aux_classifier: int = 0
 ) -> tuple[nn.Module, nn.Module]:
     """(Generator, Discriminator) for `geo`; see `pipeline.models.gans.GanArch.build`."""
     return Generator(geo, num_classes, z_dim, width), Discriminator(geo, num_classes, width, aux_classifier)
