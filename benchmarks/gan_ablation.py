@@ -52,6 +52,8 @@ VARIANTS = {
     "aux_0.1": {"train_gan.aux_weight": 0.1},
     # MSGAN's mode-seeking term at the paper's weight
     "ms_1": {"train_gan.ms_weight": 1.0},
+    "ms_0.3": {"train_gan.ms_weight": 0.3},
+    "ms_0.1": {"train_gan.ms_weight": 0.1},
     # TAC-GAN's twin class head, which cancels the class loss's pull towards typical images
     "tac": {"train_gan.aux_twin": True},
     "tac+ms_1": {"train_gan.aux_twin": True, "train_gan.ms_weight": 1.0},
