@@ -140,7 +140,11 @@ def train_for(args: argparse.Namespace, name: str, work: Path) -> dict:
                              f"see {work / name / 'train-gan.log'}")
         except subprocess.TimeoutExpired:
             child.send_signal(signal.SIGINT)
-            child.wait(timeout=120)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # seen under load: a child that ignores SIGINT; its snapshots are aside
+                child.kill()
+                child.wait()
         finally:
             stop.set()
             watcher.join()

@@ -444,7 +444,7 @@ def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):
     folder = make_npz_folder(tmp_path / "npz")
     out = tmp_path / "results" / "time_to_quality_mnist_lt.json"
     cmd = [sys.executable, str(REPO / "benchmarks/time_to_quality.py"), "--data", str(folder), "--long-tail", "natural=0.8",
-           "--out", str(out), "--workdir", str(tmp_path / "work"), "--minutes", "0.15", "--every", "20", "--threads", "1",
+           "--out", str(out), "--workdir", str(tmp_path / "work"), "--minutes", "0.5", "--every", "20", "--threads", "1",
            "--set", "train_gan.batch_size=8", "--set", "data.val_fraction=0.3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
