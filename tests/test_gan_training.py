@@ -304,17 +304,23 @@ def test_embed_noise_perturbs_class_embeddings_only_while_training():
     assert all(torch.equal(a, b) for a, b in zip(cbn.affine(y), clean))
 
 
-def test_embed_noise_run_resumes_bit_identical_and_keeps_the_plain_fingerprint(tmp_path):
-    table = digits_table()
-    cfg = dict(steps=8, checkpoint_every=4, embed_noise=0.3)
-    full = gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "full", progress=False)
+def resumes_bit_identical(table, tmp_path, **cfg) -> tuple[dict, dict]:
+    """Train tiny_cfg(steps=8, checkpoint_every=4, **cfg) whole, and again resumed from step 4:
+    assert the same weights; return (its final state, the state of the run without cfg's options)."""
+    base = dict(steps=8, checkpoint_every=4)
+    full = gan.train_gan(tiny_cfg(**base, **cfg), table, tmp_path / "full", progress=False)
     parts_dir = tmp_path / "parts"
-    gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)
+    gan.train_gan(tiny_cfg(**base, **cfg), table, parts_dir, progress=False)
     (parts_dir / "final.pt").unlink()
     (parts_dir / "checkpoint-8.pt").unlink()
-    assert_same_weights(state(full), state(gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)))
-    plain = state(gan.train_gan(tiny_cfg(steps=8, checkpoint_every=4), table, tmp_path / "plain", progress=False))
-    assert not torch.equal(plain["g"]["fc.weight"], state(full)["g"]["fc.weight"])
+    assert_same_weights(state(full), state(gan.train_gan(tiny_cfg(**base, **cfg), table, parts_dir, progress=False)))
+    return state(full), state(gan.train_gan(tiny_cfg(**base), table, tmp_path / "plain", progress=False))
+
+
+def test_embed_noise_run_resumes_bit_identical_and_keeps_the_plain_fingerprint(tmp_path):
+    table = digits_table()
+    full, plain = resumes_bit_identical(table, tmp_path, embed_noise=0.3)
+    assert not torch.equal(plain["g"]["fc.weight"], full["g"]["fc.weight"])
     fp = data_fingerprint(table)
     assert config_fingerprint(tiny_cfg(embed_noise=0.0), fp) == config_fingerprint(tiny_cfg(), fp)
     assert config_fingerprint(tiny_cfg(embed_noise=0.3), fp) != config_fingerprint(tiny_cfg(), fp)
@@ -337,15 +343,8 @@ def test_mode_seeking_pairs_the_fakes_and_resumes_bit_identical(tmp_path):
         assert len(set(gan._noise(run)[1][:8].tolist())) > 1  # off: labels drawn independently
         with pytest.raises(ConfigError, match="ms_weight 1.0 compares pairs"):
             gan._build_run(tiny_cfg(batch_size=1, ms_weight=1.0), table, [0, 1, 2], dist)
-    cfg = dict(steps=8, checkpoint_every=4, ms_weight=1.0)
-    full = gan.train_gan(tiny_cfg(**cfg), table, tmp_path / "full", progress=False)
-    parts_dir = tmp_path / "parts"
-    gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)
-    (parts_dir / "final.pt").unlink()
-    (parts_dir / "checkpoint-8.pt").unlink()
-    assert_same_weights(state(full), state(gan.train_gan(tiny_cfg(**cfg), table, parts_dir, progress=False)))
-    plain = state(gan.train_gan(tiny_cfg(steps=8, checkpoint_every=4), table, tmp_path / "plain", progress=False))
-    assert not torch.equal(plain["g"]["fc.weight"], state(full)["g"]["fc.weight"])
+    full, plain = resumes_bit_identical(table, tmp_path, ms_weight=1.0)
+    assert not torch.equal(plain["g"]["fc.weight"], full["g"]["fc.weight"])
     fp = data_fingerprint(table)
     assert config_fingerprint(tiny_cfg(ms_weight=0.0), fp) == config_fingerprint(tiny_cfg(), fp)
     assert config_fingerprint(tiny_cfg(ms_weight=1.0), fp) != config_fingerprint(tiny_cfg(), fp)
