@@ -59,6 +59,10 @@ from pipeline.stages.recipe import with_recipe  # noqa: E402
 RECIPES = {
     "ours": ({}, 250),
     "ours_ada_n_dis2": ({"ada_target": 0.6, "n_dis": 2}, 250),  # the ablation's best recall (gan_ablation_mnist_lt.json)
+    # mode seeking, the class-loss ablation's best worst-class recall (gan_ablation_mnist_lt_class_loss.json),
+    # alone and with a stronger class loss to win back the agreement it cost there
+    "ours_ms_0.3": ({"ms_weight": 0.3}, 250),
+    "ours_ms_0.3_aux1.5": ({"ms_weight": 0.3, "aux_weight": 1.5}, 250),
     "reference": (speed.REFERENCE, 2500),
 }
 SAMPLES = 100  # per class and snapshot, as the tracker (pipeline.gan_tracking.QUALITY_SAMPLES)
