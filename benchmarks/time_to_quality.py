@@ -115,6 +115,13 @@ def _watch(gan_dir: Path, snaps: Path, t0: float, stop: threading.Event, seen: d
         stop.wait(0.1)
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so Python turns it into KeyboardInterrupt
+    and `augment` stops cleanly. A benchmark started as a shell background job (`cmd &`, nohup)
+    ignores SIGINT, and its children inherit that: they then trained on until killed."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def train_for(args: argparse.Namespace, name: str, work: Path) -> dict:
     """Run `augment train-gan` with recipe `name` for its wall budget; its snapshots' times."""
     values, every = RECIPES[name]
@@ -135,7 +142,7 @@ def train_for(args: argparse.Namespace, name: str, work: Path) -> dict:
     with open(work / name / "train-gan.log", "w") as log_file:
         t0 = time.time()
         child = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}, preexec_fn=default_sigint)
         watcher = threading.Thread(target=_watch, args=(gan_dir, snaps, t0, stop, seen), daemon=True)
         watcher.start()
         try:
@@ -146,7 +153,7 @@ def train_for(args: argparse.Namespace, name: str, work: Path) -> dict:
             child.send_signal(signal.SIGINT)
             try:
                 child.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # seen under load: a child that ignores SIGINT; its snapshots are aside
+            except subprocess.TimeoutExpired:  # a child stuck past SIGINT; its snapshots are aside
                 child.kill()
                 child.wait()
         finally:

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import signal
 import subprocess
 import sys
 
@@ -433,6 +434,22 @@ def test_time_to_quality_first_time_is_the_first_snapshot_past_both_bars(monkeyp
              curve_point(750, 80.0, [1.0, 0.99], [0.75, 0.71])]
     assert curve[1]["worst_agreement"] == 0.98 and curve[1]["mean_recall"] == pytest.approx(0.775)
     assert first_time(curve, 0.6) == 55.5 and first_time(curve, 0.7) == 80.0 and first_time(curve, 0.8) is None
+
+
+def test_time_to_quality_child_gets_sigint_even_when_the_benchmark_ignores_it(monkeypatch):
+    """Started as a background job (`cmd &`, nohup) the benchmark ignores SIGINT; its train-gan child
+    must not inherit that, or the stop signal at the end of the budget does nothing."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from time_to_quality import default_sigint
+
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        inherited = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+        reset = subprocess.run(probe, capture_output=True, text=True, check=True, preexec_fn=default_sigint).stdout.strip()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert (inherited, reset) == ("False", "True")
 
 
 def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):
