@@ -94,7 +94,7 @@ def _build_run(cfg: TrainGanConfig, train: ImageTable, classes: list[int], dist:
                           "set aux_weight > 0, or aux_twin: false")
     if cfg.ms_weight > 0 and cfg.batch_size < 2:
         raise ConfigError(f"train_gan.ms_weight {cfg.ms_weight} compares pairs of fakes of one class, and batch_size is "
-                          f"{cfg.batch_size}; set batch_size >= 2, or ms_weight: 0")
+                          f"{cfg.batch_size} (recipe {cfg.recipe!r}); set batch_size >= 2, or ms_weight: 0")
     if cfg.ada_target > 0 and not parse_policy(cfg.diffaug):
         raise ConfigError(f"train_gan.ada_target {cfg.ada_target} adapts how often the diffaug policy applies, and the "
                           f"policy is empty (recipe {cfg.recipe!r}); set train_gan.diffaug, or ada_target: 0")

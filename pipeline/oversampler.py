@@ -52,7 +52,7 @@ class GanOverSampler(BaseOverSampler):
 
     The defaults are a quick setting (100 steps of a width-8 sngan) that runs in seconds on 8x8
     images; for useful images train longer: `augment`'s own runs use 2,000 steps (8x8 digits) to
-    4,000 (28x28, with `width=16, aux_weight=1.0`).
+    12,000 (28x28, with `width=16, aux_weight=1.5, gan_params={"ms_weight": 0.3}`).
 
     Args:
         sampling_strategy: as `augment plan` reads it (`pipeline.plan.plan_quota`): "auto",

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -450,6 +451,28 @@ def test_time_to_quality_child_gets_sigint_even_when_the_benchmark_ignores_it(mo
     finally:
         signal.signal(signal.SIGINT, old)
     assert (inherited, reset) == ("False", "True")
+
+
+def test_time_to_quality_trains_a_recipe_again_when_what_it_resolves_to_changed(tmp_path, monkeypatch):
+    """A finished run is reused only for the same overrides, budget and resolved train_gan settings:
+    after the shipped recipe changes, "ours" (no overrides) must not reuse the old recipe's run."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import time_to_quality as ttq
+
+    args = SimpleNamespace(minutes=10.0, reference_minutes=10.0)
+    settings = {"width": 16, "aux_weight": 1.0, "ms_weight": 0.0}
+    monkeypatch.setattr(ttq, "trained_settings", lambda args, work, name: dict(settings))
+    (tmp_path / "ours").mkdir()
+    record = {"overrides": {}, "train_gan": dict(settings), "budget_s": 600.0, "steps_reached": 250}
+    (tmp_path / "ours" / "run.json").write_text(json.dumps(record))
+    assert ttq.finished_run(args, tmp_path, "ours") == record
+    settings["ms_weight"] = 0.3  # the recipe gained mode seeking
+    assert ttq.finished_run(args, tmp_path, "ours") is None
+    settings["ms_weight"] = 0.0
+    assert ttq.finished_run(SimpleNamespace(minutes=12.0, reference_minutes=12.0), tmp_path, "ours") is None
+    del record["train_gan"]  # a run recorded before the settings were
+    (tmp_path / "ours" / "run.json").write_text(json.dumps(record))
+    assert ttq.finished_run(args, tmp_path, "ours") is None
 
 
 def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):

@@ -77,7 +77,7 @@ def test_bad_yaml_file(tmp_path):
          "params.yaml: train_gan: label_smoothing applies to loss bce only, not 'hinge'; set it to 0"),
         ({"arch": "concat", "aux_weight": 1.0}, "aux_weight > 0 needs a discriminator with a class head"),
         ({"recipe": "small_gray", "arch": "concat"},
-         "train_gan: recipe 'small_gray' sets aux_weight 1.0, and arch 'concat' has no class head"),
+         "train_gan: recipe 'small_gray' sets aux_weight 1.5, and arch 'concat' has no class head"),
         ({"early_stop_patience": 2}, "early_stop_patience > 0 needs track_quality: true"),
         ({"classes": []}, "train_gan.classes = []: list at least one class name, or null for every class"),
     ],

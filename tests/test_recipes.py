@@ -39,8 +39,9 @@ def test_each_image_shape_gets_its_recipe(shape, name):
 
 def test_the_recipes_are_the_benchmarks():
     assert recipes.RECIPES["demo"] == DEMO_BEFORE
-    mnist = {"width": 16, "aux_weight": 1.0, "diffaug": "color,translation,cutout", "steps": 4000}
-    assert recipes.RECIPES["small_gray"] == recipes.RECIPES["small_color"] == mnist
+    gtsrb = {"width": 16, "aux_weight": 1.0, "diffaug": "color,translation,cutout", "steps": 4000}
+    assert recipes.RECIPES["small_color"] == gtsrb
+    assert recipes.RECIPES["small_gray"] == gtsrb | {"aux_weight": 1.5, "ms_weight": 0.3, "steps": 12000}
 
 
 def test_the_demo_trains_with_the_settings_it_had():
@@ -72,7 +73,7 @@ def test_an_explicit_value_wins_from_params_or_set(tmp_path):
 
 def test_a_named_recipe_needs_no_data_and_resolving_twice_changes_nothing():
     section, choice = recipes.resolve(repo_params({"train_gan.recipe": "small_gray"}).train_gan)
-    assert (section.width, section.steps, choice.asked, choice.name) == (16, 4000, "small_gray", "small_gray")
+    assert (section.width, section.steps, choice.asked, choice.name) == (16, 12000, "small_gray", "small_gray")
     again, choice = recipes.resolve(section, (8, 8, 1))
     assert again == section and choice.applied == {}
     none = recipes.resolve(repo_params({"train_gan.recipe": "none"}).train_gan)[0]
@@ -104,7 +105,7 @@ def test_bad_recipes_are_refused():
                                           r"small_gray, small_color, none"):
         params_file.build({"train_gan": {"recipe": "mnist"}})
     # refused when the params load, not when the stage resolves the recipe
-    with pytest.raises(ConfigError, match="train_gan: recipe 'small_gray' sets aux_weight 1.0, and arch 'concat' "
+    with pytest.raises(ConfigError, match="train_gan: recipe 'small_gray' sets aux_weight 1.5, and arch 'concat' "
                                           "has no class head"):
         params_file.build({"train_gan": {"recipe": "small_gray", "arch": "concat"}})
 
@@ -142,7 +143,7 @@ def test_show_params_says_auto_until_prepare_then_what_it_resolved_to(project, c
     assert shown["width"] == shown["aux_weight"] == shown["diffaug"] == "(from the recipe)" and shown["steps"] == 9
     stage("prepare")(params_file.load())
     shown = show_params(capsys, "--set", "train_gan.steps=9")
-    assert (shown["recipe"], shown["width"], shown["aux_weight"], shown["steps"]) == ("small_gray", 16, 1.0, 9)
+    assert (shown["recipe"], shown["width"], shown["aux_weight"], shown["steps"]) == ("small_gray", 16, 1.5, 9)
     # a named recipe is shown resolved with or without the data
     assert show_params(capsys, "--set", "train_gan.recipe=demo")["width"] == 32
 
@@ -158,12 +159,12 @@ def test_the_resolved_recipe_is_logged_and_in_the_checkpoint_manifest_and_report
     counts = read_counts(cfg)["counts"]["train"].values()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train_gan recipe")]
     assert lines == [f"train_gan recipe auto -> small_gray (28x28x1 images, 3 classes of {min(counts)}..{max(counts)} "
-                     "images): sets width=16 aux_weight=1.0 diffaug=color,translation,cutout; params.yaml/--set keep "
+                     "images): sets width=16 aux_weight=1.5 ms_weight=0.3 diffaug=color,translation,cutout; params.yaml/--set keep "
                      "steps=2"]
     meta = torch.load(gan_final_path(cfg), map_location="cpu", weights_only=True)
     assert meta["width"] == 16
     assert {k: meta["config"][k] for k in ("recipe", "width", "aux_weight", "diffaug", "steps")} == {
-        "recipe": "small_gray", "width": 16, "aux_weight": 1.0, "diffaug": "color,translation,cutout", "steps": 2}
+        "recipe": "small_gray", "width": 16, "aux_weight": 1.5, "diffaug": "color,translation,cutout", "steps": 2}
     stage("generate")(cfg)  # its check of final.pt against the params resolves the same recipe
     manifest = json.loads((Path(cfg.paths.synthetic) / "manifest.json").read_text())
     assert manifest["params"]["train_gan"]["recipe"] == "small_gray"
@@ -177,4 +178,4 @@ def test_the_resolved_recipe_is_logged_and_in_the_checkpoint_manifest_and_report
     monkeypatch.setattr(report_stage, "read_results", lambda out: {"metrics": {}, "predictions": None})
     monkeypatch.setattr(report_stage, "write_report", lambda out, *a, params, **k: seen.update(params) or [])
     stage("report")(cfg)
-    assert seen["train_gan"]["recipe"] == "small_gray" and seen["train_gan"]["aux_weight"] == 1.0
+    assert seen["train_gan"]["recipe"] == "small_gray" and seen["train_gan"]["aux_weight"] == 1.5
