@@ -287,7 +287,7 @@ def time_to_quality_section(name: str, r: dict, results: Path, out_md: Path) -> 
     bars = r["recall_bars"]
     rel = lambda f: os.path.relpath(results / f, out_md.parent)  # noqa: E731
     lines = [f"## Time to quality: {name}", "", f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
-             "",
+             *([f"- note: {r['note']}"] if r.get("note") else []), "",
              f"Each recipe runs `augment train-gan` ({r['dataset']}, profile {r['long_tail']}, {r['threads']} threads) "
              "for a fixed wall time; the clock starts with the process, so start-up, data loading and checkpoints "
              f"count. Every checkpoint's EMA generator draws {r['samples_per_class']} fixed samples per class, scored "
