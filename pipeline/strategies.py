@@ -199,6 +199,12 @@ STRATEGIES: dict[str, Strategy] = {
             "gan_la with classic augmentation (random affine) of every batch, synthetic rows included",
         ),
         Strategy(
+            "gan_mixup_drw", True,
+            lambda i: _with_pool(i, "all", class_weight="deferred", mixup_alpha=i.cfg.mixup_alpha),
+            "mixup_drw on real plus synthetic images drawn afresh each epoch (mixup pairs may mix "
+            "a real and a synthetic image)",
+        ),
+        Strategy(
             "gan_drw", True, lambda i: _with_pool(i, "late", class_weight="deferred"),
             "deferred re-weighting with the synthetic images only in the late phase",
         ),

@@ -195,7 +195,7 @@ def test_drw_weights_change_only_in_the_late_phase():
 
 
 @pytest.mark.parametrize("name", ["logit_adjust", "drw", "decouple", "mixup_drw", "gan_la", "gan_la_real_prior", "gan_drw",
-                                  "gan_crt"])
+                                  "gan_crt", "gan_mixup_drw"])
 def test_each_recipe_learns_and_is_deterministic(name):
     train, val = _table((30, 12, 6)), _table((5, 5, 5), seed=1)
     syn = _table((0, 18, 24), seed=7)
