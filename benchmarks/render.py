@@ -125,6 +125,7 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
         lines += ["", f"Class-balanced test subsample ({bal['rows']} images):", "",
                   "| strategy | balanced accuracy % [95% CI] |", "|---|---|"]
         lines += [f"| {n} | {_pct(s['balanced_accuracy'])} |" for n, s in bal["strategies"].items()]
+    lines += per_class_section(r)
     mp = r.get("mix_policy")
     if mp:
         lines += ["", f"Mixing policies tried on validation (chosen: `{mp['chosen']['name']}`):", "",
@@ -433,6 +434,31 @@ def _gain_text(r: dict) -> str:
             f"{_points(d['ci95'][1])}, {len(d['per_seed'])} seeds)")
 
 
+MAX_CLASS_COLUMNS = 12
+
+
+def per_class_section(r: dict) -> list[str]:
+    """Test recall per class (training images per class in the header) of the gain's GAN strategy,
+    its baseline and the best strategy on test: where the synthetic images add or cost accuracy."""
+    g, sel = r.get("gain") or {}, r.get("selection") or {}
+    names = list(dict.fromkeys(n for n in (g.get("strategy"), g.get("baseline"), sel.get("best_on_test"))
+                               if n and "per_class_recall" in r["strategies"].get(n, {})))
+    counts, classes = r.get("train_counts"), r.get("class_names")
+    if not names or not counts or not classes:
+        return []
+    n_train = [counts[i] if isinstance(counts, list) else counts.get(c, 0) for i, c in enumerate(classes)]
+    # many classes: the MAX_CLASS_COLUMNS rarest, rarest last as in a long-tail profile
+    shown = sorted(range(len(classes)), key=lambda i: -n_train[i])[-MAX_CLASS_COLUMNS:]
+    some = "" if len(shown) == len(classes) else f", the {len(shown)} rarest of {len(classes)} classes"
+    out = ["", f"Test recall per class, % (training images in brackets{some}):", "",
+           "| strategy | " + " | ".join(f"{classes[i]} ({n_train[i]})" for i in shown) + " |",
+           "|---" * (len(shown) + 1) + "|"]
+    for n in names:
+        recall = r["strategies"][n]["per_class_recall"]["mean"]
+        out.append(f"| {n} | " + " | ".join(f"{100 * recall[i]:.1f}" for i in shown) + " |")
+    return out
+
+
 def _gan_text(r: dict) -> str:
     """Recipe and sample quality of the result's GAN, from its params and gan_quality."""
     t, q = r["params"]["train_gan"], r.get("gan_quality") or {}
@@ -458,16 +484,20 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                    f"{m['params']['plan']['sampling_strategy']}. Filter, ratio and loss weight searched on validation "
                    f"({tried}); chosen `{m['mix_policy']['chosen']['name']}`. Result {_gain_text(m)}; "
                    f"{_gan_vs_baseline(m)}.")
-    for name, what in (("mnist_lt_selection_seeds3", "MNIST-LT, policy chosen on 3 classifier seeds per grid point"),
+    for name, what in (("mnist_lt_diverse_gan", "MNIST-LT, the shipped small_gray recipe (mode seeking, 12,000 steps)"),
+                       ("mnist_lt_selection_seeds3", "MNIST-LT, policy chosen on 3 classifier seeds per grid point"),
                        ("mnist_lt_long_gan", "MNIST-LT, 3x the GAN steps"),
                        ("mnist_lt_long_gan_selection_seeds3", "MNIST-LT, 3x the GAN steps, policy chosen on 3 seeds"),
                        ("gtsrb_lt", "GTSRB-LT gain"), ("gtsrb_lt_no_class_head", "GTSRB-LT, no class head"),
                        ("gtsrb", "GTSRB natural imbalance"), ("usps_lt", "USPS-LT"),
                        ("usps_lt_demo_recipe", "USPS-LT, the demo recipe")):
         r = results.get(name)
-        if r and "params" in r and _ba(r, "gan") is not None and r.get("mix_policy"):
+        if r and "params" in r and _ba(r, "gan") is not None:
+            # a run without gan_policy compares the validation-best GAN strategy instead
+            how = (f"policy `{r['mix_policy']['chosen']['name']}`" if r.get("mix_policy")
+                   else "validation-best GAN strategy")
             out.append(f"- **{what}** (`{name}.json`): GAN {_gan_text(r)}. {_gan_vs_baseline(r)}; "
-                       f"policy `{r['mix_policy']['chosen']['name']}`: {_gain_text(r)}.")
+                       f"{how}: {_gain_text(r)}.")
     sp = results.get("speed") or {}
     if sp.get("gan_train"):
         t = sp["gan_train"]

@@ -182,6 +182,11 @@ def test_what_was_tried_quotes_the_result_files(bench, monkeypatch):
     assert f"{tiny['params']['train_gan']['steps']} steps" in text and tiny["mix_policy"]["chosen"]["name"] in text
     assert f"{speed['gan_train']['augment_img_per_s']} img/s" in text
     assert tried_section({}) == []
+    # a run without gan_policy: the validation-best GAN strategy stands in for the policy
+    plain = {k: v for k, v in tiny.items() if k != "mix_policy"}
+    line = "\n".join(tried_section({"mnist_lt_diverse_gan": plain}))
+    assert "(`mnist_lt_diverse_gan.json`)" in line and "validation-best GAN strategy" in line
+    assert "policy `" not in line
 
 
 def test_speed_rescore_keeps_images_per_s_and_the_earlier_figures(bench):
@@ -507,3 +512,24 @@ def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):
     assert "| ours | the auto recipe |" in text and "bar, recall >= 0.7" in text and "(the ceiling)" in text
     rows = render._time_to_quality_rows({out.stem: r})
     assert [row[0].split(":")[0] for row in rows] == ["MNIST-LT generator", "Time to quality (every class agreement >= 0.98, recall >= 0.6)"]
+
+
+def test_per_class_section_shows_the_gain_pair_and_the_rarest_classes(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import MAX_CLASS_COLUMNS, per_class_section
+
+    def recall(values):
+        return {"per_class_recall": {"mean": values}}
+
+    r = {"gain": {"strategy": "gan_la", "baseline": "logit_adjust"}, "selection": {"best_on_test": "logit_adjust"},
+         "train_counts": [40, 400, 4], "class_names": ["a", "b", "c"],
+         "strategies": {"gan_la": recall([0.5, 0.25, 1.0]), "logit_adjust": recall([0.75, 0.125, 0.0])}}
+    lines = per_class_section(r)
+    assert "| strategy | b (400) | a (40) | c (4) |" in lines  # commonest first, rarest last
+    assert "| gan_la | 25.0 | 50.0 | 100.0 |" in lines and "| logit_adjust | 12.5 | 75.0 | 0.0 |" in lines
+    assert sum(line.startswith("| logit_adjust") for line in lines) == 1  # baseline and best on test: one row
+    many = {**r, "train_counts": list(range(1, 21)), "class_names": [f"k{i}" for i in range(20)],
+            "strategies": {n: recall([0.5] * 20) for n in ("gan_la", "logit_adjust")}}
+    text = "\n".join(per_class_section(many))
+    assert f"the {MAX_CLASS_COLUMNS} rarest of 20 classes" in text and "k0 (1)" in text and "k19 (20)" not in text
+    assert per_class_section({"strategies": {}}) == []
