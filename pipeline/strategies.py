@@ -195,6 +195,11 @@ STRATEGIES: dict[str, Strategy] = {
             "rare classes keep the real data's margins",
         ),
         Strategy(
+            "gan_la_real_prior+augment", True,
+            lambda i: _with_pool(i, "all", loss="logit_adjusted", prior="real", augment=True),
+            "gan_la_real_prior with classic augmentation (random affine) of every batch, synthetic rows included",
+        ),
+        Strategy(
             "gan_la+augment", True, lambda i: _with_pool(i, "all", loss="logit_adjusted", augment=True),
             "gan_la with classic augmentation (random affine) of every batch, synthetic rows included",
         ),

@@ -81,10 +81,10 @@ def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
 def test_strategy_registry_matches_the_config_choices():
     assert set(S.STRATEGIES) == {
         "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple", "mixup_drw",
-        "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy",
+        "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy",
         "synthetic_only"}
     assert {n for n, s in S.STRATEGIES.items() if s.uses_synthetic} == {
-        "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
+        "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
     assert params_file.build({}).evaluate.strategies == list(S.STRATEGIES)  # params.yaml's default runs them all
     with pytest.raises(ConfigError, match="valid|one of"):
         params_file.build({}, {"evaluate.strategies": ["mixup"]})
@@ -107,7 +107,7 @@ def test_strategies_prepare_their_data():
     assert S.STRATEGIES["mixup_drw"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe.mixup_alpha == 0.3
     la_aug = S.STRATEGIES["logit_adjust+augment"].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg)).recipe
     assert la_aug.loss == "logit_adjusted" and la_aug.augment and la_aug.tau == 0.5
-    for name, phase in (("gan_la", "all"), ("gan_la+augment", "all"), ("gan_mixup_drw", "all"), ("gan_drw", "late"),
+    for name, phase in (("gan_la", "all"), ("gan_la+augment", "all"), ("gan_la_real_prior+augment", "all"), ("gan_mixup_drw", "all"), ("gan_drw", "late"),
                         ("gan_crt", "head")):
         ts = S.STRATEGIES[name].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg))
         assert ts.table is t and ts.synthetic.pool is syn and ts.synthetic.phase == phase
@@ -115,6 +115,8 @@ def test_strategies_prepare_their_data():
         assert ts.synthetic.per_epoch is None  # the pool is the plan: all of it every epoch
         with pytest.raises(DataError, match="augment generate"):
             S.STRATEGIES[name].prepare(S.StrategyInputs(t, None, add, 0, cfg=cfg))
+    real_aug = S.STRATEGIES["gan_la_real_prior+augment"].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg)).recipe
+    assert real_aug.prior == "real" and real_aug.augment and real_aug.loss == "logit_adjusted"
     mix = S.STRATEGIES["gan_mixup_drw"].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg)).recipe
     assert mix.mixup_alpha == 0.3 and mix.class_weight == "deferred" and mix.loss == "ce"
     # a pool twice the plan: the plan's count per class drawn afresh each epoch
