@@ -48,6 +48,7 @@ serve: $(STAMP)
 	$(BIN)/python flows/serve.py $(SERVE_ARGS)
 
 # the settings behind the committed results (BENCHMARKS.md shows each run's exact command)
+# (MNIST-LT and USPS-LT: the shipped GAN recipes, train_gan.recipe auto; the older runs' commands are in their sections)
 RECIPE = --set train_gan.width=16 --set train_gan.aux_weight=1.0 --set train_gan.diffaug=color,translation,cutout \
 	--set train_gan.checkpoint_every=500 --set train_gan.sample_every=500
 EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,logit_adjust,drw,decouple,mixup_drw,gan,gan_la,gan_drw,gan_crt,gan_policy]' \
@@ -63,9 +64,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py --data ../shared/datasets/mnist --seconds 780 --images 10000 \
 		--workdir benchmarks/work/speed --set train_gan.width=16 --set train_gan.aux_weight=1.0 \
 		--set train_gan.diffaug=color,translation,cutout
-	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt.json \
-		--seeds 5 $(RECIPE) --set train_gan.steps=4000 --set plan.sampling_strategy=1000 $(EVAL) --set evaluate.epochs=6 \
-		--set 'evaluate.mix.min_score=[0.9]' --set 'evaluate.mix.synthetic_weight=[0.25,1.0]'
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_diverse_gan.json \
+		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set plan.sampling_strategy=1000 \
+		--set generate.pool_factor=4 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=6 \
+		--set 'evaluate.strategies=[oversample,logit_adjust,drw,decouple,mixup_drw,gan,gan_la,gan_la_real_prior,gan_mixup_drw,gan_drw,gan_crt]'
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_diverse_gan.json \
+		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set generate.pool_factor=4 \
+		--set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 --set evaluate.min_steps=2000 \
+		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \

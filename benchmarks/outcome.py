@@ -25,6 +25,7 @@ from machine import TreeMemory, machine_info  # noqa: E402
 from pipeline import atomic, config, params_file  # noqa: E402
 from pipeline.stages import stage  # noqa: E402
 from pipeline.stages.files import gan_final_path  # noqa: E402
+from pipeline.stages.recipe import with_recipe  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
 from pipeline.errors import AugmentError  # noqa: E402
 from pipeline.recommend import validation_nll  # noqa: E402
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         # this process and its evaluation workers together (their summed RSS, sampled each second)
         "peak_rss_mb": memory.peak_mb,
         "peak_rss_scope": "process tree",
-        "params": config.dump(cfg),
+        # as `augment show-params` shows them: train_gan.recipe resolved against the prepared data
+        "params": config.dump(with_recipe(cfg)),
         "selection": selection_check(metrics, pd.read_parquet(Path(cfg.paths.reports) / "predictions.parquet")),
     }
     atomic.write_json(out, result)

@@ -367,15 +367,28 @@ def _points(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
+# the MNIST-LT runs the goals read, newest recipe first: the first present is the goals' (mnist_lt is
+# the former recipe's run: 4,000 steps, no mode seeking; mnist_lt_diverse_gan the shipped small_gray)
+MNIST_LT_RUNS = ("mnist_lt_diverse_gan", "mnist_lt")
+
+
+def _whole_wall(m: dict) -> tuple[float, str]:
+    """(seconds, note) of a whole run: wall_s plus the time of an earlier run it resumed (wall_s_earlier)."""
+    earlier = m.get("wall_s_earlier") or 0.0
+    note = f", incl. {earlier / 60:.1f} min of an earlier run it resumed" if earlier else ""
+    return m["wall_s"] + earlier, note
+
+
 def goals_section(results: dict[str, dict]) -> list[str]:
     """One table: each goal of the benchmark issue, the measured figure, met or by how much missed."""
-    rows = [_gain_row(results, "mnist_lt", "MNIST-LT: validation-best GAN strategy >= best non-GAN + 1.0 pt, "
+    mnist = next((n for n in MNIST_LT_RUNS if n in results), MNIST_LT_RUNS[-1])
+    rows = [_gain_row(results, mnist, "MNIST-LT: validation-best GAN strategy >= best non-GAN + 1.0 pt, "
                       "CI above 0", 0.01)]
-    m = results.get("mnist_lt")
+    m = results.get(mnist)
     if m and m.get("gain", {}).get("strategy"):
         ba = m["strategies"][m["gain"]["strategy"]]["balanced_accuracy"]["mean"]
         rows.append(["MNIST-LT: GAN strategy balanced accuracy >= 97.5%", f"{100 * ba:.2f}%",
-                     "met" if ba >= 0.975 else f"missed by {100 * (0.975 - ba):.2f} points", "mnist_lt.json"])
+                     "met" if ba >= 0.975 else f"missed by {100 * (0.975 - ba):.2f} points", f"{mnist}.json"])
     checked = {n: r["selection"] for n, r in results.items() if r.get("selection")}
     if checked:
         median = statistics.median(100 * c["regret"] for c in checked.values())
@@ -388,10 +401,11 @@ def goals_section(results: dict[str, dict]) -> list[str]:
                      "met" if median <= 0.3 else f"missed by {median - 0.3:.2f} pt", files])
     if m:
         whole = not m.get("reused_gan")
+        wall, note = _whole_wall(m)
         rows.append(["MNIST-LT: whole benchmark <= 30 min on 2 CPU cores",
-                     f"{m['wall_s'] / 60:.1f} min ({len(m['seeds'])} seeds{'' if whole else ', GAN reused: not the whole run'})",
-                     ("met" if m["wall_s"] <= 1800 else f"missed by {(m['wall_s'] - 1800) / 60:.1f} min") if whole else "not measured",
-                     "mnist_lt.json"])
+                     f"{wall / 60:.1f} min ({len(m['seeds'])} seeds{note if whole else ', GAN reused: not the whole run'})",
+                     ("met" if wall <= 1800 else f"missed by {(wall - 1800) / 60:.1f} min") if whole else "not measured",
+                     f"{mnist}.json"])
     rows.append(_gain_row(results, "usps_lt", "USPS-LT: gain over the best non-GAN strategy, CI above 0", 0.0))
     rows.append(_gain_row(results, "gtsrb", "GTSRB natural: gain over the best non-GAN strategy, CI above 0", 0.0))
     rows.append(_gain_row(results, "gtsrb_lt", "GTSRB-LT: gain >= +2 pt", 0.02))
@@ -480,11 +494,12 @@ def tried_section(results: dict[str, dict]) -> list[str]:
     if m and _ba(m, "gan") is not None and m.get("mix_policy"):
         grid = m["mix_policy"].get("grid", [])
         tried = ", ".join(sorted({p["name"] for p in grid}))
-        out.append(f"- **MNIST-LT gain** (`mnist_lt.json`): GAN {_gan_text(m)}. Plan: every class filled to "
+        out.append(f"- **MNIST-LT gain, the former recipe** (`mnist_lt.json`): GAN {_gan_text(m)}. Plan: every class filled to "
                    f"{m['params']['plan']['sampling_strategy']}. Filter, ratio and loss weight searched on validation "
                    f"({tried}); chosen `{m['mix_policy']['chosen']['name']}`. Result {_gain_text(m)}; "
                    f"{_gan_vs_baseline(m)}.")
     for name, what in (("mnist_lt_diverse_gan", "MNIST-LT, the shipped small_gray recipe (mode seeking, 12,000 steps)"),
+                       ("usps_lt_diverse_gan", "USPS-LT, the shipped demo recipe"),
                        ("mnist_lt_selection_seeds3", "MNIST-LT, policy chosen on 3 classifier seeds per grid point"),
                        ("mnist_lt_long_gan", "MNIST-LT, 3x the GAN steps"),
                        ("mnist_lt_long_gan_selection_seeds3", "MNIST-LT, 3x the GAN steps, policy chosen on 3 seeds"),
