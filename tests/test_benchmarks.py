@@ -264,6 +264,8 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
     usps = {"gain": {**gain, "balanced_accuracy": {"mean": 0.01, "ci95": [-0.004, 0.024], "per_seed": [0.0, 0.01, 0.02]}}}
     usps_row = [r for r in goals_section({"usps_lt": usps}) if r.startswith("| USPS-LT")][0]
     assert "missed by 0.4 points" in usps_row  # the mean is above 0, the CI's low end 0.4 pt below it
+    usps_row = [r for r in goals_section({"usps_lt": usps, "usps_lt_diverse_gan": mnist}) if r.startswith("| USPS-LT")][0]
+    assert "usps_lt_diverse_gan.json" in usps_row and "| met |" in usps_row
     assert status["GAN training >= 3x the reference's images/s at equal or better class consistency"] == "met"
     assert status["Shards >= 10x a per-file loop and >= 5,000 images/s at 28x28"] == "missed"  # 6x
     assert status["`make demo` <= 300 s after install"] == "missed"
