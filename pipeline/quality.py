@@ -73,6 +73,25 @@ def _subsample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
     return np.arange(n) if n <= cap else np.sort(rng.choice(n, cap, replace=False))
 
 
+# synthetic images scored per class at most: a pool several times a large plan (generate.pool_factor)
+# would otherwise make the k-NN radii a (pool x pool) distance matrix (MNIST-LT filled to 4,000 with a
+# 4x pool: 124,000 images, over 20 min on one core); twice the largest test class keeps the
+# within-class statistics' sample size above the real side's
+MAX_SCORED_PER_CLASS = 2000
+
+
+def scored_synthetic(synthetic: ImageTable, seed: int, cap: int = MAX_SCORED_PER_CLASS) -> ImageTable:
+    """`synthetic` itself when no class has more than `cap` images, else `cap` of each such class
+    drawn without replacement (seeded by `seed` alone, rows kept in order), the others whole."""
+    counts = np.bincount(synthetic.labels, minlength=1)
+    if counts.max(initial=0) <= cap:
+        return synthetic
+    rng = np.random.default_rng([seed, cap])
+    keep = [np.flatnonzero(synthetic.labels == c) for c in range(len(counts))]
+    keep = [rows if len(rows) <= cap else rows[_subsample(len(rows), cap, rng)] for rows in keep]
+    return synthetic.subset(np.sort(np.concatenate(keep)))
+
+
 def memorization(real_train: ImageTable, real_test: ImageTable, synthetic: ImageTable,
                  rng: np.random.Generator, max_samples: int = 5000, pairs: int = 8) -> dict:
     """Pixel distance of each synthetic image to its nearest training image, against the same for
@@ -121,7 +140,8 @@ def gan_quality(
     Args:
         real_train: the real training images (memorisation reference, and the real-vs-real FID floor).
         real_test: real images the GAN never saw: the reference for FID, KID, precision/recall.
-        synthetic: the generated images with their intended labels.
+        synthetic: the generated images with their intended labels (at most MAX_SCORED_PER_CLASS of a
+            class are scored, drawn by `scored_synthetic`; n.generated counts them all).
         feature_model: a `Classifier` trained on real data (`features` embeds, `head` judges labels).
         seed: seeds the KID subsets and the memorisation subsample.
         k: neighbours for the precision/recall manifolds (lowered when a set is tiny).
@@ -133,6 +153,8 @@ def gan_quality(
     """
     if len(synthetic) < 2 or len(real_test) < 2:
         raise DataError(f"GAN quality needs at least 2 synthetic and 2 test images, got {len(synthetic)} and {len(real_test)}")
+    generated = len(synthetic)
+    synthetic = scored_synthetic(synthetic, seed)
     n_classes = len(real_test.class_names)
     rng = np.random.default_rng(seed)
     f_test, p_test = embed(feature_model, real_test.images)
@@ -146,7 +168,7 @@ def gan_quality(
         "memorization": memorization(real_train, real_test, synthetic, rng),
         "reference": _real_reference(f_train, w_train, f_test, w_test, p_test, real_test),
         "feature_space": f"penultimate layer ({f_test.shape[1]}-d) of a class-weighted small_cnn trained on the real training split",
-        "n": {"synthetic": len(synthetic), "test": len(real_test), "train": len(real_train)},
+        "n": {"synthetic": len(synthetic), "generated": generated, "test": len(real_test), "train": len(real_train)},
     }
 
 

@@ -245,7 +245,7 @@ def quality_blocks(metrics: dict) -> list[Block]:
                           _q(ref["judge_recall_per_class"].get(n))])
     return blocks + [
         Block("p", f"Feature space: {q['feature_space']}. Real test images are weighted to the synthetic class mix; "
-                   f"{q['n']['synthetic']} synthetic, {q['n']['test']} test images."),
+                   f"{_scored(q['n'])}, {q['n']['test']} test images."),
         Block("table", rows=rows),
         Block("table", rows=per_class),
     ]
@@ -295,3 +295,9 @@ def provenance_blocks(metrics: dict, params: dict) -> list[Block]:
         Block("p", f"Time: {timing}." if timing else "Time: not recorded."),
         Block("code", yaml.safe_dump(params, sort_keys=False, allow_unicode=True) if params else "(no parameters given)"),
     ]
+
+
+def _scored(n: dict) -> str:
+    """`20000 synthetic` or, where gan_quality scored a per-class sample, `20000 of 124000 synthetic`."""
+    generated = n.get("generated", n["synthetic"])  # metrics.json of augment before the cap lacks it
+    return f"{n['synthetic']} synthetic" if generated == n["synthetic"] else f"{n['synthetic']} of {generated} synthetic"

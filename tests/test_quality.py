@@ -105,3 +105,24 @@ def test_per_class_recall_sees_a_collapsed_class():
     # the collapsed class's k-NN balls have radius 0: only the real point it sits on is covered
     assert out["recall"]["b"] == pytest.approx(0.25) and out["precision"]["b"] == 1.0
     assert out["recall"]["c"] is None and out["precision"]["c"] is None  # no image of class c
+
+
+def test_scored_synthetic_caps_each_class_and_is_seeded():
+    t = _table((3, 7, 5))
+    assert Q.scored_synthetic(t, seed=0, cap=7) is t  # no class over the cap: the table itself
+    a, b = Q.scored_synthetic(t, seed=0, cap=4), Q.scored_synthetic(t, seed=0, cap=4)
+    assert a.counts().tolist() == [3, 4, 4]  # a is under the cap and stays whole
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    # every kept row is a row of t, none twice
+    flat = {img.tobytes() for img in t.images}
+    assert all(img.tobytes() in flat for img in a.images) and len({img.tobytes() for img in a.images}) == len(a)
+    c = Q.scored_synthetic(t, seed=1, cap=4)
+    assert not np.array_equal(a.images, c.images)  # another seed, another draw
+
+
+def test_gan_quality_scores_at_most_the_cap_per_class(monkeypatch):
+    monkeypatch.setattr(Q, "MAX_SCORED_PER_CLASS", 4)
+    monkeypatch.setattr(Q.scored_synthetic, "__defaults__", (4,))
+    real, test, syn = _table((6, 6, 6)), _table((5, 5, 5), seed=1), _table((0, 9, 9), seed=2)
+    q = Q.gan_quality(real, test, syn, _model(), seed=0, kid_subsets=2)
+    assert q["n"]["synthetic"] == 8 and q["n"]["generated"] == 18
