@@ -504,6 +504,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                    f"({tried}); chosen `{m['mix_policy']['chosen']['name']}`. Result {_gain_text(m)}; "
                    f"{_gan_vs_baseline(m)}.")
     for name, what in (("mnist_lt_diverse_gan", "MNIST-LT, the shipped small_gray recipe (mode seeking, 12,000 steps)"),
+                       ("mnist_lt_diverse_gan_fill_2000", "MNIST-LT, the same GAN, every class filled to 2,000 "
+                        "(13,000 synthetic rows per epoch)"),
                        ("mnist_lt_diverse_gan_fill_all", "MNIST-LT, the same GAN, every class filled to the largest "
                         "(plan auto: 31,000 synthetic rows per epoch instead of 5,000)"),
                        ("usps_lt_diverse_gan", "USPS-LT, the shipped demo recipe"),
