@@ -122,7 +122,6 @@ def test_scored_synthetic_caps_each_class_and_is_seeded():
 
 def test_gan_quality_scores_at_most_the_cap_per_class(monkeypatch):
     monkeypatch.setattr(Q, "MAX_SCORED_PER_CLASS", 4)
-    monkeypatch.setattr(Q.scored_synthetic, "__defaults__", (4,))
     real, test, syn = _table((6, 6, 6)), _table((5, 5, 5), seed=1), _table((0, 9, 9), seed=2)
     q = Q.gan_quality(real, test, syn, _model(), seed=0, kid_subsets=2)
     assert q["n"]["synthetic"] == 8 and q["n"]["generated"] == 18
