@@ -369,12 +369,21 @@ def _points(x: float) -> str:
 
 # the runs a dataset's goals read, the shipped GAN recipe's first: the first present is the goals'
 # (mnist_lt and usps_lt are the former recipe's runs: sngan width 16, class head 1.0, no mode seeking)
-GOAL_RUNS = {"mnist_lt": ("mnist_lt_diverse_gan", "mnist_lt"), "usps_lt": ("usps_lt_diverse_gan", "usps_lt")}
+# (mnist_lt_share and usps_lt_share: the default synthetic share, each reusing the GAN of the run after it;
+# the time goal reads the first run that trained its GAN, `whole_run`)
+GOAL_RUNS = {"mnist_lt": ("mnist_lt_share", "mnist_lt_diverse_gan", "mnist_lt"),
+             "usps_lt": ("usps_lt_share", "usps_lt_diverse_gan", "usps_lt")}
 
 
 def goal_run(results: dict[str, dict], dataset: str) -> str:
     """The result name `dataset`'s goals read (GOAL_RUNS), or `dataset` itself when none is present."""
     return next((n for n in GOAL_RUNS.get(dataset, ()) if n in results), dataset)
+
+
+def whole_run(results: dict[str, dict], dataset: str) -> str | None:
+    """The first of `dataset`'s GOAL_RUNS that trained its GAN (not `reused_gan`): the one whose wall
+    time is the whole benchmark's; None when none is present."""
+    return next((n for n in GOAL_RUNS.get(dataset, (dataset,)) if n in results and not results[n].get("reused_gan")), None)
 
 
 def _whole_wall(m: dict) -> tuple[float, str]:
@@ -404,13 +413,16 @@ def goals_section(results: dict[str, dict]) -> list[str]:
                      f"missed on {', '.join(below)}", files])
         rows.append(["Median selection regret <= 0.3 pt", f"{median:.2f} pt over {len(checked)} run(s)",
                      "met" if median <= 0.3 else f"missed by {median - 0.3:.2f} pt", files])
-    if m:
-        whole = not m.get("reused_gan")
-        wall, note = _whole_wall(m)
+    timed = whole_run(results, "mnist_lt")
+    if timed:
+        t = results[timed]
+        wall, note = _whole_wall(t)
         rows.append(["MNIST-LT: whole benchmark <= 30 min on 2 CPU cores",
-                     f"{wall / 60:.1f} min ({len(m['seeds'])} seeds{note if whole else ', GAN reused: not the whole run'})",
-                     ("met" if wall <= 1800 else f"missed by {(wall - 1800) / 60:.1f} min") if whole else "not measured",
-                     f"{mnist}.json"])
+                     f"{wall / 60:.1f} min ({len(t['seeds'])} seeds{note})",
+                     "met" if wall <= 1800 else f"missed by {(wall - 1800) / 60:.1f} min", f"{timed}.json"])
+    elif m:
+        rows.append(["MNIST-LT: whole benchmark <= 30 min on 2 CPU cores", "GAN reused: not the whole run",
+                     "not measured", f"{mnist}.json"])
     rows.append(_gain_row(results, goal_run(results, "usps_lt"), "USPS-LT: gain over the best non-GAN strategy, CI above 0", 0.0))
     rows.append(_gain_row(results, "gtsrb", "GTSRB natural: gain over the best non-GAN strategy, CI above 0", 0.0))
     rows.append(_gain_row(results, "gtsrb_lt", "GTSRB-LT: gain >= +2 pt", 0.02))

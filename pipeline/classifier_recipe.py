@@ -116,3 +116,43 @@ def logit_prior(class_mass: np.ndarray) -> np.ndarray:
     out = np.full(len(mass), np.log(pi[mass > 0]).min())
     out[mass > 0] = np.log(pi[mass > 0])
     return out
+
+
+def synthetic_per_epoch(real_counts: np.ndarray, available: np.ndarray, share: float | None) -> np.ndarray:
+    """Synthetic rows of each class to draw per epoch so that at most `share` of an epoch's rows are
+    synthetic, given the most each class may have (`available`: the plan's count, or fewer where the
+    pool is short).
+
+    The budget, floor(share / (1 - share) * real rows), is water-filled from the rarest class up: each
+    class is raised towards a common level L (real + synthetic = L) without passing its `available`,
+    so a class's synthetic share falls as its real count rises and a class at or above L gets none.
+    The budget's last rows (fewer than the classes still rising) go one each to the classes lowest
+    after the fill, rarest first. When `available` fits the budget, or `share` is None, it is
+    returned as it is.
+
+    >>> synthetic_per_epoch(np.array([100, 10, 2]), np.array([0, 90, 98]), 0.25).tolist()
+    [0, 14, 23]
+    """
+    n = np.asarray(real_counts, np.int64)
+    cap = np.maximum(np.asarray(available, np.int64), 0)
+    if share is None:
+        return cap
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the synthetic share must be in (0, 1), got {share}")
+    budget = int(np.floor(share / (1.0 - share) * n.sum() + 1e-9))
+    if cap.sum() <= budget:
+        return cap
+
+    def fill(level: int) -> np.ndarray:
+        return np.clip(level - n, 0, cap)
+
+    lo, hi = 0, int((n + cap).max())  # fill(lo).sum() <= budget < fill(hi).sum()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fill(mid).sum() <= budget else (lo, mid)
+    out = fill(lo)
+    rest = budget - int(out.sum())
+    rising = [c for c in np.lexsort((n, n + out)) if out[c] < cap[c]]
+    for c in rising[:rest]:
+        out[c] += 1
+    return out

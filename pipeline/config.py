@@ -24,7 +24,6 @@ from pipeline.recipes import AUTO, RECIPES
 from pipeline.strategies import STRATEGIES
 
 
-
 class Section(BaseModel):
     """A params group: unknown keys are refused, and a validated section is frozen (a change is a
     new object: `model_copy(update=...)` or `model_validate`)."""
@@ -354,11 +353,13 @@ class EvaluateConfig(Section):
     # processes for the independent classifier runs (strategy x seed, mixing policies), each on
     # cpu_threads threads; auto = the cores this process may use / cpu_threads (1 on a GPU)
     workers: int | Literal["auto"] = "auto"
-    # the recipes' knobs: logit adjustment's tau (1 = balanced softmax), the share of the epochs in
-    # the late phase (DRW's re-weighting, cRT's head re-training, late synthetic rows), mixup's alpha
+    # the recipes' knobs: logit adjustment's tau (1 = balanced softmax), the late phase's share of the
+    # epochs (DRW, cRT, late synthetic rows), mixup's alpha, the fresh-pool strategies' most synthetic
+    # share of an epoch's rows (classifier_recipe.synthetic_per_epoch; null = the plan's count)
     tau: float = Field(1.0, ge=0.0)
     late_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     mixup_alpha: float = Field(0.2, gt=0.0)
+    synthetic_share: float | None = Field(0.35, gt=0.0, lt=1.0)
     mix: MixConfig = MixConfig()
 
     @field_validator("workers")

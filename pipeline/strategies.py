@@ -14,7 +14,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from pipeline.classifier_recipe import Recipe, SyntheticUse, TrainingSet, inverse_frequency_weights
+from pipeline.classifier_recipe import (
+    Recipe, SyntheticUse, TrainingSet, inverse_frequency_weights, synthetic_per_epoch,
+)
 from pipeline.data import ImageTable, random_oversample
 from pipeline.errors import DataError
 
@@ -25,6 +27,7 @@ class RecipeKnobs(Protocol):
     tau: float
     late_fraction: float
     mixup_alpha: float
+    synthetic_share: float | None
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class StrategyInputs:
 
     `mixed` is the real+synthetic set of the mixing policy chosen on validation (strategy
     `gan_policy`), or None when that strategy is not run; `cfg` carries the recipes' knobs
-    (tau, late_fraction, mixup_alpha).
+    (tau, late_fraction, mixup_alpha, synthetic_share).
     """
 
     train: ImageTable
@@ -117,19 +120,24 @@ def _recipe(i: StrategyInputs, **kw) -> Recipe:
     return Recipe(**{"tau": i.cfg.tau, "late_fraction": i.cfg.late_fraction, **kw})
 
 
-def synthetic_pool(synthetic: ImageTable, add: np.ndarray, phase: str) -> SyntheticUse:
-    """The generated set as a pool: each epoch draws the plan's count per class afresh (a pool
-    several times the plan, `generate.pool_factor`, then repeats no image until it is used up);
-    a pool no larger than the plan joins whole every epoch. Every synthetic row weighs 1."""
+def synthetic_pool(synthetic: ImageTable, add: np.ndarray, phase: str, real_counts: np.ndarray,
+                   share: float | None) -> SyntheticUse:
+    """The generated set as a pool: each epoch draws rows of each class afresh, repeating no image
+    until the class's pool is used up. A class draws at most the plan's count (`add`), and in all at
+    most `share` of an epoch's rows are synthetic, the rarest classes filled first
+    (`synthetic_per_epoch`); a pool that fits both joins whole every epoch. Every synthetic row
+    weighs 1."""
     have = synthetic.counts()
-    per_epoch = np.minimum(add, have) if (have > add).any() else None
-    return SyntheticUse(synthetic, np.ones(len(synthetic), np.float32), per_epoch, phase)
+    per_epoch = synthetic_per_epoch(real_counts, np.minimum(add, have), share)
+    whole = (per_epoch == have).all()
+    return SyntheticUse(synthetic, np.ones(len(synthetic), np.float32), None if whole else per_epoch, phase)
 
 
 def _with_pool(i: StrategyInputs, phase: str, **recipe) -> TrainingSet:
     if i.synthetic is None or len(i.synthetic) == 0:
         raise DataError("this strategy needs synthetic images; run `augment generate` first")
-    return TrainingSet(i.train, recipe=_recipe(i, **recipe), synthetic=synthetic_pool(i.synthetic, i.add, phase))
+    pool = synthetic_pool(i.synthetic, i.add, phase, i.train.counts(), i.cfg.synthetic_share)
+    return TrainingSet(i.train, recipe=_recipe(i, **recipe), synthetic=pool)
 
 
 STRATEGIES: dict[str, Strategy] = {

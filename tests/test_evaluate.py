@@ -121,7 +121,38 @@ def test_strategies_prepare_their_data():
     assert mix.mixup_alpha == 0.3 and mix.class_weight == "deferred" and mix.loss == "ce"
     # a pool twice the plan: the plan's count per class drawn afresh each epoch
     pool = ImageTable.concat([syn, syn])
-    assert S.synthetic_pool(pool, add, "all").per_epoch.tolist() == [0, 2, 3]
+    assert S.synthetic_pool(pool, add, "all", t.counts(), None).per_epoch.tolist() == [0, 2, 3]
+
+
+def test_synthetic_per_epoch_water_fills_the_share_by_hand():
+    n = np.array([100, 10, 2])
+    # budget floor(0.25 / 0.75 * 112) = 37: level 24 fills 14 + 22 = 36, the last row goes to the
+    # rarer of the two classes tied at 24 (class 2)
+    assert R.synthetic_per_epoch(n, np.array([0, 90, 98]), 0.25).tolist() == [0, 14, 23]
+    # a class's cap holds it back and the budget rises the others: class 2 stops at 5, level 37 - 5
+    assert R.synthetic_per_epoch(n, np.array([0, 90, 5]), 0.25).tolist() == [0, 32, 5]
+    # a class above the level gets none even when the plan gives it some
+    assert R.synthetic_per_epoch(n, np.array([50, 90, 98]), 0.25).tolist() == [0, 14, 23]
+    # what fits the budget is returned as it is; None = no share
+    assert R.synthetic_per_epoch(n, np.array([0, 3, 4]), 0.25).tolist() == [0, 3, 4]
+    assert R.synthetic_per_epoch(n, np.array([0, 90, 98]), None).tolist() == [0, 90, 98]
+    # the share of the epoch's rows is never above the setting
+    for share in (0.1, 0.35, 0.5, 0.9):
+        out = R.synthetic_per_epoch(n, np.array([0, 900, 980]), share)
+        assert out.sum() / (out.sum() + n.sum()) <= share and out.sum() == int(share / (1 - share) * 112)
+    with pytest.raises(ValueError, match="share"):
+        R.synthetic_per_epoch(n, n, 1.0)
+
+
+def test_pool_strategies_keep_the_synthetic_share():
+    t, syn = _table((40, 10, 2)), _table((0, 60, 60), seed=9)
+    add = np.array([0, 30, 38])
+    ts = S.STRATEGIES["gan_la_real_prior"].prepare(S.StrategyInputs(t, syn, add, 0, _cfg(synthetic_share=0.25)))
+    # budget floor(52 / 3) = 17: level 14 fills 4 + 12 = 16, the last row to class 2 (tied, rarer)
+    assert ts.synthetic.per_epoch.tolist() == [0, 4, 13]
+    assert _cfg().synthetic_share == 0.35  # params.yaml's default
+    with pytest.raises(ConfigError, match="synthetic_share"):
+        _cfg(synthetic_share=1.0)
 
 
 # ---- training ---------------------------------------------------------------------------------
