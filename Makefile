@@ -67,10 +67,21 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_diverse_gan.json \
 		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set plan.sampling_strategy=1000 \
 		--set generate.pool_factor=4 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=6 \
+		--set evaluate.synthetic_share=null \
 		--set 'evaluate.strategies=[oversample,logit_adjust,drw,decouple,mixup_drw,gan,gan_la,gan_la_real_prior,gan_mixup_drw,gan_drw,gan_crt]'
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_share.json \
+		--workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan --seeds 5 --set train_gan.checkpoint_every=500 \
+		--set train_gan.sample_every=500 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=6 \
+		--set 'evaluate.strategies=[oversample,logit_adjust,logit_adjust+augment,drw,decouple,mixup_drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_mixup_drw,gan_drw,gan_crt]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_diverse_gan.json \
 		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set generate.pool_factor=4 \
 		--set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 --set evaluate.min_steps=2000 \
+		--set evaluate.synthetic_share=null \
+		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share.json \
+		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 --set train_gan.checkpoint_every=500 \
+		--set train_gan.sample_every=500 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 \
+		--set evaluate.min_steps=2000 \
 		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)

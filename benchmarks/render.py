@@ -20,6 +20,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline import atomic  # noqa: E402
+from pipeline.classifier_recipe import synthetic_per_epoch  # noqa: E402
 
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "g_mean")
 
@@ -560,6 +561,51 @@ def tried_section(results: dict[str, dict]) -> list[str]:
             "Figures from the result files below; each file's section gives its command and machine.", "", *out, ""]
 
 
+# runs of one GAN each that differ in how many synthetic rows an epoch the fresh-pool strategies draw
+SHARE_RUNS = {
+    "MNIST-LT": ("mnist_lt_share_0.2", "mnist_lt_share", "mnist_lt_share_0.5", "mnist_lt_diverse_gan",
+                 "mnist_lt_diverse_gan_fill_2000", "mnist_lt_diverse_gan_fill_all"),
+    "USPS-LT": ("usps_lt_share_0.2", "usps_lt_share", "usps_lt_diverse_gan"),
+}
+
+
+def synthetic_rows(r: dict) -> tuple[int, int]:
+    """(synthetic rows a fresh-pool strategy draws an epoch, real rows) of a result: the plan's count
+    per class (the pool holds pool_factor times it), within `evaluate.synthetic_share` (absent: None)."""
+    counts = r["train_counts"]
+    plan = [int(r["plan"].get(name, 0)) for name in r["class_names"]]
+    per_epoch = synthetic_per_epoch(counts, plan, r["params"]["evaluate"].get("synthetic_share"))
+    return int(per_epoch.sum()), int(sum(counts))
+
+
+def share_section(results: dict[str, dict]) -> list[str]:
+    """One table per dataset: the GAN strategy's gain as the synthetic rows an epoch change."""
+    out = []
+    for dataset, names in SHARE_RUNS.items():
+        rows = []
+        for name in (n for n in names if n in results and (results[n].get("gain") or {}).get("balanced_accuracy")):
+            r = results[name]
+            syn, real = synthetic_rows(r)
+            g = r["gain"]
+            share = r["params"]["evaluate"].get("synthetic_share")
+            rows.append(f"| `{name}.json` | {r['params']['plan']['sampling_strategy']} | "
+                        f"{'none (the plan)' if share is None else share} | {syn:,} ({syn / (syn + real):.0%}) | "
+                        f"{g['strategy']} {100 * _ba(r, g['strategy']):.2f}% | {_points(g['balanced_accuracy']['mean'])} "
+                        f"[{_points(g['balanced_accuracy']['ci95'][0])}, {_points(g['balanced_accuracy']['ci95'][1])}] "
+                        f"vs {g['baseline']} | {r['recommendation']['strategy']} |")
+        if len(rows) > 1:
+            out += [f"**{dataset}**, one GAN, {len(rows)} runs:", "",
+                    "| result | plan | synthetic_share | synthetic rows an epoch (share) | validation-best GAN strategy "
+                    "| gain, points [95% CI] | recommended |", "|---|---|---|---|---|---|---|", *rows, ""]
+    if not out:
+        return []
+    return ["## How many synthetic rows an epoch", "",
+            "The fresh-pool strategies draw each class's synthetic rows afresh every epoch: the plan's count, within "
+            "`evaluate.synthetic_share` of the epoch's rows (rarest classes first) where it is set. The same GAN "
+            "in every row of a table; the classifiers take the same optimiser steps, so more synthetic rows "
+            "mean fewer real ones per step. Commands and machines in each file's section below.", "", *out]
+
+
 def scarcity_section(summary: dict, results: Path, out_md: Path) -> list[str]:
     """The scarcity sweep (scarcity.py): gain of the validation-best GAN strategy over the
     validation-best non-GAN one against the rarest class's size, as a table and a plot."""
@@ -651,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = {path.stem: json.loads(path.read_text()) for path in results}
     lines += goals_section(loaded)
     lines += tried_section(loaded)
+    lines += share_section(loaded)
     for path in results:
         r = loaded[path.stem]
         if path.stem == "speed":

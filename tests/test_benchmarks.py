@@ -552,3 +552,24 @@ def test_per_class_section_shows_the_gain_pair_and_the_rarest_classes(monkeypatc
     text = "\n".join(per_class_section(many))
     assert f"the {MAX_CLASS_COLUMNS} rarest of 20 classes" in text and "k0 (1)" in text and "k19 (20)" not in text
     assert per_class_section({"strategies": {}}) == []
+
+
+def test_share_section_counts_the_synthetic_rows_an_epoch(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import share_section, synthetic_rows
+
+    def run(share, plan):
+        gain = {"strategy": "gan_la_real_prior", "baseline": "mixup_drw",
+                "balanced_accuracy": {"mean": 0.005, "ci95": [0.001, 0.009], "per_seed": [0.005] * 3}}
+        return {"train_counts": [100, 10, 2], "class_names": ["a", "b", "c"], "plan": {"a": 0, "b": 90, "c": 98},
+                "params": {"evaluate": {"synthetic_share": share}, "plan": {"sampling_strategy": plan}},
+                "gain": gain, "strategies": {"gan_la_real_prior": {"balanced_accuracy": {"mean": 0.97}}},
+                "recommendation": {"strategy": "mixup_drw"}}
+
+    # share 0.25 of 112 real rows: floor(112 / 3) = 37 synthetic rows; no share: the plan's 188
+    assert synthetic_rows(run(0.25, "auto")) == (37, 112)
+    assert synthetic_rows(run(None, "auto")) == (188, 112)
+    lines = share_section({"mnist_lt_share": run(0.25, "auto"), "mnist_lt_diverse_gan_fill_all": run(None, "auto")})
+    rows = [line for line in lines if line.startswith("| `")]
+    assert "| 37 (25%) |" in rows[0] and "| 188 (63%) |" in rows[1] and "+0.50 [+0.10, +0.90] vs mixup_drw" in rows[0]
+    assert share_section({"mnist_lt_share": run(0.25, "auto")}) == []  # one run compares nothing
