@@ -83,6 +83,16 @@ bench: $(STAMP)
 		--set train_gan.sample_every=500 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 \
 		--set evaluate.min_steps=2000 \
 		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
+	for share in 0.2 0.5; do $(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote \
+		--out benchmarks/results/mnist_lt_share_$$share.json --workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan \
+		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set evaluate.synthetic_share=$$share \
+		--set 'evaluate.strategies=[logit_adjust,mixup_drw,gan_la,gan_la_real_prior]' --set evaluate.cpu_threads=1 \
+		--set evaluate.workers=2 --set evaluate.epochs=6 || exit 1; done
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share_0.2.json \
+		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 --set train_gan.checkpoint_every=500 \
+		--set train_gan.sample_every=500 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 \
+		--set evaluate.min_steps=2000 --set evaluate.synthetic_share=0.2 \
+		--set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \
