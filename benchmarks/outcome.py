@@ -114,6 +114,13 @@ def selection_check(metrics: dict, predictions: pd.DataFrame | None = None) -> d
     return out
 
 
+def command_line(argv: list[str] | None) -> str:
+    """The command that reruns this benchmark: `python <this script> <args>`, also when another
+    script (scarcity.py, selection.py) called `main(argv)`, where sys.argv is that script's."""
+    script = sys.argv[0] if argv is None else f"benchmarks/{Path(__file__).name}"
+    return "python " + " ".join(shlex.quote(a) for a in [script, *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder with train.npz/test.npz (+ classes.json)")
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     metrics = json.loads((Path(cfg.paths.reports) / "metrics.json").read_text())
     result = metrics | {
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "command": command_line(argv),
         "machine": machine_info(),
         "dataset": Path(args.data).resolve().name,
         "profile": args.long_tail,

@@ -573,3 +573,12 @@ def test_share_section_counts_the_synthetic_rows_an_epoch(monkeypatch):
     rows = [line for line in lines if line.startswith("| `")]
     assert "| 37 (25%) |" in rows[0] and "| 188 (63%) |" in rows[1] and "+0.50 [+0.10, +0.90] vs mixup_drw" in rows[0]
     assert share_section({"mnist_lt_share": run(0.25, "auto")}) == []  # one run compares nothing
+
+
+def test_outcome_command_names_outcome_py_when_another_script_calls_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from outcome import command_line
+
+    monkeypatch.setattr(sys, "argv", ["benchmarks/scarcity.py", "--tails", "5"])
+    assert command_line(["--data", "my data", "--seeds", "3"]) == "python benchmarks/outcome.py --data 'my data' --seeds 3"
+    assert command_line(None) == "python benchmarks/scarcity.py --tails 5"  # run as a script: its own argv
