@@ -55,6 +55,14 @@ EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,logit_adjust,drw
 	--set evaluate.cpu_threads=1 --set generate.pool_factor=4 --set 'evaluate.mix.loss=[ce,logit_adjusted]' \
 	--set 'evaluate.mix.cap_ratio=[4,null]' --set 'evaluate.mix.min_score=[0,0.9]' --set 'evaluate.mix.synthetic_weight=[1.0]'
 
+# the shipped-recipe runs (MNIST-LT, USPS-LT): train_gan.recipe auto, two classifier processes of one thread each
+SHIPPED = --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set evaluate.cpu_threads=1 \
+	--set evaluate.workers=2
+MNIST_LT = --set evaluate.epochs=6
+USPS_LT = --set evaluate.epochs=10 --set evaluate.min_steps=2000
+USPS_LT_STRATEGIES = \
+	--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
+
 # small training sets (USPS-LT, GTSRB): every classifier gets >= 2,000 steps, and the policy may drop the GAN's images
 SMALL = --set evaluate.min_steps=2000 --set 'evaluate.mix.cap_ratio=[0,4,null]'
 
@@ -65,33 +73,22 @@ bench: $(STAMP)
 		--workdir benchmarks/work/speed --set train_gan.width=16 --set train_gan.aux_weight=1.0 \
 		--set train_gan.diffaug=color,translation,cutout
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_diverse_gan.json \
-		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set plan.sampling_strategy=1000 \
-		--set generate.pool_factor=4 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=6 \
+		--seeds 5 $(SHIPPED) --set plan.sampling_strategy=1000 --set generate.pool_factor=4 $(MNIST_LT) \
 		--set evaluate.synthetic_share=null \
 		--set 'evaluate.strategies=[oversample,logit_adjust,drw,decouple,mixup_drw,gan,gan_la,gan_la_real_prior,gan_mixup_drw,gan_drw,gan_crt]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_share.json \
-		--workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan --seeds 5 --set train_gan.checkpoint_every=500 \
-		--set train_gan.sample_every=500 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=6 \
+		--workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) $(MNIST_LT) \
 		--set 'evaluate.strategies=[oversample,logit_adjust,logit_adjust+augment,drw,decouple,mixup_drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_mixup_drw,gan_drw,gan_crt]'
-	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_diverse_gan.json \
-		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set generate.pool_factor=4 \
-		--set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 --set evaluate.min_steps=2000 \
-		--set evaluate.synthetic_share=null \
-		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
-	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share.json \
-		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 --set train_gan.checkpoint_every=500 \
-		--set train_gan.sample_every=500 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 \
-		--set evaluate.min_steps=2000 \
-		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 	for share in 0.2 0.5; do $(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote \
 		--out benchmarks/results/mnist_lt_share_$$share.json --workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan \
-		--seeds 5 --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set evaluate.synthetic_share=$$share \
-		--set 'evaluate.strategies=[logit_adjust,mixup_drw,gan_la,gan_la_real_prior]' --set evaluate.cpu_threads=1 \
-		--set evaluate.workers=2 --set evaluate.epochs=6 || exit 1; done
+		--seeds 5 $(SHIPPED) $(MNIST_LT) --set evaluate.synthetic_share=$$share \
+		--set 'evaluate.strategies=[logit_adjust,mixup_drw,gan_la,gan_la_real_prior]' || exit 1; done
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_diverse_gan.json \
+		--seeds 5 $(SHIPPED) --set generate.pool_factor=4 $(USPS_LT) --set evaluate.synthetic_share=null $(USPS_LT_STRATEGIES)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share.json \
+		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) $(USPS_LT) $(USPS_LT_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share_0.2.json \
-		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 --set train_gan.checkpoint_every=500 \
-		--set train_gan.sample_every=500 --set evaluate.cpu_threads=1 --set evaluate.workers=2 --set evaluate.epochs=10 \
-		--set evaluate.min_steps=2000 --set evaluate.synthetic_share=0.2 \
+		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) $(USPS_LT) --set evaluate.synthetic_share=0.2 \
 		--set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
