@@ -59,6 +59,9 @@ EVAL = --set 'evaluate.strategies=[none,class_weight,oversample,logit_adjust,drw
 SHIPPED = --set train_gan.checkpoint_every=500 --set train_gan.sample_every=500 --set evaluate.cpu_threads=1 \
 	--set evaluate.workers=2
 MNIST_LT = --set evaluate.epochs=6
+# the classifiers at the default 15 epochs (MNIST_LT shortens them to 6 to save time)
+EPOCHS15 = --set evaluate.gan_quality=false \
+	--set 'evaluate.strategies=[oversample,logit_adjust,logit_adjust+augment,drw,mixup_drw,gan_la_real_prior,gan_la_real_prior+augment]'
 USPS_LT = --set evaluate.epochs=10 --set evaluate.min_steps=2000
 USPS_LT_STRATEGIES = \
 	--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
@@ -83,6 +86,11 @@ bench: $(STAMP)
 		--out benchmarks/results/mnist_lt_share_$$share.json --workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan \
 		--seeds 5 $(SHIPPED) $(MNIST_LT) --set evaluate.synthetic_share=$$share \
 		--set 'evaluate.strategies=[logit_adjust,mixup_drw,gan_la,gan_la_real_prior]' || exit 1; done
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_epochs15.json \
+		--workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) $(EPOCHS15)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_epochs15_pool3.json \
+		--workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) --set generate.pool_factor=3 \
+		--set evaluate.gan_quality=false --set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_diverse_gan.json \
 		--seeds 5 $(SHIPPED) --set generate.pool_factor=4 $(USPS_LT) --set evaluate.synthetic_share=null $(USPS_LT_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share.json \

@@ -63,6 +63,9 @@ RECIPES = {
     # class-loss ablation's best worst-class recall, gan_ablation_mnist_lt_class_loss.json)
     "ours_before_ms": ({"aux_weight": 1.0, "ms_weight": 0.0}, 250),
     "ours_ms_0.3_aux1.0": ({"aux_weight": 1.0, "ms_weight": 0.3}, 250),
+    # colour (GTSRB): the small_color recipe four times wider, and with MNIST's mode seeking and class loss
+    "ours_width32": ({"width": 32}, 250),
+    "ours_ms_0.3_aux1.5": ({"aux_weight": 1.5, "ms_weight": 0.3}, 250),
     "reference": (speed.REFERENCE, 2500),
 }
 # train_gan fields the child's command sets for the benchmark (a clock, not a step count, stops it)

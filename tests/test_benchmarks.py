@@ -575,6 +575,27 @@ def test_share_section_counts_the_synthetic_rows_an_epoch(monkeypatch):
     assert share_section({"mnist_lt_share": run(0.25, "auto")}) == []  # one run compares nothing
 
 
+def test_epochs_section_compares_each_strategy_across_training_lengths(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import epochs_section
+
+    def run(epochs, scores, recommended):
+        return {"epochs": epochs, "params": {"generate": {"pool_factor": 1}},
+                "strategies": {n: {"balanced_accuracy": {"mean": v}} for n, v in scores.items()},
+                "gains": {n: {} for n in scores if n.startswith("gan")}, "recommendation": {"strategy": recommended}}
+
+    short = run(6, {"mixup_drw": 0.9686, "logit_adjust": 0.9680, "gan_la_real_prior": 0.9742}, "mixup_drw")
+    long = run(15, {"mixup_drw": 0.9767, "logit_adjust+augment": 0.9793, "gan_la_real_prior": 0.9787}, "mixup_drw")
+    lines = epochs_section({"mnist_lt_share": short, "mnist_lt_epochs15": long})
+    table = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
+    assert "(6 epochs, pool x1)" in table["| strategy"] and "(15 epochs, pool x1)" in table["| strategy"]
+    assert table["| logit_adjust"].endswith("| 96.80 | - |") and table["| logit_adjust+augment"].endswith("| - | 97.93 |")
+    # the GAN strategy against the best non-GAN one on test: 97.42 - 96.86 and 97.87 - 97.93
+    margin = table["| best GAN minus best non-GAN strategy, both on test"]
+    assert "gan_la_real_prior +0.56 vs mixup_drw" in margin and "gan_la_real_prior -0.06 vs logit_adjust+augment" in margin
+    assert epochs_section({"mnist_lt_share": short}) == []  # one run compares nothing
+
+
 def test_outcome_command_names_outcome_py_when_another_script_calls_it(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     from outcome import command_line
