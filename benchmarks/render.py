@@ -607,7 +607,9 @@ def share_section(results: dict[str, dict]) -> list[str]:
             "The fresh-pool strategies draw each class's synthetic rows afresh every epoch: the plan's count, within "
             "`evaluate.synthetic_share` of the epoch's rows (rarest classes first) where it is set. The same GAN "
             "in every row of a table; the classifiers take the same optimiser steps, so more synthetic rows "
-            "mean fewer real ones per step. Commands and machines in each file's section below.", "", *out]
+            "mean fewer real ones per step. The MNIST-LT runs train the classifiers for 6 epochs, where the "
+            "GAN's lead did not survive the default 15 (next section). Commands and machines in each file's "
+            "section below.", "", *out]
 
 
 # runs of one GAN that differ in how long the classifiers train (and how large the pool is)
