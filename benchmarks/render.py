@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline import atomic  # noqa: E402
 from pipeline.classifier_recipe import synthetic_per_epoch  # noqa: E402
+from pipeline.strategies import STRATEGIES  # noqa: E402
 
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "g_mean")
 
@@ -616,13 +617,9 @@ def share_section(results: dict[str, dict]) -> list[str]:
 EPOCH_RUNS = {"MNIST-LT": ("mnist_lt_share", "mnist_lt_epochs15", "mnist_lt_epochs15_pool3")}
 
 
-def _uses_synthetic(r: dict, strategy: str) -> bool:
-    return strategy in r.get("gains", {})
-
-
 def _test_best(r: dict, synthetic: bool) -> str | None:
     """The strategy with the best mean test balanced accuracy among the GAN (or non-GAN) ones run."""
-    names = [n for n in r["strategies"] if _uses_synthetic(r, n) == synthetic]
+    names = [n for n in r["strategies"] if STRATEGIES[n].uses_synthetic == synthetic]
     return max(names, key=lambda n: _ba(r, n), default=None)
 
 
