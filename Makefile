@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast server serve bench clean
+.PHONY: setup demo test test-fast server serve bench bench-generator clean
 
 setup: $(STAMP)
 
@@ -104,6 +104,21 @@ bench: $(STAMP)
 		--seeds 3 $(RECIPE) --set train_gan.steps=2500 $(EVAL) --set evaluate.epochs=6 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=4000 $(EVAL) --set evaluate.epochs=6 $(SMALL)
+	$(BIN)/python benchmarks/render.py
+
+# the generator's time to quality (the generator issue): hours of wall time, so apart from `bench`.
+# The GTSRB 90-min pair runs side by side, each pinned to its own core with one thread.
+TTQ = $(BIN)/python benchmarks/time_to_quality.py
+GTSRB_90 = --data ../shared/datasets/gtsrb --long-tail natural --minutes 90 --threads 1 --every 500
+bench-generator: $(STAMP)
+	$(TTQ) --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/time_to_quality_mnist_lt.json \
+		--minutes 10 --recipes ours ours_before_ms ours_ms_0.3_aux1.0 reference
+	$(TTQ) --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/time_to_quality_gtsrb.json \
+		--minutes 28 --recipes ours ours_ms_0.3_aux1.5
+	OMP_NUM_THREADS=1 taskset -c 0 $(TTQ) $(GTSRB_90) --out benchmarks/results/time_to_quality_gtsrb_90min.json \
+		--recipes ours_ms_0.3_aux1.5 & pid=$$!; \
+	OMP_NUM_THREADS=1 taskset -c 1 $(TTQ) $(GTSRB_90) --out benchmarks/results/time_to_quality_gtsrb_90min_width32.json \
+		--recipes ours_width32_ms_0.3_aux1.5 && wait $$pid
 	$(BIN)/python benchmarks/render.py
 
 clean:

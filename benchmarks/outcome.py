@@ -46,6 +46,14 @@ def profile_overrides(profile: str) -> dict:
     raise SystemExit(f"error: --long-tail {profile!r}: use deepsmote, rho=<ratio>, natural or natural=<fraction>")
 
 
+def workdir_paths(work: Path) -> dict[str, str]:
+    """Every `paths.*` output inside the benchmark's workdir: a benchmark neither writes into nor
+    locks the user's data/ (`pipeline.lock`), so two benchmarks with their own workdirs run side by side."""
+    return {f"paths.{k}": str(work / v) for k, v in
+            {"prepared": "prepared", "plan": "plan.json", "gan": "models/gan", "synthetic": "synthetic",
+             "reports": "reports"}.items()}
+
+
 def build_config(args: argparse.Namespace, work: Path) -> config.Config:
     overrides = {
         "data.source": str(Path(args.data).resolve()),
@@ -53,9 +61,7 @@ def build_config(args: argparse.Namespace, work: Path) -> config.Config:
         "train_gan.device": args.device,
         "evaluate.device": args.device,
         **profile_overrides(args.long_tail),
-        **{f"paths.{k}": str(work / v) for k, v in
-           {"prepared": "prepared", "plan": "plan.json", "gan": "models/gan", "synthetic": "synthetic",
-            "reports": "reports"}.items()},
+        **workdir_paths(work),
     }
     overrides.update(dict(params_file.parse_override(o) for o in args.set))
     return params_file.load(args.params, overrides)

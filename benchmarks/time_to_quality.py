@@ -66,6 +66,7 @@ RECIPES = {
     # colour (GTSRB): the small_color recipe four times wider, and with MNIST's mode seeking and class loss
     "ours_width32": ({"width": 32}, 250),
     "ours_ms_0.3_aux1.5": ({"aux_weight": 1.5, "ms_weight": 0.3}, 250),
+    "ours_width32_ms_0.3_aux1.5": ({"width": 32, "aux_weight": 1.5, "ms_weight": 0.3}, 250),
     "reference": (speed.REFERENCE, 2500),
 }
 # train_gan fields the child's command sets for the benchmark (a clock, not a step count, stops it)
@@ -95,8 +96,7 @@ def budget_s(args: argparse.Namespace, name: str) -> float:
 
 def _overrides(args: argparse.Namespace, work: Path) -> dict:
     return {"data.source": str(Path(args.data).resolve()), **outcome.profile_overrides(args.long_tail),
-            "paths.prepared": str(work / "prepared"), "paths.plan": str(work / "plan.json"),
-            **dict(params_file.parse_override(o) for o in args.set)}
+            **outcome.workdir_paths(work), **dict(params_file.parse_override(o) for o in args.set)}
 
 
 def _recipe_overrides(args: argparse.Namespace, work: Path, name: str) -> dict:

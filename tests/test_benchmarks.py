@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -603,3 +604,37 @@ def test_outcome_command_names_outcome_py_when_another_script_calls_it(monkeypat
     monkeypatch.setattr(sys, "argv", ["benchmarks/scarcity.py", "--tails", "5"])
     assert command_line(["--data", "my data", "--seeds", "3"]) == "python benchmarks/outcome.py --data 'my data' --seeds 3"
     assert command_line(None) == "python benchmarks/scarcity.py --tails 5"  # run as a script: its own argv
+
+
+def test_benchmarks_keep_every_output_path_in_their_workdir(tmp_path, monkeypatch):
+    """Every `paths.*` the config has goes under the workdir, so a benchmark never writes into or
+    locks the user's data/ and two benchmarks with their own workdirs run side by side."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import outcome
+
+    from pipeline.config import Paths
+
+    paths = outcome.workdir_paths(tmp_path)
+    assert set(paths) == {f"paths.{k}" for k in Paths.model_fields}
+    assert all(Path(v).parent == tmp_path or Path(v).parent.parent == tmp_path for v in paths.values())
+
+
+def test_gtsrb_generator_goal_takes_the_first_snapshot_within_90_min_that_meets_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import render
+
+    def point(minutes, mean, worst, recall, step):
+        return {"step": step, "seconds": 60 * minutes, "mean_agreement": mean, "worst_agreement": worst,
+                "mean_recall": recall}
+
+    slow = [point(30, 0.5, 0.1, 0.1, 1000), point(80, 0.91, 0.75, 0.55, 3000), point(95, 0.99, 0.9, 0.6, 4000)]
+    assert render.gtsrb_generator_point(slow)["step"] == 3000
+    never = [point(30, 0.5, 0.1, 0.1, 1000), point(85, 0.95, 0.65, 0.6, 3000), point(100, 0.99, 0.9, 0.6, 4000)]
+    assert render.gtsrb_generator_point(never)["step"] == 3000  # the worst class misses 0.70; 100 min is past the budget
+    run = lambda curve: {"long_tail": "natural", "threads": 2, "recipes": {"r": {"curve": curve}}}  # noqa: E731
+    rows = render._gtsrb_generator_row({"time_to_quality_gtsrb": run(never), "time_to_quality_gtsrb_b": run(slow),
+                                        "time_to_quality_mnist_lt": run(slow)})
+    assert rows[0][2] == "met" and rows[0][3] == "time_to_quality_gtsrb_b.json" and "at 80.0 min" in rows[0][1]
+    rows = render._gtsrb_generator_row({"time_to_quality_gtsrb": run(never)})
+    assert rows[0][2].startswith("missed: mean agreement 0.95 of 0.90, worst 0.65 of 0.70")
+    assert render._gtsrb_generator_row({"time_to_quality_mnist_lt": run(slow)}) == []
