@@ -115,6 +115,8 @@ bench-generator: $(STAMP)
 		--minutes 10 --recipes ours ours_before_ms ours_ms_0.3_aux1.0 reference
 	$(TTQ) --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/time_to_quality_gtsrb.json \
 		--minutes 28 --recipes ours ours_ms_0.3_aux1.5
+	$(TTQ) --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/time_to_quality_gtsrb_tac.json \
+		--minutes 28 --recipes ours_tac_ms_0.3_aux1.5
 	OMP_NUM_THREADS=1 taskset -c 0 $(TTQ) $(GTSRB_90) --out benchmarks/results/time_to_quality_gtsrb_90min.json \
 		--recipes ours_ms_0.3_aux1.5 & pid=$$!; \
 	OMP_NUM_THREADS=1 taskset -c 1 $(TTQ) $(GTSRB_90) --out benchmarks/results/time_to_quality_gtsrb_90min_width32.json \
