@@ -83,7 +83,8 @@ def summarize(quality: torch.Tensor, recall_bar: float) -> dict:
 def run_variant(args: argparse.Namespace, name: str, work: Path) -> dict:
     overrides = {
         "data.source": str(Path(args.data).resolve()), **outcome.profile_overrides(args.long_tail),
-        **outcome.workdir_paths(work), "paths.gan": str(work / name / "gan"), "train_gan.steps": args.steps, "train_gan.track_quality": True,
+        **outcome.workdir_paths(work), "paths.gan": str(work / name / "gan"),
+        "train_gan.steps": args.steps, "train_gan.track_quality": True,
         "train_gan.checkpoint_every": 500, "train_gan.sample_every": args.sample_every,
         "train_gan.cpu_threads": args.threads,
         **dict(params_file.parse_override(o) for o in args.set), **VARIANTS[name],

@@ -47,11 +47,10 @@ def profile_overrides(profile: str) -> dict:
 
 
 def workdir_paths(work: Path) -> dict[str, str]:
-    """Every `paths.*` output inside the benchmark's workdir: a benchmark neither writes into nor
+    """Every `paths.*` output inside the benchmark's workdir, laid out as `config.Paths` lays out data/
+    (data/models/gan -> <work>/models/gan): a benchmark neither writes into nor
     locks the user's data/ (`pipeline.lock`), so two benchmarks with their own workdirs run side by side."""
-    return {f"paths.{k}": str(work / v) for k, v in
-            {"prepared": "prepared", "plan": "plan.json", "gan": "models/gan", "synthetic": "synthetic",
-             "reports": "reports"}.items()}
+    return {f"paths.{k}": str(work / Path(f.default).relative_to("data")) for k, f in config.Paths.model_fields.items()}
 
 
 def build_config(args: argparse.Namespace, work: Path) -> config.Config:
