@@ -534,6 +534,33 @@ def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):
     assert [row[0].split(":")[0] for row in rows] == ["MNIST-LT generator", "Time to quality (every class agreement >= 0.98, recall >= 0.6)"]
 
 
+def test_the_3x_time_to_quality_goal_reads_each_run_and_needs_a_reference_budget_of_3x_ours(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import _time_to_quality_rows, three_x_verdict
+
+    assert three_x_verdict(300.0, 900.0, 1200.0) == "met"  # the reference took exactly 3x
+    assert three_x_verdict(300.0, 899.0, 1200.0) == "missed"
+    assert three_x_verdict(300.0, None, 900.0) == "met"  # never, within 3x our time
+    assert three_x_verdict(300.0, None, 600.0) == "undecided"  # never, but stopped at 2x
+    assert three_x_verdict(None, None, 6000.0) == "missed"
+
+    def run(ours_s, ref_s, budget_s):
+        curve = [{"worst_agreement": 1.0, "worst_recall": 0.7}]
+        return {"threads": 1, "recipes": {
+            "ours": {"seconds_to_bar": {"0.6": ours_s, "0.7": None}, "budget_s": 600.0, "curve": curve},
+            "reference": {"seconds_to_bar": {"0.6": ref_s}, "budget_s": budget_s, "curve": curve}}}
+
+    def status(results):
+        return _time_to_quality_rows(results)[-1][2]
+
+    short, long = run(324.0, None, 600.0), run(400.0, None, 2160.0)
+    assert status({"time_to_quality_mnist_lt": short}).startswith("undecided")
+    assert status({"time_to_quality_mnist_lt": short, "time_to_quality_mnist_lt_3x": long}) == "met"
+    assert status({"time_to_quality_mnist_lt_3x": long, "time_to_quality_mnist_lt_b": run(400.0, 1000.0, 2160.0)}) == "missed"
+    rows = _time_to_quality_rows({"time_to_quality_mnist_lt": short, "time_to_quality_mnist_lt_3x": long})
+    assert rows[-1][3] == "time_to_quality_mnist_lt.json, time_to_quality_mnist_lt_3x.json" and len(rows) == 2
+
+
 def test_per_class_section_shows_the_gain_pair_and_the_rarest_classes(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     from render import MAX_CLASS_COLUMNS, per_class_section
