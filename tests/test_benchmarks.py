@@ -561,6 +561,23 @@ def test_the_3x_time_to_quality_goal_reads_each_run_and_needs_a_reference_budget
     assert rows[-1][3] == "time_to_quality_mnist_lt.json, time_to_quality_mnist_lt_3x.json" and len(rows) == 2
 
 
+def test_the_shared_cores_goal_row_reads_auto_threads_and_the_default_beside_the_neighbour(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import _shared_cores_rows
+
+    def rows(auto, default):
+        return {"shared_cores": {"rows": [
+            {"case": "auto-spin", "neighbour": False, "share_of_best_alone": 1.0},
+            {"case": "auto-spin", "neighbour": True, "share_of_best_alone": auto},
+            {"case": "0.4.0", "neighbour": True, "share_of_best_alone": default}]}}
+
+    (row,) = _shared_cores_rows(rows(0.776, 0.332))
+    assert row[1] == "cpu_threads auto 78%, default 33%" and row[2].startswith("met with cpu_threads: auto (the default")
+    assert _shared_cores_rows(rows(0.39, 0.2))[0][2] == "missed"
+    assert _shared_cores_rows(rows(0.5, 0.45))[0][2] == "met with cpu_threads: auto"
+    assert _shared_cores_rows({}) == []
+
+
 def test_per_class_section_shows_the_gain_pair_and_the_rarest_classes(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     from render import MAX_CLASS_COLUMNS, per_class_section
