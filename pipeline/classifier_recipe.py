@@ -50,7 +50,7 @@ class Recipe:
     late_fraction: float = 0.25
     drw_beta: float = 0.9999
     augment: bool = False
-    prior: Literal["batches", "real", "mid"] = "batches"
+    prior: Literal["batches", "real"] = "batches"
 
     @property
     def has_late_phase(self) -> bool:

@@ -321,7 +321,7 @@ class EvaluateConfig(Section):
     strategies: list[str] = [
         "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple",
         "mixup_drw", "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior",
-        "gan_la_real_prior+augment", "gan_la_mid_prior", "gan_la_mid_prior+augment", "gan_la+augment",
+        "gan_la_real_prior+augment", "gan_la+augment",
         "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy", "synthetic_only",
     ]
     seeds: int = Field(3, ge=1)

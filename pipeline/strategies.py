@@ -208,16 +208,6 @@ STRATEGIES: dict[str, Strategy] = {
             "gan_la_real_prior with classic augmentation (random affine) of every batch, synthetic rows included",
         ),
         Strategy(
-            "gan_la_mid_prior", True, lambda i: _with_pool(i, "all", loss="logit_adjusted", prior="mid"),
-            "gan_la with the prior halfway (geometric mean) between the real rows' and the batches': "
-            "a synthetic row counts half as much as a real one towards a class's margin",
-        ),
-        Strategy(
-            "gan_la_mid_prior+augment", True,
-            lambda i: _with_pool(i, "all", loss="logit_adjusted", prior="mid", augment=True),
-            "gan_la_mid_prior with classic augmentation (random affine) of every batch, synthetic rows included",
-        ),
-        Strategy(
             "gan_la+augment", True, lambda i: _with_pool(i, "all", loss="logit_adjusted", augment=True),
             "gan_la with classic augmentation (random affine) of every batch, synthetic rows included",
         ),

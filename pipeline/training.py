@@ -221,17 +221,6 @@ class _Run:
             mass = np.where(counts > 0, mass / np.maximum(counts, 1), 0.0)
         return mass
 
-    def log_prior(self, rows: np.ndarray, balanced: bool, weight: np.ndarray) -> np.ndarray:
-        """The logit adjustment's log prior for an epoch of `rows` (`Recipe.prior`): of the batches,
-        of their real rows alone, or the mean of the two logs."""
-        def of(chosen: np.ndarray) -> np.ndarray:
-            return logit_prior(self.class_mass(chosen, balanced, weight))
-
-        if self.recipe.prior == "batches":
-            return of(rows)
-        real = of(rows[rows < self.n_real])
-        return real if self.recipe.prior == "real" else 0.5 * (real + of(rows))
-
     def batches(self, rows: np.ndarray, balanced: bool) -> list[torch.Tensor]:
         """`self.steps` batches of row indices from `rows`: successive permutations (instance), or
         class-balanced draws with replacement."""
@@ -297,7 +286,8 @@ class _Run:
             weight = torch.from_numpy(weight_np).to(self.device)
             offsets = None
             if r.loss == "logit_adjusted":
-                prior = self.log_prior(rows, balanced, weight_np)
+                prior_rows = rows[rows < self.n_real] if r.prior == "real" else rows
+                prior = logit_prior(self.class_mass(prior_rows, balanced, weight_np))
                 offsets = (r.tau * torch.as_tensor(prior, dtype=torch.float32)).to(self.device)
             model.train()
             if head_only:

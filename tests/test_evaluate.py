@@ -81,10 +81,10 @@ def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
 def test_strategy_registry_matches_the_config_choices():
     assert set(S.STRATEGIES) == {
         "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple", "mixup_drw",
-        "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la_mid_prior", "gan_la_mid_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy",
+        "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy",
         "synthetic_only"}
     assert {n for n, s in S.STRATEGIES.items() if s.uses_synthetic} == {
-        "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la_mid_prior", "gan_la_mid_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
+        "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
     assert params_file.build({}).evaluate.strategies == list(S.STRATEGIES)  # params.yaml's default runs them all
     with pytest.raises(ConfigError, match="valid|one of"):
         params_file.build({}, {"evaluate.strategies": ["mixup"]})

@@ -183,17 +183,6 @@ def test_the_logit_adjustment_prior_of_a_synthetic_mix(monkeypatch, prior, expec
     assert offsets == pytest.approx(np.log(np.array(expect) / sum(expect)), abs=1e-5)
 
 
-def test_the_mid_prior_is_the_geometric_mean_of_the_real_and_the_batch_prior(monkeypatch):
-    """`prior: mid`: log prior = (log real shares + log batch shares) / 2, by hand: real (12, 6, 3)
-    of 21, batches (12, 8, 8) of 28."""
-    t, pool = _table((12, 6, 3)), _table((0, 2, 5), seed=4)
-    ts = R.TrainingSet(t, recipe=R.Recipe(loss="logit_adjusted", prior="mid"),
-                       synthetic=R.SyntheticUse(pool, np.ones(len(pool), np.float32)))
-    offsets = _first_offsets(monkeypatch, ts, t)[0].numpy()
-    expect = [0.5 * (math.log(r / 21) + math.log(b / 28)) for r, b in ((12, 12), (6, 8), (3, 8))]
-    assert offsets == pytest.approx(expect, abs=1e-5)
-
-
 def test_drw_weights_change_only_in_the_late_phase():
     t = _table((12, 6, 3))
     run = _run(t, R.Recipe(class_weight="deferred", drw_beta=0.5, late_fraction=0.5), epochs=4)
