@@ -95,6 +95,9 @@ bench: $(STAMP)
 		--seeds 5 $(SHIPPED) --set generate.pool_factor=4 $(USPS_LT) --set evaluate.synthetic_share=null $(USPS_LT_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share.json \
 		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) $(USPS_LT) $(USPS_LT_STRATEGIES)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_seeds10.json \
+		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 10 $(SHIPPED) $(USPS_LT) \
+		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la_real_prior,gan_la_real_prior+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share_0.2.json \
 		--workdir benchmarks/work/usps_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) $(USPS_LT) --set evaluate.synthetic_share=0.2 \
 		--set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'

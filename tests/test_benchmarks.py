@@ -544,10 +544,11 @@ def test_the_3x_time_to_quality_goal_reads_each_run_and_needs_a_reference_budget
     assert three_x_verdict(300.0, None, 600.0) == "undecided"  # never, but stopped at 2x
     assert three_x_verdict(None, None, 6000.0) == "missed"
 
-    def run(ours_s, ref_s, budget_s):
+    def run(ours_s, ref_s, budget_s, width=16):
         curve = [{"worst_agreement": 1.0, "worst_recall": 0.7}]
         return {"threads": 1, "recipes": {
-            "ours": {"seconds_to_bar": {"0.6": ours_s, "0.7": None}, "budget_s": 600.0, "curve": curve},
+            "ours": {"seconds_to_bar": {"0.6": ours_s, "0.7": None}, "budget_s": 600.0, "curve": curve,
+                     "train_gan": {"width": width, "cpu_threads": 1}},
             "reference": {"seconds_to_bar": {"0.6": ref_s}, "budget_s": budget_s, "curve": curve}}}
 
     def status(results):
@@ -557,6 +558,9 @@ def test_the_3x_time_to_quality_goal_reads_each_run_and_needs_a_reference_budget
     assert status({"time_to_quality_mnist_lt": short}).startswith("undecided")
     assert status({"time_to_quality_mnist_lt": short, "time_to_quality_mnist_lt_3x": long}) == "met"
     assert status({"time_to_quality_mnist_lt_3x": long, "time_to_quality_mnist_lt_b": run(400.0, 1000.0, 2160.0)}) == "missed"
+    # a run of another recipe (width 32) neither settles nor refutes the shipped one's goal
+    assert status({"time_to_quality_mnist_lt": short, "time_to_quality_mnist_lt_w": run(400.0, 500.0, 2160.0, 32)}
+                  ).startswith("undecided")
     rows = _time_to_quality_rows({"time_to_quality_mnist_lt": short, "time_to_quality_mnist_lt_3x": long})
     assert rows[-1][3] == "time_to_quality_mnist_lt.json, time_to_quality_mnist_lt_3x.json" and len(rows) == 2
 
