@@ -291,16 +291,6 @@ def three_x_verdict(ours_s: float | None, reference_s: float | None, reference_b
     return "met" if reference_budget_s >= 3 * ours_s else "undecided"
 
 
-# train_gan fields a time-to-quality run sets for its clock and machine, not the recipe
-RUN_FIELDS = ("steps", "checkpoint_every", "sample_every", "cpu_threads", "device")
-
-
-def _settings(recipe_run: dict) -> dict | None:
-    """The train_gan recipe a time-to-quality recipe ran (None where the file predates recording it)."""
-    t = recipe_run.get("train_gan")
-    return None if t is None else {k: v for k, v in t.items() if k not in RUN_FIELDS}
-
-
 def _time_to_quality_rows(results: dict[str, dict]) -> list[list[str]]:
     """The generator goals measured by time_to_quality_mnist_lt*.json: our recipe's time to the
     0.98 / 0.7 bar on 2 threads (time_to_quality_mnist_lt.json), and, from every run that trained the
@@ -315,10 +305,11 @@ def _time_to_quality_rows(results: dict[str, dict]) -> list[list[str]]:
                      f"{_minutes(strict)} (budget {_minutes(ours['budget_s'])}; at the end worst agreement "
                      f"{ours['curve'][-1]['worst_agreement']:.3f}, worst recall {ours['curve'][-1]['worst_recall']:.3f})",
                      "met" if strict is not None and strict <= 600 else "missed", "time_to_quality_mnist_lt.json"])
-    recipe = _settings((t or {}).get("recipes", {}).get("ours", {}))
+    # time_to_quality.py records each recipe's train_gan settings less its clock fields (absent in older files)
+    recipe = (t or {}).get("recipes", {}).get("ours", {}).get("train_gan")
     runs = {name: r for name, r in sorted(results.items())
             if name.startswith("time_to_quality_mnist_lt") and {"ours", "reference"} <= set(r.get("recipes", {}))
-            and (t is None or _settings(r["recipes"]["ours"]) == recipe)}
+            and (t is None or r["recipes"]["ours"].get("train_gan") == recipe)}
     if runs:
         measured, verdicts = [], []
         for name, r in runs.items():

@@ -548,7 +548,7 @@ def test_the_3x_time_to_quality_goal_reads_each_run_and_needs_a_reference_budget
         curve = [{"worst_agreement": 1.0, "worst_recall": 0.7}]
         return {"threads": 1, "recipes": {
             "ours": {"seconds_to_bar": {"0.6": ours_s, "0.7": None}, "budget_s": 600.0, "curve": curve,
-                     "train_gan": {"width": width, "cpu_threads": 1}},
+                     "train_gan": {"width": width}},
             "reference": {"seconds_to_bar": {"0.6": ref_s}, "budget_s": budget_s, "curve": curve}}}
 
     def status(results):
