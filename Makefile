@@ -116,6 +116,8 @@ GTSRB_90 = --data ../shared/datasets/gtsrb --long-tail natural --minutes 90 --th
 bench-generator: $(STAMP)
 	$(TTQ) --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/time_to_quality_mnist_lt.json \
 		--minutes 10 --recipes ours ours_before_ms ours_ms_0.3_aux1.0 reference
+	$(TTQ) --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/time_to_quality_usps_lt.json \
+		--minutes 8 --recipes ours reference
 	$(TTQ) --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/time_to_quality_gtsrb.json \
 		--minutes 28 --recipes ours ours_ms_0.3_aux1.5
 	$(TTQ) --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/time_to_quality_gtsrb_tac.json \
