@@ -251,7 +251,8 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
 
     gain = {"strategy": "gan_policy", "baseline": "oversample",
             "balanced_accuracy": {"mean": 0.004, "ci95": [0.001, 0.007], "per_seed": [0.003, 0.004, 0.005]}}
-    mnist = {"gain": gain, "strategies": {"gan_policy": {"balanced_accuracy": {"mean": 0.9712}}},
+    strong = {name: {"balanced_accuracy": {"mean": 0.96}} for name in ("logit_adjust", "drw", "mixup_drw")}
+    mnist = {"gain": gain, "strategies": {"gan_policy": {"balanced_accuracy": {"mean": 0.9712}}, **strong},
              "wall_s": 2040.0, "seeds": [0, 1, 2], "reused_gan": False}
     speed = {"gan_train": {"augment_img_per_s": 900.0, "reference_img_per_s": 300.0,
                            "augment_class_consistency": 0.99, "reference_class_consistency": 0.77},
@@ -262,9 +263,15 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
     assert status["MNIST-LT: GAN strategy balanced accuracy >= 97.5%"] == "missed by 0.38 points"
     assert status["MNIST-LT: whole benchmark <= 30 min on 2 CPU cores"] == "missed by 4.0 min"
     assert status["GTSRB-LT: gain >= +2 pt"] == "not measured"
-    usps = {"gain": {**gain, "balanced_accuracy": {"mean": 0.01, "ci95": [-0.004, 0.024], "per_seed": [0.0, 0.01, 0.02]}}}
+    usps = {"gain": {**gain, "balanced_accuracy": {"mean": 0.01, "ci95": [-0.004, 0.024], "per_seed": [0.0, 0.01, 0.02]}},
+            "strategies": strong}
     usps_row = [r for r in goals_section({"usps_lt": usps}) if r.startswith("| USPS-LT")][0]
-    assert "missed by 0.4 points" in usps_row  # the mean is above 0, the CI's low end 0.4 pt below it
+    assert "| missed by 0.4 points |" in usps_row  # the mean is above 0, the CI's low end 0.4 pt below it
+    # a run without the strong baselines does not settle a gain goal, met or missed
+    gtsrb = {"gain": gain, "strategies": {"oversample": {}, "logit_adjust": {}, "gan_policy": {}}}
+    rows = [r for r in goals_section({"gtsrb": gtsrb, "gtsrb_lt": {"gain": usps["gain"]}}) if r.startswith("| GTSRB")]
+    assert "| not settled; the run has no drw, mixup_drw baseline |" in rows[0]
+    assert "| missed by 1.0 points; the run has no logit_adjust, drw, mixup_drw baseline |" in rows[1]
     usps_row = [r for r in goals_section({"usps_lt": usps, "usps_lt_diverse_gan": mnist}) if r.startswith("| USPS-LT")][0]
     assert "usps_lt_diverse_gan.json" in usps_row and "| met |" in usps_row
     assert status["GAN training >= 3x the reference's images/s at equal or better class consistency"] == "met"
