@@ -57,6 +57,9 @@ VARIANTS = {
     # TAC-GAN's twin class head, which cancels the class loss's pull towards typical images
     "tac": {"train_gan.aux_twin": True},
     "tac+ms_1": {"train_gan.aux_twin": True, "train_gan.ms_weight": 1.0},
+    # BigGAN's shared class embedding and hierarchical latents in place of per-class BatchNorm
+    # embeddings (the recipe's settings kept: pipeline.recipes.RECIPE_ARCHS)
+    "hier": {"train_gan.arch": "sngan_hier"},
 }
 AGREEMENT_BAR = 0.98
 

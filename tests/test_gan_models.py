@@ -293,3 +293,86 @@ def test_transitional_conditioning_blends_the_class_into_g_and_d():
         set_conditioning(D, 1.0)
         assert torch.equal(G(z, ys[1]), plain_g) and torch.equal(D(x, ys[1]), plain_d)
     assert "conditioning" not in " ".join(G.state_dict())  # not saved: a loaded generator is fully conditional
+
+
+# ----------------------------------------------------------------------------- sngan_hier (BigGAN conditioning)
+
+
+def test_latent_chunks_split_z_evenly_larger_first():
+    from pipeline.models.biggan import latent_chunks
+
+    assert latent_chunks(64, 3) == [22, 21, 21] and latent_chunks(64, 4) == [16] * 4 and latent_chunks(5, 5) == [1] * 5
+    with pytest.raises(ValueError, match="need z_dim >= 3, got 2"):
+        latent_chunks(2, 3)
+
+
+def test_latent_batchnorm_gain_and_bias_are_linear_in_the_vector_by_hand():
+    """gain = 1 + W_g v, bias = W_b v (no BatchNorm affine of its own); at init W = 0: gain 1,
+    bias 0, sngan's start; blending and embedding noise act on the result as in sngan."""
+    from pipeline.models.biggan import LatentConditionalBatchNorm2d
+
+    cbn = LatentConditionalBatchNorm2d(2, cond_dim=3)
+    v = torch.tensor([[1.0, 2.0, 0.0], [0.0, -1.0, 3.0]])
+    gain, bias = cbn.affine(v)
+    assert torch.equal(gain, torch.ones(2, 2)) and torch.equal(bias, torch.zeros(2, 2))
+    with torch.no_grad():
+        cbn.gain.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 1.0]]))
+        cbn.bias.weight.copy_(torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, -1.0]]))
+    gain, bias = cbn.affine(v)
+    assert torch.allclose(gain, torch.tensor([[2.0, 2.0], [1.0, 3.5]]))  # 1 + [1, 1], 1 + [0, -0.5 + 3]
+    assert torch.allclose(bias, torch.tensor([[2.0, 2.0], [-1.0, -3.0]]))
+    cbn.conditioning = 0.5  # transitional training: gain 1 + c (gain - 1), bias c bias
+    gain, bias = cbn.affine(v)
+    assert torch.allclose(gain, torch.tensor([[1.5, 1.5], [1.0, 2.25]])) and torch.allclose(bias, torch.tensor([[1.0, 1.0], [-0.5, -1.5]]))
+    cbn.train()
+    x = torch.randn(2, 2, 3, 3)
+    cbn.conditioning = 1.0
+    expected = F_bn(x) * torch.tensor([[2.0, 2.0], [1.0, 3.5]])[:, :, None, None] + torch.tensor([[2.0, 2.0], [-1.0, -3.0]])[:, :, None, None]
+    assert torch.allclose(cbn(x, v), expected, atol=1e-5)
+
+
+def F_bn(x):
+    """Batch normalisation by hand: per channel over batch and pixels, biased variance, eps 1e-5."""
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+def test_hier_generator_feeds_each_noise_chunk_into_its_own_block():
+    """At init (every W 0) only z's first chunk reaches the image; once a block's BatchNorms use
+    their vector, its chunk moves the image and the shared embedding separates the classes."""
+    torch.manual_seed(0)
+    G, _ = GAN_ARCHS["sngan_hier"].build((1, 28, 28), num_classes=3, z_dim=12, size="light", width=4)
+    assert G.chunks == [4, 4, 4] and len(G.blocks) == 2
+    G.eval()
+    z = torch.randn(1, 12)
+    later = z.clone()
+    later[:, 8:] = torch.randn(1, 4)  # only the last block's chunk differs
+    y = torch.tensor([0])
+    assert torch.equal(G(z, y), G(later, y)) and torch.equal(G(z, y), G(z, torch.tensor([2])))
+    with torch.no_grad():
+        for p in (G.blocks[1].bn1.gain.weight, G.blocks[1].bn1.bias.weight):
+            p.normal_(0, 0.5)
+    assert not torch.allclose(G(z, y), G(later, y))
+    assert not torch.allclose(G(z, y), G(z, torch.tensor([2])))
+    first = z.clone()
+    first[:, 4:8] = torch.randn(1, 4)  # block 0's chunk: its BatchNorms' W are still 0
+    assert torch.equal(G(z, y), G(first, y))
+
+
+def test_hier_class_parameters_are_the_class_part_of_each_affine():
+    """gSR's view of sngan_hier: per BatchNorm, shared embedding @ W's class columns (the noise
+    chunk at 0), for the gains (less 1) and the biases."""
+    from pipeline.models.biggan import SHARED_DIM
+
+    arch = GAN_ARCHS["sngan_hier"]
+    G, _ = arch.build((1, 8, 8), num_classes=3, z_dim=8, size="light", width=4)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.normal_()
+    params = arch.class_parameters(G)
+    assert len(params) == 2 * 2 * len(G.blocks) and all(p.shape[0] == 3 for p in params)
+    bn = G.blocks[0].bn1
+    v = torch.cat([G.shared.weight, torch.zeros(3, bn.gain.weight.shape[1] - SHARED_DIM)], dim=1)  # chunk at 0
+    gain, bias = bn.class_affine(v)
+    assert torch.allclose(params[0], gain - 1.0, atol=1e-5) and torch.allclose(params[1], bias, atol=1e-5)

@@ -96,6 +96,9 @@ def test_an_arch_trains_with_the_values_given_and_no_settings_of_its_own(arch):
 def test_another_arch_gets_no_recipe_and_auto_needs_the_data():
     section, choice = recipes.resolve(repo_params({"train_gan.arch": "dcgan"}).train_gan, (28, 28, 1))
     assert choice.name == "none" and "measured with sngan" in choice.reason and section.aux_weight == 0.0
+    # sngan_hier (sngan with BigGAN's conditioning) is compared with sngan under the same recipe
+    section, choice = recipes.resolve(repo_params({"train_gan.arch": "sngan_hier"}).train_gan, (28, 28, 1))
+    assert choice.name == "small_gray" and section.aux_weight == 1.5 and section.arch == "sngan_hier"
     with pytest.raises(ConfigError, match="resolved from the prepared data; run `augment prepare`"):
         recipes.resolve(repo_params().train_gan)
 

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from pipeline.models import concat, dcgan, sngan
+from pipeline.models import biggan, concat, dcgan, sngan
 from pipeline.models.geometry import Geometry, plan_geometry
 
 
@@ -96,6 +96,17 @@ GAN_ARCHS: dict[str, GanArch] = {
         aux_classifier=True,
         set_conditioning=sngan.set_conditioning,
         class_parameters=sngan.class_parameters,
+        set_embed_noise=sngan.set_embed_noise,
+    ),
+    "sngan_hier": GanArch(
+        "sngan_hier",
+        biggan.build,
+        sngan.WIDTHS,
+        "sngan with BigGAN's shared class embedding and hierarchical latents (every BatchNorm's "
+        "gain and bias from the class embedding and a chunk of the noise)",
+        aux_classifier=True,
+        set_conditioning=sngan.set_conditioning,
+        class_parameters=biggan.class_parameters,
         set_embed_noise=sngan.set_embed_noise,
     ),
     "dcgan": GanArch(

@@ -8,6 +8,7 @@ logit = w.h + embed(y).h. Built by `pipeline.models.gans.GAN_ARCHS["sngan"]`.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -56,9 +57,13 @@ class ConditionalBatchNorm2d(nn.Module):
         nn.init.ones_(self.gain.weight)
         nn.init.zeros_(self.bias.weight)
 
+    def class_affine(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(gain, bias) of labels y (B,) -> (B, F) each, as learned (no blending, no noise)."""
+        return self.gain(y), self.bias(y)
+
     def affine(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """(gain, bias) of labels y (B,) -> (B, F) each, with the conditioning blended in."""
-        gain, bias = self.gain(y), self.bias(y)
+        gain, bias = self.class_affine(y)
         if self.conditioning != 1.0:
             gain, bias = 1.0 + self.conditioning * (gain - 1.0), self.conditioning * bias
         if self.training and self.noise_std > 0:
@@ -84,11 +89,14 @@ class GBlock(nn.Module):
     (each output pixel copies one input pixel), on a quarter of the pixels.
     """
 
-    def __init__(self, cin: int, cout: int, num_classes: int):
+    def __init__(self, cin: int, cout: int, num_classes: int, norm: Callable[[int], nn.Module] | None = None):
+        """`norm(features)` builds each conditional BatchNorm (default: ConditionalBatchNorm2d on
+        the labels; `pipeline.models.biggan` passes one on a class-and-noise vector instead)."""
         super().__init__()
-        self.bn1 = ConditionalBatchNorm2d(cin, num_classes)
+        norm = norm or (lambda features: ConditionalBatchNorm2d(features, num_classes))
+        self.bn1 = norm(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.bn2 = ConditionalBatchNorm2d(cout, num_classes)
+        self.bn2 = norm(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1)
 
