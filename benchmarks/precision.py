@@ -30,9 +30,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 
-def _rate(fn, seconds: float, per_call: int) -> float:
-    """Calls of `fn` per second x `per_call`, after three warm-up calls."""
-    for _ in range(3):
+def _rate(fn, seconds: float, per_call: int, warmup: int = 3) -> float:
+    """Calls of `fn` per second x `per_call`, after `warmup` warm-up calls."""
+    for _ in range(warmup):
         fn()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -41,16 +41,16 @@ def _rate(fn, seconds: float, per_call: int) -> float:
     return per_call * n / (time.perf_counter() - t0)
 
 
-def _best_rates(fns: dict, seconds: float, per_call: int, rounds: int) -> dict:
+def _best_rates(fns: dict, seconds: float, per_call: int, rounds: int, warmup: int = 3) -> dict:
     """{name: best rate of `rounds`} for each callable of `fns`, the callables taking turns."""
     best = {name: 0.0 for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            best[name] = max(best[name], _rate(fn, seconds, per_call))
+            best[name] = max(best[name], _rate(fn, seconds, per_call, warmup))
     return {name: round(r, 1) for name, r in best.items()}
 
 
-def measure(seconds: float, rounds: int) -> dict:
+def measure(seconds: float, rounds: int, warmup: int = 3) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -62,7 +62,7 @@ def measure(seconds: float, rounds: int) -> dict:
 
     cpu = torch.device("cpu")
     dtypes = {"fp32": None, "bf16": torch.bfloat16}
-    out: dict = {"auto": precision_name(choose_precision("auto", cpu)), "rounds": rounds}
+    out: dict = {"auto": precision_name(choose_precision("auto", cpu)), "rounds": rounds, "warmup": warmup}
 
     G, D = (prepare_module(m, cpu) for m in GAN_ARCHS["sngan"].build((1, 28, 28), 10, 64, "light", 16))
     loss, B = LOSSES["hinge"], 64
@@ -80,7 +80,7 @@ def measure(seconds: float, rounds: int) -> dict:
             g.backward()
         return step
 
-    out["gan_step_per_s"] = _best_rates({n: gan_step(d) for n, d in dtypes.items()}, seconds, 1, rounds)
+    out["gan_step_per_s"] = _best_rates({n: gan_step(d) for n, d in dtypes.items()}, seconds, 1, rounds, warmup)
 
     out["generator_img_per_s"] = {}
     for shape in ((1, 28, 28), (3, 32, 32)):
@@ -96,7 +96,7 @@ def measure(seconds: float, rounds: int) -> dict:
                     g(z, yy)
             return run
 
-        out["generator_img_per_s"][key] = _best_rates({n: forward(d) for n, d in dtypes.items()}, seconds, 256, rounds)
+        out["generator_img_per_s"][key] = _best_rates({n: forward(d) for n, d in dtypes.items()}, seconds, 256, rounds, warmup)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as evaluate runs its classifiers (evaluate.cpu_threads: 1)
@@ -116,7 +116,7 @@ def measure(seconds: float, rounds: int) -> dict:
                 opt.step()
             return run
 
-        out["classifier_img_per_s"] = _best_rates({n: train_step(d) for n, d in dtypes.items()}, seconds, 32, rounds)
+        out["classifier_img_per_s"] = _best_rates({n: train_step(d) for n, d in dtypes.items()}, seconds, 32, rounds, warmup)
     finally:
         torch.set_num_threads(threads)
     return out
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure and round")
     p.add_argument("--rounds", type=int, default=3, help="rounds per figure; the best is kept")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before each round's timing")
     p.add_argument("--out", default=str(HERE / "results" / "precision.json"))
     p.add_argument("--gan", action="append", default=[], metavar="FINAL_PT",
                    help="a trained final.pt whose bf16 pixels are compared with its fp32 ones (repeatable)")
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": machine_info(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              **measure(args.seconds, args.rounds)}
+              **measure(args.seconds, args.rounds, args.warmup)}
     if args.gan:
         result["pixel_change"] = {path: pixel_change(path) for path in args.gan}
     atomic.write_json(args.out, result)

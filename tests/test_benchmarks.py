@@ -143,11 +143,12 @@ def test_precision_benchmark_measures_both_precisions(bench):
     out = tmp_path / "results" / "precision.json"
     tmp_path.mkdir()
     gan = bench[0] / "speed" / "augment" / "final.pt"  # trained by the speed.py run of the fixture
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/precision.py"), "--seconds", "0.05", "--rounds", "2", "--out", str(out),
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/precision.py"), "--seconds", "0.05", "--rounds", "2", "--warmup", "1", "--out", str(out),
                            "--gan", str(gan)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["auto"] == ("bf16" if choose_precision("auto", torch.device("cpu")) is not None else "fp32")
+    assert r["rounds"] == 2 and r["warmup"] == 1
     figures = [r["gan_step_per_s"], r["classifier_img_per_s"], *r["generator_img_per_s"].values()]
     assert len(figures) == 4 and all(f["fp32"] > 0 and f["bf16"] > 0 for f in figures)
     assert set(r["generator_img_per_s"]) == {"28x28x1", "32x32x3"} and "bf16_features" in r["machine"]
