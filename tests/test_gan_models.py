@@ -102,7 +102,7 @@ def test_aux_class_head(arch):
 
 
 def test_aux_class_head_refused_by_archs_without_one():
-    with pytest.raises(ValueError, match="no auxiliary class head; use one of: sngan, dcgan"):
+    with pytest.raises(ValueError, match="no auxiliary class head; use one of: sngan, sngan_hier, dcgan"):
         GAN_ARCHS["concat"].build((1, 8, 8), 2, 8, aux_classifier=True)
 
 
