@@ -74,7 +74,7 @@ class HierGenerator(nn.Module):
         h = self.fc(zs[0]).view(z.shape[0], -1, g.start_h, g.start_w).contiguous(memory_format=torch.channels_last)
         for block, chunk in zip(self.blocks, zs[1:]):
             h = block(h, torch.cat([e, chunk.to(e.dtype)], dim=1))
-        return sngan._crop(torch.tanh(self.out_conv(torch.relu(self.out_bn(h)))), g)
+        return sngan.to_image(h, self.out_bn, self.out_conv, g)
 
 
 def class_parameters(G: nn.Module) -> list[Tensor]:

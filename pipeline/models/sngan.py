@@ -113,6 +113,12 @@ def _crop(h: Tensor, geo: Geometry) -> Tensor:
     return h[:, :, top : top + geo.height, left : left + geo.width]
 
 
+def to_image(h: Tensor, out_bn: nn.Module, out_conv: nn.Module, geo: Geometry) -> Tensor:
+    """The last block's features -> images in [-1, 1]: BatchNorm, ReLU, the output conv, tanh, cropped
+    to the geometry (the generator's tail; `biggan.HierGenerator` ends the same way)."""
+    return _crop(torch.tanh(out_conv(F.relu(out_bn(h)))), geo)
+
+
 class Generator(nn.Module):
     """z (B, z_dim), y (B,) -> (B, C, H, W) in [-1, 1]."""
 
@@ -134,7 +140,7 @@ class Generator(nn.Module):
         h = h.contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
             h = block(h, y)  # channels halve (down to width), sides double
-        return _crop(torch.tanh(self.out_conv(F.relu(self.out_bn(h)))), g)  # C x start*2^blocks, cropped
+        return to_image(h, self.out_bn, self.out_conv, g)  # C x start*2^blocks, cropped
 
     @torch.no_grad()
     def for_class(self, class_index: int, dtype: torch.dtype | None = None) -> "ClassGenerator":
