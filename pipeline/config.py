@@ -326,8 +326,8 @@ class EvaluateConfig(Section):
     ]
     seeds: int = Field(3, ge=1)
     epochs: int = Field(15, ge=1)
-    # at least this many optimiser steps per classifier (more epochs on a small training set), so a
-    # strategy that enlarges the set is not also the only one trained long enough; 0 = epochs only
+    # at least this many optimiser steps per classifier (more epochs on a small training set), so one
+    # that enlarges the set is not the only one trained long enough; 0 = epochs only
     min_steps: int = Field(0, ge=0)
     classifier: str = "small_cnn"
     # >= 2: a batch of one never trains (it breaks BatchNorm on 1x1 maps, see evaluate._trains)
@@ -338,21 +338,21 @@ class EvaluateConfig(Section):
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     balanced_test: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # autocast of the classifiers' training steps (predictions and embeddings stay fp32); auto = bf16
-    # where the device has it and it is measured faster (small_cnn trained 1.7x faster on the AMX CPU
-    # of BENCHMARKS.md's precision section)
+    # autocast of the classifiers' training steps (predictions, embeddings fp32); auto = bf16 where the
+    # device has it and it is measured faster (small_cnn 1.7x faster on BENCHMARKS.md's AMX CPU)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = Field(0, ge=0)  # run i uses seed + i; the balanced test subsample uses seed
     # how the recommendation picks the best strategy of each group (non-GAN, GAN) on validation
     # (pipeline.recommend.SELECTORS; measured against the test set in benchmarks/selection.py)
     select_by: Literal["balanced_accuracy", "nll", "strongest_within_noise"] = "strongest_within_noise"
     gan_quality: bool = True  # FID/KID/P-R/memorisation of the synthetic data (needs synthetic data)
-    # torch CPU threads while evaluating (restored after); small models run best on one, and two
-    # threads on a busy 2-core machine are several times slower. null keeps torch's default.
+    # torch CPU threads while evaluating (restored after): small models run best on one, two on a busy
+    # 2-core machine run several times slower; null keeps torch's default
     cpu_threads: int | None = Field(1, ge=1)
     # processes for the independent classifier runs (strategy x seed, mixing policies), each on
     # cpu_threads threads; auto = the cores this process may use / cpu_threads (1 on a GPU)
     workers: int | Literal["auto"] = "auto"
+    reuse_runs: bool = True  # keep finished runs in <reports>/runs/ (pipeline.finished_runs): a stopped run resumes
     # the recipes' knobs: logit adjustment's tau (1 = balanced softmax), the late phase's share of the
     # epochs (DRW, cRT, late synthetic rows), mixup's alpha, the fresh-pool strategies' most synthetic
     # share of an epoch's rows (classifier_recipe.synthetic_per_epoch; null = the plan's count)

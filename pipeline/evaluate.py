@@ -27,6 +27,7 @@ from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable, data_fingerprint
 from pipeline.device import choose_precision, precision_name
 from pipeline.errors import DataError
+from pipeline.finished_runs import FinishedRuns, run_key
 from pipeline.judge import fit_judge
 from pipeline.mixing import Mix, choose_policy
 from pipeline.models.classifiers import label_probability
@@ -171,33 +172,50 @@ def _judge(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str],
     return fit_judge("evaluate", tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
 
 
-def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float]:
+def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float, bool]:
     """One run: `unit` = (strategy, seed, chosen), chosen = the policy's `mixing.Mix` for
-    `gan_policy` else None; `shared` holds "cfg", "tables", "add" and "balanced_rows". Returns
-    (predictions, seconds)."""
-    cfg, tables = shared["cfg"], shared["tables"]
+    `gan_policy` else None; `shared` holds "cfg", "tables", "add", "balanced_rows" and "finished"
+    (a `FinishedRuns` or None). Returns (predictions, seconds, whether a finished run was read)."""
+    cfg, tables, finished = shared["cfg"], shared["tables"], shared["finished"]
     name, seed, chosen = unit
+    if finished is not None and (done := finished.load(name, seed, chosen)) is not None:
+        return done[0], done[1], True
     start = time.perf_counter()
     mixed = None if chosen is None else chosen.training_set(tables["train"], tables["synthetic"], seed, cfg.tau)
     with cpu_threads(cfg.cpu_threads):
         frame = run_strategy(name, cfg, tables, shared["add"], seed, shared["balanced_rows"], mixed)
-    return frame, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if finished is not None:
+        finished.save(name, seed, chosen, frame, seconds)
+    return frame, seconds, False
 
 
 def _run_all(shared: dict, names: list[str], seeds: list[int], chosen: Mix | None, progress: bool,
-             run: Callable) -> tuple[pd.DataFrame, dict]:
-    """Every (strategy, seed) run through `run(fn, units)`; the predictions table and seconds per strategy.
+             run: Callable) -> tuple[pd.DataFrame, dict, int]:
+    """Every (strategy, seed) run through `run(fn, units)`; the predictions table, the seconds per
+    strategy (a finished run read from disk counts the seconds it took when it trained) and how
+    many runs were read rather than trained.
 
     Runs are independent, so `run` may place them anywhere and in any order (local worker
     processes, Prefect tasks on a Dask cluster) as long as results come back in the order of
     `units`; a run's predictions depend only on its strategy, seed and thread count.
     """
     units = [(name, seed, chosen if name == "gan_policy" else None) for name in names for seed in seeds]
+    finished = shared["finished"]
+    if finished is not None:
+        done = sum(finished.path(*u).is_file() for u in units)
+        if done:
+            log.info("evaluate: %d of %d runs finished earlier are read from %s", done, len(units), finished.folder)
     results = list(tqdm(run(_strategy_unit, units), total=len(units), desc="evaluate", disable=not progress))
     timing: dict[str, float] = defaultdict(float)
-    for (name, _, _), (_, seconds) in zip(units, results):
+    for (name, _, _), (_, seconds, _) in zip(units, results):
         timing[name] = round(timing[name] + seconds, 2)
-    return pd.concat([frame for frame, _ in results], ignore_index=True), dict(timing)
+    if finished is not None:
+        removed = finished.prune({finished.path(*u) for u in units})
+        if removed:
+            log.info("evaluate: removed %d run file(s) of other settings from %s", removed, finished.folder)
+    reused = sum(r for _, _, r in results)
+    return pd.concat([frame for frame, _, _ in results], ignore_index=True), dict(timing), reused
 
 
 def _choose_mix(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str], scores: np.ndarray | None,
@@ -246,7 +264,7 @@ class EvalData:
 
 
 def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress: bool = True,
-             mapper: Callable | None = None) -> dict:
+             mapper: Callable | None = None, runs_dir: str | Path | None = None) -> dict:
     """Every strategy in `cfg.strategies` x `cfg.seeds` seeds, scored on test and its balanced subsample.
 
     Args:
@@ -256,6 +274,9 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
         progress: show a progress bar over runs.
         mapper: optional `mapper(fn, units)` running the independent (strategy, seed) units, e.g.
             as Prefect tasks on a Dask cluster; results must come back in the order of `units`.
+        runs_dir: where each finished run's predictions are kept (`pipeline.finished_runs`), so a
+            stopped evaluation, or one with strategies or seeds added, trains only the runs not
+            finished with the same inputs; None keeps nothing.
 
     Returns:
         {"metrics": the metrics.json dict, "predictions": DataFrame strategy, seed, subset, row, y_true, y_pred}.
@@ -268,8 +289,13 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
     tables, test = data.tables(), data.test
     balanced_rows = balanced_subsample(test.labels, test.num_classes, cfg.seed) if cfg.balanced_test else None
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows}
-    workers = resolve_workers(cfg.workers, cfg.cpu_threads, resolve_device(cfg.device))
+    fingerprints = {n: data_fingerprint(t) for n, t in tables.items()}
+    device = resolve_device(cfg.device)
+    finished = None if runs_dir is None else FinishedRuns(runs_dir, run_key(
+        cfg.model_dump(mode="json"), fingerprints, add.tolist(), device.type,
+        precision_name(choose_precision(cfg.precision, device))))
+    shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows, "finished": finished}
+    workers = resolve_workers(cfg.workers, cfg.cpu_threads, device)
     log.info("evaluate: %d runs in %d process(es) of %s thread(s)", len(names) * len(seeds), workers,
              cfg.cpu_threads or "torch's default")
     start = time.perf_counter()
@@ -278,13 +304,14 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
     with Workers(workers, cfg.cpu_threads, shared) as pool:
         report, chosen = _choose_mix(cfg, tables, names, data.synthetic_scores, pool, judge, progress)
         run = pool.map if mapper is None else (lambda fn, units: mapper(functools.partial(fn, shared), units))
-        predictions, timing = _run_all(shared, names, seeds, chosen, progress, run)
+        predictions, timing, reused = _run_all(shared, names, seeds, chosen, progress, run)
     metrics = {
         **_header(cfg, tables, add, seeds),
         **metrics_from_predictions(predictions, data.train.class_names, cfg.select_by),
         "skipped": skipped,
         "mix_policy": report,
-        "data": {n: {"rows": len(t), "sha256": data_fingerprint(t)} for n, t in tables.items()},
+        "data": {n: {"rows": len(t), "sha256": fingerprints[n]} for n, t in tables.items()},
+        "reused_runs": reused,
     }
     start = time.perf_counter()
     with cpu_threads(cfg.cpu_threads):

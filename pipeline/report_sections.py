@@ -289,6 +289,9 @@ def provenance_blocks(metrics: dict, params: dict) -> list[Block]:
     rows = [["data", "rows", "sha256 (pixels + labels)"]]
     rows += [[n, str(d["rows"]), d["sha256"][:16]] for n, d in metrics.get("data", {}).items()]
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in metrics.get("timing_s", {}).items())
+    if timing and metrics.get("reused_runs"):
+        timing += (f" ({metrics['reused_runs']} classifier run(s) had finished in an earlier, stopped evaluation "
+                   "of the same inputs and were read back; their seconds are those of that run)")
     return [
         Block("h2", "Data versions and parameters"),
         Block("table", rows=rows),

@@ -4,6 +4,7 @@ metrics.json + predictions.parquet."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pipeline import atomic
 from pipeline.config import Config
@@ -13,6 +14,9 @@ from pipeline.stages.plan import read_plan
 from pipeline.stages.synthetic import read_synthetic
 
 log = logging.getLogger("augment")
+
+# under paths.reports: each finished classifier run (pipeline.finished_runs), so a stopped evaluate resumes
+RUNS_DIR = "runs"
 
 
 def evaluate(cfg: Config, mapper=None) -> dict:
@@ -25,7 +29,8 @@ def evaluate(cfg: Config, mapper=None) -> dict:
     if synthetic is None:
         log.warning("no synthetic dataset at %s: the GAN strategies are skipped", cfg.paths.synthetic)
     data = EvalData(tables["train"], tables["val"], tables["test"], synthetic, scores)
-    result = run(cfg.evaluate, data, read_plan(cfg), progress=progress(), mapper=mapper)
+    runs_dir = Path(cfg.paths.reports) / RUNS_DIR if cfg.evaluate.reuse_runs else None
+    result = run(cfg.evaluate, data, read_plan(cfg), progress=progress(), mapper=mapper, runs_dir=runs_dir)
     atomic.clean_temporaries(cfg.paths.reports)  # what a killed run left
     write_results(cfg.paths.reports, result)
     gain = result["metrics"].get("gain") or {}

@@ -169,7 +169,7 @@ class Project:
 def outcome(root: Path) -> dict:
     """What an uninterrupted run and an interrupted-then-rerun one must share: the sha256 of the
     prepared splits, plan, final GAN, every synthetic file and the predictions, and metrics.json
-    minus its timings."""
+    minus how the run went (its timings and how many finished runs a resumed evaluate read)."""
     out = {}
     for rel in ("data/prepared", "data/plan.json", "data/models/gan/final.pt", "data/synthetic",
                 "data/reports/predictions.parquet"):
@@ -181,7 +181,8 @@ def outcome(root: Path) -> dict:
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         metrics.pop("timing_s", None)
-        out["metrics.json minus timing_s"] = metrics
+        metrics.pop("reused_runs", None)
+        out["metrics.json minus timing_s and reused_runs"] = metrics
     return out
 
 

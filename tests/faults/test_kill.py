@@ -5,6 +5,8 @@ uninterrupted run. One test per stage walks through its fault points in turn."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from faultlib import Project, assert_whole, outcome, reference
@@ -99,17 +101,23 @@ def test_kill_during_evaluate(tmp_path, monkeypatch):
     p.ok("evaluate", "-q", "--set", "evaluate.seed=3")  # earlier results, of another seed
     before = p.visible()
     # 1. killed while training the second strategy (in this process: the fault hook is not in
-    # spawned workers; test_parallel covers a kill of a pool's owner): earlier results stay as they were
+    # spawned workers; test_parallel covers a kill of a pool's owner): earlier results stay as they
+    # were, and the one classifier run that finished is kept for the rerun (pipeline.finished_runs)
     p.killed("evaluate", "-q", "--set", "evaluate.workers=1", fault="call:pipeline.evaluate.run_strategy:2")
     assert_whole(p.root)
-    assert p.visible() == before
+    after = p.visible()
+    assert {k: v for k, v in after.items() if k in before} == before
+    kept = [k for k in after if k not in before]
+    assert len(kept) == 1 and kept[0].startswith("data/reports/runs/") and kept[0].endswith(".parquet"), kept
     # 2. between the renames: predictions.parquet is new, metrics.json (renamed last) is gone
     p.killed("evaluate", "-q", fault="after:predictions.parquet:1")
     assert_whole(p.root)
     assert "data/reports/metrics.json" not in p.visible()
     refused(p, monkeypatch, "report", "metrics.json: not found")
-    # 3. the rerun: the uninterrupted run's predictions and metrics (timings aside)
+    # 3. the rerun reads the finished runs back: the uninterrupted run's predictions and metrics
+    # (timings and reused_runs aside)
     p.ok("evaluate", "-q")
+    assert json.loads((p.root / "data/reports/metrics.json").read_text())["reused_runs"] > 0
     same_outcome(p, "data/reports")
     same_outcome(p, "metrics.json")
     assert not list((p.root / "data/reports").glob(".tmp-*"))

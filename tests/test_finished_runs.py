@@ -1,0 +1,156 @@
+"""Finished evaluation runs on disk: what names a run, the round trip, and a stopped evaluate resuming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import evaluate as E
+from pipeline import finished_runs as F
+from pipeline import params_file
+from pipeline.data import impose_long_tail, stratified_split
+from pipeline.sources import ImageSpec, read_digits
+
+FP = {"train": "t" * 64, "val": "v" * 64, "test": "s" * 64}
+
+
+def _settings(**kw) -> dict:
+    return params_file.build({}, {f"evaluate.{k}": v for k, v in kw.items()}).evaluate.model_dump(mode="json")
+
+
+def _key(settings=None, fp=FP, plan=(0, 2), device="cpu", precision="fp32") -> str:
+    return F.run_key(settings or _settings(), fp, list(plan), device, precision)
+
+
+def test_the_key_follows_what_changes_a_run_and_only_that():
+    base = _key()
+    assert _key() == base  # stable
+    # settings that do not change any one run's predictions
+    assert _key(_settings(strategies=["none"], seeds=7, workers=2, gan_quality=False,
+                          select_by="nll", reuse_runs=False)) == base
+    # settings, data, plan, device, precision, threads that do
+    assert _key(_settings(epochs=3)) != base
+    assert _key(_settings(cpu_threads=2)) != base
+    assert _key(fp={**FP, "train": "x" * 64}) != base
+    assert _key(fp={**FP, "synthetic": "y" * 64}) != base
+    assert _key(plan=(0, 3)) != base
+    assert _key(device="cuda") != base and _key(precision="bf16") != base
+
+
+def test_the_code_digest_covers_every_source_file(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    first = F.code_digest.__wrapped__(pkg)
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert F.code_digest.__wrapped__(pkg) != first
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    assert F.code_digest.__wrapped__(pkg) == first
+    (pkg / "notes.txt").write_text("not code")
+    assert F.code_digest.__wrapped__(pkg) == first
+
+
+def _frame(name="none", seed=0, n=5) -> pd.DataFrame:
+    return E._prediction_rows(name, seed, "test", np.arange(n), np.arange(n) % 3, np.zeros(n, dtype=np.int64),
+                              np.linspace(0, 1, n))
+
+
+def test_save_then_load_gives_the_same_frame_and_seconds(tmp_path):
+    runs = F.FinishedRuns(tmp_path / "runs", _key())
+    assert runs.load("logit_adjust+augment", 1) is None
+    frame = _frame("logit_adjust+augment", 1)
+    path = runs.save("logit_adjust+augment", 1, None, frame, 12.5)
+    assert path.name.startswith("logit_adjust+augment-seed1-") and path.suffix == ".parquet"
+    loaded, seconds = runs.load("logit_adjust+augment", 1)
+    pd.testing.assert_frame_equal(loaded, frame)
+    assert seconds == 12.5
+    # another seed, strategy, key or mixing policy is another run
+    assert runs.load("logit_adjust+augment", 2) is None and runs.load("none", 1) is None
+    assert F.FinishedRuns(tmp_path / "runs", _key(plan=(1, 1))).load("logit_adjust+augment", 1) is None
+
+
+def test_an_unreadable_file_trains_again(tmp_path, caplog):
+    runs = F.FinishedRuns(tmp_path, _key())
+    runs.path("none", 0).write_bytes(b"not parquet")
+    assert runs.load("none", 0) is None
+    assert "unreadable" in caplog.text
+
+
+def test_the_mix_names_its_policy_and_rows():
+    class Mix:  # the two attributes the digest reads
+        def __init__(self, policy, rows):
+            self.policy, self.rows = policy, np.asarray(rows)
+    runs = F.FinishedRuns("r", _key())
+    a = runs.path("gan_policy", 0, Mix("cap=4", [1, 2, 3]))
+    assert a == runs.path("gan_policy", 0, Mix("cap=4", [1, 2, 3]))
+    assert a != runs.path("gan_policy", 0, Mix("cap=4", [1, 2]))
+    assert a != runs.path("gan_policy", 0, Mix("cap=all", [1, 2, 3]))
+    assert a != runs.path("gan_policy", 0, None)
+
+
+def test_prune_keeps_the_named_runs_only(tmp_path):
+    runs = F.FinishedRuns(tmp_path, _key())
+    keep = runs.save("none", 0, None, _frame(), 1.0)
+    other = F.FinishedRuns(tmp_path, _key(plan=(5, 5))).save("none", 0, None, _frame(), 1.0)
+    (tmp_path / ".tmp-half").write_bytes(b"x")
+    (tmp_path / "README").write_text("a user's file")
+    assert runs.prune({keep}) == 2
+    assert keep.is_file() and not other.exists() and (tmp_path / "README").is_file()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    source = read_digits(ImageSpec(None, None, True))
+    pool, test = stratified_split(source.train, 0.3, seed=1000)
+    train, val = stratified_split(pool, 0.15, seed=0)
+    train = impose_long_tail(train, [40, 30, 25, 20, 15, 12, 10, 7, 5, 4], seed=0)
+    plan = {name: int(40 - n) for name, n in train.counts_by_name().items()}
+    return E.EvalData(train, val, test), plan
+
+
+def _cfg(**kw):
+    base = dict(epochs=1, batch_size=32, device="cpu", workers=1, gan_quality=False)
+    return params_file.build({}, {f"evaluate.{k}": v for k, v in {**base, **kw}.items()}).evaluate
+
+
+def test_a_stopped_evaluation_resumes_and_matches_an_unstopped_one(digits, tmp_path, monkeypatch):
+    data, plan = digits
+    cfg = _cfg(seeds=2, strategies=["none", "oversample"])
+    clean = E.evaluate(cfg, data, plan, progress=False)
+    assert clean["metrics"]["reused_runs"] == 0
+
+    real, trained = E.run_strategy, []
+
+    def stops_at_the_third(name, *a, **k):
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # the run is stopped while its third classifier trains
+        trained.append((name, a[3]))
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(E, "run_strategy", stops_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        E.evaluate(cfg, data, plan, progress=False, runs_dir=tmp_path / "runs")
+    assert trained == [("none", 0), ("none", 1)]
+    assert len(list((tmp_path / "runs").glob("*.parquet"))) == 2
+
+    trained.clear()
+    monkeypatch.setattr(E, "run_strategy", lambda name, *a, **k: trained.append((name, a[3])) or real(name, *a, **k))
+    resumed = E.evaluate(cfg, data, plan, progress=False, runs_dir=tmp_path / "runs")
+    assert trained == [("oversample", 0), ("oversample", 1)]  # only what had not finished
+    assert resumed["metrics"]["reused_runs"] == 2
+    pd.testing.assert_frame_equal(resumed["predictions"], clean["predictions"])
+    drop = ("timing_s", "reused_runs")
+    assert {k: v for k, v in resumed["metrics"].items() if k not in drop} == \
+        {k: v for k, v in clean["metrics"].items() if k not in drop}
+
+    # a seed added trains one run per strategy; other settings train everything afresh and prune
+    trained.clear()
+    E.evaluate(cfg.model_copy(update={"seeds": 3}), data, plan, progress=False, runs_dir=tmp_path / "runs")
+    assert trained == [("none", 2), ("oversample", 2)]
+    trained.clear()
+    E.evaluate(cfg.model_copy(update={"seeds": 1, "lr": 0.01}), data, plan, progress=False,
+               runs_dir=tmp_path / "runs")
+    assert trained == [("none", 0), ("oversample", 0)]
+    assert len(list((tmp_path / "runs").glob("*.parquet"))) == 2
