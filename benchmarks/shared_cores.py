@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 from machine import code_version, machine_info  # noqa: E402
 
 sys.path.insert(0, str(REPO))
-from pipeline.threads import free_cores  # noqa: E402
+from pipeline.cores import free_cores  # noqa: E402
 
 CASES = {
     "0.4.0": ({"GOMP_SPINCOUNT": "300000"}, "null"),

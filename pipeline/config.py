@@ -4,9 +4,10 @@
 the one owner of the params' rules: unknown keys, bad values and every rule across fields (label
 smoothing only for bce, a class head for aux_weight...) raise `ConfigError` here, at load time, in
 one line naming the key, the bad value and the valid choices. Choices that name an implementation
-(arch, loss, augment policy, recipe, classifier, strategy) are checked against the same registry
-dict that dispatches the call. Nothing changes a loaded config: a derived one (the resolved
-recipe) is a new, validated object.
+(arch, loss, augment policy, classifier) are checked against torch-free name lists
+(`pipeline.choices`, held equal to the registries that dispatch the calls by a test), recipes and
+strategies against their own registries. Nothing changes a loaded config: a derived one (the
+resolved recipe) is a new, validated object.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.diffaug import AUGMENTS
-from pipeline.losses import LOSSES
-from pipeline.models import CLASSIFIERS, GAN_ARCHS
+from pipeline.choices import AUGMENT_OPS, CLASSIFIERS, GAN_ARCHS, LABEL_SMOOTHING_LOSSES, LOSSES
 from pipeline.recipes import AUTO, RECIPES
 from pipeline.strategies import STRATEGIES
 
@@ -107,12 +106,12 @@ class PlanConfig(Section):
         return v
 
 
-# train_gan options an arch must support: field -> (its GanArch attribute, what the option does)
+# the train_gan options an arch must support (`choices.GAN_ARCHS` lists each arch's) -> what the option does
 ARCH_NEEDS = {
-    "transition_steps": ("set_conditioning", "needs an arch whose conditioning can be blended in"),
-    "gsr_weight": ("class_parameters", "regularises class-conditional BatchNorm"),
-    "embed_noise": ("set_embed_noise", "perturbs per-class BatchNorm embeddings"),
-    "aux_weight": ("aux_classifier", "needs a discriminator with a class head"),
+    "transition_steps": "needs an arch whose conditioning can be blended in",
+    "gsr_weight": "regularises class-conditional BatchNorm",
+    "embed_noise": "perturbs per-class BatchNorm embeddings",
+    "aux_weight": "needs a discriminator with a class head",
 }
 
 
@@ -212,22 +211,22 @@ class TrainGanConfig(Section):
     @classmethod
     def _diffaug(cls, v: str) -> str:
         for part in filter(None, (p.strip() for p in v.split(","))):
-            if part not in AUGMENTS:
-                raise ValueError(f"policy {part!r} is not one of: {', '.join(sorted(AUGMENTS))}")
+            if part not in AUGMENT_OPS:
+                raise ValueError(f"policy {part!r} is not one of: {', '.join(sorted(AUGMENT_OPS))}")
         return v
 
     @model_validator(mode="after")
     def _across_fields(self) -> "TrainGanConfig":
         if self.early_stop_patience > 0 and not self.track_quality:
             raise ValueError("early_stop_patience > 0 needs track_quality: true (stopping is decided by the judge)")
-        if self.label_smoothing > 0 and not LOSSES[self.loss].accepts_label_smoothing:
-            takes = ", ".join(n for n, loss in LOSSES.items() if loss.accepts_label_smoothing)
+        if self.label_smoothing > 0 and self.loss not in LABEL_SMOOTHING_LOSSES:
+            takes = ", ".join(LABEL_SMOOTHING_LOSSES)
             raise ValueError(f"label_smoothing applies to loss {takes} only, not {self.loss!r}; set it to 0")
-        for key, (capability, what) in ARCH_NEEDS.items():
-            if getattr(self, key) and not getattr(GAN_ARCHS[self.arch], capability):
-                have = ", ".join(n for n, a in GAN_ARCHS.items() if getattr(a, capability))
+        for key, what in ARCH_NEEDS.items():
+            if getattr(self, key) and key not in GAN_ARCHS[self.arch]:
+                have = ", ".join(n for n, options in GAN_ARCHS.items() if key in options)
                 raise ValueError(f"{key} > 0 {what}, which arch {self.arch!r} lacks (use {have}, or set {key}: 0)")
-        has_head = GAN_ARCHS[self.arch].aux_classifier
+        has_head = "aux_weight" in GAN_ARCHS[self.arch]
         recipe_aux = RECIPES.get(self.recipe, {}).get("aux_weight", 0.0)
         if recipe_aux > 0 and "aux_weight" not in self.model_fields_set and not has_head:
             raise ValueError(f"recipe {self.recipe!r} sets aux_weight {recipe_aux}, and arch {self.arch!r} has no "

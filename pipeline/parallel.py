@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from pipeline.errors import TrainingError
-from pipeline.threads import available_cores, free_cores, threads_for
+from pipeline.cores import available_cores, free_cores, threads_for
 
 _SHARED: Any = None
 

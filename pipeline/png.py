@@ -19,7 +19,7 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DataError
-from pipeline.parallel import available_cores
+from pipeline.cores import available_cores
 
 # Images past this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 64_000_000

@@ -5,6 +5,8 @@ dvc.yaml stage lists as deps exactly the pipeline files its command imports."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,6 +14,11 @@ import pytest
 import yaml
 
 from conftest import REPO
+from pipeline import choices, config
+from pipeline.diffaug import AUGMENTS
+from pipeline.losses import LOSSES
+from pipeline.models import CLASSIFIERS, GAN_ARCHS
+from pipeline.models.gans import OPTION_HOOKS
 
 PACKAGES = ("pipeline", "flows")
 MAX_MODULE_LINES = 400
@@ -180,3 +187,26 @@ def test_dvc_deps_are_the_stage_import_closure(stage):
     needed, listed = stage_code_deps(stage), _covered(_stage_deps(spec))
     missing, extra = sorted(needed - listed), sorted(listed - needed)
     assert not missing and not extra, f"dvc.yaml {stage}: add {missing}, remove {extra}"
+
+
+def test_the_torch_free_choices_match_the_registries_that_dispatch():
+    """pipeline.choices (what the config validates against) names exactly the registered
+    implementations, with the same traits."""
+
+    assert list(AUGMENTS) == list(choices.AUGMENT_OPS)
+    assert list(LOSSES) == list(choices.LOSSES)
+    assert [n for n, loss in LOSSES.items() if loss.accepts_label_smoothing] == list(choices.LABEL_SMOOTHING_LOSSES)
+    assert list(CLASSIFIERS) == list(choices.CLASSIFIERS)
+    assert list(GAN_ARCHS) == list(choices.GAN_ARCHS)
+    assert set(OPTION_HOOKS) == set(config.ARCH_NEEDS)
+    for name, arch in GAN_ARCHS.items():
+        implemented = {option for option, hook in OPTION_HOOKS.items() if getattr(arch, hook)}
+        assert implemented == choices.GAN_ARCHS[name], name
+
+
+def test_reading_params_and_the_light_stages_do_not_load_torch():
+    """`augment --help`, prepare, plan and every bad-params error start without torch (seconds)."""
+    code = ("import sys; import pipeline.cli, pipeline.stages.prepare, pipeline.stages.plan; "
+            "from pipeline import params_file; params_file.load(None, {}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

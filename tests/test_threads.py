@@ -9,8 +9,9 @@ import time
 import pytest
 import torch
 
-from pipeline import threads
-from pipeline.threads import choose_threads, cpu_threads, free_cores, threads_for
+from pipeline import cores, threads
+from pipeline.cores import free_cores, threads_for
+from pipeline.threads import choose_threads, cpu_threads
 
 
 @pytest.mark.parametrize(("free", "budget", "expected"), [
@@ -42,7 +43,7 @@ def test_free_cores_from_proc_stat(monkeypatch):
         def read(self):
             return next(readings)
 
-    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr("builtins.open", lambda *a, **k: Stat())
     assert free_cores(window_s=0) == pytest.approx(0.75)
 

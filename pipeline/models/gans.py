@@ -87,6 +87,11 @@ class GanArch:
         return G, D
 
 
+# arch-dependent train_gan option -> the GanArch attribute that implements it (an arch supports the
+# option where the attribute is set; `pipeline.choices.GAN_ARCHS` lists the same, torch-free)
+OPTION_HOOKS = {"aux_weight": "aux_classifier", "transition_steps": "set_conditioning",
+                "gsr_weight": "class_parameters", "embed_noise": "set_embed_noise"}
+
 GAN_ARCHS: dict[str, GanArch] = {
     "sngan": GanArch(
         "sngan",
