@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data import impose_long_tail, stratified_split
+from pipeline.sources import ImageSpec, read_digits
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
@@ -22,6 +25,14 @@ def tiny_arrays(counts=(6, 4, 3), size=8, channels=1, seed=0):
     base = (labels[:, None, None, None] * 60 + 30).astype(np.int16)
     noise = rng.integers(-20, 20, (len(labels), size, size, channels))
     return np.clip(base + noise, 0, 255).astype(np.uint8), labels
+
+
+def long_tailed_digits(counts: list[int]):
+    """sklearn's 8x8 digits as (train, val, test) ImageTables: 30% test, 15% of the rest val, then
+    the training split cut to `counts` images per class (a long tail)."""
+    pool, test = stratified_split(read_digits(ImageSpec(None, None, True)).train, 0.3, seed=1000)
+    train, val = stratified_split(pool, 0.15, seed=0)
+    return impose_long_tail(train, counts, seed=0), val, test
 
 
 def make_npz_folder(folder: Path) -> Path:

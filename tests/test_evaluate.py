@@ -18,10 +18,9 @@ from pipeline import metrics as M
 from pipeline import recommend as Rec
 from pipeline import strategies as S
 from pipeline import training as T
-from pipeline.data import ImageTable, impose_long_tail, random_oversample, stratified_split
+from pipeline.data import ImageTable, random_oversample
 from pipeline.errors import ConfigError, DataError
-from pipeline.sources import ImageSpec, read_digits
-from tests.conftest import tiny_arrays
+from tests.conftest import long_tailed_digits, tiny_arrays
 
 NAMES = ("a", "b", "c")
 
@@ -325,10 +324,7 @@ def _jittered_copies(train: ImageTable, add: np.ndarray, seed: int) -> ImageTabl
 
 @pytest.fixture(scope="module")
 def digits_run():
-    source = read_digits(ImageSpec(None, None, True))
-    pool, test = stratified_split(source.train, 0.3, seed=1000)
-    train, val = stratified_split(pool, 0.15, seed=0)
-    train = impose_long_tail(train, [60, 45, 35, 25, 18, 13, 10, 7, 5, 4], seed=0)
+    train, val, test = long_tailed_digits([60, 45, 35, 25, 18, 13, 10, 7, 5, 4])
     plan = {name: int(60 - n) for name, n in train.counts_by_name().items()}
     synthetic = _jittered_copies(train, E.plan_counts(plan, train.class_names), seed=0)
     cfg = _cfg(seeds=2, epochs=2, batch_size=32, device="cpu")

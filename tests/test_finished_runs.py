@@ -9,8 +9,7 @@ import pytest
 from pipeline import evaluate as E
 from pipeline import finished_runs as F
 from pipeline import params_file
-from pipeline.data import impose_long_tail, stratified_split
-from pipeline.sources import ImageSpec, read_digits
+from tests.conftest import long_tailed_digits
 
 FP = {"train": "t" * 64, "val": "v" * 64, "test": "s" * 64}
 
@@ -102,10 +101,7 @@ def test_prune_keeps_the_named_runs_only(tmp_path):
 
 @pytest.fixture(scope="module")
 def digits():
-    source = read_digits(ImageSpec(None, None, True))
-    pool, test = stratified_split(source.train, 0.3, seed=1000)
-    train, val = stratified_split(pool, 0.15, seed=0)
-    train = impose_long_tail(train, [40, 30, 25, 20, 15, 12, 10, 7, 5, 4], seed=0)
+    train, val, test = long_tailed_digits([40, 30, 25, 20, 15, 12, 10, 7, 5, 4])
     plan = {name: int(40 - n) for name, n in train.counts_by_name().items()}
     return E.EvalData(train, val, test), plan
 
