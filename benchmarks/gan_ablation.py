@@ -30,6 +30,7 @@ import outcome  # noqa: E402
 from machine import code_version, machine_info  # noqa: E402
 
 from pipeline import atomic, params_file  # noqa: E402
+from pipeline.gan_visuals import diversity_at_end  # noqa: E402
 from pipeline.stages import stage  # noqa: E402
 
 # name -> train_gan overrides on top of the recipe (each technique alone)
@@ -100,7 +101,8 @@ def run_variant(args: argparse.Namespace, name: str, work: Path) -> dict:
     payload = torch.load(Path(cfg.paths.gan) / "final.pt", map_location="cpu", weights_only=True)
     del final
     return {"overrides": VARIANTS[name], "train_s": round(seconds, 1), "s_per_step": round(seconds / args.steps, 4),
-            "best_step": payload.get("best_step"), **summarize(payload["quality"], args.recall_bar)}
+            "best_step": payload.get("best_step"), **summarize(payload["quality"], args.recall_bar),
+            "diversity_at_end": diversity_at_end(cfg.paths.gan, payload["class_names"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,14 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         final = work / name / "gan" / "final.pt"
         if name in variants and variants[name].get("overrides") == VARIANTS[name]:
             if final.is_file():  # summarised again from its final.pt, so a new figure reaches old runs
-                quality = torch.load(final, map_location="cpu", weights_only=True)["quality"]
-                variants[name].update(summarize(quality, args.recall_bar))
+                payload = torch.load(final, map_location="cpu", weights_only=True)
+                variants[name].update(summarize(payload["quality"], args.recall_bar),
+                                      diversity_at_end=diversity_at_end(final.parent, payload["class_names"]))
             continue
         variants[name] = run_variant(args, name, work)
         atomic.write_json(out, result)
         last = variants[name]["last"]
         print(f"{name}: worst agreement {last['worst_agreement']:.3f}, recall mean {last['mean_recall']:.3f} "
-              f"worst {last['worst_recall']:.3f}; bar at step {variants[name]['steps_to_bar']}", flush=True)
+              f"worst {last['worst_recall']:.3f}; bar at step {variants[name]['steps_to_bar']}; collapsed at the end: "
+              f"{(variants[name]['diversity_at_end'] or {}).get('collapsed')}", flush=True)
     atomic.write_json(out, result)
     return 0
 

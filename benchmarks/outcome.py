@@ -28,6 +28,7 @@ from pipeline.stages.files import gan_final_path  # noqa: E402
 from pipeline.stages.recipe import with_recipe  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
 from pipeline.errors import AugmentError  # noqa: E402
+from pipeline.gan_visuals import diversity_at_end  # noqa: E402
 from pipeline.recommend import validation_nll  # noqa: E402
 from pipeline.strategies import STRATEGIES  # noqa: E402
 
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         # as `augment show-params` shows them: train_gan.recipe resolved against the prepared data
         "params": config.dump(with_recipe(cfg)),
         "selection": selection_check(metrics, pd.read_parquet(Path(cfg.paths.reports) / "predictions.parquet")),
+        # the mode-collapse signal at the GAN's last evaluation (issue 23: no warning at the end)
+        "gan_diversity_at_end": diversity_at_end(cfg.paths.gan, metrics["class_names"]),
     }
     atomic.write_json(out, result)
     g = metrics.get("gain") or {}

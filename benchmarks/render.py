@@ -138,6 +138,14 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
     if q:
         lines += ["", f"GAN quality: class consistency {q['class_consistency']:.3f}, FID {q['fid']:.2f}, "
                       f"precision {q['precision']:.3f}, recall {q['recall']:.3f} (feature space: {q['feature_space']})."]
+    d = r.get("gan_diversity_at_end")
+    if d:
+        low = min(d["ratio"], key=d["ratio"].get)
+        lines += ["", f"Mode-collapse signal at the GAN's last evaluation (step {d['step']}): sample spread over real "
+                      f"spread lowest for class {low} ({d['ratio'][low]:.2f}); "
+                      + (f"below {d['collapse_ratio']} (the run's collapse warning) in class(es) {', '.join(d['collapsed'])}."
+                         if d["collapsed"] else f"no class below {d['collapse_ratio']}.")
+                      + (f" ({r['gan_diversity_at_end_note']})" if r.get("gan_diversity_at_end_note") else "")]
     lines += ["", f"![{name}]({_plot(name, r, results, out_md)})", ""]
     return lines
 
@@ -449,6 +457,24 @@ STRONG_BASELINES = ("logit_adjust", "drw", "mixup_drw")
 GOAL_SEEDS = 5
 
 
+def _collapse_rows(results: dict[str, dict]) -> list[list[str]]:
+    """The generator issue's "no mode-collapse warning at the end of the benchmark runs", over
+    every outcome run that trained its GAN and recorded the signal at its last evaluation
+    (`gan_diversity_at_end`: each class's sample spread over its real spread)."""
+    runs = {n: r["gan_diversity_at_end"] for n, r in sorted(results.items())
+            if r.get("gan_diversity_at_end") and not r.get("reused_gan")}
+    if not runs:
+        return []
+    some = next(iter(runs.values()))
+    bad = {n: d for n, d in runs.items() if d["collapsed"]}
+    def classes(d: dict) -> str:
+        return ", ".join("%s (%.2f)" % (c, d["ratio"][c]) for c in d["collapsed"])
+    status = "met" if not bad else "missed: " + "; ".join(f"{n} class {classes(d)}" for n, d in bad.items())
+    return [[f"No mode-collapse warning at the end of the benchmark runs (every class's sample spread >= "
+             f"{100 * some['collapse_ratio']:.0f}% of its real images)",
+             f"{len(runs) - len(bad)} of {len(runs)} runs without", status, ", ".join(f"{n}.json" for n in runs)]]
+
+
 def _gain_row(results: dict[str, dict], name: str, goal: str, need: float) -> list[str]:
     """Goal row for `gan(_policy) - best non-GAN >= need` (a fraction), CI above 0. A run that lacks
     one of STRONG_BASELINES, or has fewer than GOAL_SEEDS seeds, says so: not settled when met, the
@@ -555,6 +581,7 @@ def goals_section(results: dict[str, dict]) -> list[str]:
                      "met" if sp["demo_seconds"] <= 300 else "missed", "speed.json"])
     rows += _time_to_quality_rows(results)
     rows += _gtsrb_generator_row(results)
+    rows += _collapse_rows(results)
     rows += _shared_cores_rows(results)
     table = ["| goal | measured | status | result file |", "|---|---|---|---|"]
     table += ["| " + " | ".join(r) + " |" for r in rows]

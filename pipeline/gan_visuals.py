@@ -137,6 +137,23 @@ def log_progress(run: Run, out_dir: Path, classes: list[int], real_spread: dict[
                     run.step, ", ".join(low), 100 * COLLAPSE_RATIO)
 
 
+def diversity_at_end(gan_dir: str | Path, names: list[str] | tuple[str, ...]) -> dict | None:
+    """The mode-collapse signal at the run's last evaluation, from `gan_dir/diversity.csv`:
+    {"step", "ratio": {class name: sample spread / real spread}, "collapsed": the classes below
+    COLLAPSE_RATIO, those the run warned about}; None when the run wrote no signal."""
+    path = Path(gan_dir) / "diversity.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = [[float(v) for v in row] for row in list(csv.reader(f))[1:] if row]
+    if not rows:
+        return None
+    step = max(r[0] for r in rows)
+    ratio = {names[int(r[1])]: round(r[4], 4) for r in rows if r[0] == step}
+    return {"step": int(step), "ratio": ratio, "collapse_ratio": COLLAPSE_RATIO,
+            "collapsed": [n for n, v in ratio.items() if v < COLLAPSE_RATIO]}
+
+
 def _track_quality(run: Run, out_dir: Path, classes: list[int], names: tuple) -> None:
     """Judge agreement and recall per class of fixed EMA samples -> quality.csv, the log, the tracker."""
     z, y = _fixed_inputs(run.cfg, classes, QUALITY_SAMPLES, stream=3)

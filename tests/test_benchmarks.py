@@ -284,6 +284,14 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
     assert status["GAN training >= 3x the reference's images/s at equal or better class consistency"] == "met"
     assert status["Shards >= 10x a per-file loop and >= 5,000 images/s at 28x28"] == "missed"  # 6x
     assert status["`make demo` <= 300 s after install"] == "missed"
+    # the mode-collapse signal at the end of every run that trained its GAN (a reused GAN counts once)
+    collapse = "No mode-collapse warning at the end of the benchmark runs (every class's sample spread >= 50% of its real images)"
+    signal = {"step": 10, "ratio": {"a": 0.9, "b": 0.42}, "collapse_ratio": 0.5, "collapsed": ["b"]}
+    runs = {"one": {"gan_diversity_at_end": {**signal, "collapsed": []}, "reused_gan": False},
+            "two": {"gan_diversity_at_end": signal, "reused_gan": False},
+            "two_reused": {"gan_diversity_at_end": signal, "reused_gan": True}}
+    rows = [r for r in goals_section(runs) if r.startswith(f"| {collapse}")]
+    assert rows == [f"| {collapse} | 1 of 2 runs without | missed: two class b (0.42) | one.json, two.json |"]
     # the shipped recipe's run, when present, is the one the MNIST-LT goals read; a resumed run adds
     # the time of the run it resumed
     newer = {**mnist, "gain": {**gain, "balanced_accuracy": {"mean": 0.012, "ci95": [0.002, 0.02], "per_seed": [0.01] * 5}},

@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from pipeline import device as devices
-from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_objectives, gan_run
+from pipeline import gan, gan_checkpoints, gan_fingerprint, gan_objectives, gan_run, gan_visuals
 from pipeline.config import TrainGanConfig
 from pipeline.data import ImageTable, data_fingerprint
 from pipeline.gan_fingerprint import config_fingerprint
@@ -169,6 +169,14 @@ def test_resolve_classes():
 # ----------------------------------------------------------------------------- whole runs
 
 
+def test_diversity_at_end_reads_the_last_step_by_hand(tmp_path):
+    assert gan_visuals.diversity_at_end(tmp_path, ("a", "b")) is None  # no signal written
+    (tmp_path / "diversity.csv").write_text(
+        "step,class,fake,real,ratio\n100,0,1.0,4.0,0.25\n100,1,2.0,2.0,1.0\n200,0,3.0,4.0,0.75\n200,1,0.8,2.0,0.4\n")
+    assert gan_visuals.diversity_at_end(tmp_path, ("a", "b")) == {
+        "step": 200, "ratio": {"a": 0.75, "b": 0.4}, "collapse_ratio": 0.5, "collapsed": ["b"]}
+
+
 def test_short_run_writes_everything_and_loads(tmp_path, caplog):
     table = digits_table()
     with caplog.at_level(logging.INFO, logger="augment"):
@@ -184,6 +192,10 @@ def test_short_run_writes_everything_and_loads(tmp_path, caplog):
     assert lines[0] == "step,d_loss,g_loss,gp,d_real,d_fake" and len(lines) == 8
     div = (tmp_path / "diversity.csv").read_text().splitlines()
     assert div[0] == "step,class,fake,real,ratio" and len(div) == 1 + 3 * 3
+    end = gan_visuals.diversity_at_end(tmp_path, table.class_names)  # the signal of the last step, by class name
+    last = {int(float(r.split(",")[1])): float(r.split(",")[4]) for r in div[-3:]}
+    assert end["step"] == 7 and end["ratio"] == {n: round(last[i], 4) for i, n in enumerate(table.class_names)}
+    assert end["collapsed"] == [n for n in table.class_names if end["ratio"][n] < gan_visuals.COLLAPSE_RATIO]
 
     meta = state(final)
     assert meta["format"] == "augment-gan/1" and meta["step"] == 7
