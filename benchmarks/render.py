@@ -275,15 +275,27 @@ def gan_ablation_section(name: str, r: dict) -> list[str]:
              f"the samples' 3-NN manifold). `bar`: first evaluation where every class has agreement >= 0.98 and recall "
              f">= {bar}. s/step includes the tracker's evaluations; other work on the machine shows here, not in the "
              "quality figures (the weights depend only on the settings and thread count).", "",
-             "| variant | settings | agreement mean | worst agreement | recall mean | worst recall | best step | bar at step | s/step |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | settings | agreement mean | worst agreement | recall mean | worst recall | best step | bar at step | "
+             "lowest spread ratio at the end | s/step |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for variant, v in r["variants"].items():
         last, settings = v["last"], ", ".join(f"{k.split('.')[-1]}={x}" for k, x in v["overrides"].items()) or "recipe"
         mean_agreement = f"{last['mean_agreement']:.3f}" if "mean_agreement" in last else "-"
         lines.append(f"| {variant} | {settings} | {mean_agreement} | {last['worst_agreement']:.3f} | {last['mean_recall']:.3f} | "
                      f"{last['worst_recall']:.3f} | {v.get('best_step')} | {v.get('steps_to_bar') or 'never'} | "
-                     f"{v['s_per_step']:.3f} |")
+                     f"{_lowest_spread(v.get('diversity_at_end'))} | {v['s_per_step']:.3f} |")
+    if any(v.get("diversity_at_end") for v in r["variants"].values()):
+        lines += ["", "Lowest spread ratio: the class whose samples spread least relative to its real images at the "
+                      "last evaluation (the mode-collapse signal; the run warns below 0.5)."]
     return lines + [""]
+
+
+def _lowest_spread(d: dict | None) -> str:
+    """`0.53 (class 9)` from a diversity_at_end record; `-` for a run recorded before it existed."""
+    if not d:
+        return "-"
+    low = min(d["ratio"], key=d["ratio"].get)
+    return f"{d['ratio'][low]:.2f} (class {low})"
 
 
 REFERENCE_TEXT = "the tutorial cGAN (speed.py REFERENCE: concat MLPs, BCE, Adam beta1 0.5, no augmentation, no EMA, fp32)"
