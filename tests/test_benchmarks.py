@@ -414,10 +414,14 @@ def test_gan_ablation_summary_and_section(monkeypatch):
                          "mean_recall": pytest.approx(0.725), "worst_recall": 0.65}
     assert gan_ablation.summarize(rows, recall_bar=0.9)["steps_to_bar"] is None
     r = {"command": "python benchmarks/gan_ablation.py", "machine": {}, "steps": 500, "recall_bar": 0.6,
-         "variants": {"lecam": {"overrides": {"train_gan.lecam_weight": 0.3}, "s_per_step": 0.2, "best_step": 500, **s}}}
+         "variants": {"lecam": {"overrides": {"train_gan.lecam_weight": 0.3}, "s_per_step": 0.2, "best_step": 500, **s},
+                      "ms": {"overrides": {"train_gan.ms_weight": 0.3}, "s_per_step": 0.25, "best_step": 250, **s,
+                             "diversity_at_end": {"step": 500, "ratio": {"a": 0.9, "b": 0.456}, "collapse_ratio": 0.5,
+                                                  "collapsed": ["b"]}}}}
     monkeypatch.setattr(render, "_machine", lambda m: "a test machine")
     text = "\n".join(render.gan_ablation_section("gan_ablation_x", r))
-    assert "| lecam | lecam_weight=0.3 | 0.988 | 0.985 | 0.725 | 0.650 | 500 | 500 | 0.200 |" in text
+    assert "| lecam | lecam_weight=0.3 | 0.988 | 0.985 | 0.725 | 0.650 | 500 | 500 | - | 0.200 |" in text  # recorded before the signal
+    assert "| ms | ms_weight=0.3 | 0.988 | 0.985 | 0.725 | 0.650 | 250 | 500 | 0.46 (class b) | 0.250 |" in text
 
 
 def test_selection_rules_scored_on_hand_made_predictions(monkeypatch):
