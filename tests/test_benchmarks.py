@@ -535,7 +535,7 @@ def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):
     folder = make_npz_folder(tmp_path / "npz")
     out = tmp_path / "results" / "time_to_quality_mnist_lt.json"
     cmd = [sys.executable, str(REPO / "benchmarks/time_to_quality.py"), "--data", str(folder), "--long-tail", "natural=0.8",
-           "--out", str(out), "--workdir", str(tmp_path / "work"), "--minutes", "0.2", "--every", "40", "--threads", "1",
+           "--out", str(out), "--workdir", str(tmp_path / "work"), "--minutes", "0.4", "--every", "20", "--threads", "1",
            "--set", "train_gan.batch_size=8", "--set", "data.val_fraction=0.3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -544,7 +544,7 @@ def test_time_to_quality_on_tiny_npz(tmp_path, monkeypatch):
     for name, v in r["recipes"].items():
         steps = [c["step"] for c in v["curve"]]
         seconds = [c["seconds"] for c in v["curve"]]
-        assert len(steps) >= 2 and steps == sorted(steps) and all(s % 40 == 0 for s in steps)
+        assert len(steps) >= 2 and steps == sorted(steps) and all(s % 20 == 0 for s in steps)
         assert seconds == sorted(seconds) and 0 < seconds[0] and seconds[-1] <= v["budget_s"] + 5
         assert len(v["curve"][0]["agreement"]) == 3 and (out.parent / v["grid"]).is_file()
     assert r["recipes"]["reference"]["overrides"]["arch"] == "concat" and out.with_suffix(".png").is_file()
