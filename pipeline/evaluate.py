@@ -28,7 +28,7 @@ from pipeline.data import ImageTable, data_fingerprint
 from pipeline.device import choose_precision, precision_name
 from pipeline.errors import DataError
 from pipeline.finished_runs import FinishedRuns, run_key
-from pipeline.judge import fit_judge
+from pipeline.judge import cached_judge, fit_judge
 from pipeline.mixing import Mix, choose_policy
 from pipeline.models.classifiers import label_probability
 from pipeline.parallel import Workers, resolve_workers
@@ -162,14 +162,18 @@ def _unscored(scores: np.ndarray | None) -> bool:
 
 
 def _judge(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str], scores: np.ndarray | None,
-           progress: bool) -> nn.Module | None:
+           progress: bool, finished: FinishedRuns | None = None) -> nn.Module | None:
     """The evaluation's real-data judge (`judge.JUDGES["evaluate"]`) that scores unscored synthetic images for
     gan_policy and embeds images for the GAN-quality metrics; None when neither needs it. It trains
     on `cpu_threads` like every run (more threads round differently, and the policy's scores would
-    then depend on `evaluate.workers`)."""
+    then depend on `evaluate.workers`). With `finished`, it is kept beside the finished runs and
+    read back by a resumed evaluation of the same inputs."""
     if "synthetic" not in tables or not (cfg.gan_quality or ("gan_policy" in names and _unscored(scores))):
         return None
-    return fit_judge("evaluate", tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
+    fit = functools.partial(fit_judge, "evaluate", tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
+    if finished is None:
+        return fit()
+    return cached_judge(finished.judge_path(), finished.key, tables["train"], fit).to(resolve_device(cfg.device))
 
 
 def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float, bool]:
@@ -299,7 +303,7 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
     log.info("evaluate: %d runs in %d process(es) of %s thread(s)", len(names) * len(seeds), workers,
              cfg.cpu_threads or "torch's default")
     start = time.perf_counter()
-    judge = _judge(cfg, tables, names, data.synthetic_scores, progress)
+    judge = _judge(cfg, tables, names, data.synthetic_scores, progress, finished)
     judge_seconds = time.perf_counter() - start
     with Workers(workers, cfg.cpu_threads, shared) as pool:
         report, chosen = _choose_mix(cfg, tables, names, data.synthetic_scores, pool, judge, progress)

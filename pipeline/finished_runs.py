@@ -4,7 +4,8 @@ An evaluation is strategies x seeds independent runs (`pipeline.evaluate`), each
 training. Each finished run's predictions are written here, one Parquet file per run, named by a
 digest of everything its predictions depend on (`run_key` + strategy, seed and mixing policy).
 A later evaluation with the same inputs reads them instead of training again: after a kill, a
-disk-full error or a crash, and when strategies or seeds are added to a finished evaluation.
+disk-full error or a crash, and when strategies or seeds are added to a finished evaluation. The
+evaluation's real-data judge is kept beside them (`judge_path`) for the same inputs.
 
 What goes into the digest: the `evaluate` settings (less those that do not change a run: the lists
 of strategies and seeds, the worker count, the GAN-quality switch, the selection rule), the
@@ -35,6 +36,7 @@ log = logging.getLogger("augment")
 UNKEYED = ("strategies", "seeds", "workers", "gan_quality", "select_by", "reuse_runs")
 SECONDS = b"augment.seconds"
 SUFFIX = ".parquet"
+JUDGE_PREFIX = "judge-"
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -104,13 +106,20 @@ class FinishedRuns:
             pq.write_table(table, tmp)
         return path
 
+    def judge_path(self) -> Path:
+        """Where the evaluation's real-data judge of these inputs is kept (`judge.cached_judge`)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / f"{JUDGE_PREFIX}{self.key[:20]}.pt"
+
     def prune(self, keep: set[Path]) -> int:
-        """Remove the run files not in `keep` (runs of other inputs) and any temporary file; the count."""
+        """Remove the run files not in `keep` (runs of other inputs), judges of other inputs and any
+        temporary file; the count."""
         if not self.folder.is_dir():
             return 0
         removed = atomic.clean_temporaries(self.folder)
-        for path in self.folder.glob(f"*{SUFFIX}"):
-            if path not in keep:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        judge = self.folder / f"{JUDGE_PREFIX}{self.key[:20]}.pt"
+        stale = [p for p in self.folder.glob(f"*{SUFFIX}") if p not in keep]
+        stale += [p for p in self.folder.glob(f"{JUDGE_PREFIX}*.pt") if p != judge]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return removed + len(stale)

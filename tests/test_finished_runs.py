@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline import evaluate as E
 from pipeline import finished_runs as F
@@ -150,3 +151,24 @@ def test_a_stopped_evaluation_resumes_and_matches_an_unstopped_one(digits, tmp_p
                runs_dir=tmp_path / "runs")
     assert trained == [("none", 0), ("oversample", 0)]
     assert len(list((tmp_path / "runs").glob("*.parquet"))) == 2
+
+
+def test_the_evaluation_judge_is_kept_for_a_resumed_run(digits, tmp_path, monkeypatch):
+    data, _ = digits
+    tables = {"train": data.train, "val": data.val, "test": data.test, "synthetic": data.train}
+    cfg = _cfg(seeds=1, gan_quality=True)
+    runs = F.FinishedRuns(tmp_path / "runs", _key())
+    real, fits = E.fit_judge, []
+    monkeypatch.setattr(E, "fit_judge", lambda *a, **k: fits.append(a[0]) or real(*a, **k))
+    first = E._judge(cfg, tables, ["none"], None, False, runs)
+    again = E._judge(cfg, tables, ["none"], None, False, runs)
+    assert fits == ["evaluate"] and runs.judge_path().is_file()  # trained once, then read back
+    x = torch.from_numpy(data.test.images[:16]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        assert torch.equal(first(x), again(x))
+    # another evaluation's inputs: another judge; pruning keeps only the current one
+    other = F.FinishedRuns(tmp_path / "runs", _key(plan=(9, 9)))
+    E._judge(cfg, tables, ["none"], None, False, other)
+    assert fits == ["evaluate", "evaluate"]
+    other.prune(set())
+    assert [p.name for p in (tmp_path / "runs").glob("judge-*.pt")] == [other.judge_path().name]

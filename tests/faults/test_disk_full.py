@@ -73,7 +73,9 @@ def test_evaluate_on_a_full_disk_keeps_the_earlier_results(tmp_path):
     after = p.visible()
     assert {k: v for k, v in after.items() if k in before} == before
     kept = sorted(k for k in after if k not in before)
-    assert kept and all(k.startswith("data/reports/runs/") and "-seed3-" in k for k in kept), kept
+    runs = [k for k in kept if k.endswith(".parquet")]
+    assert runs and all(k.startswith("data/reports/runs/") and "-seed3-" in k for k in runs), kept
+    assert all(k.startswith("data/reports/runs/judge-") for k in kept if k not in runs), kept
     no_temporaries(p.root / "data/reports")
 
 
