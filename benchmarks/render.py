@@ -140,9 +140,8 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
                       f"precision {q['precision']:.3f}, recall {q['recall']:.3f} (feature space: {q['feature_space']})."]
     d = r.get("gan_diversity_at_end")
     if d:
-        low = min(d["ratio"], key=d["ratio"].get)
-        lines += ["", f"Mode-collapse signal at the GAN's last evaluation (step {d['step']}): sample spread over real "
-                      f"spread lowest for class {low} ({d['ratio'][low]:.2f}); "
+        lines += ["", f"Mode-collapse signal at the GAN's last evaluation (step {d['step']}): lowest sample spread "
+                      f"over real spread {_lowest_spread(d)}; "
                       + (f"below {d['collapse_ratio']} (the run's collapse warning) in class(es) {', '.join(d['collapsed'])}."
                          if d["collapsed"] else f"no class below {d['collapse_ratio']}.")
                       + (f" ({r['gan_diversity_at_end_note']})" if r.get("gan_diversity_at_end_note") else "")]
@@ -497,8 +496,8 @@ def _gain_row(results: dict[str, dict], name: str, goal: str, need: float) -> li
         return [goal, "-", "not measured", f"{name}.json"]
     met = d["mean"] >= need and d["ci95"][0] > 0
     short = max(need - d["mean"], -d["ci95"][0])  # the mean below the goal, or the CI's low end below 0
-    lacks = [f"the run has no {', '.join(s)} baseline"
-             for s in [[s for s in STRONG_BASELINES if s not in r.get("strategies", {})]] if s]
+    absent = [s for s in STRONG_BASELINES if s not in r.get("strategies", {})]
+    lacks = [f"the run has no {', '.join(absent)} baseline"] if absent else []
     seeds = len(r.get("seeds") or d.get("per_seed") or [])
     if seeds < GOAL_SEEDS:
         lacks.append(f"{seeds} seeds of the {GOAL_SEEDS} the goal asks")

@@ -10,7 +10,7 @@ evaluation's real-data judge is kept beside them (`judge_path`) for the same inp
 What goes into the digest: the `evaluate` settings (less those that do not change a run: the lists
 of strategies and seeds, the worker count, the GAN-quality switch, the selection rule), the
 fingerprints of every split and of the synthetic data, the plan, the source of the `pipeline`
-package, the torch version, the device, the CPU's instruction set and the precision. A change to
+package, the torch version, the device, the CPU's instruction set, the thread count and the precision. A change to
 any of them gives new names, so a stale run is never read; `prune` then removes the old files.
 """
 
@@ -106,10 +106,15 @@ class FinishedRuns:
             pq.write_table(table, tmp)
         return path
 
-    def judge_path(self) -> Path:
-        """Where the evaluation's real-data judge of these inputs is kept (`judge.cached_judge`)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+    @property
+    def _judge_file(self) -> Path:
         return self.folder / f"{JUDGE_PREFIX}{self.key[:20]}.pt"
+
+    def judge_path(self) -> Path:
+        """Where the evaluation's real-data judge of these inputs is kept (`judge.cached_judge`); the
+        folder is made."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self._judge_file
 
     def prune(self, keep: set[Path]) -> int:
         """Remove the run files not in `keep` (runs of other inputs), judges of other inputs and any
@@ -117,9 +122,8 @@ class FinishedRuns:
         if not self.folder.is_dir():
             return 0
         removed = atomic.clean_temporaries(self.folder)
-        judge = self.folder / f"{JUDGE_PREFIX}{self.key[:20]}.pt"
         stale = [p for p in self.folder.glob(f"*{SUFFIX}") if p not in keep]
-        stale += [p for p in self.folder.glob(f"{JUDGE_PREFIX}*.pt") if p != judge]
+        stale += [p for p in self.folder.glob(f"{JUDGE_PREFIX}*.pt") if p != self._judge_file]
         for path in stale:
             path.unlink(missing_ok=True)
         return removed + len(stale)
