@@ -3,6 +3,9 @@ layout with a long-tail profile, writing the metrics.json schema plus how and wh
 
     python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote \
         --out benchmarks/results/mnist_lt.json [--seeds 3] [--device auto] [--set key=value ...]
+
+`--synthetic real` puts left-out real images where the GAN's samples go (`real_release.py`): the
+ceiling any generator could reach with the same strategies.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import TreeMemory, machine_info  # noqa: E402
+from real_release import SOURCE_NAME, write_real_release  # noqa: E402
 
 from pipeline import atomic, config, params_file  # noqa: E402
 from pipeline.stages import stage  # noqa: E402
@@ -71,18 +75,25 @@ def _mtime(path: Path) -> int | None:
     return path.stat().st_mtime_ns if path.is_file() else None
 
 
-def run(cfg: config.Config, skip_done: bool) -> tuple[dict[str, float], bool]:
+def run(cfg: config.Config, skip_done: bool, real: bool = False) -> tuple[dict[str, float], bool]:
     """Every stage in order: (seconds per stage, whether the GAN was trained in this run).
 
     With `skip_done`, a finished GAN is reused without running train-gan. Without it, train-gan
     runs, but it resumes from the workdir's checkpoints: when they already hold a finished GAN of
     the same settings, nothing is trained, and the run says so rather than time a stage that did
-    not train.
+    not train. With `real`, no GAN at all: the release holds left-out real images
+    (`real_release.py`, timed as "real-release" in place of train-gan and generate).
     """
     timings = {}
     final = gan_final_path(cfg)
     before = _mtime(final)
     for name, fn_name in STAGES.items():
+        if real and name in ("train-gan", "generate"):
+            if name == "generate":
+                start = time.perf_counter()
+                write_real_release(cfg)
+                timings["real-release"] = round(time.perf_counter() - start, 1)
+            continue
         if skip_done and name == "train-gan" and final.is_file():
             logging.getLogger("augment").info("reusing %s", final)
             continue
@@ -138,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--workdir", default=None, help="where the run's data go (default benchmarks/work/<out name>)")
     p.add_argument("--reuse-gan", action="store_true", help="reuse a finished GAN in the workdir")
+    p.add_argument("--synthetic", choices=["gan", "real"], default="gan",
+                   help="real: no GAN; the release holds real training images the long-tail profile left out "
+                        "(a perfect generator: the ceiling of what synthetic rows can add)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="augment: %(message)s", stream=sys.stderr)
     out = Path(args.out)
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(args, work)
         with TreeMemory() as memory:
-            timings, trained = run(cfg, args.reuse_gan)
+            timings, trained = run(cfg, args.reuse_gan, real=args.synthetic == "real")
     except AugmentError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -163,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         "stage_s": timings,
         # a reused GAN's training time is in neither stage_s nor wall_s (with the workdir's finished
         # GAN, train-gan only checks it: its stage time is then not a training time either)
-        "reused_gan": not trained,
+        "reused_gan": not trained and args.synthetic == "gan",
+        # what the GAN strategies' rows were: the GAN's samples, or real images (a perfect generator)
+        "synthetic_source": "gan" if args.synthetic == "gan" else SOURCE_NAME,
         # this process and its evaluation workers together (their summed RSS, sampled each second)
         "peak_rss_mb": memory.peak_mb,
         "peak_rss_scope": "process tree",

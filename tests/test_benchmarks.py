@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -712,3 +713,47 @@ def test_gtsrb_generator_goal_takes_the_first_snapshot_within_90_min_that_meets_
     rows = render._gtsrb_generator_row({"time_to_quality_gtsrb": run(never)})
     assert rows[0][2].startswith("missed: mean agreement 0.95 of 0.90, worst 0.65 of 0.70")
     assert render._gtsrb_generator_row({"time_to_quality_mnist_lt": run(slow)}) == []
+
+
+def test_outcome_with_real_images_in_place_of_the_gan(bench):
+    """--synthetic real: no GAN; the release holds real training images that neither prepared
+    train nor prepared val holds, as many per class as the plan asks, and the result says so."""
+    from pipeline.reader import read_images
+    from pipeline.tables import read_parquet
+
+    tmp_path = bench[0]
+    out = tmp_path / "real" / "tiny.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/outcome.py"), "--data", str(tmp_path / "npz"), "--long-tail",
+         "natural=0.8", "--out", str(out), "--seeds", "1", "--workdir", str(tmp_path / "real_work"), *TINY,
+         "--set", "plan.sampling_strategy={one: 6, two: 4}", "--synthetic", "real"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["synthetic_source"].startswith("real images") and result["reused_gan"] is False
+    assert "train-gan" not in result["stage_s"] and "real-release" in result["stage_s"]
+    assert result["strategies"]["gan"]["balanced_accuracy"]["per_seed"]
+    work = tmp_path / "real_work"
+    released = read_images(work / "synthetic")
+    assert sorted(released.labels.tolist()) == [1, 2]
+    source = np.load(tmp_path / "npz" / "train.npz")["x"]
+    used = {img.tobytes() for split in ("train", "val") for img in read_parquet(work / "prepared" / f"{split}.parquet").images}
+    for img, label in zip(released.images, released.labels):
+        assert img.tobytes() not in used  # never a training or validation image
+        assert any(np.array_equal(img[..., 0], s) for s in source)  # a real source image
+
+
+def test_real_release_draw_refuses_a_quota_beyond_the_left_out_images():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from real_release import draw
+
+    from pipeline.data import ImageTable
+    from pipeline.errors import DataError
+
+    spare = ImageTable(np.arange(5 * 4, dtype=np.uint8).reshape(5, 2, 2, 1), np.array([0, 0, 0, 1, 1]), ("a", "b"))
+    picked = draw(spare, {"a": 2, "b": 0}, seed=0)
+    assert picked.labels.tolist() == [0, 0] and len({i.tobytes() for i in picked.images}) == 2
+    assert draw(spare, {"a": 2}, seed=0).images.tobytes() == picked.images.tobytes()  # seeded
+    with pytest.raises(DataError, match=r"class 'b': the release needs 3 real images but the profile left out only 2"):
+        draw(spare, {"b": 3}, seed=0)

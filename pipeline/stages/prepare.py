@@ -10,7 +10,7 @@ from pipeline import atomic
 from pipeline.config import Config
 from pipeline.data import ImageTable, check_classes, impose_long_tail, long_tail_counts, stratified_split
 from pipeline.errors import DataError
-from pipeline.sources import ImageSpec, read_source
+from pipeline.sources import ImageSpec, Source, read_source
 from pipeline.stages.files import counts_path, prepared_path
 from pipeline.tables import write_parquet
 
@@ -23,6 +23,25 @@ def _val_profile(target: list[int], val_fraction: float, available: np.ndarray) 
     return [int(min(n, max(1, round(t * scale)))) for t, n in zip(target, available)]
 
 
+def split_pool(cfg: Config, pool: ImageTable) -> tuple[ImageTable, ImageTable]:
+    """(train, val) of the training pool before the long-tail profile: the images the profile
+    chooses from (benchmarks read the ones it leaves out as a perfect generator's samples)."""
+    return stratified_split(pool, cfg.data.val_fraction, cfg.data.split_seed)
+
+
+def read_pool(cfg: Config) -> tuple[Source, ImageTable, ImageTable]:
+    """(the source as read, the training pool, the test split): the test split is the source's own
+    or, when it has none, held out of the pool by class (data.test_fraction)."""
+    spec = ImageSpec(cfg.data.image_size, cfg.data.channels, cfg.data.resize)
+    source = read_source(cfg.data.source, spec)
+    check_classes(source.train, f"{cfg.data.source} (train)", source.empty_hint)
+    pool, test = source.train, source.test
+    if test is None:
+        pool, test = stratified_split(pool, cfg.data.test_fraction, cfg.data.split_seed + 1000)
+        log.info("source has no test set: held out %d images (data.test_fraction=%s)", len(test), cfg.data.test_fraction)
+    return source, pool, test
+
+
 def split_and_profile(cfg: Config, pool: ImageTable) -> tuple[ImageTable, ImageTable]:
     """Split `pool` into (train, val); impose the long-tail profile on both, train getting exact counts.
 
@@ -31,7 +50,7 @@ def split_and_profile(cfg: Config, pool: ImageTable) -> tuple[ImageTable, ImageT
     val_fraction / (1 - val_fraction): model choice sees the imbalance users have.
     """
     lt, profile = cfg.data.long_tail, cfg.data.profile()
-    train, val = stratified_split(pool, cfg.data.val_fraction, cfg.data.split_seed)
+    train, val = split_pool(cfg, pool)
     if profile == "none":
         return train, val
     target = long_tail_counts(train.counts(), profile, lt.ratio, lt.counts, lt.fraction)
@@ -43,13 +62,7 @@ def split_and_profile(cfg: Config, pool: ImageTable) -> tuple[ImageTable, ImageT
 
 def prepare(cfg: Config) -> dict:
     """Stage `prepare`: read and check the source, split, impose the profile, write Parquet + counts."""
-    spec = ImageSpec(cfg.data.image_size, cfg.data.channels, cfg.data.resize)
-    source = read_source(cfg.data.source, spec)
-    check_classes(source.train, f"{cfg.data.source} (train)", source.empty_hint)
-    pool, test = source.train, source.test
-    if test is None:
-        pool, test = stratified_split(pool, cfg.data.test_fraction, cfg.data.split_seed + 1000)
-        log.info("source has no test set: held out %d images (data.test_fraction=%s)", len(test), cfg.data.test_fraction)
+    source, pool, test = read_pool(cfg)
     if test.image_shape != pool.image_shape:
         raise DataError(
             f"{cfg.data.source}: test images are {test.image_shape}, train images {pool.image_shape}; "
