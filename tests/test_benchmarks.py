@@ -757,3 +757,28 @@ def test_real_release_draw_refuses_a_quota_beyond_the_left_out_images():
     assert draw(spare, {"a": 2}, seed=0).images.tobytes() == picked.images.tobytes()  # seeded
     with pytest.raises(DataError, match=r"class 'b': the release needs 3 real images but the profile left out only 2"):
         draw(spare, {"b": 3}, seed=0)
+
+
+def test_ceiling_section_reads_only_runs_with_real_images_and_goal_rows_leave_them_out(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from render import ceiling_section, goals_section
+
+    def run(source, scores, gain):
+        r = {"dataset": "mnist", "profile": "deepsmote", "seeds": [0, 1, 2, 3, 4],
+             "strategies": {n: {"balanced_accuracy": {"mean": v}} for n, v in scores.items()},
+             "gain": {"strategy": "gan_la_real_prior", "baseline": "mixup_drw",
+                      "balanced_accuracy": {"mean": gain, "ci95": [gain - 0.002, gain + 0.002]}},
+             "selection": {"regret": 0.05, "not_below_best_non_gan_ci": False}}
+        return r | ({} if source is None else {"synthetic_source": source})
+
+    scores = {"mixup_drw": 0.9767, "logit_adjust": 0.9750, "gan_la_real_prior": 0.9812}
+    real = run("real images the long-tail profile left out", scores, 0.0045)
+    lines = ceiling_section({"mnist_lt_real_ceiling": real, "mnist_lt_epochs15": run(None, scores, 0.002)})
+    rows = [line for line in lines if line.startswith("| `")]
+    assert len(rows) == 1 and rows[0].startswith("| `mnist_lt_real_ceiling.json` | mnist deepsmote | 5 |")
+    assert "gan_la_real_prior +0.45 [+0.25, +0.65] vs mixup_drw" in rows[0]
+    assert rows[0].endswith("gan_la_real_prior 98.12% vs mixup_drw 97.67%: +0.45 |")
+    assert ceiling_section({"mnist_lt_epochs15": run("gan", scores, 0.002)}) == []
+    # the real-image run is no benchmark of the recommendation: the selection rows leave it out
+    goals = "\n".join(goals_section({"mnist_lt_real_ceiling": real}))
+    assert "Recommendation never below" not in goals and "Median selection regret" not in goals
