@@ -33,6 +33,7 @@ from pipeline.stages.recipe import with_recipe  # noqa: E402
 from pipeline.cli import STAGES  # noqa: E402
 from pipeline.errors import AugmentError  # noqa: E402
 from pipeline.gan_visuals import diversity_at_end  # noqa: E402
+from pipeline.reader import read_manifest  # noqa: E402
 from pipeline.recommend import validation_nll  # noqa: E402
 from pipeline.strategies import STRATEGIES  # noqa: E402
 
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         "reused_gan": not trained and args.synthetic == "gan",
         # what the GAN strategies' rows were: the GAN's samples, or real images (a perfect generator)
         "synthetic_source": "gan" if args.synthetic == "gan" else SOURCE_NAME,
+        # real images only: the classes that had fewer left out than the release asks {class: [asked, drawn]}
+        **({} if args.synthetic == "gan" else {"real_short": read_manifest(cfg.paths.synthetic).get("short") or {}}),
         # this process and its evaluation workers together (their summed RSS, sampled each second)
         "peak_rss_mb": memory.peak_mb,
         "peak_rss_scope": "process tree",

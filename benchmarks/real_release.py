@@ -20,7 +20,6 @@ import numpy as np
 from pipeline import __version__
 from pipeline.config import Config, dump
 from pipeline.data import ImageTable
-from pipeline.errors import DataError
 from pipeline.release import synthetic_columns, write_shards
 from pipeline.stages.files import read_prepared
 from pipeline.stages.plan import read_plan
@@ -45,35 +44,38 @@ def left_out(cfg: Config) -> ImageTable:
     return before.subset(keep)
 
 
-def draw(spare: ImageTable, quota: dict[str, int], seed: int) -> ImageTable:
-    """quota[c] images of each class c drawn without replacement (seeded), in class order.
-
-    Raises:
-        DataError: a class has fewer left-out images than its quota; names both counts.
+def draw(spare: ImageTable, quota: dict[str, int], seed: int) -> tuple[ImageTable, dict[str, list[int]]]:
+    """quota[c] images of each class c drawn without replacement (seeded), in class order, and the
+    classes that had fewer left-out images than their quota: {class: [asked, drawn]}. Those get
+    every image they have (the fresh-pool strategies then repeat them sooner than a GAN's pool),
+    and a warning says so.
     """
     rng = np.random.default_rng(seed)
     names = list(spare.class_names)
-    picks = []
+    picks, short = [], {}
     for name, n in quota.items():
         if n <= 0:
             continue
         idx = np.flatnonzero(spare.labels == names.index(name))
         if len(idx) < n:
-            raise DataError(f"class {name!r}: the release needs {n} real images but the profile left out only "
-                            f"{len(idx)}; lower plan.sampling_strategy or generate.pool_factor")
-        picks.append(np.sort(rng.choice(idx, size=n, replace=False)))
-    return spare.subset(np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64))
+            short[name] = [int(n), int(len(idx))]
+        picks.append(np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False)))
+    if short:
+        log.warning("fewer left-out real images than the release asks, all of them used: %s",
+                    ", ".join(f"{c} {had} of {asked}" for c, (asked, had) in short.items()))
+    return spare.subset(np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)), short
 
 
 def write_real_release(cfg: Config) -> dict:
     """Write `paths.synthetic` from left-out real images: the plan's count times
-    generate.pool_factor per class, scores unset (NaN), as `augment generate` lays a release out."""
+    generate.pool_factor per class (or all a class has: the manifest's "short"), scores unset (NaN),
+    as `augment generate` lays a release out."""
     quota = read_plan(cfg)
-    table = draw(left_out(cfg), {c: n * cfg.generate.pool_factor for c, n in quota.items()}, cfg.generate.seed)
+    table, short = draw(left_out(cfg), {c: n * cfg.generate.pool_factor for c, n in quota.items()}, cfg.generate.seed)
     n = len(table.labels)
     columns = synthetic_columns(SOURCE_NAME, np.arange(n, dtype=np.int64), np.full(n, np.nan, dtype=np.float32))
     extra = {"plan": quota, "pool_factor": cfg.generate.pool_factor, "params": dump(cfg), "generator": SOURCE_NAME,
-             "augment_version": __version__, "filter": None, "precision": None}
+             "augment_version": __version__, "filter": None, "precision": None, "short": short}
     manifest = write_shards(cfg.paths.synthetic, table, columns, cfg.generate.shard_size, extra)
     log.info("wrote %d left-out real images into %s in place of synthetic ones", n, cfg.paths.synthetic)
-    return {"rows": n, "files": len(manifest["files"])}
+    return {"rows": n, "files": len(manifest["files"]), "short": short}

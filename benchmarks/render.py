@@ -672,7 +672,10 @@ def ceiling_section(results: dict[str, dict]) -> list[str]:
         if _from_gan(r) or not g:
             continue
         gan, base = _test_best(r, True), _test_best(r, False)
-        rows.append(f"| `{name}.json` | {r['dataset']} {r['profile']} | {len(r['seeds'])} | "
+        short = r.get("real_short") or {}
+        fewer = (" (fewer real images than the plan: " + ", ".join(f"{c} {had:,} of {asked:,}" for c, (asked, had)
+                                                                   in short.items()) + ")") if short else ""
+        rows.append(f"| `{name}.json` | {r['dataset']} {r['profile']}{fewer} | {len(r['seeds'])} | "
                     f"{r['gain']['strategy']} {_points(g['mean'])} [{_points(g['ci95'][0])}, {_points(g['ci95'][1])}] "
                     f"vs {r['gain']['baseline']} | {gan} {100 * _ba(r, gan):.2f}% vs {base} {100 * _ba(r, base):.2f}%: "
                     f"{_points(_ba(r, gan) - _ba(r, base))} |")

@@ -733,6 +733,7 @@ def test_outcome_with_real_images_in_place_of_the_gan(bench):
     result = json.loads(out.read_text())
     assert result["synthetic_source"].startswith("real images") and result["reused_gan"] is False
     assert "train-gan" not in result["stage_s"] and "real-release" in result["stage_s"]
+    assert result["real_short"] == {}  # one and two had 1 left out each, and the plan asks 1 each
     assert result["strategies"]["gan"]["balanced_accuracy"]["per_seed"]
     work = tmp_path / "real_work"
     released = read_images(work / "synthetic")
@@ -744,19 +745,18 @@ def test_outcome_with_real_images_in_place_of_the_gan(bench):
         assert any(np.array_equal(img[..., 0], s) for s in source)  # a real source image
 
 
-def test_real_release_draw_refuses_a_quota_beyond_the_left_out_images():
+def test_real_release_draw_takes_the_quota_or_all_a_class_has_and_says_which():
     sys.path.insert(0, str(REPO / "benchmarks"))
     from real_release import draw
 
     from pipeline.data import ImageTable
-    from pipeline.errors import DataError
 
     spare = ImageTable(np.arange(5 * 4, dtype=np.uint8).reshape(5, 2, 2, 1), np.array([0, 0, 0, 1, 1]), ("a", "b"))
-    picked = draw(spare, {"a": 2, "b": 0}, seed=0)
-    assert picked.labels.tolist() == [0, 0] and len({i.tobytes() for i in picked.images}) == 2
-    assert draw(spare, {"a": 2}, seed=0).images.tobytes() == picked.images.tobytes()  # seeded
-    with pytest.raises(DataError, match=r"class 'b': the release needs 3 real images but the profile left out only 2"):
-        draw(spare, {"b": 3}, seed=0)
+    picked, short = draw(spare, {"a": 2, "b": 0}, seed=0)
+    assert picked.labels.tolist() == [0, 0] and len({i.tobytes() for i in picked.images}) == 2 and short == {}
+    assert draw(spare, {"a": 2}, seed=0)[0].images.tobytes() == picked.images.tobytes()  # seeded
+    picked, short = draw(spare, {"a": 1, "b": 3}, seed=0)
+    assert picked.labels.tolist() == [0, 1, 1] and short == {"b": [3, 2]}
 
 
 def test_ceiling_section_reads_only_runs_with_real_images_and_goal_rows_leave_them_out(monkeypatch):
@@ -779,6 +779,8 @@ def test_ceiling_section_reads_only_runs_with_real_images_and_goal_rows_leave_th
     assert "gan_la_real_prior +0.45 [+0.25, +0.65] vs mixup_drw" in rows[0]
     assert rows[0].endswith("gan_la_real_prior 98.12% vs mixup_drw 97.67%: +0.45 |")
     assert ceiling_section({"mnist_lt_epochs15": run("gan", scores, 0.002)}) == []
+    short = ceiling_section({"usps": real | {"real_short": {"3": [990, 512]}}})
+    assert "| mnist deepsmote (fewer real images than the plan: 3 512 of 990) | 5 |" in "\n".join(short)
     # the real-image run is no benchmark of the recommendation: the selection rows leave it out
     goals = "\n".join(goals_section({"mnist_lt_real_ceiling": real}))
     assert "Recommendation never below" not in goals and "Median selection regret" not in goals
