@@ -764,10 +764,10 @@ def test_ceiling_section_reads_only_runs_with_real_images_and_goal_rows_leave_th
     from render import ceiling_section, goals_section
 
     def run(source, scores, gain):
-        r = {"dataset": "mnist", "profile": "deepsmote", "seeds": [0, 1, 2, 3, 4],
+        r = {"dataset": "mnist", "profile": "deepsmote", "seeds": [0, 1, 2, 3, 4], "wall_s": 1000.0,
              "strategies": {n: {"balanced_accuracy": {"mean": v}} for n, v in scores.items()},
              "gain": {"strategy": "gan_la_real_prior", "baseline": "mixup_drw",
-                      "balanced_accuracy": {"mean": gain, "ci95": [gain - 0.002, gain + 0.002]}},
+                      "balanced_accuracy": {"mean": gain, "ci95": [gain - 0.002, gain + 0.002], "per_seed": [gain] * 5}},
              "selection": {"regret": 0.05, "not_below_best_non_gan_ci": False}}
         return r | ({} if source is None else {"synthetic_source": source})
 
@@ -777,10 +777,17 @@ def test_ceiling_section_reads_only_runs_with_real_images_and_goal_rows_leave_th
     rows = [line for line in lines if line.startswith("| `")]
     assert len(rows) == 1 and rows[0].startswith("| `mnist_lt_real_ceiling.json` | mnist deepsmote | 5 |")
     assert "gan_la_real_prior +0.45 [+0.25, +0.65] vs mixup_drw" in rows[0]
-    assert rows[0].endswith("gan_la_real_prior 98.12% vs mixup_drw 97.67%: +0.45 |")
+    assert rows[0].endswith("gan_la_real_prior 98.12% vs mixup_drw 97.67%: +0.45 | - |")
     assert ceiling_section({"mnist_lt_epochs15": run("gan", scores, 0.002)}) == []
     short = ceiling_section({"usps": real | {"real_short": {"3": [990, 512]}}})
     assert "| mnist deepsmote (fewer real images than the plan: 3 512 of 990) | 5 |" in "\n".join(short)
     # the real-image run is no benchmark of the recommendation: the selection rows leave it out
     goals = "\n".join(goals_section({"mnist_lt_real_ceiling": real}))
     assert "Recommendation never below" not in goals and "Median selection regret" not in goals
+    # the gain row of the GAN run on the same data and profile names the ceiling beside its status
+    goals = goals_section({"mnist_lt_real_ceiling": real, "mnist_lt_epochs15": run(None, scores, 0.002)})
+    row = next(line for line in goals if line.startswith("| MNIST-LT: validation-best"))
+    assert row.startswith("| MNIST-LT: validation-best GAN strategy >= best non-GAN + 1.0 pt, CI above 0 | "
+                          "gan_la_real_prior +0.20 points vs mixup_drw") and "| missed by 0.8 points; " in row
+    assert row.endswith("; with real images in place of the GAN's gan_la_real_prior +0.45 "
+                        "(CI +0.25..+0.65, mnist_lt_real_ceiling.json) | mnist_lt_epochs15.json |")
