@@ -189,6 +189,9 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
     labels, right_gan = _val_correct(predictions, best_gan)
     _, right_base = _val_correct(predictions, base)
     evidence = M.bootstrap_balanced_difference(labels, right_gan, right_base, num_classes, seed=seed)
+    # the lead this validation set needs before its 5th percentile clears 0, at the noise it shows
+    # (the mean minus the 5th percentile): what the user's validation split can tell apart at all
+    evidence["needed_lead"] = evidence["mean"] - evidence["p5"]
     out["evidence"] = evidence
     if evidence["p5"] > 0:
         return out | {"strategy": best_gan, "uses_synthetic": True,
@@ -197,7 +200,8 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
     lead = (f"ties it" if evidence["mean"] == 0 else f"trails it by {100 * -evidence['mean']:.2f} points"
             ) if evidence["mean"] <= 0 else (
         f"leads by {100 * evidence['mean']:+.2f} points, within the validation noise "
-        f"(5th percentile {100 * evidence['p5']:+.2f})")
+        f"(5th percentile {100 * evidence['p5']:+.2f}; a lead of about {100 * evidence['needed_lead']:+.2f} "
+        "would count on this validation set)")
     return out | {"strategy": base, "reason": f"the best GAN strategy on validation, {best_gan}, {lead}"}
 
 

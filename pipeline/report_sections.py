@@ -115,7 +115,10 @@ def recommendation_blocks(metrics: dict) -> list[Block]:
     if ev:
         blocks.append(Block("p", f"{rec['best_gan']} minus {rec['baseline']} on validation: {_points(ev['mean'])} "
                                  f"points, bootstrap 5th-95th percentile {_points(ev['p5'])} to {_points(ev['p95'])}; "
-                                 f"ahead in {100 * ev['share_positive']:.0f}% of the resampled validation sets."))
+                                 f"ahead in {100 * ev['share_positive']:.0f}% of the resampled validation sets."
+                                 + (f" At this noise a lead counts from about {_points(ev['needed_lead'])} points; "
+                                    "more validation images of the rare classes (data.val_fraction) lower that."
+                                    if "needed_lead" in ev else "")))
     tied = rec.get("within_noise") or {}
     if tied:
         blocks.append(Block("p", f"Validation cannot put {', '.join(tied)} below {rec['baseline']} (the 95th bootstrap "

@@ -178,6 +178,10 @@ def test_recommendation_closes_the_report_with_the_rule_and_every_validation_sco
     blocks = RS.recommendation_blocks(metrics)
     assert blocks[0].text == "Recommendation" and "the test set plays no part" in blocks[2].text
     assert "+1.0 points, bootstrap 5th-95th percentile -2.0 to +4.0; ahead in 70%" in blocks[3].text
+    assert "lead counts" not in blocks[3].text  # a metrics.json from before needed_lead
+    rec["evidence"]["needed_lead"] = 0.03
+    assert "At this noise a lead counts from about +3.0 points" in RS.recommendation_blocks(metrics)[3].text
+    del rec["evidence"]["needed_lead"]
     assert blocks[-1].rows[1:] == [["gan_la", "96.0", "best GAN"], ["logit_adjust", "95.0", "recommended"],
                                    ["none", "90.0", ""]]
     # strategies validation cannot put below the baseline are named, and marked in the table

@@ -256,6 +256,10 @@ def test_recommendation_keeps_the_baseline_when_the_gan_lead_is_noise():
     assert rec["baseline"] == "logit_adjust" and rec["best_gan"] == "gan_la"
     assert rec["strategy"] == "logit_adjust" and not rec["uses_synthetic"]
     assert "within the validation noise" in rec["reason"]
+    # the lead that would have counted: the observed lead plus its distance to the 5th percentile
+    ev = rec["evidence"]
+    assert ev["needed_lead"] == pytest.approx(ev["mean"] - ev["p5"]) and ev["needed_lead"] >= ev["mean"]
+    assert f"a lead of about {100 * ev['needed_lead']:+.2f} would count" in rec["reason"]
 
 
 def test_recommendation_takes_the_gan_strategy_when_it_leads_beyond_the_noise():
