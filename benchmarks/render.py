@@ -520,9 +520,11 @@ def _points(x: float) -> str:
 # (mnist_lt and usps_lt are the former recipe's runs: sngan width 16, class head 1.0, no mode seeking)
 # (mnist_lt_share and usps_lt_share: the default synthetic share, each reusing the GAN of the run after it;
 # the time goal reads the first run that trained its GAN, `whole_run`)
+# (mnist_lt_shipped: the shipped recipe end to end, GAN trained in the run, classifiers at the default
+# 15 epochs, the strong baselines: the whole benchmark the time goal means)
 # (gtsrb_strong, gtsrb_lt_strong: GTSRB natural and rho=100 with the strong baselines and the shipped
 # recipe; gtsrb, gtsrb_lt: the 0.1.0 runs)
-GOAL_RUNS = {"mnist_lt": ("mnist_lt_epochs15", "mnist_lt_share", "mnist_lt_diverse_gan", "mnist_lt"),
+GOAL_RUNS = {"mnist_lt": ("mnist_lt_shipped", "mnist_lt_epochs15", "mnist_lt_share", "mnist_lt_diverse_gan", "mnist_lt"),
              "usps_lt": ("usps_lt_seeds10", "usps_lt_share", "usps_lt_diverse_gan", "usps_lt"),
              "gtsrb": ("gtsrb_strong", "gtsrb"),
              "gtsrb_lt": ("gtsrb_lt_strong", "gtsrb_lt")}
