@@ -20,6 +20,7 @@ import numpy as np
 from pipeline import __version__
 from pipeline.config import Config, dump
 from pipeline.data import ImageTable
+from pipeline.errors import DataError
 from pipeline.release import synthetic_columns, write_shards
 from pipeline.stages.files import read_prepared
 from pipeline.stages.plan import read_plan
@@ -60,6 +61,10 @@ def draw(spare: ImageTable, quota: dict[str, int], seed: int) -> tuple[ImageTabl
         if len(idx) < n:
             short[name] = [int(n), int(len(idx))]
         picks.append(np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False)))
+    if picks and not sum(len(p) for p in picks):
+        raise DataError(f"the long-tail profile left out no image of the classes the plan fills ({', '.join(short)}); "
+                        "--synthetic real needs a profile that leaves images out (deepsmote, rho=<ratio>, "
+                        "natural=<fraction>)")
     if short:
         log.warning("fewer left-out real images than the release asks, all of them used: %s",
                     ", ".join(f"{c} {had} of {asked}" for c, (asked, had) in short.items()))

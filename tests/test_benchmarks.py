@@ -750,6 +750,7 @@ def test_real_release_draw_takes_the_quota_or_all_a_class_has_and_says_which():
     from real_release import draw
 
     from pipeline.data import ImageTable
+    from pipeline.errors import DataError
 
     spare = ImageTable(np.arange(5 * 4, dtype=np.uint8).reshape(5, 2, 2, 1), np.array([0, 0, 0, 1, 1]), ("a", "b"))
     picked, short = draw(spare, {"a": 2, "b": 0}, seed=0)
@@ -757,6 +758,9 @@ def test_real_release_draw_takes_the_quota_or_all_a_class_has_and_says_which():
     assert draw(spare, {"a": 2}, seed=0)[0].images.tobytes() == picked.images.tobytes()  # seeded
     picked, short = draw(spare, {"a": 1, "b": 3}, seed=0)
     assert picked.labels.tolist() == [0, 1, 1] and short == {"b": [3, 2]}
+    with pytest.raises(DataError, match=r"left out no image of the classes the plan fills \(a\); --synthetic real "
+                                        r"needs a profile that leaves images out"):
+        draw(spare.subset(np.array([3, 4])), {"a": 2, "b": 0}, seed=0)  # natural: nothing of a left out
 
 
 def test_ceiling_section_reads_only_runs_with_real_images_and_goal_rows_leave_them_out(monkeypatch):
