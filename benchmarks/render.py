@@ -484,8 +484,10 @@ def _collapse_rows(results: dict[str, dict]) -> list[list[str]]:
     some = next(iter(runs.values()))
     bad = {n: d for n, d in runs.items() if d["collapsed"]}
     def classes(d: dict) -> str:
-        return ", ".join("%s (%.2f)" % (c, d["ratio"][c]) for c in d["collapsed"])
-    status = "met" if not bad else "missed: " + "; ".join(f"{n} class {classes(d)}" for n, d in bad.items())
+        low = sorted(d["collapsed"], key=lambda c: d["ratio"][c])
+        named = ", ".join("%s (%.2f)" % (c, d["ratio"][c]) for c in low[:3])
+        return f"class {named}" if len(low) <= 3 else f"{len(low)} of {len(d['ratio'])} classes, lowest {named}"
+    status = "met" if not bad else "missed: " + "; ".join(f"{n} {classes(d)}" for n, d in bad.items())
     return [[f"No mode-collapse warning at the end of the benchmark runs (every class's sample spread >= "
              f"{100 * some['collapse_ratio']:.0f}% of its real images)",
              f"{len(runs) - len(bad)} of {len(runs)} runs without", status, ", ".join(f"{n}.json" for n in runs)]]

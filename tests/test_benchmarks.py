@@ -293,6 +293,12 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
             "two_reused": {"gan_diversity_at_end": signal, "reused_gan": True}}
     rows = [r for r in goals_section(runs) if r.startswith(f"| {collapse}")]
     assert rows == [f"| {collapse} | 1 of 2 runs without | missed: two class b (0.42) | one.json, two.json |"]
+    # many collapsed classes: their count and the three lowest
+    many = {"step": 10, "ratio": {c: r for c, r in zip("abcde", (0.9, 0.3, 0.1, 0.4, 0.2))}, "collapse_ratio": 0.5,
+            "collapsed": ["b", "c", "d", "e"]}
+    rows = [r for r in goals_section({"two": {"gan_diversity_at_end": many, "reused_gan": False}})
+            if r.startswith(f"| {collapse}")]
+    assert "missed: two 4 of 5 classes, lowest c (0.10), e (0.20), b (0.30) |" in rows[0]
     # the shipped recipe's run, when present, is the one the MNIST-LT goals read; a resumed run adds
     # the time of the run it resumed
     newer = {**mnist, "gain": {**gain, "balanced_accuracy": {"mean": 0.012, "ci95": [0.002, 0.02], "per_seed": [0.01] * 5}},
