@@ -264,6 +264,11 @@ def test_goals_table_says_met_or_by_how_much_missed(monkeypatch):
     assert status["MNIST-LT: validation-best GAN strategy >= best non-GAN + 1.0 pt, CI above 0"] == "missed by 0.6 points"
     assert status["MNIST-LT: GAN strategy balanced accuracy >= 97.5%"] == "missed by 0.38 points"
     assert status["MNIST-LT: whole benchmark <= 30 min on 2 CPU cores"] == "missed by 4.0 min"
+    measured = {row.split(" | ")[0].lstrip("| "): row.split(" | ")[1] for row in rows}
+    assert measured["MNIST-LT: whole benchmark <= 30 min on 2 CPU cores"] == "34.0 min (5 seeds)"
+    amd = {**mnist, "machine": {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "bf16_faster": False}}
+    timed = [line for line in goals_section({"mnist_lt": amd}) if "whole benchmark" in line][0]
+    assert "| 34.0 min (5 seeds; AMD EPYC, AVX2, fp32) | missed by 4.0 min |" in timed
     assert status["GTSRB-LT: gain >= +2 pt"] == "not measured"
     usps = {"gain": {**gain, "balanced_accuracy": {"mean": 0.01, "ci95": [-0.004, 0.024], "per_seed": [0.0, 0.01, 0.02]}},
             "strategies": strong, "seeds": [0, 1, 2, 3, 4]}
