@@ -83,6 +83,8 @@ bench: $(STAMP)
 		--set train_gan.diffaug=color,translation,cutout
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_shipped.json \
 		--seeds 5 $(SHIPPED) $(GOAL_STRATEGIES)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_shipped_seeds10.json \
+		--workdir benchmarks/work/mnist_lt_shipped --reuse-gan --seeds 10 $(SHIPPED) $(GOAL_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_diverse_gan.json \
 		--seeds 5 $(SHIPPED) --set plan.sampling_strategy=1000 --set generate.pool_factor=4 $(MNIST_LT) \
 		--set evaluate.synthetic_share=null \
