@@ -68,7 +68,10 @@ GOAL_STRATEGIES = --set evaluate.gan_quality=false \
 	--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,drw,mixup_drw,gan_la_real_prior,gan_la_real_prior+augment]'
 # the ceiling runs: real images the profile left out in place of the GAN's (outcome.py --synthetic real)
 CEILING = --synthetic real $(GOAL_STRATEGIES)
-STRONG = --set 'evaluate.strategies=[augment,logit_adjust,logit_adjust+augment,drw,mixup_drw,gan_la_real_prior,gan_la_real_prior+augment]'
+# GTSRB natural and GTSRB-LT with the strong baselines: one thread (GAN and classifiers), 5 seeds
+GTSRB_STRONG = --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate.workers=1 --set evaluate.epochs=6 \
+	--set evaluate.min_steps=2000 \
+	--set 'evaluate.strategies=[augment,logit_adjust,logit_adjust+augment,drw,mixup_drw,gan_la_real_prior,gan_la_real_prior+augment]'
 USPS_LT_STRATEGIES = \
 	--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 
@@ -117,12 +120,10 @@ bench: $(STAMP)
 		--out benchmarks/results/mnist_lt_real_ceiling.json --seeds 5 $(SHIPPED) $(CEILING)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 \
 		--out benchmarks/results/usps_lt_real_ceiling.json --seeds 10 $(SHIPPED) $(USPS_LT) $(CEILING)
-	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_strong.json \
-		--seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate.workers=1 --set evaluate.epochs=6 \
-		--set evaluate.min_steps=2000 $(STRONG)
-	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_strong.json \
-		--seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate.workers=1 --set evaluate.epochs=6 \
-		--set evaluate.min_steps=2000 $(STRONG)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural \
+		--out benchmarks/results/gtsrb_strong.json $(GTSRB_STRONG)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 \
+		--out benchmarks/results/gtsrb_lt_strong.json $(GTSRB_STRONG)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \

@@ -89,11 +89,12 @@ def run(cfg: config.Config, skip_done: bool, real: bool = False) -> tuple[dict[s
     final = gan_final_path(cfg)
     before = _mtime(final)
     for name, fn_name in STAGES.items():
-        if real and name in ("train-gan", "generate"):
-            if name == "generate":
-                start = time.perf_counter()
-                write_real_release(cfg)
-                timings["real-release"] = round(time.perf_counter() - start, 1)
+        if real and name == "train-gan":
+            continue
+        if real and name == "generate":
+            start = time.perf_counter()
+            write_real_release(cfg)
+            timings["real-release"] = round(time.perf_counter() - start, 1)
             continue
         if skip_done and name == "train-gan" and final.is_file():
             logging.getLogger("augment").info("reusing %s", final)

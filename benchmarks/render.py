@@ -31,13 +31,18 @@ def _pct(m: dict) -> str:
     return f"{100 * m['mean']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
 
 
+def _auto_precision(m: dict) -> str:
+    """What `precision: auto` chose on the machine's CPU (results from before bf16_features was
+    recorded: AVX2-only machines, fp32)."""
+    return "bf16" if m.get("bf16_faster") and m.get("bf16_features") else "fp32"
+
+
 def _machine(m: dict) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    # results from before bf16_features was recorded: AVX2-only machines, fp32
     bf16 = ", ".join(m.get("bf16_features") or [])
     isa = m["cpu_capability"] + (f", {bf16}" if bf16 else "")
-    chosen = "bf16" if m.get("bf16_faster") and bf16 else "fp32"
-    return f"{m['cpu']} ({isa}; precision auto = {chosen} on CPU), {m['cores']} cores{gpu}, torch {m['torch']}, {_code(m)}"
+    return (f"{m['cpu']} ({isa}; precision auto = {_auto_precision(m)} on CPU), {m['cores']} cores{gpu}, "
+            f"torch {m['torch']}, {_code(m)}")
 
 
 def _code(m: dict) -> str:
@@ -82,6 +87,13 @@ def _workers(r: dict) -> str:
     return f"auto = {max(1, r['machine']['cores'] // threads)}" if w == "auto" else str(w)
 
 
+def _rows_from(r: dict) -> str:
+    """What made a result's synthetic rows: its GAN, or (`outcome.py --synthetic real`) real images."""
+    if not _from_gan(r):
+        return f"**no GAN: the synthetic rows are {r['synthetic_source']}** (a perfect generator)"
+    return f"GAN {r['params']['train_gan']['arch']}, {r['params']['train_gan']['steps']} steps"
+
+
 def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str]:
     g = r.get("gain") or {}
     ev = r["params"].get("evaluate", {})
@@ -100,13 +112,7 @@ def outcome_section(name: str, r: dict, results: Path, out_md: Path) -> list[str
              f"{_workers(r)} worker process(es) x {ev.get('cpu_threads')} thread(s), "
              # results from before evaluate.precision trained in fp32
              f"training in {r.get('precision', 'fp32')}, "
-             f"seeds {r['seeds']}; GAN {r['params']['train_gan']['arch']}, "
-             f"{r['params']['train_gan']['steps']} steps", ""]
-    if not _from_gan(r):
-        lines[-2] = (f"- classifier {r['classifier']}, {r['epochs']} epochs (min. steps {ev.get('min_steps', 0)}), "
-                     f"{_workers(r)} worker process(es) x {ev.get('cpu_threads')} thread(s), training in "
-                     f"{r.get('precision', 'fp32')}, seeds {r['seeds']}; **no GAN: the synthetic rows are "
-                     f"{r['synthetic_source']}** (a perfect generator)")
+             f"seeds {r['seeds']}; {_rows_from(r)}", ""]
     if g.get("balanced_accuracy"):
         lines += [f"**Verdict: {g['verdict']}.** `{g['strategy']}` minus `{g['baseline']}` (best non-GAN by {g['selected_by']}): "
                   f"{_pct(g['balanced_accuracy'])} points of balanced accuracy x100.", ""]
@@ -546,8 +552,7 @@ def whole_run(results: dict[str, dict], dataset: str) -> str | None:
 
 def _cpu(machine: dict) -> str:
     """`Intel(R) Xeon(R) Processor, AVX512, bf16`: the CPU a timed figure depends on."""
-    return ", ".join(str(v) for v in (machine.get("cpu"), machine.get("cpu_capability"),
-                                      "bf16" if machine.get("bf16_faster") else "fp32") if v)
+    return ", ".join(str(v) for v in (machine.get("cpu"), machine.get("cpu_capability"), _auto_precision(machine)) if v)
 
 
 def _whole_wall(m: dict) -> tuple[float, str]:
@@ -562,13 +567,19 @@ def _from_gan(r: dict) -> bool:
     return r.get("synthetic_source", "gan") == "gan"
 
 
-def _with_ceiling(row: list[str], results: dict[str, dict]) -> list[str]:
-    """A gain row with the ceiling beside its status: the validation-best gain of a run on the
-    same data and profile with real images in place of the GAN's (`ceiling_section`)."""
-    r = results.get(row[-1].removesuffix(".json")) or {}
-    for name, c in sorted(results.items()):
-        g = (c.get("gain") or {}).get("balanced_accuracy")
-        if g and not _from_gan(c) and (c.get("dataset"), c.get("profile")) == (r.get("dataset"), r.get("profile")):
+def _ceiling_runs(results: dict[str, dict]) -> list[tuple[str, dict, dict]]:
+    """(name, result, its gain's balanced-accuracy figures) of every run with real images in place
+    of the GAN's (`outcome.py --synthetic real`) that has a gain, by name."""
+    return [(name, r, g) for name, r in sorted(results.items())
+            if not _from_gan(r) and (g := (r.get("gain") or {}).get("balanced_accuracy"))]
+
+
+def _with_ceiling(row: list[str], results: dict[str, dict], run: str) -> list[str]:
+    """`run`'s gain row with the ceiling beside its status: the validation-best gain of a run on
+    the same data and profile with real images in place of the GAN's (`ceiling_section`)."""
+    r = results.get(run) or {}
+    for name, c, g in _ceiling_runs(results):
+        if (c.get("dataset"), c.get("profile")) == (r.get("dataset"), r.get("profile")):
             return [*row[:2], f"{row[2]}; with real images in place of the GAN's {c['gain']['strategy']} "
                     f"{_points(g['mean'])} (CI {_points(g['ci95'][0])}..{_points(g['ci95'][1])}, {name}.json)", row[3]]
     return row
@@ -578,7 +589,7 @@ def goals_section(results: dict[str, dict]) -> list[str]:
     """One table: each goal of the benchmark issue, the measured figure, met or by how much missed."""
     mnist = goal_run(results, "mnist_lt")
     rows = [_with_ceiling(_gain_row(results, mnist, "MNIST-LT: validation-best GAN strategy >= best non-GAN + "
-                                    "1.0 pt, CI above 0", 0.01), results)]
+                                    "1.0 pt, CI above 0", 0.01), results, mnist)]
     m = results.get(mnist)
     if m and m.get("gain", {}).get("strategy"):
         ba = m["strategies"][m["gain"]["strategy"]]["balanced_accuracy"]["mean"]
@@ -605,8 +616,9 @@ def goals_section(results: dict[str, dict]) -> list[str]:
     elif m:
         rows.append(["MNIST-LT: whole benchmark <= 30 min on 2 CPU cores", "GAN reused: not the whole run",
                      "not measured", f"{mnist}.json"])
-    rows.append(_with_ceiling(_gain_row(results, goal_run(results, "usps_lt"),
-                                        "USPS-LT: gain over the best non-GAN strategy, CI above 0", 0.0), results))
+    usps = goal_run(results, "usps_lt")
+    rows.append(_with_ceiling(_gain_row(results, usps, "USPS-LT: gain over the best non-GAN strategy, CI above 0",
+                                        0.0), results, usps))
     rows.append(_gain_row(results, goal_run(results, "gtsrb"), "GTSRB natural: gain over the best non-GAN strategy, CI above 0", 0.0))
     rows.append(_gain_row(results, goal_run(results, "gtsrb_lt"), "GTSRB-LT: gain >= +2 pt", 0.02))
     sp = results.get("speed") or {}
@@ -694,10 +706,7 @@ def ceiling_section(results: dict[str, dict]) -> list[str]:
     """Runs whose synthetic rows were real images the profile left out (`outcome.py --synthetic
     real`): what a perfect generator adds under the same strategies, beside the GAN runs' gain."""
     rows = []
-    for name, r in sorted(results.items()):
-        g = (r.get("gain") or {}).get("balanced_accuracy")
-        if _from_gan(r) or not g:
-            continue
+    for name, r, g in _ceiling_runs(results):
         gan, base = _test_best(r, True), _test_best(r, False)
         short = r.get("real_short") or {}
         fewer = (" (fewer real images than the plan: " + ", ".join(f"{c} {had:,} of {asked:,}" for c, (asked, had)
