@@ -69,6 +69,9 @@ RECIPES = {
     "ours_width32_ms_0.3_aux1.5": ({"width": 32, "aux_weight": 1.5, "ms_weight": 0.3}, 250),
     # the same with a twin class head (TAC-GAN), whose G loss does not reward easy-to-classify samples
     "ours_tac_ms_0.3_aux1.5": ({"aux_weight": 1.5, "ms_weight": 0.3, "aux_twin": True}, 250),
+    # classifier guidance (pipeline/gan_guide.py): a frozen real-data classifier's CE on the samples
+    "ours_guide_1": ({"guide_weight": 1.0}, 250),
+    "ours_guide_1_ms_0.3": ({"guide_weight": 1.0, "ms_weight": 0.3}, 250),
     "reference": (speed.REFERENCE, 2500),
 }
 # train_gan fields the child's command sets for the benchmark (a clock, not a step count, stops it)

@@ -149,15 +149,16 @@ class TrainGanConfig(Section):
     # the class blended in linearly over transition_steps steps; 0 = conditional from the start
     transition_start: int = Field(0, ge=0)
     transition_steps: int = Field(0, ge=0)
-    # group spectral regularisation (gSR, Rangwani et al. 2022) of G's class-conditional BatchNorm
-    # values, added to G's loss with this weight; 0 = off
-    gsr_weight: float = Field(0.0, ge=0.0)
+    gsr_weight: float = Field(0.0, ge=0.0)  # group spectral regularisation (gSR, Rangwani et al. 2022) of G's cBN; 0 = off
     # noise augmentation of G's class embeddings (NoisyTwins' first half, Rangwani et al. 2023):
     # N(0, embed_noise^2) on each sample's class-conditional gains and biases while G trains; 0 = off
     embed_noise: float = Field(0.0, ge=0.0)
     # mode-seeking regularisation (MSGAN, Mao et al. 2019): the fakes come in pairs of one class,
     # and G also minimises ms_weight / (image distance / noise distance) of each batch's pairs; 0 = off
     ms_weight: float = Field(0.0, ge=0.0)
+    # classifier guidance (pipeline/gan_guide.py): G also minimises guide_weight * CE of a frozen real-data CNN on its samples
+    guide_weight: float = Field(0.0, ge=0.0)  # 0 = off
+    guide_epochs: int = Field(5, ge=1)  # of that CNN, trained first on the GAN's training images
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_warmup: int = Field(500, ge=0)
     diffaug: str = "color,translation,cutout"
@@ -248,8 +249,7 @@ class GenerateConfig(Section):
 
     batch_size: int = Field(256, ge=1)
     seed: int = Field(0, ge=0)
-    # precision of the generator's forward (bf16: a copy with bf16 weights); auto = bf16 where the device
-    # has it and it is measured faster
+    # precision of the generator's forward (bf16: a copy with bf16 weights); auto = bf16 where measured faster
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     shard_size: int = Field(10000, ge=1)
     # generate this many times the plan: a pool the GAN strategies draw afresh from every epoch

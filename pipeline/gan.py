@@ -33,6 +33,7 @@ from pipeline.gan_checkpoints import (
 )
 from pipeline.data import data_fingerprint
 from pipeline.gan_fingerprint import config_fingerprint
+from pipeline.gan_guide import guide_seed, load_or_train_guide
 from pipeline.gan_run import STREAMS, ClassSampler, Run, conditioning_at, make_generator
 from pipeline.gan_tracking import Tracker, real_features, train_judge
 from pipeline.gan_visuals import log_progress, real_spreads, write_final_visuals
@@ -176,7 +177,8 @@ def train_step(run: Run) -> list[float]:
     with ada_target > 0, aug applies each transform with ADA's probability p (`AdaptiveStrength`);
     with transition_steps > 0, the class conditions G and D (and G's class loss) only by `conditioning_at`;
     with gsr_weight s > 0, G also minimises s * the sum over its conditional BatchNorms of `group_spectral_penalty`;
-    with ms_weight m > 0, the fakes' labels come in pairs and G also minimises m * `mode_seeking_penalty` of them.
+    with ms_weight m > 0, the fakes' labels come in pairs and G also minimises m * `mode_seeking_penalty` of them;
+    with guide_weight g > 0, G also minimises g * CE(guide(aug(G(z, y'))), y') (`gan_guide`).
     """
     cfg, ac = run.cfg, devices.autocast(run.device, run.dtype)
     aux = {"classes": True} if cfg.aux_weight > 0 else {}
@@ -210,8 +212,8 @@ def train_step(run: Run) -> list[float]:
     if run.dist.world_size == 1:
         run.D.requires_grad_(False)
     with ac:
-        out = run.D_train(diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"], p), y_fake, **aux)
-        g_loss = g_objective(run, *(out if aux else (out, None)), (x_fake, z, y_fake), strength)
+        out = run.D_train(x_aug := diff_augment(x_fake, cfg.diffaug, run.gens["diffaug"], p), y_fake, **aux)
+        g_loss = g_objective(run, *(out if aux else (out, None)), (x_fake, z, y_fake), strength, x_aug)
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()
@@ -245,6 +247,20 @@ def resolve_classes(cfg: TrainGanConfig, train: ImageTable) -> list[int]:
         raise DataError(f"training data has no image of class(es) {', '.join(map(repr, empty))}; "
                         "add images or leave them out of train_gan.classes")
     return chosen
+
+
+def _guide(run: Run, train: ImageTable, out_dir: Path, fingerprint: str) -> nn.Module | None:
+    """The frozen guide of a run with guide_weight > 0 (`gan_guide`), else None: rank 0 loads or
+    trains it (guide.pt), the other ranks load what it saved."""
+    cfg, dist = run.cfg, run.dist
+    if cfg.guide_weight == 0:
+        return None
+    args = (train, cfg.guide_epochs, guide_seed(cfg.seed), run.device, out_dir, fingerprint)
+    guide = load_or_train_guide(*args) if dist.is_main else None
+    if dist.world_size > 1:
+        torch.distributed.barrier()  # guide.pt is saved before another rank reads it
+        guide = guide or load_or_train_guide(*args)
+    return guide
 
 
 def _check_weights(run: Run) -> None:
@@ -291,6 +307,7 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
         if dist.world_size > 1:
             torch.distributed.barrier()  # the checkpoints are sorted before any rank reads one
         run = _build_run(cfg, train, classes, dist)
+        run.guide = _guide(run, train, out_dir, fingerprint)
         if cfg.track_quality:
             if cfg.early_stop_patience > 0 and dist.world_size > 1:
                 raise ConfigError("train_gan.early_stop_patience needs a single process (not torchrun); set it to 0")

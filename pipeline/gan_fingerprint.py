@@ -21,7 +21,8 @@ UNFINGERPRINTED = ("steps", "checkpoint_every", "sample_every", "device", "compi
 # value they are left out, so those runs' checkpoints and final.pt stay valid
 ADDED_LATER = {"lecam_weight": 0.0, "lecam_decay": 0.99, "ada_target": 0.0, "ada_images": 100_000,
                "transition_start": 0, "transition_steps": 0, "gsr_weight": 0.0,
-               "embed_noise": 0.0, "ms_weight": 0.0, "aux_twin": False}
+               "embed_noise": 0.0, "ms_weight": 0.0, "aux_twin": False, "guide_weight": 0.0,
+               "guide_epochs": 5}
 
 
 def recorded_config(cfg: TrainGanConfig) -> dict:

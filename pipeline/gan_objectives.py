@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.gan_guide import guide_loss
 from pipeline.gan_run import Run
 from pipeline.losses import group_spectral_penalty, lecam_penalty, mode_seeking_penalty
 from pipeline.models.gans import GAN_ARCHS
@@ -47,10 +48,11 @@ def d_objective(run: Run, logits: tuple[Tensor, Tensor], class_logits: Tensor | 
 
 
 def g_objective(run: Run, logits: Tensor, class_logits: Tensor | None, fakes: tuple[Tensor, Tensor, Tensor],
-                strength: float) -> Tensor:
+                strength: float, x_aug: Tensor | None = None) -> Tensor:
     """G's objective on its fakes (x, z, y): the loss's G side, plus strength * aux_weight * CE of
     D's class head on them, plus gsr_weight * gSR of G's class-conditional values, plus ms_weight *
-    the mode-seeking penalty of the fakes' same-class pairs.
+    the mode-seeking penalty of the fakes' same-class pairs, plus strength * guide_weight * CE of the
+    frozen guide on `x_aug` (the fakes as D saw them, after DiffAugment; the fakes themselves when None).
 
     With aux_twin (TAC-GAN, Gong et al. 2019) G also subtracts strength * aux_weight * CE of the
     twin head, which `d_objective` trains on the fakes' labels: the AC-GAN loss alone also lowers
@@ -70,4 +72,6 @@ def g_objective(run: Run, logits: Tensor, class_logits: Tensor | None, fakes: tu
         g_loss = g_loss + cfg.gsr_weight * sum(group_spectral_penalty(p) for p in params)
     if cfg.ms_weight > 0:
         g_loss = g_loss + cfg.ms_weight * mode_seeking_penalty(*pairs(x_fake), *pairs(z))
+    if cfg.guide_weight > 0:
+        g_loss = g_loss + strength * cfg.guide_weight * guide_loss(run.guide, x_fake if x_aug is None else x_aug, y_fake)
     return g_loss

@@ -28,7 +28,7 @@ def make_generator(seed: int, *stream: int) -> torch.Generator:
 
 # random streams of a run, each its own generator; those a step advances are checkpointed, the
 # others ("init", "fixed": weight init, grid/diversity noise) are recreated from the seed
-STREAMS = {"init": 0, "sampler": 1, "noise": 2, "diffaug": 3, "gp": 4, "fixed": 5, "embed": 6}
+STREAMS = {"init": 0, "sampler": 1, "noise": 2, "diffaug": 3, "gp": 4, "fixed": 5, "embed": 6, "guide": 7}
 
 
 def conditioning_at(step: int, cfg: TrainGanConfig) -> float:
@@ -95,3 +95,4 @@ class Run:
     real_features: dict = dataclasses.field(default_factory=dict)  # per trained class: the tracker's reference
     lecam: LeCamAnchors | None = None  # train_gan.lecam_weight > 0: the moving averages of D's logits
     ada: AdaptiveStrength | None = None  # train_gan.ada_target > 0: the augmentation probability
+    guide: nn.Module | None = None  # train_gan.guide_weight > 0: the frozen real-data classifier (`gan_guide`)

@@ -1,7 +1,7 @@
 """The real-data judges: classifiers trained on real images only, that label, score or embed
 generated ones. Every judge is `training.train_classifier` under one of the recipes in `JUDGES`,
-keyed by its use (the generation filter, GAN quality tracking, evaluation, the benchmark referee),
-so the four recipes are written once, here, side by side; `fit_judge(use, ...)` trains one and
+keyed by its use (the generation filter, GAN quality tracking, GAN guidance, evaluation, the
+benchmark referee), so the five recipes are written once, here, side by side; `fit_judge(use, ...)` trains one and
 `cached_judge` keeps one on disk for the data it was trained on.
 """
 
@@ -57,6 +57,11 @@ JUDGES: dict[str, JudgeRecipe] = {
         "train_gan.track_quality: labels EMA samples during GAN training; the evaluate defaults' small_cnn "
         "for train_gan.judge_epochs on the GAN's training images (no validation: the last epoch), "
         "cached in judge.pt per data fingerprint",
+        {"batch_size": 64, "lr": 2e-3}, class_weighted=True, augment=True,
+    ),
+    "guide": JudgeRecipe(
+        "train_gan.guide_weight: the frozen classifier whose cross-entropy on the samples G also minimises; "
+        "the tracking judge's recipe with its own seed, for train_gan.guide_epochs, cached in guide.pt per run fingerprint",
         {"batch_size": 64, "lr": 2e-3}, class_weighted=True, augment=True,
     ),
     "evaluate": JudgeRecipe(
