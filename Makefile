@@ -106,6 +106,8 @@ bench: $(STAMP)
 		--set evaluate.gan_quality=false --set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_shipped.json \
 		--seeds 10 $(SHIPPED) $(USPS_LT) $(GOAL_STRATEGIES)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_shipped_seeds30.json \
+		--workdir benchmarks/work/usps_lt_shipped --seeds 30 $(SHIPPED) $(USPS_LT) $(GOAL_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_diverse_gan.json \
 		--seeds 5 $(SHIPPED) --set generate.pool_factor=4 $(USPS_LT) --set evaluate.synthetic_share=null $(USPS_LT_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share.json \
