@@ -71,7 +71,7 @@ RECIPES = {
     "ours_tac_ms_0.3_aux1.5": ({"aux_weight": 1.5, "ms_weight": 0.3, "aux_twin": True}, 250),
     # classifier guidance (pipeline/gan_guide.py): a frozen real-data classifier's CE on the samples
     "ours_guide_1": ({"guide_weight": 1.0}, 250),
-    "ours_guide_1_ms_0.3": ({"guide_weight": 1.0, "ms_weight": 0.3}, 250),
+    "ours_guide_1_until_0.5": ({"guide_weight": 1.0, "guide_until": 0.5}, 250),
     "reference": (speed.REFERENCE, 2500),
 }
 # train_gan fields the child's command sets for the benchmark (a clock, not a step count, stops it)

@@ -159,6 +159,7 @@ class TrainGanConfig(Section):
     # classifier guidance (pipeline/gan_guide.py): G also minimises guide_weight * CE of a frozen real-data CNN on its samples
     guide_weight: float = Field(0.0, ge=0.0)  # 0 = off
     guide_epochs: int = Field(5, ge=1)  # of that CNN, trained first on the GAN's training images
+    guide_until: float = Field(1.0, gt=0.0, le=1.0)  # no push once it gives the intended class this probability
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_warmup: int = Field(500, ge=0)
     diffaug: str = "color,translation,cutout"

@@ -22,7 +22,7 @@ UNFINGERPRINTED = ("steps", "checkpoint_every", "sample_every", "device", "compi
 ADDED_LATER = {"lecam_weight": 0.0, "lecam_decay": 0.99, "ada_target": 0.0, "ada_images": 100_000,
                "transition_start": 0, "transition_steps": 0, "gsr_weight": 0.0,
                "embed_noise": 0.0, "ms_weight": 0.0, "aux_twin": False, "guide_weight": 0.0,
-               "guide_epochs": 5}
+               "guide_epochs": 5, "guide_until": 1.0}
 
 
 def recorded_config(cfg: TrainGanConfig) -> dict:

@@ -51,8 +51,9 @@ def g_objective(run: Run, logits: Tensor, class_logits: Tensor | None, fakes: tu
                 strength: float, x_aug: Tensor | None = None) -> Tensor:
     """G's objective on its fakes (x, z, y): the loss's G side, plus strength * aux_weight * CE of
     D's class head on them, plus gsr_weight * gSR of G's class-conditional values, plus ms_weight *
-    the mode-seeking penalty of the fakes' same-class pairs, plus strength * guide_weight * CE of the
-    frozen guide on `x_aug` (the fakes as D saw them, after DiffAugment; the fakes themselves when None).
+    the mode-seeking penalty of the fakes' same-class pairs, plus strength * guide_weight * the frozen
+    guide's CE (`gan_guide.guide_loss`, up to guide_until) on `x_aug` (the fakes as D saw them, after
+    DiffAugment; the fakes themselves when None).
 
     With aux_twin (TAC-GAN, Gong et al. 2019) G also subtracts strength * aux_weight * CE of the
     twin head, which `d_objective` trains on the fakes' labels: the AC-GAN loss alone also lowers
@@ -73,5 +74,6 @@ def g_objective(run: Run, logits: Tensor, class_logits: Tensor | None, fakes: tu
     if cfg.ms_weight > 0:
         g_loss = g_loss + cfg.ms_weight * mode_seeking_penalty(*pairs(x_fake), *pairs(z))
     if cfg.guide_weight > 0:
-        g_loss = g_loss + strength * cfg.guide_weight * guide_loss(run.guide, x_fake if x_aug is None else x_aug, y_fake)
+        seen = x_fake if x_aug is None else x_aug
+        g_loss = g_loss + strength * cfg.guide_weight * guide_loss(run.guide, seen, y_fake, cfg.guide_until)
     return g_loss

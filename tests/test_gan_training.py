@@ -722,6 +722,22 @@ def test_guide_term_of_g_objective_by_hand():
     assert g.item() == pytest.approx(1.0 + 0.5 * math.log(2.0))
 
 
+def test_guide_loss_stops_pushing_a_sample_the_guide_already_recognises():
+    from pipeline.gan_guide import guide_loss
+
+    class Fixed(nn.Module):  # row 0: p(class 0) = 3/4; row 1: p = 1/2 for both classes
+        def forward(self, x):
+            return torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])
+
+    x, y = torch.zeros(2, 1, 2, 2), torch.tensor([0, 0])
+    ce = [-math.log(0.75), math.log(2.0)]
+    assert guide_loss(Fixed(), x, y).item() == pytest.approx(sum(ce) / 2)  # until 1: the plain CE
+    assert guide_loss(Fixed(), x, y, until=0.9).item() == pytest.approx(
+        (ce[0] + math.log(0.9) + ce[1] + math.log(0.9)) / 2)
+    # until 0.6: row 0 (p 0.75) is past it, row 1 (p 0.5) is pushed by CE - (-log 0.6)
+    assert guide_loss(Fixed(), x, y, until=0.6).item() == pytest.approx((ce[1] + math.log(0.6)) / 2)
+
+
 def test_guided_run_caches_its_own_guide_resumes_bit_identical_and_keeps_the_plain_fingerprint(tmp_path):
     table = digits_table()
     full, plain = resumes_bit_identical(table, tmp_path, guide_weight=1.0, guide_epochs=1)
@@ -734,7 +750,10 @@ def test_guided_run_caches_its_own_guide_resumes_bit_identical_and_keeps_the_pla
     assert not (tmp_path / "plain" / "guide.pt").exists()
     from pipeline.gan_guide import guide_seed
     assert guide_seed(0) != 0 and guide_seed(0) != guide_seed(1)
-    assert config_fingerprint(tiny_cfg(guide_weight=0.0, guide_epochs=5), fp) == config_fingerprint(tiny_cfg(), fp)
+    assert config_fingerprint(tiny_cfg(guide_weight=0.0, guide_epochs=5, guide_until=1.0), fp) == config_fingerprint(
+        tiny_cfg(), fp)
+    assert config_fingerprint(tiny_cfg(guide_weight=1.0, guide_until=0.5), fp) != config_fingerprint(
+        tiny_cfg(guide_weight=1.0), fp)
     assert config_fingerprint(tiny_cfg(guide_weight=1.0), fp) != config_fingerprint(tiny_cfg(), fp)
     assert config_fingerprint(tiny_cfg(guide_weight=1.0, guide_epochs=2), fp) != config_fingerprint(
         tiny_cfg(guide_weight=1.0), fp)
