@@ -694,6 +694,11 @@ def _gan_text(r: dict) -> str:
     t, q = r["params"]["train_gan"], r.get("gan_quality") or {}
     recipe = (f"{t['arch']} width {t['width']}, {t['steps']} steps, class head {t.get('aux_weight', 0)}, "
               f"DiffAugment {t.get('diffaug') or 'off'}, EMA warm-up {t.get('ema_warmup')}")
+    if t.get("ms_weight"):
+        recipe += f", mode seeking {t['ms_weight']}"
+    if t.get("guide_weight"):
+        until = t.get("guide_until", 1.0)
+        recipe += f", classifier guidance {t['guide_weight']}" + (f" until p >= {until}" if until < 1 else "")
     quality = f"class consistency {q['class_consistency']:.3f}, FID {q['fid']:.1f}" if q.get("fid") is not None else ""
     return f"{recipe}; {quality}" if quality else recipe
 
@@ -757,6 +762,10 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("mnist_lt_selection_seeds3", "MNIST-LT, policy chosen on 3 classifier seeds per grid point"),
                        ("mnist_lt_long_gan", "MNIST-LT, 3x the GAN steps"),
                        ("mnist_lt_long_gan_selection_seeds3", "MNIST-LT, 3x the GAN steps, policy chosen on 3 seeds"),
+                       ("gtsrb_strong", "GTSRB natural, the shipped small_color recipe, the strong baselines"),
+                       ("gtsrb_guide", "GTSRB natural, the same recipe with classifier guidance (train_gan.guide_weight)"),
+                       ("gtsrb_lt_strong", "GTSRB-LT, the shipped small_color recipe, the strong baselines"),
+                       ("gtsrb_lt_guide", "GTSRB-LT, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_lt", "GTSRB-LT gain"), ("gtsrb_lt_no_class_head", "GTSRB-LT, no class head"),
                        ("gtsrb", "GTSRB natural imbalance"), ("usps_lt", "USPS-LT"),
                        ("usps_lt_demo_recipe", "USPS-LT, the demo recipe")):
