@@ -194,11 +194,15 @@ def test_what_was_tried_quotes_the_result_files(bench, monkeypatch):
     assert "(`mnist_lt_diverse_gan.json`)" in line and "validation-best GAN strategy" in line
     assert "policy `" not in line
     # the GAN line names mode seeking and classifier guidance (with its cap) where the run used them
-    assert "mode seeking" not in line and "classifier guidance" not in line
-    guided = json.loads(json.dumps(plain))
-    guided["params"]["train_gan"] |= {"ms_weight": 0.3, "guide_weight": 1.0, "guide_until": 0.5}
-    line = "\n".join(tried_section({"gtsrb_guide": guided}))
-    assert "(`gtsrb_guide.json`)" in line and ", mode seeking 0.3, classifier guidance 1.0 until p >= 0.5;" in line
+    plain = json.loads(json.dumps(plain))
+    plain["params"]["train_gan"] |= {"ms_weight": 0.0, "guide_weight": 0.0}
+    line = "\n".join(tried_section({"gtsrb_guide": plain}))
+    assert "(`gtsrb_guide.json`)" in line and ", mode seeking" not in line and ", classifier guidance" not in line
+    plain["params"]["train_gan"] |= {"ms_weight": 0.3, "guide_weight": 1.0, "guide_until": 0.5}
+    line = "\n".join(tried_section({"gtsrb_guide": plain}))
+    assert ", mode seeking 0.3, classifier guidance 1.0 until p >= 0.5" in line
+    plain["params"]["train_gan"] |= {"guide_until": 1.0}
+    assert ", classifier guidance 1.0;" in "\n".join(tried_section({"gtsrb_guide": plain})).replace("1.0.", "1.0;")
 
 
 def test_speed_rescore_keeps_images_per_s_and_the_earlier_figures(bench):
