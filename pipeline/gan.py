@@ -259,7 +259,7 @@ def _guide(run: Run, train: ImageTable, out_dir: Path, fingerprint: str) -> nn.M
     guide = load_or_train_guide(*args) if dist.is_main else None
     if dist.world_size > 1:
         torch.distributed.barrier()  # guide.pt is saved before another rank reads it
-        guide = guide or load_or_train_guide(*args)
+        guide = load_or_train_guide(*args) if guide is None else guide
     return guide
 
 
