@@ -72,6 +72,8 @@ RECIPES = {
     # classifier guidance (pipeline/gan_guide.py): a frozen real-data classifier's CE on the samples
     "ours_guide_1": ({"guide_weight": 1.0}, 250),
     "ours_guide_1_until_0.5": ({"guide_weight": 1.0, "guide_until": 0.5}, 250),
+    # the same with MNIST's mode seeking: guided samples of a class collapsed to one image on GTSRB
+    "ours_guide_1_until_0.5_ms_0.3": ({"guide_weight": 1.0, "guide_until": 0.5, "ms_weight": 0.3}, 250),
     "reference": (speed.REFERENCE, 2500),
 }
 # train_gan fields the child's command sets for the benchmark (a clock, not a step count, stops it)

@@ -733,6 +733,12 @@ def test_gtsrb_generator_goal_takes_the_first_snapshot_within_90_min_that_meets_
     assert rows[0][2] == "met" and rows[0][3] == "time_to_quality_gtsrb_b.json" and "at 80.0 min" in rows[0][1]
     rows = render._gtsrb_generator_row({"time_to_quality_gtsrb": run(never)})
     assert rows[0][2].startswith("missed: mean agreement 0.95 of 0.90, worst 0.65 of 0.70")
+    assert "real test images" not in rows[0][2]
+    # a missed row says where held-out real images stand on the same referee
+    scored = run(never) | {"real_ceiling": {"mean_agreement": 0.94, "worst_agreement": 0.5, "mean_recall": 0.39}}
+    rows = render._gtsrb_generator_row({"time_to_quality_gtsrb": scored})
+    assert rows[0][2].endswith("(real test images in place of the samples: mean agreement 0.94, worst 0.50, "
+                               "mean recall 0.39)")
     assert render._gtsrb_generator_row({"time_to_quality_mnist_lt": run(slow)}) == []
 
 
