@@ -768,6 +768,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("mnist_lt_long_gan_selection_seeds3", "MNIST-LT, 3x the GAN steps, policy chosen on 3 seeds"),
                        ("gtsrb_strong", "GTSRB natural, the shipped small_color recipe, the strong baselines"),
                        ("gtsrb_guide", "GTSRB natural, the same recipe with classifier guidance (train_gan.guide_weight)"),
+                       ("gtsrb_guide_until", "GTSRB natural, classifier guidance capped at p 0.5 (train_gan.guide_until)"),
+                       ("gtsrb_guide_ms", "GTSRB natural, classifier guidance with mode seeking"),
                        ("gtsrb_lt_strong", "GTSRB-LT, the shipped small_color recipe, the strong baselines"),
                        ("gtsrb_lt_guide", "GTSRB-LT, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_lt", "GTSRB-LT gain"), ("gtsrb_lt_no_class_head", "GTSRB-LT, no class head"),
