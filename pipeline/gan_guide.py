@@ -49,9 +49,7 @@ def load_or_train_guide(train: ImageTable, epochs: int, seed: int, device: torch
         base = EvaluateConfig(gan_quality=False, device=device.type, cpu_threads=torch.get_num_threads())
         return fit_judge("guide", train, empty, base, seed, epochs=epochs, progress=True)
 
-    cached_judge(out_dir / GUIDE_FILE, fingerprint, train, fit)  # trains and saves it when missing
-    # always the saved weights as loaded: the model fresh from training differs in memory layout, so
-    # in the last float bits of its logits, and a resumed run must learn from exactly the same guide
+    # loaded or fresh, the same logits bit for bit (`cached_judge`): a resumed run learns from the same guide
     guide = cached_judge(out_dir / GUIDE_FILE, fingerprint, train, fit)
     return guide.to(device).eval().requires_grad_(False)
 

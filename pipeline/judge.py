@@ -8,7 +8,7 @@ benchmark referee), so the five recipes are written once, here, side by side; `f
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +19,7 @@ from pipeline import atomic
 from pipeline.classifier_recipe import TrainingSet, inverse_frequency_weights
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
+from pipeline.device import prepare_module
 from pipeline.models.classifiers import build_classifier
 from pipeline.training import train_classifier
 
@@ -44,26 +45,28 @@ class JudgeRecipe:
     augment: bool = False
 
 
-# The recipes differ on purpose, and each one's outputs depend on it: the filter's scores choose the
-# generated images (shards), the tracker's agreement decides early stopping (final.pt, quality.csv),
-# the evaluation judge gives gan_policy's scores and metrics.json gan_quality, and the referee gives
-# the benchmarks' class consistency.
+_TRACKING = JudgeRecipe(
+    "train_gan.track_quality: labels EMA samples during GAN training; the evaluate defaults' small_cnn "
+    "for train_gan.judge_epochs on the GAN's training images (no validation: the last epoch), "
+    "cached in judge.pt per data fingerprint",
+    {"batch_size": 64, "lr": 2e-3}, class_weighted=True, augment=True,
+)
+
+# The recipes differ on purpose (the guide's is the tracker's, trained with another seed), and each
+# one's outputs depend on it: the filter's scores choose the generated images (shards), the tracker's
+# agreement decides early stopping (final.pt, quality.csv), the guide steers G (final.pt), the
+# evaluation judge gives gan_policy's scores and metrics.json gan_quality, and the referee gives the
+# benchmarks' class consistency.
 JUDGES: dict[str, JudgeRecipe] = {
     "filter": JudgeRecipe(
         "generate.filter: p(intended class) of each candidate image; the evaluate classifier and settings "
         "for generate.filter.epochs, plain cross-entropy, chosen on the real validation split",
     ),
-    "tracking": JudgeRecipe(
-        "train_gan.track_quality: labels EMA samples during GAN training; the evaluate defaults' small_cnn "
-        "for train_gan.judge_epochs on the GAN's training images (no validation: the last epoch), "
-        "cached in judge.pt per data fingerprint",
-        {"batch_size": 64, "lr": 2e-3}, class_weighted=True, augment=True,
-    ),
-    "guide": JudgeRecipe(
-        "train_gan.guide_weight: the frozen classifier whose cross-entropy on the samples G also minimises; "
-        "the tracking judge's recipe with its own seed, for train_gan.guide_epochs, cached in guide.pt per run fingerprint",
-        {"batch_size": 64, "lr": 2e-3}, class_weighted=True, augment=True,
-    ),
+    "tracking": _TRACKING,
+    # the tracking judge's recipe: the callers give it its own seed and epochs
+    "guide": replace(_TRACKING, use="train_gan.guide_weight: the frozen classifier whose cross-entropy on the "
+                     "samples G also minimises; the tracking judge's recipe with its own seed, for "
+                     "train_gan.guide_epochs, cached in guide.pt per run fingerprint"),
     "evaluate": JudgeRecipe(
         "evaluate: scores unscored synthetic images for gan_policy and embeds images for gan_quality; "
         "small_cnn (its penultimate layer embeds) with the evaluate settings, chosen on validation",
@@ -103,7 +106,9 @@ def fit_judge(use: str, train: ImageTable, val: ImageTable, cfg: EvaluateConfig,
 def cached_judge(path: Path, fingerprint: str, table: ImageTable, train: Callable[[], nn.Module]) -> nn.Module:
     """A small-CNN judge for `table`'s shape and classes: loaded from `path` when it was saved for
     the same `fingerprint`, else made by `train()` and saved there atomically. In eval mode, on the CPU
-    when loaded (callers move it)."""
+    when loaded (callers move it). A loaded judge is in channels_last, as `train_classifier` leaves
+    a trained one: in NCHW its logits differ in the last float bits, and a resumed run must score
+    (or, for the GAN's guide, learn) exactly as the run that trained it."""
     if path.is_file():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -111,7 +116,7 @@ def cached_judge(path: Path, fingerprint: str, table: ImageTable, train: Callabl
                 h, w, c = table.image_shape
                 judge = build_classifier("small_cnn", (c, h, w), table.num_classes, torch.Generator().manual_seed(0))
                 judge.load_state_dict(saved["state"])
-                return judge.eval()
+                return prepare_module(judge, torch.device("cpu")).eval()
         except Exception as e:  # noqa: BLE001 - an unreadable judge is simply retrained
             log.warning("%s: unreadable (%s); training the judge again", path, e.__class__.__name__)
     judge = train()

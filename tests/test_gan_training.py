@@ -768,9 +768,8 @@ def test_guidance_makes_samples_the_guide_labels_as_intended(tmp_path):
     kw = dict(steps=200, checkpoint_every=200, sample_every=200, ema_warmup=200, batch_size=32, guide_epochs=3)
     guided = state(gan.train_gan(tiny_cfg(**kw, guide_weight=3.0), table, tmp_path / "guided", progress=False))
     plain = state(gan.train_gan(tiny_cfg(**kw), table, tmp_path / "plain", progress=False))
-    guide = load_or_train_guide(table, 3, 0, torch.device("cpu"), tmp_path / "guided",
-                                saved_fp := torch.load(tmp_path / "guided" / GUIDE_FILE, weights_only=True)["fingerprint"])
-    assert saved_fp
+    saved_fp = torch.load(tmp_path / "guided" / GUIDE_FILE, weights_only=True)["fingerprint"]
+    guide = load_or_train_guide(table, 3, 0, torch.device("cpu"), tmp_path / "guided", saved_fp)  # the run's, loaded
 
     def agreement(payload: dict) -> float:
         cfg = tiny_cfg(**kw)
@@ -783,3 +782,20 @@ def test_guidance_makes_samples_the_guide_labels_as_intended(tmp_path):
             return float((guide(x).argmax(1) == y).float().mean())
 
     assert agreement(guided) > agreement(plain) + 0.1
+
+
+def test_a_cached_judge_loaded_from_disk_scores_as_the_one_just_trained(tmp_path):
+    """judge.cached_judge: the judge read back from its file gives the fresh one's logits bit for bit
+    (both channels_last), so a resumed run scores, and a guided one learns, exactly as before."""
+    from pipeline.config import EvaluateConfig
+    from pipeline.judge import cached_judge, fit_judge
+
+    table = digits_table()
+    empty = ImageTable(table.images[:0], table.labels[:0], table.class_names)
+    fit = lambda: fit_judge("guide", table, empty, EvaluateConfig(gan_quality=False, device="cpu", cpu_threads=1),  # noqa: E731
+                            5, epochs=1)
+    fresh = cached_judge(tmp_path / "judge.pt", "fp", table, fit)
+    loaded = cached_judge(tmp_path / "judge.pt", "fp", table, lambda: pytest.fail("trained again"))
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(fresh(x), loaded(x))
