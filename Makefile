@@ -72,6 +72,9 @@ CEILING = --synthetic real $(GOAL_STRATEGIES)
 GTSRB_STRONG = --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate.workers=1 --set evaluate.epochs=6 \
 	--set evaluate.min_steps=2000 \
 	--set 'evaluate.strategies=[augment,logit_adjust,logit_adjust+augment,drw,mixup_drw,gan_la_real_prior,gan_la_real_prior+augment]'
+# classifier guidance on GTSRB: the GTSRB_STRONG settings, only mixup_drw (the strong runs' best) and one GAN strategy
+GTSRB_GUIDE = --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate.workers=1 --set evaluate.epochs=6 \
+	--set evaluate.min_steps=2000 --set train_gan.guide_weight=1.0 --set 'evaluate.strategies=[mixup_drw,gan_la_real_prior]'
 USPS_LT_STRATEGIES = \
 	--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 
@@ -126,6 +129,15 @@ bench: $(STAMP)
 		--out benchmarks/results/gtsrb_strong.json $(GTSRB_STRONG)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 \
 		--out benchmarks/results/gtsrb_lt_strong.json $(GTSRB_STRONG)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural \
+		--out benchmarks/results/gtsrb_guide.json $(GTSRB_GUIDE)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 \
+		--out benchmarks/results/gtsrb_lt_guide.json $(GTSRB_GUIDE)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural \
+		--out benchmarks/results/gtsrb_guide_until.json $(GTSRB_GUIDE) --set train_gan.guide_until=0.5
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural \
+		--out benchmarks/results/gtsrb_guide_ms.json $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \
+		--set train_gan.cpu_threads=2 --set evaluate.workers=2
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \
@@ -162,6 +174,8 @@ bench-generator: $(STAMP)
 		--recipes ours_ms_0.3_aux1.5 & pid=$$!; \
 	OMP_NUM_THREADS=1 taskset -c 1 $(TTQ) $(GTSRB_90) --out benchmarks/results/time_to_quality_gtsrb_90min_width32.json \
 		--recipes ours_width32_ms_0.3_aux1.5 && wait $$pid
+	OMP_NUM_THREADS=1 $(TTQ) --data ../shared/datasets/gtsrb --long-tail natural --minutes 20 --threads 1 --every 500 \
+		--out benchmarks/results/time_to_quality_gtsrb_guide.json --recipes ours_guide_1_until_0.5 ours ours_guide_1_until_0.5_ms_0.3
 	$(BIN)/python benchmarks/render.py
 
 clean:
