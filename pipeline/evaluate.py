@@ -27,7 +27,7 @@ from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable, data_fingerprint
 from pipeline.device import choose_precision, precision_name
 from pipeline.errors import DataError
-from pipeline.finished_runs import FinishedRuns, run_key
+from pipeline.finished_runs import FinishedRuns, real_fingerprints, run_key
 from pipeline.judge import cached_judge, fit_judge
 from pipeline.mixing import Mix, choose_policy
 from pipeline.models.classifiers import label_probability
@@ -173,7 +173,17 @@ def _judge(cfg: EvaluateConfig, tables: dict[str, ImageTable], names: list[str],
     fit = functools.partial(fit_judge, "evaluate", tables["train"], tables["val"], cfg, cfg.seed, progress=progress)
     if finished is None:
         return fit()
-    return cached_judge(finished.judge_path(), finished.key, tables["train"], fit).to(resolve_device(cfg.device))
+    return cached_judge(finished.judge_path(), finished.real_key, tables["train"], fit).to(resolve_device(cfg.device))
+
+
+def _finished_runs(runs_dir: str | Path, cfg: EvaluateConfig, fingerprints: dict[str, str], add: np.ndarray,
+                   device: torch.device) -> FinishedRuns:
+    """The evaluation's finished runs: a strategy that never reads the synthetic data is named
+    without its fingerprint, so a new GAN leaves its runs valid."""
+    key = functools.partial(run_key, cfg.model_dump(mode="json"), plan=add.tolist(), device=device.type,
+                            precision=precision_name(choose_precision(cfg.precision, device)))
+    real_only = {name for name, s in STRATEGIES.items() if not s.uses_synthetic}
+    return FinishedRuns(runs_dir, key(fingerprints), key(real_fingerprints(fingerprints)), real_only)
 
 
 def _strategy_unit(shared: dict, unit: tuple) -> tuple[pd.DataFrame, float, bool]:
@@ -295,9 +305,7 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     fingerprints = {n: data_fingerprint(t) for n, t in tables.items()}
     device = resolve_device(cfg.device)
-    finished = None if runs_dir is None else FinishedRuns(runs_dir, run_key(
-        cfg.model_dump(mode="json"), fingerprints, add.tolist(), device.type,
-        precision_name(choose_precision(cfg.precision, device))))
+    finished = None if runs_dir is None else _finished_runs(runs_dir, cfg, fingerprints, add, device)
     shared = {"cfg": cfg, "tables": tables, "add": add, "balanced_rows": balanced_rows, "finished": finished}
     workers = resolve_workers(cfg.workers, cfg.cpu_threads, device)
     log.info("evaluate: %d runs in %d process(es) of %s thread(s)", len(names) * len(seeds), workers,

@@ -72,14 +72,24 @@ def _mix_digest(mix) -> str:
     return h.hexdigest()
 
 
-class FinishedRuns:
-    """One evaluation's finished runs in `folder`: `load` and `save` one run by (strategy, seed, mix)."""
+def real_fingerprints(fingerprints: dict[str, str]) -> dict[str, str]:
+    """`fingerprints` less the synthetic data's: what a run that uses real images only depends on."""
+    return {split: fp for split, fp in fingerprints.items() if split != "synthetic"}
 
-    def __init__(self, folder: str | Path, key: str):
+
+class FinishedRuns:
+    """One evaluation's finished runs in `folder`: `load` and `save` one run by (strategy, seed, mix).
+
+    `key` names the runs of strategies that use the synthetic data; `real_key` (default `key`) those
+    named in `real_only`, the strategies that use real images only, and the evaluation's judge."""
+
+    def __init__(self, folder: str | Path, key: str, real_key: str | None = None, real_only=frozenset()):
         self.folder, self.key = Path(folder), key
+        self.real_key, self.real_only = real_key or key, frozenset(real_only)
 
     def path(self, name: str, seed: int, mix=None) -> Path:
-        digest = hashlib.sha256(f"{self.key}|{name}|{seed}|{_mix_digest(mix)}".encode()).hexdigest()[:20]
+        key = self.real_key if name in self.real_only else self.key
+        digest = hashlib.sha256(f"{key}|{name}|{seed}|{_mix_digest(mix)}".encode()).hexdigest()[:20]
         safe = "".join(c if c.isalnum() or c in "+-_" else "_" for c in name)
         return self.folder / f"{safe}-seed{seed}-{digest}{SUFFIX}"
 
@@ -108,7 +118,7 @@ class FinishedRuns:
 
     @property
     def _judge_file(self) -> Path:
-        return self.folder / f"{JUDGE_PREFIX}{self.key[:20]}.pt"
+        return self.folder / f"{JUDGE_PREFIX}{self.real_key[:20]}.pt"
 
     def judge_path(self) -> Path:
         """Where the evaluation's real-data judge of these inputs is kept (`judge.cached_judge`); the

@@ -71,6 +71,22 @@ def test_save_then_load_gives_the_same_frame_and_seconds(tmp_path):
     assert F.FinishedRuns(tmp_path / "runs", _key(plan=(1, 1))).load("logit_adjust+augment", 1) is None
 
 
+def test_runs_on_real_images_only_keep_their_names_when_the_synthetic_data_change(tmp_path):
+    with_syn = {**FP, "synthetic": "y" * 64}
+
+    def runs(fp):
+        return F.FinishedRuns(tmp_path, _key(fp=fp), _key(fp=F.real_fingerprints(fp)), {"logit_adjust"})
+    a, b = runs(with_syn), runs({**with_syn, "synthetic": "z" * 64})
+    assert F.real_fingerprints(with_syn) == FP
+    assert a.path("logit_adjust", 0) == b.path("logit_adjust", 0)  # named without the synthetic data
+    assert a.path("gan_la", 0) != b.path("gan_la", 0)  # uses them: another run
+    assert a.judge_path() == b.judge_path()  # the judge trains on real images
+    assert runs(FP).path("logit_adjust", 0) == a.path("logit_adjust", 0)  # with no synthetic data at all
+    # without real_key every run has the one key
+    plain = F.FinishedRuns(tmp_path, _key(fp=with_syn))
+    assert plain.path("logit_adjust", 0) == plain.path("logit_adjust", 0, None) != a.path("logit_adjust", 0)
+
+
 def test_an_unreadable_file_trains_again(tmp_path, caplog):
     runs = F.FinishedRuns(tmp_path, _key())
     runs.path("none", 0).write_bytes(b"not parquet")
@@ -172,3 +188,23 @@ def test_the_evaluation_judge_is_kept_for_a_resumed_run(digits, tmp_path, monkey
     assert fits == ["evaluate", "evaluate"]
     other.prune(set())
     assert [p.name for p in (tmp_path / "runs").glob("judge-*.pt")] == [other.judge_path().name]
+
+
+def test_a_new_gan_trains_only_the_runs_that_use_its_images(digits, tmp_path, monkeypatch):
+    data, plan = digits
+    cfg = _cfg(seeds=1, strategies=["none", "gan"])
+    add = E.plan_counts(plan, data.train.class_names)
+    first = data.train.subset(np.flatnonzero((add > 0)[data.train.labels]))
+    second = first.subset(np.arange(len(first))[::-1])  # the same images in another order: other data
+    real, trained = E.run_strategy, []
+    monkeypatch.setattr(E, "run_strategy", lambda name, *a, **k: trained.append(name) or real(name, *a, **k))
+    one = E.evaluate(cfg, E.EvalData(data.train, data.val, data.test, first), plan, progress=False,
+                     runs_dir=tmp_path / "runs")
+    assert trained == ["none", "gan"]
+    trained.clear()
+    two = E.evaluate(cfg, E.EvalData(data.train, data.val, data.test, second), plan, progress=False,
+                     runs_dir=tmp_path / "runs")
+    assert trained == ["gan"] and two["metrics"]["reused_runs"] == 1
+    same = lambda r: r["predictions"].query("strategy == 'none'").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(same(one), same(two))
+    assert len(list((tmp_path / "runs").glob("*.parquet"))) == 2  # the first GAN's run was pruned
