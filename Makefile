@@ -114,6 +114,11 @@ bench: $(STAMP)
 		--seeds 10 $(SHIPPED) $(USPS_LT) $(GOAL_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_shipped_seeds30.json \
 		--workdir benchmarks/work/usps_lt_shipped --seeds 30 $(SHIPPED) $(USPS_LT) $(GOAL_STRATEGIES)
+	for v in "guide_ms --set train_gan.guide_weight=1.0 --set train_gan.ms_weight=0.3" "ms --set train_gan.ms_weight=0.3" \
+		"guide --set train_gan.guide_weight=1.0" "steps6000 --set train_gan.steps=6000"; do set -- $$v; name=$$1; shift; \
+		OMP_NUM_THREADS=1 $(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 \
+		--out benchmarks/results/usps_lt_$$name.json --workdir benchmarks/work/usps_lt_variants --seeds 30 $(SHIPPED) \
+		$(USPS_LT) $(GOAL_STRATEGIES) --set evaluate.gan_quality=true "$$@" || exit 1; done
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_diverse_gan.json \
 		--seeds 5 $(SHIPPED) --set generate.pool_factor=4 $(USPS_LT) --set evaluate.synthetic_share=null $(USPS_LT_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_share.json \
@@ -141,6 +146,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural \
 		--out benchmarks/results/gtsrb_guide_ms.json $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \
 		--set train_gan.cpu_threads=2 --set evaluate.workers=2
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 \
+		--out benchmarks/results/gtsrb_lt_guide_ms.json --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=2 \
+		--set evaluate.epochs=6 --set evaluate.min_steps=2000 --set 'evaluate.strategies=[mixup_drw,gan_la_real_prior]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \

@@ -249,13 +249,13 @@ def resolve_classes(cfg: TrainGanConfig, train: ImageTable) -> list[int]:
     return chosen
 
 
-def _guide(run: Run, train: ImageTable, out_dir: Path, fingerprint: str) -> nn.Module | None:
+def _guide(run: Run, train: ImageTable, out_dir: Path) -> nn.Module | None:
     """The frozen guide of a run with guide_weight > 0 (`gan_guide`), else None: rank 0 loads or
     trains it (guide.pt), the other ranks load what it saved."""
     cfg, dist = run.cfg, run.dist
     if cfg.guide_weight == 0:
         return None
-    args = (train, cfg.guide_epochs, guide_seed(cfg.seed), run.device, out_dir, fingerprint)
+    args = (train, cfg.guide_epochs, guide_seed(cfg.seed), run.device, out_dir)
     guide = load_or_train_guide(*args) if dist.is_main else None
     if dist.world_size > 1:
         torch.distributed.barrier()  # guide.pt is saved before another rank reads it
@@ -307,12 +307,12 @@ def train_gan(cfg: TrainGanConfig, train: ImageTable, out_dir: Path, progress: b
         if dist.world_size > 1:
             torch.distributed.barrier()  # the checkpoints are sorted before any rank reads one
         run = _build_run(cfg, train, classes, dist)
-        run.guide = _guide(run, train, out_dir, fingerprint)
+        run.guide = _guide(run, train, out_dir)
         if cfg.track_quality:
             if cfg.early_stop_patience > 0 and dist.world_size > 1:
                 raise ConfigError("train_gan.early_stop_patience needs a single process (not torchrun); set it to 0")
             if dist.is_main:
-                run.judge = train_judge(train, cfg.judge_epochs, cfg.seed, run.device.type, out_dir, fingerprint)
+                run.judge = train_judge(train, cfg.judge_epochs, cfg.seed, run.device.type, out_dir)
                 run.real_features = real_features(run.judge, train, classes, cfg.seed)
                 run.tracker = Tracker(cfg.early_stop_patience)
         found = read_checkpoint(out_dir, fingerprint, cfg.steps)

@@ -9,7 +9,8 @@ the guide through the same DiffAugment as D sees them, so G cannot win on pixel 
 fixed view of the classifier happens to read as a class.
 
 The guide is trained with its own seed (stream "guide"), apart from the tracking judge's, and
-cached in guide.pt per run fingerprint: a resumed run learns from exactly the same guide.
+cached in guide.pt for what it is trained from (`judge.judge_key`: the images, seed, epochs and
+device): a resumed run learns from exactly the same guide, and a run with other GAN params reuses it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.gan_run import STREAMS, make_generator
-from pipeline.judge import cached_judge, fit_judge
+from pipeline.judge import cached_judge, fit_judge, judge_key
 
 log = logging.getLogger("augment")
 
@@ -38,10 +39,10 @@ def guide_seed(gan_seed: int) -> int:
     return int(make_generator(gan_seed, STREAMS["guide"]).initial_seed() % (2**31 - 1))
 
 
-def load_or_train_guide(train: ImageTable, epochs: int, seed: int, device: torch.device, out_dir: Path,
-                        fingerprint: str) -> nn.Module:
-    """The frozen guide of this run: out_dir/guide.pt when it was trained for `fingerprint`, else
-    trained on `train` for `epochs` and saved there. Eval mode, no gradients, on `device`."""
+def load_or_train_guide(train: ImageTable, epochs: int, seed: int, device: torch.device, out_dir: Path) -> nn.Module:
+    """The frozen guide of this run: out_dir/guide.pt when it was trained from the same images,
+    epochs, seed and device (`judge_key`), else trained on `train` and saved there. Eval mode, no
+    gradients, on `device`."""
 
     def fit() -> nn.Module:
         log.info("training the guide on %d real images (%d epochs; train_gan.guide_weight > 0)", len(train), epochs)
@@ -50,7 +51,7 @@ def load_or_train_guide(train: ImageTable, epochs: int, seed: int, device: torch
         return fit_judge("guide", train, empty, base, seed, epochs=epochs, progress=True)
 
     # loaded or fresh, the same logits bit for bit (`cached_judge`): a resumed run learns from the same guide
-    guide = cached_judge(out_dir / GUIDE_FILE, fingerprint, train, fit)
+    guide = cached_judge(out_dir / GUIDE_FILE, judge_key("guide", train, seed, epochs, device.type), train, fit)
     return guide.to(device).eval().requires_grad_(False)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
-from pipeline.judge import cached_judge, fit_judge
+from pipeline.judge import cached_judge, fit_judge, judge_key
 from pipeline.metrics import coverage_fraction
 from pipeline.pixels import from_uint8, to_float, to_uint8
 
@@ -37,10 +37,10 @@ REAL_PER_CLASS = 200  # real training images per class whose recall is measured 
 RECALL_K = 3  # neighbours of the samples' manifold (as metrics.precision_recall)
 
 
-def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path, fingerprint: str) -> nn.Module:
+def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path) -> nn.Module:
     """The judge for this run (`judge.JUDGES["tracking"]`): loaded from out_dir/judge.pt when it was
-    trained for the same fingerprint (a resumed run must score exactly as before), trained and saved
-    otherwise."""
+    trained from the same images, epochs, seed and device (`judge_key`: a resumed run must score
+    exactly as before, and a run with other GAN params reuses it), trained and saved otherwise."""
 
     def fit() -> nn.Module:
         log.info("training the quality judge on %d real images (%d epochs)", len(train), epochs)
@@ -48,7 +48,7 @@ def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir:
         base = EvaluateConfig(gan_quality=False, device=device, cpu_threads=torch.get_num_threads())
         return fit_judge("tracking", train, empty, base, seed, epochs=epochs, progress=True)
 
-    return cached_judge(out_dir / "judge.pt", fingerprint, train, fit).to(device)
+    return cached_judge(out_dir / "judge.pt", judge_key("tracking", train, seed, epochs, device), train, fit).to(device)
 
 
 @torch.no_grad()

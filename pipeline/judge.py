@@ -2,13 +2,15 @@
 generated ones. Every judge is `training.train_classifier` under one of the recipes in `JUDGES`,
 keyed by its use (the generation filter, GAN quality tracking, GAN guidance, evaluation, the
 benchmark referee), so the five recipes are written once, here, side by side; `fit_judge(use, ...)` trains one and
-`cached_judge` keeps one on disk for the data it was trained on.
+`cached_judge` keeps one on disk for what it was trained from (`judge_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +20,7 @@ from torch import nn
 from pipeline import atomic
 from pipeline.classifier_recipe import TrainingSet, inverse_frequency_weights
 from pipeline.config import EvaluateConfig
-from pipeline.data import ImageTable
+from pipeline.data import ImageTable, data_fingerprint
 from pipeline.device import prepare_module
 from pipeline.models.classifiers import build_classifier
 from pipeline.training import train_classifier
@@ -48,7 +50,7 @@ class JudgeRecipe:
 _TRACKING = JudgeRecipe(
     "train_gan.track_quality: labels EMA samples during GAN training; the evaluate defaults' small_cnn "
     "for train_gan.judge_epochs on the GAN's training images (no validation: the last epoch), "
-    "cached in judge.pt per data fingerprint",
+    "cached in judge.pt per judge_key (images, seed, epochs, device)",
     {"batch_size": 64, "lr": 2e-3}, class_weighted=True, augment=True,
 )
 
@@ -66,7 +68,7 @@ JUDGES: dict[str, JudgeRecipe] = {
     # the tracking judge's recipe: the callers give it its own seed and epochs
     "guide": replace(_TRACKING, use="train_gan.guide_weight: the frozen classifier whose cross-entropy on the "
                      "samples G also minimises; the tracking judge's recipe with its own seed, for "
-                     "train_gan.guide_epochs, cached in guide.pt per run fingerprint"),
+                     "train_gan.guide_epochs, cached in guide.pt per judge_key"),
     "evaluate": JudgeRecipe(
         "evaluate: scores unscored synthetic images for gan_policy and embeds images for gan_quality; "
         "small_cnn (its penultimate layer embeds) with the evaluate settings, chosen on validation",
@@ -101,6 +103,16 @@ def fit_judge(use: str, train: ImageTable, val: ImageTable, cfg: EvaluateConfig,
     weight = inverse_frequency_weights(train.counts()) if recipe.class_weighted else None
     return train_classifier(TrainingSet(train, class_weight=weight, augment=recipe.augment), val, judge_cfg, seed,
                             progress=progress)
+
+
+def judge_key(use: str, table: ImageTable, seed: int, epochs: int, device: str) -> str:
+    """What a judge of `use` trained by `fit_judge` on `table` depends on, as a digest for
+    `cached_judge`: its recipe, the images, the seed, the epochs and the device. Not the GAN's other
+    params, so a run with, say, another step count or mode-seeking weight reuses the judge."""
+    recipe = {k: v for k, v in asdict(JUDGES[use]).items() if k != "use"}
+    doc = {"use": use, "recipe": recipe, "data": data_fingerprint(table), "seed": seed, "epochs": epochs,
+           "device": device}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def cached_judge(path: Path, fingerprint: str, table: ImageTable, train: Callable[[], nn.Module]) -> nn.Module:

@@ -742,13 +742,13 @@ def test_guided_run_caches_its_own_guide_resumes_bit_identical_and_keeps_the_pla
     table = digits_table()
     full, plain = resumes_bit_identical(table, tmp_path, guide_weight=1.0, guide_epochs=1)
     assert not torch.equal(plain["g"]["fc.weight"], full["g"]["fc.weight"])
-    # one guide per run, saved for its fingerprint, frozen; trained with another seed than the tracking judge
+    # one guide, saved for what it trains from, frozen; trained with another seed than the tracking judge
+    from pipeline.gan_guide import guide_seed
+    from pipeline.judge import judge_key
     saved = torch.load(tmp_path / "full" / "guide.pt", map_location="cpu", weights_only=True)
     fp = data_fingerprint(table)
-    assert saved["fingerprint"] == config_fingerprint(tiny_cfg(steps=8, checkpoint_every=4, guide_weight=1.0,
-                                                               guide_epochs=1), fp)
+    assert saved["fingerprint"] == judge_key("guide", table, guide_seed(0), 1, "cpu")
     assert not (tmp_path / "plain" / "guide.pt").exists()
-    from pipeline.gan_guide import guide_seed
     assert guide_seed(0) != 0 and guide_seed(0) != guide_seed(1)
     assert config_fingerprint(tiny_cfg(guide_weight=0.0, guide_epochs=5, guide_until=1.0), fp) == config_fingerprint(
         tiny_cfg(), fp)
@@ -767,9 +767,11 @@ def test_guidance_makes_samples_the_guide_labels_as_intended(tmp_path):
     table = digits_table(classes=(0, 1, 2, 3, 4))
     kw = dict(steps=200, checkpoint_every=200, sample_every=200, ema_warmup=200, batch_size=32, guide_epochs=3)
     guided = state(gan.train_gan(tiny_cfg(**kw, guide_weight=3.0), table, tmp_path / "guided", progress=False))
+    guided_mtime = (tmp_path / "guided" / GUIDE_FILE).stat().st_mtime_ns
     plain = state(gan.train_gan(tiny_cfg(**kw), table, tmp_path / "plain", progress=False))
-    saved_fp = torch.load(tmp_path / "guided" / GUIDE_FILE, weights_only=True)["fingerprint"]
-    guide = load_or_train_guide(table, 3, 0, torch.device("cpu"), tmp_path / "guided", saved_fp)  # the run's, loaded
+    from pipeline.gan_guide import guide_seed
+    guide = load_or_train_guide(table, 3, guide_seed(0), torch.device("cpu"), tmp_path / "guided")  # the run's, loaded
+    assert (tmp_path / "guided" / GUIDE_FILE).stat().st_mtime_ns == guided_mtime  # read back, not trained again
 
     def agreement(payload: dict) -> float:
         cfg = tiny_cfg(**kw)
@@ -799,3 +801,24 @@ def test_a_cached_judge_loaded_from_disk_scores_as_the_one_just_trained(tmp_path
     x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(fresh(x), loaded(x))
+
+
+def test_a_run_with_other_gan_params_reuses_the_guide_and_the_tracking_judge(tmp_path, monkeypatch):
+    """guide.pt and judge.pt are keyed by what they train from (judge.judge_key), not by the GAN's
+    params: another step count or mode-seeking weight in the same folder reads them back; other
+    guide epochs or another seed train a new guide."""
+    from pipeline import judge as J
+    table = digits_table(classes=(0, 1, 2))
+    fits = []
+    real = J.fit_judge
+    monkeypatch.setattr(J, "fit_judge", lambda use, *a, **k: fits.append(use) or real(use, *a, **k))
+    for mod in ("pipeline.gan_guide", "pipeline.gan_tracking"):
+        monkeypatch.setattr(f"{mod}.fit_judge", J.fit_judge)
+    kw = dict(steps=4, checkpoint_every=4, sample_every=4, guide_weight=1.0, guide_epochs=1, track_quality=True,
+              judge_epochs=1)
+    gan.train_gan(tiny_cfg(**kw), table, tmp_path, progress=False)
+    assert sorted(fits) == ["guide", "tracking"]
+    gan.train_gan(tiny_cfg(**kw, ms_weight=0.3), table, tmp_path, progress=False)  # another run, same judges
+    assert sorted(fits) == ["guide", "tracking"]
+    gan.train_gan(tiny_cfg(**{**kw, "guide_epochs": 2}), table, tmp_path, progress=False)
+    assert sorted(fits) == ["guide", "guide", "tracking"]
