@@ -36,9 +36,10 @@ class Recipe:
         late_fraction: share of the epochs in the late phase (DRW, cRT, late synthetic rows).
         drw_beta: the effective-number beta of DRW.
         augment: random affine of every training batch (`augment_batch`).
-        prior: the logit adjustment's prior: "batches" (the class shares the batches carry,
-            synthetic rows included) or "real" (the real rows' class shares, as if the synthetic
-            rows added no information about the rare classes' margins).
+        prior: the class counts the re-balancing reads, for the logit adjustment's prior and the
+            class weights ("inverse", "deferred"): "batches" (what the epoch's rows carry,
+            synthetic rows included) or "real" (the real rows' alone, as if the synthetic rows
+            added no information about the rare classes' margins).
     """
 
     loss: Literal["ce", "logit_adjusted"] = "ce"

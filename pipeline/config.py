@@ -322,7 +322,7 @@ class EvaluateConfig(Section):
         "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple",
         "mixup_drw", "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior",
         "gan_la_real_prior+augment", "gan_la+augment",
-        "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy", "synthetic_only",
+        "gan_mixup_drw", "gan_mixup_drw_real_prior", "gan_drw", "gan_crt", "gan_policy", "synthetic_only",
     ]
     seeds: int = Field(3, ge=1)
     epochs: int = Field(15, ge=1)

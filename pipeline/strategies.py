@@ -218,6 +218,12 @@ STRATEGIES: dict[str, Strategy] = {
             "a real and a synthetic image)",
         ),
         Strategy(
+            "gan_mixup_drw_real_prior", True,
+            lambda i: _with_pool(i, "all", class_weight="deferred", mixup_alpha=i.cfg.mixup_alpha, prior="real"),
+            "gan_mixup_drw with the late class weights of the real rows' counts: the synthetic rows fill "
+            "the batches, the rare classes keep DRW's weight",
+        ),
+        Strategy(
             "gan_drw", True, lambda i: _with_pool(i, "late", class_weight="deferred"),
             "deferred re-weighting with the synthetic images only in the late phase",
         ),

@@ -246,7 +246,8 @@ class _Run:
     def _phase_weight(self, rows: np.ndarray, late: bool) -> np.ndarray:
         weight = self.weight_np.copy()
         r = self.recipe
-        counts = np.bincount(self.labels_np[rows], weights=weight[rows], minlength=self.k)
+        counted = rows[rows < self.n_real] if r.prior == "real" else rows
+        counts = np.bincount(self.labels_np[counted], weights=weight[counted], minlength=self.k)
         if r.class_weight == "inverse":
             weight *= inverse_frequency_weights(counts)[self.labels_np].astype(np.float32)
         elif r.class_weight == "deferred" and late:

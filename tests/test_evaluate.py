@@ -80,10 +80,10 @@ def test_smote_reaches_the_plan_with_classes_of_two_and_one_image():
 def test_strategy_registry_matches_the_config_choices():
     assert set(S.STRATEGIES) == {
         "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple", "mixup_drw",
-        "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy",
+        "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_mixup_drw_real_prior", "gan_drw", "gan_crt", "gan_policy",
         "synthetic_only"}
     assert {n for n, s in S.STRATEGIES.items() if s.uses_synthetic} == {
-        "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
+        "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment", "gan_la+augment", "gan_mixup_drw", "gan_mixup_drw_real_prior", "gan_drw", "gan_crt", "gan_policy", "synthetic_only"}
     assert params_file.build({}).evaluate.strategies == list(S.STRATEGIES)  # params.yaml's default runs them all
     with pytest.raises(ConfigError, match="valid|one of"):
         params_file.build({}, {"evaluate.strategies": ["mixup"]})
@@ -117,7 +117,10 @@ def test_strategies_prepare_their_data():
     real_aug = S.STRATEGIES["gan_la_real_prior+augment"].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg)).recipe
     assert real_aug.prior == "real" and real_aug.augment and real_aug.loss == "logit_adjusted"
     mix = S.STRATEGIES["gan_mixup_drw"].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg)).recipe
-    assert mix.mixup_alpha == 0.3 and mix.class_weight == "deferred" and mix.loss == "ce"
+    assert mix.mixup_alpha == 0.3 and mix.class_weight == "deferred" and mix.loss == "ce" and mix.prior == "batches"
+    real_mix = S.STRATEGIES["gan_mixup_drw_real_prior"].prepare(S.StrategyInputs(t, syn, add, 0, cfg=cfg))
+    assert real_mix.recipe == R.Recipe(class_weight="deferred", mixup_alpha=0.3, prior="real", tau=0.5, late_fraction=0.5)
+    assert real_mix.synthetic.phase == "all" and real_mix.synthetic.pool is syn
     # a pool twice the plan: the plan's count per class drawn afresh each epoch
     pool = ImageTable.concat([syn, syn])
     assert S.synthetic_pool(pool, add, "all", t.counts(), None).per_epoch.tolist() == [0, 2, 3]

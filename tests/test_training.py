@@ -194,8 +194,24 @@ def test_drw_weights_change_only_in_the_late_phase():
     assert by_class == pytest.approx(R.effective_number_weights(np.array([12, 6, 3]), 0.5).tolist())
 
 
+@pytest.mark.parametrize("prior, counts", [("batches", [12, 8, 8]), ("real", [12, 6, 3])])
+def test_drw_weights_of_a_synthetic_mix_read_the_real_counts_with_the_real_prior(prior, counts):
+    """With a pool, DRW's late weights are the effective-number weights of the epoch's rows (real +
+    synthetic) or, with `prior: real`, of the real rows alone; every row of a class gets its class's."""
+    t, pool = _table((12, 6, 3)), _table((0, 2, 5), seed=4)
+    use = R.SyntheticUse(pool, np.ones(len(pool), np.float32))
+    run = _run(t, R.Recipe(class_weight="deferred", drw_beta=0.5, late_fraction=0.5, prior=prior), use, epochs=4)
+    rows = run.epoch_rows(True)
+    late = run._phase_weight(rows, late=True)
+    labels = run.labels_np
+    by_class = [np.unique(late[rows][labels[rows] == c]).tolist() for c in range(3)]
+    expect = R.effective_number_weights(np.array(counts), 0.5).tolist()
+    assert by_class == [pytest.approx([w]) for w in expect]
+    assert np.unique(run._phase_weight(rows, late=False)).tolist() == [1.0]
+
+
 @pytest.mark.parametrize("name", ["logit_adjust", "drw", "decouple", "mixup_drw", "gan_la", "gan_la_real_prior", "gan_drw",
-                                  "gan_crt", "gan_mixup_drw"])
+                                  "gan_crt", "gan_mixup_drw", "gan_mixup_drw_real_prior"])
 def test_each_recipe_learns_and_is_deterministic(name):
     train, val = _table((30, 12, 6)), _table((5, 5, 5), seed=1)
     syn = _table((0, 18, 24), seed=7)
