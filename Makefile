@@ -94,6 +94,10 @@ bench: $(STAMP)
 		--seeds 5 $(SHIPPED) $(GOAL_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_shipped_seeds10.json \
 		--workdir benchmarks/work/mnist_lt_shipped --reuse-gan --seeds 10 $(SHIPPED) $(GOAL_STRATEGIES)
+	rm -rf benchmarks/work/mnist_lt_mixup_real && cp -r benchmarks/work/mnist_lt_shipped benchmarks/work/mnist_lt_mixup_real
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_mixup_real.json \
+		--workdir benchmarks/work/mnist_lt_mixup_real --reuse-gan --seeds 5 $(SHIPPED) --set evaluate.gan_quality=false \
+		--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,drw,mixup_drw,gan_la_real_prior,gan_mixup_drw,gan_mixup_drw_real_prior]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_diverse_gan.json \
 		--seeds 5 $(SHIPPED) --set plan.sampling_strategy=1000 --set generate.pool_factor=4 $(MNIST_LT) \
 		--set evaluate.synthetic_share=null \
@@ -146,6 +150,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural \
 		--out benchmarks/results/gtsrb_guide_ms.json $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \
 		--set train_gan.cpu_threads=2 --set evaluate.workers=2
+	rm -rf benchmarks/work/gtsrb_mixup_real && cp -r benchmarks/work/gtsrb_guide_ms benchmarks/work/gtsrb_mixup_real
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_mixup_real.json \
+		--workdir benchmarks/work/gtsrb_mixup_real --reuse-gan $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \
+		--set train_gan.cpu_threads=2 --set evaluate.workers=2 --set 'evaluate.strategies=[mixup_drw,gan_mixup_drw_real_prior]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 \
 		--out benchmarks/results/gtsrb_lt_guide_ms.json --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=2 \
 		--set evaluate.epochs=6 --set evaluate.min_steps=2000 --set 'evaluate.strategies=[mixup_drw,gan_la_real_prior]'

@@ -22,6 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the pipeline of this checkout, not whichever one the environment's editable install points at (a
+# worktree measured with another checkout's .venv would otherwise run that checkout's code)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import TreeMemory, machine_info  # noqa: E402
 from real_release import SOURCE_NAME, write_real_release  # noqa: E402

@@ -772,6 +772,9 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("mnist_lt_selection_seeds3", "MNIST-LT, policy chosen on 3 classifier seeds per grid point"),
                        ("mnist_lt_long_gan", "MNIST-LT, 3x the GAN steps"),
                        ("mnist_lt_long_gan_selection_seeds3", "MNIST-LT, 3x the GAN steps, policy chosen on 3 seeds"),
+                       ("mnist_lt_mixup_real", "MNIST-LT, the shipped GAN, with gan_mixup_drw_real_prior (DRW's late "
+                        "weights from the real rows' counts)"),
+                       ("gtsrb_mixup_real", "GTSRB natural, the shipped small_color GAN, with gan_mixup_drw_real_prior"),
                        ("gtsrb_strong", "GTSRB natural, the small_color recipe before guidance, the strong baselines"),
                        ("gtsrb_guide", "GTSRB natural, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_guide_until", "GTSRB natural, classifier guidance capped at p 0.5 (train_gan.guide_until)"),
