@@ -521,6 +521,8 @@ def _gain_row(results: dict[str, dict], name: str, goal: str, need: float) -> li
     status = "met" if met else f"missed by {100 * short:.1f} points"
     if lacks:
         status = "; ".join(["not settled" if met else status, *lacks])
+    if r.get("goal_note"):  # what the figure alone does not say, written by hand into the result file
+        status += f"; {r['goal_note']}"
     return [goal, _gain_text(r), status, f"{name}.json"]
 
 
