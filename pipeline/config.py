@@ -122,7 +122,7 @@ class TrainGanConfig(Section):
     and steps wherever they are not given explicitly (`pipeline.recipes`); the stages resolve it.
     """
 
-    recipe: str = "auto"  # auto | a key of pipeline.recipes.RECIPES (demo, small_gray, small_color, none)
+    recipe: str = "auto"  # auto | a key of pipeline.recipes.RECIPES (demo, tiny_gray, small_gray, small_color, none)
     arch: str = "sngan"
     size: Literal["light", "base"] = "light"
     width: int | None = Field(None, ge=4)  # overrides the size's base channel width

@@ -26,7 +26,7 @@ def repo_params(overrides=None) -> config.Config:
 
 
 @pytest.mark.parametrize("shape, name", [
-    ((8, 8, 1), "demo"), ((16, 16, 1), "demo"), ((28, 28, 1), "small_gray"), ((32, 32, 3), "small_color"),
+    ((8, 8, 1), "demo"), ((9, 9, 1), "tiny_gray"), ((16, 16, 1), "tiny_gray"), ((28, 28, 1), "small_gray"), ((32, 32, 3), "small_color"),
     ((8, 8, 3), "small_color"), ((64, 64, 1), "small_gray"),
 ])
 def test_each_image_shape_gets_its_recipe(shape, name):
@@ -39,6 +39,7 @@ def test_each_image_shape_gets_its_recipe(shape, name):
 
 def test_the_recipes_are_the_benchmarks():
     assert recipes.RECIPES["demo"] == DEMO_BEFORE
+    assert recipes.RECIPES["tiny_gray"] == DEMO_BEFORE | {"ms_weight": 0.3}
     gtsrb = {"width": 16, "aux_weight": 1.0, "diffaug": "color,translation,cutout", "steps": 4000}
     assert recipes.RECIPES["small_color"] == gtsrb | {"ms_weight": 0.3, "guide_weight": 1.0}
     assert recipes.RECIPES["small_gray"] == gtsrb | {"aux_weight": 1.5, "ms_weight": 0.3, "steps": 12000}
@@ -105,7 +106,7 @@ def test_another_arch_gets_no_recipe_and_auto_needs_the_data():
 
 def test_bad_recipes_are_refused():
     with pytest.raises(ConfigError, match=r"train_gan.recipe = 'mnist': 'mnist' is not one of: auto, demo, "
-                                          r"small_gray, small_color, none"):
+                                          r"tiny_gray, small_gray, small_color, none"):
         params_file.build({"train_gan": {"recipe": "mnist"}})
     # refused when the params load, not when the stage resolves the recipe
     with pytest.raises(ConfigError, match="train_gan: recipe 'small_gray' sets aux_weight 1.5, and arch 'concat' "
