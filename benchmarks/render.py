@@ -795,7 +795,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                    else "validation-best GAN strategy")
             alone = f" {_gan_vs_baseline(r)};" if _ba(r, "gan") is not None else ""
             how = how if alone else how[0].upper() + how[1:]
-            out.append(f"- **{what}** (`{name}.json`): GAN {_gan_text(r)}.{alone} {how}: {_gain_text(r)}.")
+            note = f" {r['note']}" if r.get("note") else ""  # written by hand into the result file
+            out.append(f"- **{what}** (`{name}.json`): GAN {_gan_text(r)}.{alone} {how}: {_gain_text(r)}.{note}")
     sp = results.get("speed") or {}
     if sp.get("gan_train"):
         t = sp["gan_train"]
