@@ -205,7 +205,7 @@ def test_what_was_tried_quotes_the_result_files(bench, monkeypatch):
     assert ", classifier guidance 1.0;" in "\n".join(tried_section({"gtsrb_guide": plain})).replace("1.0.", "1.0;")
     # a hand-written note ends the run's line
     line = "\n".join(tried_section({"gtsrb_guide": {**plain, "note": "the other strategy scored 97.67%."}}))
-    assert line.endswith("). the other strategy scored 97.67%.")
+    assert line.rstrip().endswith("). the other strategy scored 97.67%.")
 
 
 def test_speed_rescore_keeps_images_per_s_and_the_earlier_figures(bench):
