@@ -36,7 +36,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # at 2500 in gtsrb.json and 0.090 without the class head in gtsrb_lt_no_class_head.json), with
     # classifier guidance and mode seeking: on GTSRB natural (gtsrb_guide_ms.json vs gtsrb_strong.json,
     # the same 5 seeds) consistency 0.393 vs 0.156, FID 401 vs 682, 4 vs 11 of 43 classes collapsed,
-    # gan_la_real_prior +1.03 points (CI +0.33..+1.73); guidance alone collapsed 41 classes
+    # gan_la_real_prior +1.03 points (CI +0.33..+1.73); guidance alone collapsed 41 classes. On GTSRB-LT
+    # (gtsrb_lt_guide_ms.json) recall 0.41 vs 0.04, no class collapsed, but gan_la_real_prior -4.57 (CI -9.50..+0.36)
     "small_color": {"width": 16, "aux_weight": 1.0, "diffaug": DIFFAUG, "steps": 4000, "ms_weight": 0.3,
                     "guide_weight": 1.0},
     # the train_gan field defaults, nothing chosen
