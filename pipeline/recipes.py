@@ -90,8 +90,8 @@ def choose(image_shape: list[int] | tuple[int, ...], counts: dict[str, int] | No
     """The recipe `auto` picks for images of `image_shape` (H, W, C), and why.
 
     Colour images get small_color (GTSRB), grayscale up to 8x8 the demo recipe, up to 16x16
-    tiny_gray (USPS), larger grayscale small_gray (MNIST). The class counts are named in the reason only: no benchmark measured a
-    count-dependent setting. Archs outside RECIPE_ARCHS get none (the recipes were measured with sngan).
+    tiny_gray (USPS), larger grayscale small_gray (MNIST). The class counts are named in the reason
+    only: no benchmark measured a count-dependent setting. Archs outside RECIPE_ARCHS get none (the recipes were measured with sngan).
     """
     data = describe_data(image_shape, counts)
     if arch not in RECIPE_ARCHS:

@@ -243,10 +243,14 @@ class _Run:
 
     # -- the loop ---------------------------------------------------------------------------------
 
+    def _prior_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The rows whose classes the re-balancing counts (`Recipe.prior`): all, or the real ones."""
+        return rows[rows < self.n_real] if self.recipe.prior == "real" else rows
+
     def _phase_weight(self, rows: np.ndarray, late: bool) -> np.ndarray:
         weight = self.weight_np.copy()
         r = self.recipe
-        counted = rows[rows < self.n_real] if r.prior == "real" else rows
+        counted = self._prior_rows(rows)
         counts = np.bincount(self.labels_np[counted], weights=weight[counted], minlength=self.k)
         if r.class_weight == "inverse":
             weight *= inverse_frequency_weights(counts)[self.labels_np].astype(np.float32)
@@ -287,8 +291,7 @@ class _Run:
             weight = torch.from_numpy(weight_np).to(self.device)
             offsets = None
             if r.loss == "logit_adjusted":
-                prior_rows = rows[rows < self.n_real] if r.prior == "real" else rows
-                prior = logit_prior(self.class_mass(prior_rows, balanced, weight_np))
+                prior = logit_prior(self.class_mass(self._prior_rows(rows), balanced, weight_np))
                 offsets = (r.tau * torch.as_tensor(prior, dtype=torch.float32)).to(self.device)
             model.train()
             if head_only:
