@@ -403,6 +403,24 @@ def _gtsrb_generator_row(results: dict[str, dict]) -> list[list[str]]:
              status, f"{stem}.json"]]
 
 
+GTSRB_LT_CONSISTENCY = 0.80
+
+
+def _gtsrb_lt_consistency_row(results: dict[str, dict]) -> list[list[str]]:
+    """Issue 23's GTSRB-LT bar: the class consistency (`gan_quality`, the evaluation's real-data
+    judge) of the GAN the GTSRB-LT goal run trained; [] without one."""
+    name = goal_run(results, "gtsrb_lt")
+    q = (results.get(name) or {}).get("gan_quality") or {}
+    if q.get("class_consistency") is None:
+        return []
+    c = q["class_consistency"]
+    per_class = [v for v in (q.get("class_consistency_per_class") or {}).values() if v is not None]
+    worst = f", worst class {min(per_class):.3f}" if per_class else ""
+    return [[f"GTSRB-LT generator: class consistency >= {GTSRB_LT_CONSISTENCY:.2f}",
+             f"{c:.3f}{worst}", "met" if c >= GTSRB_LT_CONSISTENCY else f"missed by {GTSRB_LT_CONSISTENCY - c:.3f}",
+             f"{name}.json"]]
+
+
 def _minutes(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds / 60:.1f} min"
 
@@ -651,6 +669,7 @@ def goals_section(results: dict[str, dict]) -> list[str]:
                      "met" if sp["demo_seconds"] <= 300 else "missed", "speed.json"])
     rows += _time_to_quality_rows(results)
     rows += _gtsrb_generator_row(results)
+    rows += _gtsrb_lt_consistency_row(results)
     rows += _collapse_rows(results)
     rows += _shared_cores_rows(results)
     table = ["| goal | measured | status | result file |", "|---|---|---|---|"]

@@ -749,6 +749,20 @@ def test_gtsrb_generator_goal_takes_the_first_snapshot_within_90_min_that_meets_
     assert render._gtsrb_generator_row({"time_to_quality_mnist_lt": run(slow)}) == []
 
 
+def test_gtsrb_lt_consistency_row_reads_the_gtsrb_lt_goal_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import render
+
+    quality = {"class_consistency": 0.379, "class_consistency_per_class": {"a": 0.9, "b": 0.05, "c": None}}
+    rows = render._gtsrb_lt_consistency_row({"gtsrb_lt_strong": {"gan_quality": {"class_consistency": 0.2}},
+                                             "gtsrb_lt_guide_ms": {"gan_quality": quality}})
+    assert rows == [["GTSRB-LT generator: class consistency >= 0.80", "0.379, worst class 0.050",
+                     "missed by 0.421", "gtsrb_lt_guide_ms.json"]]
+    met = render._gtsrb_lt_consistency_row({"gtsrb_lt": {"gan_quality": {"class_consistency": 0.85}}})
+    assert met[0][1:3] == ["0.850", "met"]
+    assert render._gtsrb_lt_consistency_row({"mnist_lt": {"gan_quality": quality}}) == []
+
+
 def test_outcome_with_real_images_in_place_of_the_gan(bench):
     """--synthetic real: no GAN; the release holds real training images that neither prepared
     train nor prepared val holds, as many per class as the plan asks, and the result says so."""
