@@ -242,6 +242,7 @@ class FilterConfig(Section):
     enabled: bool = False
     tau: float = Field(0.9, ge=0.0, le=1.0)
     max_oversample: float = Field(4.0, ge=1.0)
+    fill: bool = True  # a class short of samples above tau: fill with its best below (true) or keep fewer (false)
     epochs: int = Field(5, ge=1)
 
 
@@ -342,8 +343,7 @@ class EvaluateConfig(Section):
     # device has it and it is measured faster (small_cnn 1.7x faster on BENCHMARKS.md's AMX CPU)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = Field(0, ge=0)  # run i uses seed + i; the balanced test subsample uses seed
-    # how the recommendation picks the best strategy of each group (non-GAN, GAN) on validation
-    # (pipeline.recommend.SELECTORS; measured against the test set in benchmarks/selection.py)
+    # how the recommendation picks each group's (non-GAN, GAN) best on validation (recommend.SELECTORS; benchmarks/selection.py)
     select_by: Literal["balanced_accuracy", "nll", "strongest_within_noise"] = "strongest_within_noise"
     gan_quality: bool = True  # FID/KID/P-R/memorisation of the synthetic data (needs synthetic data)
     # torch CPU threads while evaluating (restored after): small models run best on one, two on a busy

@@ -209,13 +209,15 @@ class ScoreFilter:
 
     Attributes:
         tau: keep samples with score >= tau (0: keep all), trying further indices up to
-            `max_oversample` x the quota; short classes are filled with their best rejected
-            samples and a warning (see `generate`'s `stats`).
+            `max_oversample` x the quota (see `generate`'s `stats`).
         max_oversample: the most samples tried per class, as a multiple of its quota (>= 1).
+        fill: a class short of accepted samples is filled with its best rejected ones (True), or
+            keeps only the accepted ones, fewer than its quota (False); a warning says which.
     """
 
     tau: float = 0.0
     max_oversample: float = 4.0
+    fill: bool = True
 
 
 @torch.inference_mode()
@@ -290,7 +292,8 @@ def _sample_class(
     """`quota` samples of class c: the first ones in index order with score >= keep.tau.
 
     Indices 0..limit-1, limit = ceil(keep.max_oversample * quota), are tried in order; if fewer than
-    `quota` pass, the best-scoring rejected ones fill the gap and the stats say how many. Samples
+    `quota` pass, the best-scoring rejected ones fill the gap (with `keep.fill`; without, the class
+    keeps fewer) and the stats say how many. Samples
     after the last one kept are never looked at, so the result does not depend on `batch_size`.
     """
     tau = keep.tau
@@ -312,8 +315,8 @@ def _sample_class(
         n_kept += len(take)
         tried += int(seen.sum())
         bar.update(len(take))
-    stats = {"quota": quota, "tried": tried, "accepted": n_kept, "below_tau": quota - n_kept}
-    if n_kept < quota:
+    stats = {"quota": quota, "tried": tried, "accepted": n_kept, "below_tau": quota - n_kept if keep.fill else 0}
+    if n_kept < quota and keep.fill:
         pool = Samples.concat(rejected)
         # highest score first, then the lowest index (NaN scores sort last)
         best = np.lexsort((pool.index, -pool.scores))[: quota - n_kept]
@@ -367,14 +370,15 @@ def generate(
                 if quota == 0:
                     continue
                 s, st = _sample_class(ready, c, quota, keep, batch_size, bar)
-                if st["below_tau"]:
-                    log.warning("class %r: only %d of %d samples reached score >= %s after %d tries; "
-                                "filled with the %d best below it", names[c], st["accepted"], quota, keep.tau,
-                                st["tried"], st["below_tau"])
+                if st["accepted"] < quota:
+                    log.warning("class %r: only %d of %d samples reached score >= %s after %d tries; %s",
+                                names[c], st["accepted"], quota, keep.tau, st["tried"],
+                                f"filled with the {st['below_tau']} best below it" if keep.fill else
+                                "kept those alone (generate.filter.fill: false)")
                 if stats is not None:
                     stats[names[c]] = st
                 parts.append(s)
-                labels.append(np.full(quota, c, dtype=np.int64))
+                labels.append(np.full(len(s.index), c, dtype=np.int64))
     finally:
         G.train(was_training)
     if not parts:

@@ -190,6 +190,27 @@ def test_filter_that_cannot_fill_keeps_the_best_and_warns(caplog):
     assert "class 'two': only 0 of 10 samples reached score >= 1.01 after 20 tries" in caplog.text
 
 
+def test_filter_without_fill_keeps_only_the_accepted_samples(caplog):
+    G, meta = TinyG(), tiny_meta()
+    sampler = gen.Sampler(G, meta, seed=0, scorer=mean_scorer)
+    _, _, _, tried = gen.generate(sampler, {"one": 40, "two": 40}, batch_size=8, progress=False)
+    tau = float(np.quantile(tried, 0.8))
+    passing = {c: np.flatnonzero(tried[c * 40 - 40:c * 40] >= tau) for c in (1, 2)}
+    stats = {}
+    with caplog.at_level(logging.WARNING, logger="augment"):
+        _, labels, seeds, scores = gen.generate(sampler, {"one": 20, "two": 20}, batch_size=8, progress=False,
+                                                stats=stats, keep=gen.ScoreFilter(tau, 2.0, fill=False))
+    want = {c: idx[:20] for c, idx in passing.items()}  # the first 40 tried: max_oversample 2 x 20
+    assert [stats[n]["accepted"] for n in ("one", "two")] == [len(want[1]), len(want[2])]
+    assert all(st["below_tau"] == 0 for st in stats.values())
+    assert labels.tolist() == [1] * len(want[1]) + [2] * len(want[2])
+    assert seeds.tolist() == [gen.sample_seed(0, c, int(i)) for c in (1, 2) for i in want[c]]
+    assert (scores >= tau).all()
+    short = [n for n in ("one", "two") if stats[n]["accepted"] < 20]
+    assert short and all(f"class {n!r}: only" in caplog.text for n in short)
+    assert "kept those alone (generate.filter.fill: false)" in caplog.text
+
+
 def test_scorer_without_tau_records_scores_and_keeps_all():
     sampler = gen.Sampler(TinyG(), tiny_meta(), seed=0, scorer=mean_scorer)
     _, _, _, scores = gen.generate(sampler, {"one": 6}, batch_size=4, progress=False)

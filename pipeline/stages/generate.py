@@ -90,7 +90,7 @@ def generate(cfg: Config) -> dict:
     images, labels, seeds, scores = sample(
         Sampler(G, meta, cfg.generate.seed, device, dtype, scorer=scorer),
         {c: n * cfg.generate.pool_factor for c, n in quota.items()}, cfg.generate.batch_size,
-        ScoreFilter(fcfg.tau if fcfg.enabled else 0.0, fcfg.max_oversample), progress=progress(), stats=stats,
+        ScoreFilter(fcfg.tau if fcfg.enabled else 0.0, fcfg.max_oversample, fcfg.fill), progress=progress(), stats=stats,
     )
     extra = {"plan": quota, "pool_factor": cfg.generate.pool_factor, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
              "filter": stats if fcfg.enabled else None, "precision": precision_name(dtype)}
