@@ -79,6 +79,8 @@ GTSRB_STRONG = --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate
 GTSRB_GUIDE = --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate.workers=1 --set evaluate.epochs=6 \
 	--set evaluate.min_steps=2000 --set train_gan.guide_weight=1.0 --set train_gan.ms_weight=0.0 \
 	--set 'evaluate.strategies=[mixup_drw,gan_la_real_prior]'
+# the generation filter on the shipped GTSRB GANs: tau 0.9, up to 10x the quota tried per class
+FILTER = --set generate.filter.enabled=true --set generate.filter.max_oversample=10
 USPS_LT_STRATEGIES = \
 	--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 
@@ -158,6 +160,19 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 \
 		--out benchmarks/results/gtsrb_lt_guide_ms.json --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=2 \
 		--set evaluate.epochs=6 --set evaluate.min_steps=2000 --set 'evaluate.strategies=[mixup_drw,gan_la_real_prior]'
+	rm -rf benchmarks/work/gtsrb_filter && cp -r benchmarks/work/gtsrb_guide_ms benchmarks/work/gtsrb_filter
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_filter.json \
+		--workdir benchmarks/work/gtsrb_filter --reuse-gan $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \
+		--set train_gan.cpu_threads=2 --set evaluate.workers=2 $(FILTER) --set generate.filter.fill=true
+	rm -rf benchmarks/work/gtsrb_filter_only && cp -r benchmarks/work/gtsrb_guide_ms benchmarks/work/gtsrb_filter_only
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_filter_only.json \
+		--workdir benchmarks/work/gtsrb_filter_only --reuse-gan $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \
+		--set train_gan.cpu_threads=2 --set evaluate.workers=2 $(FILTER) --set generate.filter.fill=false
+	rm -rf benchmarks/work/gtsrb_lt_filter_only && cp -r benchmarks/work/gtsrb_lt_guide_ms benchmarks/work/gtsrb_lt_filter_only
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_filter_only.json \
+		--workdir benchmarks/work/gtsrb_lt_filter_only --reuse-gan --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=2 \
+		--set evaluate.epochs=6 --set evaluate.min_steps=2000 --set 'evaluate.strategies=[mixup_drw,gan_la_real_prior]' \
+		$(FILTER) --set generate.filter.fill=false
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.ms_weight=0.0 --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \

@@ -49,6 +49,23 @@ def _card_header(manifest: dict) -> dict:
     }
 
 
+def _filter_text(stats: dict | None) -> str:
+    """What the quality filter did (manifest `filter`: {class: quota, tried, accepted, below_tau}),
+    naming the classes with samples below its threshold; "" when it was off."""
+    if not stats:
+        return ""
+    quota = sum(s["quota"] for s in stats.values())
+    passed = sum(s["accepted"] for s in stats.values())
+    short = [(c, s) for c, s in stats.items() if s["accepted"] < s["quota"]]
+    text = f" The quality filter passed {passed} of the {quota} planned images"
+    if not short:
+        return text + "."
+    filled = sum(s["below_tau"] for _, s in short)
+    named = ", ".join(f"{md_cell(c)} {s['accepted']} of {s['quota']}" for c, s in short)
+    return (text + f"; classes short of their quota ({named}) "
+            + (f"were filled with their {filled} best-scoring rejected images." if filled else "keep fewer images."))
+
+
 def dataset_card(manifest: dict) -> str:
     """README.md for the synthetic folder: HF YAML header (features, splits, files) + a short card."""
     gen = manifest.get("generator")
@@ -65,6 +82,7 @@ allow_empty=True)` numbers the classes as the shards' `label`.
 """ if dirs else ""
     params = json.dumps(manifest.get("params", {}), indent=2, sort_keys=True, ensure_ascii=False)
     precision = f", run in {manifest['precision']}" if isinstance(manifest.get("precision"), str) else ""
+    filtered = _filter_text(manifest.get("filter"))
     body = f"""# augment synthetic samples
 
 **What.** {manifest['rows']} images made by a class-conditional GAN (EMA generator) to fill the
@@ -75,7 +93,7 @@ image) and `score` (the quality filter's probability of the intended class; null
 
 **How made.** augment {manifest['package']['version']}; generator: `{gen_text}`{precision}.
 The shards are `{SHARDS_DIR}/train-*.parquet`. Files, row counts and sha256 are in `manifest.json`
-(`pipeline.loaders.load_arrow(path, verify=True)` checks them). Parameters:
+(`pipeline.loaders.load_arrow(path, verify=True)` checks them).{filtered} Parameters:
 
 ```json
 {params}

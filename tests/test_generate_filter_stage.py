@@ -10,6 +10,7 @@ import json
 import numpy as np
 
 from pipeline import cli
+from pipeline.card import _filter_text
 from pipeline.params_file import load
 from pipeline.stages.synthetic import read_synthetic
 from test_bad_inputs import write_npz
@@ -29,8 +30,10 @@ def test_generate_without_fill_keeps_the_accepted_rows_alone(tmp_path):
             assert cli.main([stage, "-q"]) == 0, stage
         assert cli.main(["generate", "-q"]) == 0
         filled = json.loads((tmp_path / "data/synthetic/manifest.json").read_text())
+        filled_card = (tmp_path / "data/synthetic/README.md").read_text()
         assert cli.main(["generate", "-q", "--set", "generate.filter.fill=false"]) == 0
         manifest = json.loads((tmp_path / "data/synthetic/manifest.json").read_text())
+        card = (tmp_path / "data/synthetic/README.md").read_text()
         table, scores = read_synthetic(load(overrides={"generate.filter.fill": False}))
     plan = {c: n for c, n in manifest["plan"].items() if n}
     stats = manifest["filter"]
@@ -43,3 +46,18 @@ def test_generate_without_fill_keeps_the_accepted_rows_alone(tmp_path):
     names = list(table.class_names)
     assert {names[i]: int(n) for i, n in kept.items()} == {c: stats[c]["accepted"] for c in plan if stats[c]["accepted"]}
     assert (scores >= 0.5).all()
+    # the dataset card says what the filter did, naming each short class
+    short = [c for c, n in plan.items() if stats[c]["accepted"] < n]
+    passed = sum(stats[c]["accepted"] for c in plan)
+    assert f"The quality filter passed {passed} of the {sum(plan.values())} planned images" in card
+    assert all(f"{c} {stats[c]['accepted']} of {plan[c]}" in card for c in short) and "keep fewer images." in card
+    assert "best-scoring rejected images." in filled_card
+
+
+def test_card_filter_text_by_hand():
+    assert _filter_text(None) == ""
+    ok = {"a": {"quota": 5, "tried": 6, "accepted": 5, "below_tau": 0}}
+    assert _filter_text(ok) == " The quality filter passed 5 of the 5 planned images."
+    short = {**ok, "b|c": {"quota": 4, "tried": 16, "accepted": 1, "below_tau": 3}}
+    assert _filter_text(short) == (" The quality filter passed 6 of the 9 planned images; classes short of their "
+                                   "quota (b\\|c 1 of 4) were filled with their 3 best-scoring rejected images.")
