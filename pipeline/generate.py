@@ -293,8 +293,8 @@ def _sample_class(
 
     Indices 0..limit-1, limit = ceil(keep.max_oversample * quota), are tried in order; if fewer than
     `quota` pass, the best-scoring rejected ones fill the gap (with `keep.fill`; without, the class
-    keeps fewer) and the stats say how many. Samples
-    after the last one kept are never looked at, so the result does not depend on `batch_size`.
+    keeps fewer and the bar's total shrinks) and the stats say how many. Samples after the last
+    one kept are never looked at, so the result does not depend on `batch_size`.
     """
     tau = keep.tau
     filtering = sampler.scorer is not None and tau > 0
@@ -322,6 +322,9 @@ def _sample_class(
         best = np.lexsort((pool.index, -pool.scores))[: quota - n_kept]
         kept.append(pool.pick(best))
         bar.update(quota - n_kept)
+    elif n_kept < quota:
+        bar.total -= quota - n_kept
+        bar.refresh()
     out = Samples.concat(kept)
     return out.pick(np.argsort(out.index, kind="stable")), stats
 
