@@ -239,10 +239,10 @@ class TrainGanConfig(Section):
 class FilterConfig(Section):
     """Quality filter: keep samples a real-data classifier assigns to their class with p >= tau."""
 
-    enabled: bool = False
+    enabled: Literal["auto"] | bool = "auto"  # auto: on for the recipes of recipes.FILTERED_RECIPES (colour)
     tau: float = Field(0.9, ge=0.0, le=1.0)
-    max_oversample: float = Field(4.0, ge=1.0)
-    fill: bool = True  # a class short of samples above tau: fill with its best below (true) or keep fewer (false)
+    max_oversample: float = Field(10.0, ge=1.0)
+    fill: bool = False  # a class short of samples above tau: fill with its best below (true) or keep fewer (false)
     epochs: int = Field(5, ge=1)
 
 

@@ -216,8 +216,8 @@ class ScoreFilter:
     """
 
     tau: float = 0.0
-    max_oversample: float = 4.0
-    fill: bool = True
+    max_oversample: float = 10.0
+    fill: bool = False
 
 
 @torch.inference_mode()

@@ -760,6 +760,9 @@ def test_gtsrb_lt_consistency_row_reads_the_gtsrb_lt_goal_run(monkeypatch):
                      "missed by 0.421", "gtsrb_lt_guide_ms.json"]]
     met = render._gtsrb_lt_consistency_row({"gtsrb_lt": {"gan_quality": {"class_consistency": 0.85}}})
     assert met[0][1:3] == ["0.850", "met"]
+    params = {"generate": {"filter": {"enabled": "auto"}}, "train_gan": {"recipe": "small_color"}}
+    filtered = render._gtsrb_lt_consistency_row({"gtsrb_lt": {"gan_quality": quality, "params": params}})
+    assert filtered[0][1].startswith("0.379, worst class 0.050 (the set the generation filter kept")
     assert render._gtsrb_lt_consistency_row({"mnist_lt": {"gan_quality": quality}}) == []
 
 

@@ -162,7 +162,7 @@ def test_filter_keeps_the_first_samples_above_tau_whatever_the_batch_size():
     runs = []
     for batch_size in (1, 7, 256):
         stats = {}
-        out = gen.generate(sampler, {"one": 30}, batch_size=batch_size, keep=gen.ScoreFilter(tau=tau), progress=False,
+        out = gen.generate(sampler, {"one": 30}, batch_size=batch_size, keep=gen.ScoreFilter(tau=tau, max_oversample=4.0), progress=False,
                            stats=stats)
         runs.append(out)
         assert stats == {"one": {"quota": 30, "tried": int(expected[-1]) + 1, "accepted": 30, "below_tau": 0}}
@@ -182,7 +182,7 @@ def test_filter_that_cannot_fill_keeps_the_best_and_warns(caplog):
     stats = {}
     with caplog.at_level(logging.WARNING, logger="augment"):
         _, _, seeds, scores = gen.generate(sampler, {"two": 10}, batch_size=8, progress=False, stats=stats,
-                                           keep=gen.ScoreFilter(tau=1.01, max_oversample=2.0))
+                                           keep=gen.ScoreFilter(tau=1.01, max_oversample=2.0, fill=True))
     assert stats["two"] == {"quota": 10, "tried": 20, "accepted": 0, "below_tau": 10}
     best = np.sort(np.argsort(-tried_scores, kind="stable")[:10])
     np.testing.assert_array_equal(scores, tried_scores[best])

@@ -10,9 +10,11 @@ import json
 import numpy as np
 
 from pipeline import cli
+from pipeline import recipes
 from pipeline.card import _filter_text
 from pipeline.params_file import load
 from pipeline.stages.synthetic import read_synthetic
+from conftest import tiny_arrays
 from test_bad_inputs import write_npz
 
 PARAMS = """\
@@ -28,7 +30,7 @@ def test_generate_without_fill_keeps_the_accepted_rows_alone(tmp_path):
     with contextlib.chdir(tmp_path):
         for stage in ("prepare", "plan", "train-gan"):
             assert cli.main([stage, "-q"]) == 0, stage
-        assert cli.main(["generate", "-q"]) == 0
+        assert cli.main(["generate", "-q", "--set", "generate.filter.fill=true"]) == 0
         filled = json.loads((tmp_path / "data/synthetic/manifest.json").read_text())
         filled_card = (tmp_path / "data/synthetic/README.md").read_text()
         assert cli.main(["generate", "-q", "--set", "generate.filter.fill=false"]) == 0
@@ -61,3 +63,37 @@ def test_card_filter_text_by_hand():
     short = {**ok, "b|c": {"quota": 4, "tried": 16, "accepted": 1, "below_tau": 3}}
     assert _filter_text(short) == (" The quality filter passed 6 of the 9 planned images; classes short of their "
                                    "quota (b\\|c 1 of 4) were filled with their 3 best-scoring rejected images.")
+
+
+def test_filter_auto_is_on_for_the_colour_recipe_alone():
+    assert [recipes.filter_on("auto", r) for r in ("small_color", "small_gray", "tiny_gray", "demo", "none")] == [
+        True, False, False, False, False]
+    assert recipes.filter_on(True, "demo") and not recipes.filter_on(False, "small_color")
+
+
+def _generate(root, x, y, params) -> dict:
+    (root / "src").mkdir(parents=True)
+    np.savez(root / "src" / "train.npz", x=x, y=y)
+    np.savez(root / "src" / "test.npz", x=x[::2], y=y[::2])
+    (root / "params.yaml").write_text(params)
+    with contextlib.chdir(root):
+        for stage in ("prepare", "plan", "train-gan", "generate"):
+            assert cli.main([stage, "-q"]) == 0, stage
+    return json.loads((root / "data/synthetic/manifest.json").read_text())
+
+
+def test_generate_filters_colour_images_by_default_and_gray_ones_not(tmp_path):
+    params = """\
+data: {source: src, long_tail: {profile: none}}
+train_gan: {steps: 4, batch_size: 8, checkpoint_every: 2, sample_every: 4, ema_warmup: 0, device: cpu, guide_weight: 0.0}
+generate: {shard_size: 5, filter: {epochs: 1}}
+"""
+    x, y = tiny_arrays((12, 6, 4), size=8, channels=3)
+    colour = _generate(tmp_path / "colour", x, y, params)
+    assert colour["params"]["train_gan"]["recipe"] == "small_color"
+    assert colour["params"]["generate"]["filter"]["enabled"] == "auto"
+    assert set(colour["filter"]) == {c for c, n in colour["plan"].items() if n}
+    assert colour["rows"] == sum(s["accepted"] for s in colour["filter"].values())
+    gray = _generate(tmp_path / "gray", x[..., 0], y, params)
+    assert gray["params"]["train_gan"]["recipe"] == "demo" and gray["filter"] is None
+    assert gray["rows"] == sum(gray["plan"].values())

@@ -17,6 +17,7 @@ from pipeline.gan_fingerprint import ADDED_LATER, UNFINGERPRINTED, config_finger
 from pipeline.generate import Sampler, ScoreFilter, generate as sample
 from pipeline.judge import fit_judge
 from pipeline.models.classifiers import class_probability
+from pipeline.recipes import filter_on
 from pipeline.release import synthetic_columns, write_shards
 from pipeline.stages.files import gan_final_path, prepared_path, progress, read_prepared
 from pipeline.stages.plan import check_plan_fits, read_plan
@@ -84,16 +85,17 @@ def generate(cfg: Config) -> dict:
             "(train_gan.classes); add them there or leave them out of plan.sampling_strategy"
         )
     fcfg = cfg.generate.filter
-    scorer = _real_scorer(cfg, train, read_prepared(cfg, "val")) if fcfg.enabled else None
+    filtering = filter_on(fcfg.enabled, cfg.train_gan.recipe)
+    scorer = _real_scorer(cfg, train, read_prepared(cfg, "val")) if filtering else None
     stats: dict = {}
     dtype = choose_precision(cfg.generate.precision, device)
     images, labels, seeds, scores = sample(
         Sampler(G, meta, cfg.generate.seed, device, dtype, scorer=scorer),
         {c: n * cfg.generate.pool_factor for c, n in quota.items()}, cfg.generate.batch_size,
-        ScoreFilter(fcfg.tau if fcfg.enabled else 0.0, fcfg.max_oversample, fcfg.fill), progress=progress(), stats=stats,
+        ScoreFilter(fcfg.tau if filtering else 0.0, fcfg.max_oversample, fcfg.fill), progress=progress(), stats=stats,
     )
     extra = {"plan": quota, "pool_factor": cfg.generate.pool_factor, "params": dump(cfg), "generator": meta["sha256"], "augment_version": __version__,
-             "filter": stats if fcfg.enabled else None, "precision": precision_name(dtype)}
+             "filter": stats if filtering else None, "precision": precision_name(dtype)}
     columns = synthetic_columns(meta["sha256"], seeds, scores)
     manifest = write_shards(cfg.paths.synthetic, ImageTable(images, labels, names), columns,
                             cfg.generate.shard_size, extra, export_images=cfg.generate.export_images)
