@@ -803,10 +803,18 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("mnist_lt_mixup_real", "MNIST-LT, the shipped GAN, with gan_mixup_drw_real_prior (DRW's late "
                         "weights from the real rows' counts)"),
                        ("gtsrb_mixup_real", "GTSRB natural, the shipped small_color GAN, with gan_mixup_drw_real_prior"),
+                       ("gtsrb_filter_only", "GTSRB natural, the shipped GAN with the generation filter as shipped "
+                        "for colour (short classes keep fewer rows)"),
+                       ("gtsrb_filter", "GTSRB natural, the shipped GAN, the filter filling short classes with their "
+                        "best rejected samples"),
+                       ("gtsrb_filter_mixup", "GTSRB natural, the filtered set inside mixup_drw's recipe"),
                        ("gtsrb_strong", "GTSRB natural, the small_color recipe before guidance, the strong baselines"),
                        ("gtsrb_guide", "GTSRB natural, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_guide_until", "GTSRB natural, classifier guidance capped at p 0.5 (train_gan.guide_until)"),
                        ("gtsrb_guide_ms", "GTSRB natural, classifier guidance with mode seeking (the small_color recipe since)"),
+                       ("gtsrb_lt_filter_only", "GTSRB-LT, the shipped GAN with the generation filter as shipped "
+                        "for colour"),
+                       ("gtsrb_lt_filter_mixup", "GTSRB-LT, the filtered set inside mixup_drw's recipe"),
                        ("gtsrb_lt_strong", "GTSRB-LT, the small_color recipe before guidance, the strong baselines"),
                        ("gtsrb_lt_guide", "GTSRB-LT, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_lt_guide_ms", "GTSRB-LT, the small_color recipe as shipped (guidance, mode seeking)"),
