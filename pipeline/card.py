@@ -49,9 +49,10 @@ def _card_header(manifest: dict) -> dict:
     }
 
 
-def _filter_text(stats: dict | None) -> str:
+def filter_summary(stats: dict | None) -> str:
     """What the quality filter did (manifest `filter`: {class: quota, tried, accepted, below_tau}),
-    naming the classes with samples below its threshold; "" when it was off."""
+    naming the classes with samples below its threshold, with a leading space; "" when it was off.
+    The card and the report's quality section both say it."""
     if not stats:
         return ""
     quota = sum(s["quota"] for s in stats.values())
@@ -82,7 +83,7 @@ allow_empty=True)` numbers the classes as the shards' `label`.
 """ if dirs else ""
     params = json.dumps(manifest.get("params", {}), indent=2, sort_keys=True, ensure_ascii=False)
     precision = f", run in {manifest['precision']}" if isinstance(manifest.get("precision"), str) else ""
-    filtered = _filter_text(manifest.get("filter"))
+    filtered = filter_summary(manifest.get("filter"))
     body = f"""# augment synthetic samples
 
 **What.** {manifest['rows']} images made by a class-conditional GAN (EMA generator) to fill the

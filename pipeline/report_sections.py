@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.card import filter_summary
 from pipeline.data import ImageTable
 from pipeline.metrics import SCALAR_METRICS
 from pipeline.report_document import Block
@@ -227,9 +228,10 @@ def quality_blocks(metrics: dict) -> list[Block]:
     """GAN-quality table with a reading of each number, and the per-class details."""
     q = metrics.get("gan_quality")
     blocks = [Block("h2", "Quality of the synthetic images")]
+    filtered = filter_summary(metrics.get("generation_filter"))
     if not q:
         why = metrics.get("skipped", {}).get("gan_quality", "no synthetic data")
-        return blocks + [Block("p", f"Not measured: {why}.")]
+        return blocks + [Block("p", f"Not measured: {why}.{filtered}")]
     mem, ref = q["memorization"], q["reference"]
     rows = [["measure", "value", "reading"],
             ["FID", _q(q["fid"]), f"lower is closer; real train vs test: {_q(ref['fid_train_vs_test'])}"],
@@ -248,7 +250,7 @@ def quality_blocks(metrics: dict) -> list[Block]:
                           _q(ref["judge_recall_per_class"].get(n))])
     return blocks + [
         Block("p", f"Feature space: {q['feature_space']}. Real test images are weighted to the synthetic class mix; "
-                   f"{_scored(q['n'])}, {q['n']['test']} test images."),
+                   f"{_scored(q['n'])}, {q['n']['test']} test images.{filtered}"),
         Block("table", rows=rows),
         Block("table", rows=per_class),
     ]

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import numpy as np
 
 from pipeline import cli
 from pipeline import recipes
-from pipeline.card import _filter_text
+from pipeline.card import filter_summary
 from pipeline.params_file import load
 from pipeline.stages.synthetic import read_synthetic
 from conftest import tiny_arrays
@@ -57,11 +58,11 @@ def test_generate_without_fill_keeps_the_accepted_rows_alone(tmp_path):
 
 
 def test_card_filter_text_by_hand():
-    assert _filter_text(None) == ""
+    assert filter_summary(None) == ""
     ok = {"a": {"quota": 5, "tried": 6, "accepted": 5, "below_tau": 0}}
-    assert _filter_text(ok) == " The quality filter passed 5 of the 5 planned images."
+    assert filter_summary(ok) == " The quality filter passed 5 of the 5 planned images."
     short = {**ok, "b|c": {"quota": 4, "tried": 16, "accepted": 1, "below_tau": 3}}
-    assert _filter_text(short) == (" The quality filter passed 6 of the 9 planned images; classes short of their "
+    assert filter_summary(short) == (" The quality filter passed 6 of the 9 planned images; classes short of their "
                                    "quota (b\\|c 1 of 4) were filled with their 3 best-scoring rejected images.")
 
 
@@ -94,6 +95,15 @@ generate: {shard_size: 5, filter: {epochs: 1}}
     assert colour["params"]["generate"]["filter"]["enabled"] == "auto"
     assert set(colour["filter"]) == {c for c, n in colour["plan"].items() if n}
     assert colour["rows"] == sum(s["accepted"] for s in colour["filter"].values())
+    # evaluate records what the filter did, and the report's quality section says it
+    with contextlib.chdir(tmp_path / "colour"):
+        assert cli.main(["evaluate", "-q", "--set", "evaluate.strategies=[none,gan]", "--set", "evaluate.seeds=1",
+                         "--set", "evaluate.epochs=1"]) == 0
+        assert cli.main(["report", "-q"]) == 0
+        metrics = json.loads(Path("data/reports/metrics.json").read_text())
+        report = Path("data/reports/report.md").read_text()
+    assert metrics["generation_filter"] == colour["filter"]
+    assert filter_summary(colour["filter"]).strip() in report
     gray = _generate(tmp_path / "gray", x[..., 0], y, params)
     assert gray["params"]["train_gan"]["recipe"] == "demo" and gray["filter"] is None
     assert gray["rows"] == sum(gray["plan"].values())

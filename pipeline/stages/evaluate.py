@@ -11,7 +11,7 @@ from pipeline.config import Config
 from pipeline.evaluate import EvalData, evaluate as run, write_results
 from pipeline.stages.files import SPLITS, progress, read_prepared
 from pipeline.stages.plan import read_plan
-from pipeline.stages.synthetic import read_synthetic
+from pipeline.stages.synthetic import filter_stats, read_synthetic
 
 log = logging.getLogger("augment")
 
@@ -31,6 +31,7 @@ def evaluate(cfg: Config, mapper=None) -> dict:
     data = EvalData(tables["train"], tables["val"], tables["test"], synthetic, scores)
     runs_dir = Path(cfg.paths.reports) / RUNS_DIR if cfg.evaluate.reuse_runs else None
     result = run(cfg.evaluate, data, read_plan(cfg), progress=progress(), mapper=mapper, runs_dir=runs_dir)
+    result["metrics"]["generation_filter"] = filter_stats(cfg) if synthetic is not None else None
     atomic.clean_temporaries(cfg.paths.reports)  # what a killed run left
     write_results(cfg.paths.reports, result)
     gain = result["metrics"].get("gain") or {}

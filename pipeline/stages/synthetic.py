@@ -31,6 +31,13 @@ def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
     return table, scores
 
 
+def filter_stats(cfg: Config) -> dict | None:
+    """The generation filter's {class: quota, tried, accepted, below_tau} from the release's
+    manifest; None when the filter was off or nothing was generated."""
+    folder = Path(cfg.paths.synthetic)
+    return read_manifest(folder).get("filter") if (folder / "manifest.json").is_file() else None
+
+
 # generate params that change how the work is done, never the images
 _GENERATE_UNRECORDED = ("batch_size",)
 
