@@ -31,8 +31,10 @@ def test_results_come_back_in_order_from_other_processes_with_one_thread_each():
         again = list(pool.map(_scaled, [1, 2]))  # the same processes serve the next map
     assert [v for v, _, _ in out] == [10 * i for i in range(7)]
     assert {threads for _, threads, _ in out} == {1}
-    pids = {pid for _, _, pid in out}
-    assert os.getpid() not in pids and {pid for _, _, pid in again} <= pids
+    pids = {pid for _, _, pid in out + again}
+    # the pool's two processes serve both maps (no new ones); which of them ran which unit depends
+    # on the load: a process that starts late may serve none of the first map's units
+    assert os.getpid() not in pids and len(pids) <= 2
 
 
 def test_one_worker_or_one_unit_runs_here():
