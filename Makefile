@@ -180,6 +180,11 @@ bench: $(STAMP)
 		--workdir benchmarks/work/gtsrb_lt_filter_mixup --reuse-gan --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=2 \
 		--set evaluate.epochs=6 --set evaluate.min_steps=2000 --set 'evaluate.strategies=[mixup_drw,gan_mixup_drw_real_prior]' \
 		$(FILTER) --set generate.filter.fill=false
+	rm -rf benchmarks/work/gtsrb_lt_filter_share0.1 && cp -r benchmarks/work/gtsrb_lt_filter_only benchmarks/work/gtsrb_lt_filter_share0.1
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_filter_share0.1.json \
+		--workdir benchmarks/work/gtsrb_lt_filter_share0.1 --reuse-gan --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=2 \
+		--set evaluate.epochs=6 --set evaluate.min_steps=2000 --set evaluate.synthetic_share=0.1 \
+		--set 'evaluate.strategies=[mixup_drw,logit_adjust,gan_la_real_prior]' $(FILTER) --set generate.filter.fill=false
 	rm -rf benchmarks/work/gtsrb_filter_mixup && cp -r benchmarks/work/gtsrb_filter_only benchmarks/work/gtsrb_filter_mixup
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_filter_mixup.json \
 		--workdir benchmarks/work/gtsrb_filter_mixup --reuse-gan $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \

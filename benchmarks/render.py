@@ -815,6 +815,7 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("gtsrb_lt_filter_only", "GTSRB-LT, the shipped GAN with the generation filter as shipped "
                         "for colour"),
                        ("gtsrb_lt_filter_mixup", "GTSRB-LT, the filtered set inside mixup_drw's recipe"),
+                       ("gtsrb_lt_filter_share0.1", "GTSRB-LT, the filtered set at a synthetic share of 0.1"),
                        ("gtsrb_lt_strong", "GTSRB-LT, the small_color recipe before guidance, the strong baselines"),
                        ("gtsrb_lt_guide", "GTSRB-LT, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_lt_guide_ms", "GTSRB-LT, the small_color recipe as shipped (guidance, mode seeking)"),
