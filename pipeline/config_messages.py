@@ -2,7 +2,8 @@
 
 `strict_numbers` finds the values pydantic would coerce silently (true as 1, 2.5 as 2);
 `describe` turns a pydantic error into `source: key = value: what is wrong`, suggesting the
-closest key for a misspelt one. Pure functions over the pydantic models they are given.
+closest key for a misspelt one; `first_error` picks the error to describe, a union field's
+alternatives joined into one. Pure functions over the pydantic models they are given.
 """
 
 from __future__ import annotations
@@ -29,6 +30,35 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel]:
         else:
             break
     return model
+
+
+def _leaf(root: type[BaseModel], loc: tuple) -> tuple:
+    """`loc` up to the first field that is not a section: what pydantic appends after it (the union
+    member it tried, `literal['auto']`, `int`; a list index) is not part of the key."""
+    model = root
+    for i, part in enumerate(loc):
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return loc[:i]
+        ann = field.annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return loc[: i + 1]
+        model = ann
+    return loc
+
+
+def first_error(errors: list[dict], root: type[BaseModel]) -> dict:
+    """The first pydantic error, with a union field's alternatives in one: pydantic reports a value
+    that fits no member of `Literal["auto"] | bool` once per member, under `key.literal['auto']` and
+    `key.bool`; this gives `key` and "Input should be 'auto', or a valid boolean ..."."""
+    err = errors[0]
+    leaf = _leaf(root, tuple(err["loc"]))
+    ann = _model_at(root, leaf).model_fields[leaf[-1]].annotation if leaf else None
+    alternatives = [e for e in errors if tuple(e["loc"][: len(leaf)]) == leaf and len(e["loc"]) == len(leaf) + 1]
+    if typing.get_origin(ann) not in (typing.Union, types.UnionType) or len(alternatives) < 2 or err not in alternatives:
+        return err
+    msgs = [alternatives[0]["msg"]] + [e["msg"].removeprefix("Input should be ") for e in alternatives[1:]]
+    return {**err, "loc": leaf, "msg": ", or ".join(msgs)}
 
 
 def describe(err: dict, source: str, root: type[BaseModel]) -> str:

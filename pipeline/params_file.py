@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.config import Config
-from pipeline.config_messages import describe, strict_numbers
+from pipeline.config_messages import describe, first_error, strict_numbers
 from pipeline.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
@@ -63,7 +63,7 @@ def build(tree: dict | None, overrides: dict[str, Any] | None = None, source: st
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        err = e.errors()[0]
+        err = first_error(e.errors(), Config)
         raise ConfigError(describe(err, where(".".join(str(p) for p in err["loc"])), Config)) from None
 
 

@@ -56,6 +56,23 @@ def test_bad_values_name_key_and_choices(override, fragment):
     assert fragment in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ({"generate.filter.enabled": "maybe"}, "generate.filter.enabled = 'maybe': Input should be 'auto', or a valid "
+                                               "boolean, unable to interpret input"),
+        ({"evaluate.workers": "many"}, "evaluate.workers = 'many': Input should be a valid integer, unable to parse "
+                                       "string as an integer, or 'auto'"),
+        ({"train_gan.cpu_threads": 0}, "train_gan.cpu_threads = 0: Input should be greater than or equal to 1, or 'auto'"),
+    ],
+)
+def test_a_union_field_names_its_key_and_every_alternative(override, line):
+    # pydantic reports each union member apart, under `key.literal['auto']`, `key.int`
+    with pytest.raises(ConfigError) as e:
+        params_file.build({}, override, override_source="--set")
+    assert str(e.value) == f"--set: {line}"
+
+
 def test_override_into_a_value_is_refused():
     with pytest.raises(ConfigError, match="is a value"):
         params_file.build({"data": {"source": "digits"}}, {"data.source.x": 1})
