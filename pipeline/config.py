@@ -156,8 +156,7 @@ class TrainGanConfig(Section):
     # mode-seeking regularisation (MSGAN, Mao et al. 2019): the fakes come in pairs of one class,
     # and G also minimises ms_weight / (image distance / noise distance) of each batch's pairs; 0 = off
     ms_weight: float = Field(0.0, ge=0.0)
-    # classifier guidance (pipeline/gan_guide.py): G also minimises guide_weight * CE of a frozen real-data CNN on its samples
-    guide_weight: float = Field(0.0, ge=0.0)  # 0 = off
+    guide_weight: float = Field(0.0, ge=0.0)  # classifier guidance (gan_guide.py): G also minimises this x a frozen CNN's CE; 0 = off
     guide_epochs: int = Field(5, ge=1)  # of that CNN, trained first on the GAN's training images
     guide_until: float = Field(1.0, gt=0.0, le=1.0)  # no push once it gives the intended class this probability
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
@@ -244,6 +243,7 @@ class FilterConfig(Section):
     max_oversample: float = Field(10.0, ge=1.0)
     fill: bool = False  # a class short of samples above tau: fill with its best below (true) or keep fewer (false)
     epochs: int = Field(5, ge=1)
+    judges: int = Field(1, ge=1)  # judges (seeds seed, seed+1, ...) that must all pass a sample: its score is their lowest
 
 
 class GenerateConfig(Section):

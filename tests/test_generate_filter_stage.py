@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline import cli
 from pipeline import recipes
 from pipeline.card import filter_summary
 from pipeline.params_file import load
+from pipeline.stages.generate import lowest_score
 from pipeline.stages.synthetic import read_synthetic
 from conftest import tiny_arrays
 from test_bad_inputs import write_npz
@@ -55,6 +57,30 @@ def test_generate_without_fill_keeps_the_accepted_rows_alone(tmp_path):
     assert f"The quality filter passed {passed} of the {sum(plan.values())} planned images" in card
     assert all(f"{c} {stats[c]['accepted']} of {plan[c]}" in card for c in short) and "keep fewer images." in card
     assert "best-scoring rejected images." in filled_card
+
+
+def test_two_judges_score_each_row_by_the_lower_of_their_probabilities(tmp_path):
+    write_npz(tmp_path / "src", counts=(12, 6, 4))
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    scores = {}
+    with contextlib.chdir(tmp_path):
+        for stage in ("prepare", "plan", "train-gan"):
+            assert cli.main([stage, "-q"]) == 0, stage
+        for judges in (1, 2):  # tau 0: every tried row passes, so both releases hold the same rows
+            sets = {"generate.filter.tau": 0.0, "generate.filter.judges": judges}
+            assert cli.main(["generate", "-q", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]) == 0
+            table, scores[judges] = read_synthetic(load(overrides=sets))
+    one, two = np.asarray(scores[1]), np.asarray(scores[2])
+    assert one.shape == two.shape == (len(table),)
+    # judge 1 (seed 0) is the same model both times; the second judge (seed 1) only lowers a score
+    assert (two <= one + 1e-6).all() and (two < one - 1e-3).any()
+
+
+def test_lowest_score_by_hand():
+    a = lambda x, y: torch.tensor([0.9, 0.2, 0.5])  # noqa: E731
+    b = lambda x, y: np.array([0.95, 0.1, 0.5])  # noqa: E731
+    got = lowest_score([a, b], torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long))
+    assert torch.allclose(got, torch.tensor([0.9, 0.1, 0.5]))
 
 
 def test_card_filter_text_by_hand():

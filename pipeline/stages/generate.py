@@ -7,6 +7,8 @@ import logging
 from functools import partial
 from pathlib import Path
 
+import torch
+
 from pipeline import __version__
 from pipeline.config import Config, dump
 from pipeline.data import ImageTable, data_fingerprint
@@ -27,10 +29,19 @@ log = logging.getLogger("augment")
 
 
 def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
-    """The filter's real-data judge (`judge.JUDGES["filter"]`), as `scorer(images, labels) -> p(intended class)`."""
-    model = fit_judge("filter", train, val, cfg.evaluate, cfg.generate.seed, epochs=cfg.generate.filter.epochs,
-                      progress=progress())
-    return partial(class_probability, model.eval())
+    """The filter's real-data judges (`judge.JUDGES["filter"]`, generate.filter.judges of them, seeds
+    generate.seed, +1, ...), as `scorer(images, labels) -> p(intended class)`: the lowest of their
+    probabilities, so a sample passes tau only when every judge puts it in its class."""
+    fcfg, seed = cfg.generate.filter, cfg.generate.seed
+    scorers = [partial(class_probability, fit_judge("filter", train, val, cfg.evaluate, seed + j, epochs=fcfg.epochs,
+                                                    progress=progress()).eval())
+               for j in range(fcfg.judges)]
+    return scorers[0] if len(scorers) == 1 else partial(lowest_score, scorers)
+
+
+def lowest_score(scorers: list, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The lowest of the scorers' p(y_i | x_i), per image: (B,)."""
+    return torch.stack([torch.as_tensor(s(x, y)).float().reshape(-1) for s in scorers]).amin(dim=0)
 
 
 def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> None:
