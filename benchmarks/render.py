@@ -808,6 +808,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("gtsrb_filter", "GTSRB natural, the shipped GAN, the filter filling short classes with their "
                         "best rejected samples"),
                        ("gtsrb_filter_mixup", "GTSRB natural, the filtered set inside mixup_drw's recipe"),
+                       ("gtsrb_steps13000", "GTSRB natural, the shipped small_color recipe trained 13,000 steps "
+                        "(shipped: 4,000), its set filtered as shipped"),
                        ("gtsrb_strong", "GTSRB natural, the small_color recipe before guidance, the strong baselines"),
                        ("gtsrb_guide", "GTSRB natural, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_guide_until", "GTSRB natural, classifier guidance capped at p 0.5 (train_gan.guide_until)"),
@@ -815,6 +817,10 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("gtsrb_lt_filter_only", "GTSRB-LT, the shipped GAN with the generation filter as shipped "
                         "for colour"),
                        ("gtsrb_lt_filter_mixup", "GTSRB-LT, the filtered set inside mixup_drw's recipe"),
+                       ("gtsrb_lt_steps13000", "GTSRB-LT, the shipped small_color recipe trained 13,000 steps, "
+                        "its set filtered as shipped"),
+                       ("gtsrb_lt_steps13000_judges2", "GTSRB-LT, the 13,000-step GAN's set filtered by two judges "
+                        "(generate.filter.judges 2)"),
                        ("gtsrb_lt_filter_share0.1", "GTSRB-LT, the filtered set at a synthetic share of 0.1"),
                        ("gtsrb_lt_strong", "GTSRB-LT, the small_color recipe before guidance, the strong baselines"),
                        ("gtsrb_lt_guide", "GTSRB-LT, the same recipe with classifier guidance (train_gan.guide_weight)"),

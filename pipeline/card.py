@@ -49,16 +49,22 @@ def _card_header(manifest: dict) -> dict:
     }
 
 
-def filter_summary(stats: dict | None) -> str:
+def filter_summary(stats: dict | None, rule: dict | None = None) -> str:
     """What the quality filter did (manifest `filter`: {class: quota, tried, accepted, below_tau}),
     naming the classes with samples below its threshold, with a leading space; "" when it was off.
-    The card and the report's quality section both say it."""
+    The card and the report's quality section both say it; with `rule` (generate.filter's params)
+    the card also says what passing meant."""
     if not stats:
         return ""
     quota = sum(s["quota"] for s in stats.values())
     passed = sum(s["accepted"] for s in stats.values())
     short = [(c, s) for c, s in stats.items() if s["accepted"] < s["quota"]]
-    text = f" The quality filter passed {passed} of the {quota} planned images"
+    how = ""
+    if rule and "tau" in rule:
+        judges = rule.get("judges", 1)
+        who = f"each of {judges} real-data judges" if judges > 1 else "a real-data judge"
+        how = f" (p(class) >= {rule['tau']} under {who})"
+    text = f" The quality filter{how} passed {passed} of the {quota} planned images"
     if not short:
         return text + "."
     filled = sum(s["below_tau"] for _, s in short)
@@ -83,7 +89,7 @@ allow_empty=True)` numbers the classes as the shards' `label`.
 """ if dirs else ""
     params = json.dumps(manifest.get("params", {}), indent=2, sort_keys=True, ensure_ascii=False)
     precision = f", run in {manifest['precision']}" if isinstance(manifest.get("precision"), str) else ""
-    filtered = filter_summary(manifest.get("filter"))
+    filtered = filter_summary(manifest.get("filter"), ((manifest.get("params") or {}).get("generate") or {}).get("filter"))
     body = f"""# augment synthetic samples
 
 **What.** {manifest['rows']} images made by a class-conditional GAN (EMA generator) to fill the

@@ -54,7 +54,7 @@ def test_generate_without_fill_keeps_the_accepted_rows_alone(tmp_path):
     # the dataset card says what the filter did, naming each short class
     short = [c for c, n in plan.items() if stats[c]["accepted"] < n]
     passed = sum(stats[c]["accepted"] for c in plan)
-    assert f"The quality filter passed {passed} of the {sum(plan.values())} planned images" in card
+    assert f"The quality filter (p(class) >= 0.5 under a real-data judge) passed {passed} of the {sum(plan.values())} planned images" in card
     assert all(f"{c} {stats[c]['accepted']} of {plan[c]}" in card for c in short) and "keep fewer images." in card
     assert "best-scoring rejected images." in filled_card
 
@@ -87,6 +87,8 @@ def test_card_filter_text_by_hand():
     assert filter_summary(None) == ""
     ok = {"a": {"quota": 5, "tried": 6, "accepted": 5, "below_tau": 0}}
     assert filter_summary(ok) == " The quality filter passed 5 of the 5 planned images."
+    assert filter_summary(ok, {"tau": 0.9, "judges": 2}) == (
+        " The quality filter (p(class) >= 0.9 under each of 2 real-data judges) passed 5 of the 5 planned images.")
     short = {**ok, "b|c": {"quota": 4, "tried": 16, "accepted": 1, "below_tau": 3}}
     assert filter_summary(short) == (" The quality filter passed 6 of the 9 planned images; classes short of their "
                                    "quota (b\\|c 1 of 4) were filled with their 3 best-scoring rejected images.")
