@@ -69,12 +69,17 @@ class SyntheticUse:
             pool so no row repeats before the pool is used up; None: every pool row every epoch.
         phase: "all" (every epoch), "late" (the late phase only: DRW-style), "head" (only while the
             head is re-trained).
+        candidates: with per_epoch, > 1 draws this many times per_epoch[c] fresh rows of class c
+            (at most its pool) and keeps the per_epoch[c] that the classifier, as it is at the
+            epoch's start, gives the lowest probability of their class (hard examples, M2m-style
+            feedback); 1 = the fresh draws as they come.
     """
 
     pool: ImageTable
     weight: np.ndarray
     per_epoch: np.ndarray | None = None
     phase: Literal["all", "late", "head"] = "all"
+    candidates: int = 1
 
 
 @dataclass(frozen=True)

@@ -320,10 +320,9 @@ class EvaluateConfig(Section):
     """Stage `evaluate`: strategies x seeds with one classifier and one test set."""
 
     strategies: list[str] = [
-        "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple",
-        "mixup_drw", "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior",
-        "gan_la_real_prior+augment", "gan_la+augment",
-        "gan_mixup_drw", "gan_mixup_drw_real_prior", "gan_drw", "gan_crt", "gan_policy", "synthetic_only",
+        "none", "class_weight", "oversample", "smote", "augment", "logit_adjust", "drw", "decouple", "mixup_drw",
+        "logit_adjust+augment", "gan", "gan+augment", "gan_la", "gan_la_real_prior", "gan_la_real_prior+augment",
+        "gan_la+augment", "gan_mixup_drw", "gan_mixup_drw_real_prior", "gan_drw", "gan_crt", "gan_policy", "synthetic_only",
     ]
     seeds: int = Field(3, ge=1)
     epochs: int = Field(15, ge=1)
@@ -360,6 +359,7 @@ class EvaluateConfig(Section):
     late_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     mixup_alpha: float = Field(0.2, gt=0.0)
     synthetic_share: float | None = Field(0.35, gt=0.0, lt=1.0)
+    synthetic_candidates: int = Field(1, ge=1)  # > 1: a class's epoch rows are the hardest of this x as many fresh ones
     mix: MixConfig = MixConfig()
 
     @field_validator("workers")

@@ -209,8 +209,29 @@ class _Run:
         if not self._synthetic_on(late):
             return rows
         s = self.synthetic
-        extra = np.arange(len(s.pool)) if s.per_epoch is None else self._pool.epoch(s.per_epoch)
+        if s.per_epoch is None:
+            extra = np.arange(len(s.pool))
+        elif s.candidates > 1:
+            tried = self._pool.epoch(np.minimum(s.per_epoch * s.candidates, s.pool.counts()))
+            extra = self.hardest(tried, s.per_epoch)
+        else:
+            extra = self._pool.epoch(s.per_epoch)
         return np.concatenate([rows, self.n_real + extra]).astype(np.int64)
+
+    def hardest(self, tried: np.ndarray, per_epoch: np.ndarray) -> np.ndarray:
+        """Sorted pool rows: of `tried` (pool row indices), the per_epoch[c] of each class c the
+        model gives the lowest probability of their class (ties: the earlier row)."""
+        p = torch.empty(len(tried))
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            for a in range(0, len(tried), 512):
+                idx = torch.from_numpy(self.n_real + tried[a:a + 512]).to(self.device)
+                xb = self.x[idx].contiguous(memory_format=torch.channels_last)
+                p[a:a + 512] = label_probability(self.model(xb).float(), self.y[idx]).cpu()
+        labels = self.labels_np[self.n_real + tried]
+        keep = [tried[labels == c][np.argsort(p.numpy()[labels == c], kind="stable")[:n]]
+                for c, n in enumerate(per_epoch) if n > 0]
+        return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
     def class_mass(self, rows: np.ndarray, balanced: bool, weight: np.ndarray) -> np.ndarray:
         """Expected loss weight per class in a batch drawn from `rows` (up to a constant)."""

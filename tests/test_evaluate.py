@@ -152,7 +152,9 @@ def test_pool_strategies_keep_the_synthetic_share():
     ts = S.STRATEGIES["gan_la_real_prior"].prepare(S.StrategyInputs(t, syn, add, 0, _cfg(synthetic_share=0.25)))
     # budget floor(52 / 3) = 17: level 14 fills 4 + 12 = 16, the last row to class 2 (tied, rarer)
     assert ts.synthetic.per_epoch.tolist() == [0, 4, 13]
-    assert _cfg().synthetic_share == 0.35  # params.yaml's default
+    assert ts.synthetic.candidates == 1 and _cfg().synthetic_share == 0.35  # params.yaml's defaults
+    hard = S.STRATEGIES["gan_mixup_drw"].prepare(S.StrategyInputs(t, syn, add, 0, _cfg(synthetic_candidates=3)))
+    assert hard.synthetic.candidates == 3
     with pytest.raises(ConfigError, match="synthetic_share"):
         _cfg(synthetic_share=1.0)
 

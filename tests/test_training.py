@@ -97,6 +97,47 @@ def test_fresh_draws_repeat_no_image_until_the_pool_is_used_up():
     assert np.bincount(pool.labels[third], minlength=3).tolist() == [0, 2, 3]
 
 
+class _BrightIsSure(torch.nn.Module):
+    """Logits [0, 5m, 5m] for an image of mean pixel m: classes 1 and 2 surer the brighter the image."""
+
+    def forward(self, x):
+        m = x.float().mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(m), 5 * m, 5 * m], dim=1)
+
+
+def test_hard_draws_keep_the_rows_the_classifier_is_least_sure_of():
+    train = _table((6, 4, 3))
+    pool = _table((0, 4, 6), seed=5)
+    # candidates 10 x the epoch's rows: more than each class's pool, so every row of the class is tried
+    use = R.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 1, 2]), candidates=10)
+    run = _run(train, synthetic=use)
+    run.model = _BrightIsSure()
+    rows = run.epoch_rows(False)[len(train):] - len(train)
+    brightness = pool.images.reshape(len(pool), -1).astype(float).mean(axis=1)
+    want = [np.flatnonzero(pool.labels == c)[np.argsort(brightness[pool.labels == c], kind="stable")[:n]]
+            for c, n in ((1, 1), (2, 2))]
+    assert rows.tolist() == sorted(np.concatenate(want).tolist())
+    # candidates 1: the fresh draws as they come (the same count, no classifier asked)
+    plain = _run(train, synthetic=R.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 1, 2])))
+    assert np.bincount(pool.labels[plain.epoch_rows(False)[len(train):] - len(train)], minlength=3).tolist() == [0, 1, 2]
+
+
+def test_hard_draws_take_fresh_candidates_each_epoch():
+    train = _table((6, 4, 3))
+    pool = _table((0, 4, 6), seed=5)
+    use = R.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 1, 1]), candidates=2)
+    run = _run(train, synthetic=use)
+    run.model = _BrightIsSure()
+    tried = []
+    real_hardest = run.hardest
+    run.hardest = lambda rows, per_epoch: (tried.append(rows), real_hardest(rows, per_epoch))[1]
+    kept = [run.epoch_rows(False)[len(train):] - len(train) for _ in range(2)]
+    # 2 candidates per kept row: classes 1 and 2 each tried 2 fresh rows per epoch, 4 distinct over two epochs
+    assert [np.bincount(pool.labels[t], minlength=3).tolist() for t in tried] == [[0, 2, 2], [0, 2, 2]]
+    assert len(set(np.concatenate(tried).tolist())) == 8
+    assert all(set(k) <= set(t) and len(k) == 2 for k, t in zip(kept, tried))
+
+
 def test_late_synthetic_rows_join_only_in_the_late_phase():
     train, pool = _table((6, 4, 3)), _table((0, 2, 2), seed=5)
     for phase, recipe, early, late in (
