@@ -83,6 +83,11 @@ GTSRB_GUIDE = --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=1 --set evaluate.
 # default for colour since these runs); UNFILTERED pins the GTSRB runs measured before it
 FILTER = --set generate.filter.enabled=true --set generate.filter.max_oversample=10
 UNFILTERED = --set generate.filter.enabled=false
+# the shipped small_color recipe trained 13,000 steps (its 4,000 stop before the samples show the pictograms)
+GTSRB_5 = --seeds 5 $(SHIPPED) --set train_gan.cpu_threads=2 --set evaluate.epochs=6 --set evaluate.min_steps=2000
+GTSRB_13K = $(GTSRB_5) --set train_gan.steps=13000
+GTSRB_13K_STRATEGIES = --set 'evaluate.strategies=[mixup_drw,gan_la_real_prior,gan_mixup_drw_real_prior]'
+GTSRB_LT_5 = --set 'evaluate.strategies=[mixup_drw,gan_la_real_prior,gan_mixup_drw_real_prior,gan_la,gan_mixup_drw]'
 USPS_LT_STRATEGIES = \
 	--set 'evaluate.strategies=[logit_adjust,logit_adjust+augment,mixup_drw,drw,gan_la,gan_la_real_prior,gan_la_real_prior+augment,gan_la+augment]'
 
@@ -119,6 +124,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_epochs15_pool3.json \
 		--workdir benchmarks/work/mnist_lt_diverse_gan --reuse-gan --seeds 5 $(SHIPPED) --set generate.pool_factor=3 \
 		--set evaluate.gan_quality=false --set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment]'
+	rm -rf benchmarks/work/mnist_lt_hard4 && cp -r benchmarks/work/mnist_lt_shipped benchmarks/work/mnist_lt_hard4
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_hard4.json \
+		--workdir benchmarks/work/mnist_lt_hard4 --reuse-gan --seeds 5 $(SHIPPED) --set evaluate.workers=1 \
+		--set evaluate.gan_quality=false --set evaluate.synthetic_candidates=4 \
+		--set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_shipped.json \
 		--seeds 10 $(SHIPPED) $(USPS_LT) $(GOAL_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_shipped_seeds30.json \
@@ -190,6 +200,15 @@ bench: $(STAMP)
 		--workdir benchmarks/work/gtsrb_filter_mixup --reuse-gan $(GTSRB_GUIDE) --set train_gan.ms_weight=0.3 \
 		--set train_gan.cpu_threads=2 --set evaluate.workers=2 $(FILTER) --set generate.filter.fill=false \
 		--set 'evaluate.strategies=[mixup_drw,gan_mixup_drw_real_prior]'
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_steps13000.json \
+		$(GTSRB_13K) $(GTSRB_13K_STRATEGIES)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000.json \
+		$(GTSRB_13K) $(GTSRB_13K_STRATEGIES)
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_real_ceiling.json \
+		--synthetic real $(GTSRB_5) --set evaluate.gan_quality=false $(GTSRB_LT_5)
+	rm -rf benchmarks/work/gtsrb_lt_steps13000_judges2 && cp -r benchmarks/work/gtsrb_lt_steps13000 benchmarks/work/gtsrb_lt_steps13000_judges2
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_judges2.json \
+		--workdir benchmarks/work/gtsrb_lt_steps13000_judges2 --reuse-gan $(GTSRB_13K) --set generate.filter.judges=2 $(GTSRB_LT_5)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.ms_weight=0.0 --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \
