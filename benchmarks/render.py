@@ -569,7 +569,7 @@ def _points(x: float) -> str:
 # gtsrb_lt: the 0.1.0 runs)
 GOAL_RUNS = {"mnist_lt": ("mnist_lt_shipped_seeds10", "mnist_lt_shipped", "mnist_lt_epochs15", "mnist_lt_share", "mnist_lt_diverse_gan", "mnist_lt"),
              "usps_lt": ("usps_lt_ms", "usps_lt_shipped_seeds30", "usps_lt_shipped", "usps_lt_seeds10", "usps_lt_share", "usps_lt_diverse_gan", "usps_lt"),
-             "gtsrb": ("gtsrb_filter_only", "gtsrb_guide_ms", "gtsrb_strong", "gtsrb"),
+             "gtsrb": ("gtsrb_steps13000", "gtsrb_filter_only", "gtsrb_guide_ms", "gtsrb_strong", "gtsrb"),
              "gtsrb_lt": ("gtsrb_lt_filter_only", "gtsrb_lt_guide_ms", "gtsrb_lt_strong", "gtsrb_lt")}
 
 
@@ -786,6 +786,9 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                         "epochs (the runs below: 6)"),
                        ("mnist_lt_epochs15_pool3", "MNIST-LT, the same at 15 epochs, a pool 3x the plan (fresh "
                         "images every epoch)"),
+                       ("mnist_lt_hard4_seeds10", "MNIST-LT, the shipped GAN, hard synthetic draws "
+                        "(evaluate.synthetic_candidates 4), 10 seeds"),
+                       ("mnist_lt_hard4", "MNIST-LT, the shipped GAN, hard synthetic draws (evaluate.synthetic_candidates 4)"),
                        ("mnist_lt_diverse_gan", "MNIST-LT, the shipped small_gray recipe (mode seeking, 12,000 steps)"),
                        ("mnist_lt_diverse_gan_fill_2000", "MNIST-LT, the same GAN, every class filled to 2,000 "
                         "(13,000 synthetic rows per epoch)"),
