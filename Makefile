@@ -129,6 +129,10 @@ bench: $(STAMP)
 		--workdir benchmarks/work/mnist_lt_hard4 --reuse-gan --seeds 5 $(SHIPPED) --set evaluate.workers=1 \
 		--set evaluate.gan_quality=false --set evaluate.synthetic_candidates=4 \
 		--set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment]'
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_hard4_seeds10.json \
+		--workdir benchmarks/work/mnist_lt_hard4 --reuse-gan --seeds 10 $(SHIPPED) \
+		--set evaluate.gan_quality=false --set evaluate.synthetic_candidates=4 \
+		--set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_shipped.json \
 		--seeds 10 $(SHIPPED) $(USPS_LT) $(GOAL_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt_shipped_seeds30.json \
@@ -203,12 +207,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_steps13000.json \
 		$(GTSRB_13K) $(GTSRB_13K_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000.json \
-		$(GTSRB_13K) $(GTSRB_13K_STRATEGIES)
+		$(GTSRB_13K) --set train_gan.cpu_threads=1 $(GTSRB_13K_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_real_ceiling.json \
 		--synthetic real $(GTSRB_5) --set evaluate.gan_quality=false $(GTSRB_LT_5)
 	rm -rf benchmarks/work/gtsrb_lt_steps13000_judges2 && cp -r benchmarks/work/gtsrb_lt_steps13000 benchmarks/work/gtsrb_lt_steps13000_judges2
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_judges2.json \
-		--workdir benchmarks/work/gtsrb_lt_steps13000_judges2 --reuse-gan $(GTSRB_13K) --set generate.filter.judges=2 $(GTSRB_LT_5)
+		--workdir benchmarks/work/gtsrb_lt_steps13000_judges2 --reuse-gan $(GTSRB_13K) --set train_gan.cpu_threads=1 \
+		--set generate.filter.judges=2 $(GTSRB_13K_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.ms_weight=0.0 --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \
