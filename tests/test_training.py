@@ -105,13 +105,18 @@ class _BrightIsSure(torch.nn.Module):
         return torch.stack([torch.zeros_like(m), 5 * m, 5 * m], dim=1)
 
 
-def test_hard_draws_keep_the_rows_the_classifier_is_least_sure_of():
-    train = _table((6, 4, 3))
-    pool = _table((0, 4, 6), seed=5)
-    # candidates 10 x the epoch's rows: more than each class's pool, so every row of the class is tried
-    use = R.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 1, 2]), candidates=10)
+def _hard_run(per_epoch: list[int], candidates: int):
+    """A run on 6/4/3 real and 0/4/6 pool images whose classifier is `_BrightIsSure`."""
+    train, pool = _table((6, 4, 3)), _table((0, 4, 6), seed=5)
+    use = R.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array(per_epoch), candidates=candidates)
     run = _run(train, synthetic=use)
     run.model = _BrightIsSure()
+    return train, pool, run
+
+
+def test_hard_draws_keep_the_rows_the_classifier_is_least_sure_of():
+    # candidates 10 x the epoch's rows: more than each class's pool, so every row of the class is tried
+    train, pool, run = _hard_run([0, 1, 2], candidates=10)
     rows = run.epoch_rows(False)[len(train):] - len(train)
     brightness = pool.images.reshape(len(pool), -1).astype(float).mean(axis=1)
     want = [np.flatnonzero(pool.labels == c)[np.argsort(brightness[pool.labels == c], kind="stable")[:n]]
@@ -123,11 +128,7 @@ def test_hard_draws_keep_the_rows_the_classifier_is_least_sure_of():
 
 
 def test_hard_draws_take_fresh_candidates_each_epoch():
-    train = _table((6, 4, 3))
-    pool = _table((0, 4, 6), seed=5)
-    use = R.SyntheticUse(pool, np.ones(len(pool), np.float32), per_epoch=np.array([0, 1, 1]), candidates=2)
-    run = _run(train, synthetic=use)
-    run.model = _BrightIsSure()
+    train, pool, run = _hard_run([0, 1, 1], candidates=2)
     tried = []
     real_hardest = run.hardest
     run.hardest = lambda rows, per_epoch: (tried.append(rows), real_hardest(rows, per_epoch))[1]
