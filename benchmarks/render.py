@@ -570,7 +570,7 @@ def _points(x: float) -> str:
 GOAL_RUNS = {"mnist_lt": ("mnist_lt_shipped_seeds10", "mnist_lt_shipped", "mnist_lt_epochs15", "mnist_lt_share", "mnist_lt_diverse_gan", "mnist_lt"),
              "usps_lt": ("usps_lt_ms", "usps_lt_shipped_seeds30", "usps_lt_shipped", "usps_lt_seeds10", "usps_lt_share", "usps_lt_diverse_gan", "usps_lt"),
              "gtsrb": ("gtsrb_steps13000", "gtsrb_filter_only", "gtsrb_guide_ms", "gtsrb_strong", "gtsrb"),
-             "gtsrb_lt": ("gtsrb_lt_filter_only", "gtsrb_lt_guide_ms", "gtsrb_lt_strong", "gtsrb_lt")}
+             "gtsrb_lt": ("gtsrb_lt_steps13000", "gtsrb_lt_filter_only", "gtsrb_lt_guide_ms", "gtsrb_lt_strong", "gtsrb_lt")}
 
 
 def goal_run(results: dict[str, dict], dataset: str) -> str:
