@@ -214,6 +214,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_judges2.json \
 		--workdir benchmarks/work/gtsrb_lt_steps13000_judges2 --reuse-gan $(GTSRB_13K) --set train_gan.cpu_threads=1 \
 		--set generate.filter.judges=2 $(GTSRB_13K_STRATEGIES)
+	rm -rf benchmarks/work/gtsrb_lt_steps13000_mixprior && cp -r benchmarks/work/gtsrb_lt_steps13000 benchmarks/work/gtsrb_lt_steps13000_mixprior
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_mixprior.json \
+		--workdir benchmarks/work/gtsrb_lt_steps13000_mixprior --reuse-gan $(GTSRB_13K) --set train_gan.cpu_threads=1 \
+		--set 'evaluate.strategies=[mixup_drw,gan_la,gan_mixup_drw]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.ms_weight=0.0 --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \

@@ -822,6 +822,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("gtsrb_lt_filter_mixup", "GTSRB-LT, the filtered set inside mixup_drw's recipe"),
                        ("gtsrb_lt_steps13000", "GTSRB-LT, the shipped small_color recipe trained 13,000 steps, "
                         "its set filtered as shipped"),
+                       ("gtsrb_lt_steps13000_mixprior", "GTSRB-LT, the 13,000-step GAN's set with the mix-prior "
+                        "strategies (gan_la, gan_mixup_drw)"),
                        ("gtsrb_lt_steps13000_judges2", "GTSRB-LT, the 13,000-step GAN's set filtered by two judges "
                         "(generate.filter.judges 2)"),
                        ("gtsrb_lt_filter_share0.1", "GTSRB-LT, the filtered set at a synthetic share of 0.1"),
