@@ -33,6 +33,11 @@ FORWARD_BLOCK = 256
 Scorer = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | np.ndarray"]
 
 
+def lowest_score(scorers: list[Scorer], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The lowest of the scorers' p(y_i | x_i), per image: (B,); a Scorer that passes only what each one passes."""
+    return torch.stack([torch.as_tensor(s(x, y)).float().reshape(-1) for s in scorers]).amin(dim=0)
+
+
 def sample_seed(run_seed: int, class_index: int, i: int) -> int:
     """The seed of sample `i` of class `class_index`: 63 bits of BLAKE2b of the three integers.
 

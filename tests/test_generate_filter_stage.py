@@ -15,7 +15,7 @@ from pipeline import cli
 from pipeline import recipes
 from pipeline.card import filter_summary
 from pipeline.params_file import load
-from pipeline.stages.generate import lowest_score
+from pipeline.generate import lowest_score
 from pipeline.stages.synthetic import read_synthetic
 from conftest import tiny_arrays
 from test_bad_inputs import write_npz

@@ -7,8 +7,6 @@ import logging
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from pipeline import __version__
 from pipeline.config import Config, dump
 from pipeline.data import ImageTable, data_fingerprint
@@ -16,7 +14,7 @@ from pipeline.device import choose_precision, precision_name, select_device
 from pipeline.errors import DataError
 from pipeline.gan_checkpoints import load_generator
 from pipeline.gan_fingerprint import ADDED_LATER, UNFINGERPRINTED, config_fingerprint
-from pipeline.generate import Sampler, ScoreFilter, generate as sample
+from pipeline.generate import Sampler, ScoreFilter, generate as sample, lowest_score
 from pipeline.judge import fit_judge
 from pipeline.models.classifiers import class_probability
 from pipeline.recipes import filter_on
@@ -37,11 +35,6 @@ def _real_scorer(cfg: Config, train: ImageTable, val: ImageTable):
                                                     progress=progress()).eval())
                for j in range(fcfg.judges)]
     return scorers[0] if len(scorers) == 1 else partial(lowest_score, scorers)
-
-
-def lowest_score(scorers: list, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The lowest of the scorers' p(y_i | x_i), per image: (B,)."""
-    return torch.stack([torch.as_tensor(s(x, y)).float().reshape(-1) for s in scorers]).amin(dim=0)
 
 
 def check_generator(cfg: Config, path: Path, meta: dict, train: ImageTable) -> None:
