@@ -228,7 +228,7 @@ def quality_blocks(metrics: dict) -> list[Block]:
     """GAN-quality table with a reading of each number, and the per-class details."""
     q = metrics.get("gan_quality")
     blocks = [Block("h2", "Quality of the synthetic images")]
-    filtered = filter_summary(metrics.get("generation_filter"))
+    filtered = filter_summary(metrics.get("generation_filter"), metrics.get("generation_filter_rule"))
     if not q:
         why = metrics.get("skipped", {}).get("gan_quality", "no synthetic data")
         return blocks + [Block("p", f"Not measured: {why}.{filtered}")]

@@ -131,7 +131,10 @@ generate: {shard_size: 5, filter: {epochs: 1}}
         metrics = json.loads(Path("data/reports/metrics.json").read_text())
         report = Path("data/reports/report.md").read_text()
     assert metrics["generation_filter"] == colour["filter"]
-    assert filter_summary(colour["filter"]).strip() in report
+    assert metrics["generation_filter_rule"] == colour["params"]["generate"]["filter"]
+    # the report names the rule, as the dataset card does: what passing meant
+    said = filter_summary(colour["filter"], colour["params"]["generate"]["filter"]).strip()
+    assert "(p(class) >= 0.9 under a real-data judge)" in said and said in report
     gray = _generate(tmp_path / "gray", x[..., 0], y, params)
     assert gray["params"]["train_gan"]["recipe"] == "demo" and gray["filter"] is None
     assert gray["rows"] == sum(gray["plan"].values())

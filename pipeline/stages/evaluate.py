@@ -31,7 +31,8 @@ def evaluate(cfg: Config, mapper=None) -> dict:
     data = EvalData(tables["train"], tables["val"], tables["test"], synthetic, scores)
     runs_dir = Path(cfg.paths.reports) / RUNS_DIR if cfg.evaluate.reuse_runs else None
     result = run(cfg.evaluate, data, read_plan(cfg), progress=progress(), mapper=mapper, runs_dir=runs_dir)
-    result["metrics"]["generation_filter"] = filter_stats(cfg) if synthetic is not None else None
+    stats, rule = filter_stats(cfg) if synthetic is not None else (None, None)
+    result["metrics"]["generation_filter"], result["metrics"]["generation_filter_rule"] = stats, rule
     atomic.clean_temporaries(cfg.paths.reports)  # what a killed run left
     write_results(cfg.paths.reports, result)
     gain = result["metrics"].get("gain") or {}

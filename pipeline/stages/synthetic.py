@@ -31,11 +31,17 @@ def read_synthetic(cfg: Config) -> tuple[ImageTable | None, np.ndarray | None]:
     return table, scores
 
 
-def filter_stats(cfg: Config) -> dict | None:
-    """The generation filter's {class: quota, tried, accepted, below_tau} from the release's
-    manifest; None when the filter was off or nothing was generated."""
+def filter_stats(cfg: Config) -> tuple[dict | None, dict | None]:
+    """The generation filter's {class: quota, tried, accepted, below_tau} and its rule (the
+    `generate.filter` params the release was made with: tau, judges, ...) from the release's
+    manifest; (None, None) when the filter was off or nothing was generated."""
     folder = Path(cfg.paths.synthetic)
-    return read_manifest(folder).get("filter") if (folder / "manifest.json").is_file() else None
+    if not (folder / "manifest.json").is_file():
+        return None, None
+    manifest = read_manifest(folder)
+    stats = manifest.get("filter")
+    rule = ((manifest.get("params") or {}).get("generate") or {}).get("filter")
+    return stats, (rule if stats else None)
 
 
 # generate params that change how the work is done, never the images
