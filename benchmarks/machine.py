@@ -8,7 +8,6 @@ import resource
 import subprocess
 import sys
 import threading
-import time
 
 import torch
 

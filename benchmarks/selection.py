@@ -39,8 +39,9 @@ from machine import machine_info  # noqa: E402
 from scarcity import tail_counts  # noqa: E402
 
 from pipeline import atomic  # noqa: E402
-from pipeline.evaluate import EvalData, evaluate, write_results  # noqa: E402
+from pipeline.evaluate import EvalData, evaluate  # noqa: E402
 from pipeline.recommend import SELECTORS, summarize_predictions, within_noise  # noqa: E402
+from pipeline.results import write_results  # noqa: E402
 from pipeline.stages import stage  # noqa: E402
 from pipeline.stages.files import SPLITS, read_prepared  # noqa: E402
 from pipeline.stages.plan import read_plan  # noqa: E402

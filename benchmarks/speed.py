@@ -41,8 +41,6 @@ sys.path.insert(0, str(REPO))
 # ---- parts (each runs in a child process: `speed.py --part NAME --part-out FILE`) ----------------
 
 def _mnist_lt(data: Path):
-    import numpy as np
-
     from pipeline.data import impose_long_tail, long_tail_counts
     from pipeline.sources import ImageSpec, read_source
 
@@ -105,8 +103,6 @@ def _judge(full_train, test, workdir: Path):
 
 
 def _class_consistency(final: Path, judge, per_class: int = 200) -> dict:
-    import numpy as np
-
     from pipeline.training import predict
     from pipeline.gan_checkpoints import load_generator
     from pipeline.generate import Sampler, generate
@@ -191,7 +187,7 @@ def rescore(result: dict, data: dict) -> dict:
 
 def _params(args):
     """params.yaml with the command line's --set overrides, validated."""
-    from pipeline import config, params_file
+    from pipeline import params_file
 
     return params_file.load(REPO / "params.yaml", dict(params_file.parse_override(o) for o in args.set))
 

@@ -1,13 +1,12 @@
 """Downstream evaluation: one classifier trained under each strategy for several seeds, scored once
 on the untouched test set and on a seeded class-balanced subsample of it, and the results files.
 `evaluate` runs strategies (`pipeline.strategies`) x seeds -> predictions, summarised into
-metrics.json by `pipeline.recommend`; `write_results` / `read_results` store and load the pair.
+metrics.json by `pipeline.recommend`; `pipeline.results` stores and loads the pair.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections import defaultdict
@@ -20,7 +19,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import atomic
 from pipeline import metrics as M
 from pipeline.classifier_recipe import TrainingSet
 from pipeline.config import EvaluateConfig
@@ -335,24 +333,3 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
     metrics["timing_s"] = timing
     metrics["notes"] = _notes(metrics, seeds, tables)
     return {"metrics": metrics, "predictions": predictions}
-
-
-def write_results(out_dir: str | Path, result: dict) -> list[Path]:
-    """Write `metrics.json` and `predictions.parquet` into `out_dir` as one atomic pair (metrics.json
-    renamed last, so the pair is never from two runs); return the paths."""
-    out_dir = Path(out_dir)
-    metrics_path, pred_path = out_dir / "metrics.json", out_dir / "predictions.parquet"
-    with atomic.atomic_paths([pred_path, metrics_path]) as (pred_tmp, metrics_tmp):
-        result["predictions"].to_parquet(pred_tmp, index=False)
-        atomic.write_json(metrics_tmp, result["metrics"])
-    return [metrics_path, pred_path]
-
-
-def read_results(out_dir: str | Path) -> dict:
-    """`metrics.json` and `predictions.parquet` from `out_dir`, as `evaluate` returned them."""
-    out_dir = Path(out_dir)
-    metrics_path, pred_path = out_dir / "metrics.json", out_dir / "predictions.parquet"
-    for p in (metrics_path, pred_path):
-        if not p.is_file():
-            raise DataError(f"{p}: not found; run `augment evaluate` first")
-    return {"metrics": json.loads(metrics_path.read_text(encoding="utf-8")), "predictions": pd.read_parquet(pred_path)}

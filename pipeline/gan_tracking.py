@@ -26,7 +26,7 @@ from torch import nn
 from pipeline.config import EvaluateConfig
 from pipeline.data import ImageTable
 from pipeline.judge import cached_judge, fit_judge, judge_key
-from pipeline.metrics import coverage_fraction
+from pipeline.feature_distances import coverage_fraction
 from pipeline.pixels import from_uint8, to_float, to_uint8
 
 log = logging.getLogger("augment")
@@ -34,7 +34,7 @@ log = logging.getLogger("augment")
 QUALITY_SAMPLES = 100  # fixed EMA samples per trained class at each evaluation
 QUALITY_COLUMNS = ("step", "class", "agreement", "recall")
 REAL_PER_CLASS = 200  # real training images per class whose recall is measured (all when fewer)
-RECALL_K = 3  # neighbours of the samples' manifold (as metrics.precision_recall)
+RECALL_K = 3  # neighbours of the samples' manifold (as feature_distances.precision_recall)
 
 
 def train_judge(train: ImageTable, epochs: int, seed: int, device: str, out_dir: Path) -> nn.Module:

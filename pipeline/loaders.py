@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from pipeline.data import ImageTable
+    from pipeline.torch_dataset import ImageDataset
 
 DEFAULT_REAL = "../prepared/train.parquet"  # where `mix="real+synthetic"` finds the real split, beside the folder
 
@@ -66,14 +67,16 @@ def load_table(path: str | Path, mix: str | None = None, real: str | Path | None
 
 def load_torch(path: str | Path, mix: str | None = None, real: str | Path | None = None, verify: bool = False,
                rev: str | None = None, repo: str | None = None,
-               transform: Callable | None = None) -> "reader.ImageDataset":
+               transform: Callable | None = None) -> "ImageDataset":
     """The folder as a torch map-style dataset of (float (C, H, W) in [0, 1], label) items.
 
     Arguments as `load_arrow`, plus `transform`, applied to each image tensor. The pixels are
     decoded into memory, so the dataset outlives any temporary copy of a revision.
     """
     with _local(path, mix, real, rev, repo) as (folder, real_path):
-        return reader.read_dataset(folder, mix, real_path, verify, transform)
+        from pipeline.torch_dataset import read_dataset  # torch only for this reader
+
+        return read_dataset(folder, mix, real_path, verify, transform)
 
 
 def load_hf(path: str | Path, mix: str | None = None, real: str | Path | None = None, verify: bool = False,

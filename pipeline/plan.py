@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from imblearn.utils import check_sampling_strategy
 
 STRING_STRATEGIES = ("auto", "not majority", "minority", "not minority", "all")
 
@@ -101,6 +100,8 @@ def plan_quota(counts: Mapping[str, int], sampling_strategy: str | float | int |
     Raises:
         ValueError: an unknown strategy or class, a negative count, or an impossible ratio/target.
     """
+    from imblearn.utils import check_sampling_strategy  # 1 s of sklearn/scipy imports, for this call only
+
     counts = {str(c): int(n) for c, n in counts.items()}
     _check_counts(counts)
     form = _imblearn_form(counts, sampling_strategy)

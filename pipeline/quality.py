@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import feature_distances as D
 from pipeline import metrics as M
 from pipeline.data import ImageTable
 from pipeline.errors import DataError
@@ -50,7 +51,7 @@ def intra_fid(real_f: np.ndarray, real_y: np.ndarray, fake_f: np.ndarray, fake_y
     out = {}
     for c, name in enumerate(class_names):
         r, f = real_f[real_y == c], fake_f[fake_y == c]
-        out[name] = M.fid(f, r) if len(r) >= 2 and len(f) >= 2 else None
+        out[name] = D.fid(f, r) if len(r) >= 2 and len(f) >= 2 else None
     return out
 
 
@@ -103,8 +104,8 @@ def memorization(real_train: ImageTable, real_test: ImageTable, synthetic: Image
     train_x = _pixels(real_train.images)
     si = _subsample(len(synthetic), max_samples, rng)
     ti = _subsample(len(real_test), max_samples, rng)
-    d_syn, j_syn = M.nearest(_pixels(synthetic.images[si]), train_x)
-    d_real, _ = M.nearest(_pixels(real_test.images[ti]), train_x)
+    d_syn, j_syn = D.nearest(_pixels(synthetic.images[si]), train_x)
+    d_real, _ = D.nearest(_pixels(real_test.images[ti]), train_x)
     p05 = float(np.quantile(d_real, 0.05))
     order = np.argsort(d_syn, kind="stable")[:pairs]
     return {
@@ -178,10 +179,10 @@ def _feature_scores(f_syn: np.ndarray, f_test: np.ndarray, w_test: np.ndarray, r
     `w_test` (test rows of classes without synthetic images have weight 0 and are left out)."""
     keep = w_test > 0
     k_eff = max(1, min(k, len(f_syn) - 1, int(keep.sum()) - 1))
-    pr = M.precision_recall(f_test[keep], f_syn, k_eff, real_weights=w_test[keep])
-    kid = M.kid(f_syn, f_test, rng, subsets=kid_subsets, p_b=w_test)
+    pr = D.precision_recall(f_test[keep], f_syn, k_eff, real_weights=w_test[keep])
+    kid = D.kid(f_syn, f_test, rng, subsets=kid_subsets, p_b=w_test)
     return {
-        "fid": M.fid(f_syn, f_test[keep], weights_b=w_test[keep]),
+        "fid": D.fid(f_syn, f_test[keep], weights_b=w_test[keep]),
         "kid": kid["mean"],
         "kid_std": kid["std"],
         "precision": pr["precision"],
@@ -200,8 +201,8 @@ def class_precision_recall(f_test: np.ndarray, test_y: np.ndarray, f_syn: np.nda
     for c, name in enumerate(class_names):
         real, fake = f_test[test_y == c], f_syn[syn_y == c]
         ok = len(real) >= 2 and len(fake) >= 2
-        out["precision"][name] = M.coverage_fraction(fake, real, min(k, len(real) - 1)) if ok else None
-        out["recall"][name] = M.coverage_fraction(real, fake, min(k, len(fake) - 1)) if ok else None
+        out["precision"][name] = D.coverage_fraction(fake, real, min(k, len(real) - 1)) if ok else None
+        out["recall"][name] = D.coverage_fraction(real, fake, min(k, len(fake) - 1)) if ok else None
     return out
 
 
@@ -232,7 +233,7 @@ def _real_reference(f_train: np.ndarray, w_train: np.ndarray, f_test: np.ndarray
     judge = M.per_class_recall(M.confusion_matrix(real_test.labels, p_test, len(names)))
     train, test = w_train > 0, w_test > 0
     return {
-        "fid_train_vs_test": M.fid(f_train[train], f_test[test], w_train[train], w_test[test]),
+        "fid_train_vs_test": D.fid(f_train[train], f_test[test], w_train[train], w_test[test]),
         "judge_balanced_accuracy_on_test": float(np.nanmean(judge)),
         "judge_recall_per_class": {n: (None if np.isnan(r) else float(r)) for n, r in zip(names, judge)},
     }

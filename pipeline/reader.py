@@ -1,20 +1,17 @@
 """The reading side of a release folder: its manifest checked, its shards as one table.
 
 `read_manifest` checks the file list; `read_shards` returns every shard as one Arrow table
-(optionally after the real training split), `read_images` the decoded `ImageTable` and
-`read_dataset` a torch map-style `ImageDataset`. `pipeline.loaders` puts these behind the public
-`load_*` functions, which also read a DVC-tracked revision.
+(optionally after the real training split), `read_images` the decoded `ImageTable`
+(`pipeline.torch_dataset` wraps it for torch). `pipeline.loaders` puts these behind the public
+`load_*` functions, which also read a DVC-tracked revision. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pyarrow as pa
-import torch
 
 from pipeline import atomic
 from pipeline.data import ImageTable
@@ -25,7 +22,8 @@ from pipeline.tables import check_columns, decode_table, hf_class_names, read_ar
 MIXES = (None, "real+synthetic")
 
 
-def _folder_of(path: str | Path) -> Path:
+def folder_of(path: str | Path) -> Path:
+    """The release folder of `path`: the folder itself, or the one holding a given manifest.json."""
     path = Path(path)
     return path.parent if path.name == MANIFEST else path
 
@@ -37,7 +35,7 @@ def read_manifest(folder: str | Path) -> dict:
         DataError: no manifest (the folder is incomplete: a run was interrupted, or it is not a
             synthetic dataset), invalid JSON, or a file entry that is malformed or leaves the folder.
     """
-    folder = _folder_of(folder)
+    folder = folder_of(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise DataError(
@@ -106,7 +104,7 @@ def read_shards(
     """
     if mix not in MIXES:
         raise ValueError(f"mix={mix!r}; valid: {', '.join(map(str, MIXES))}")
-    folder = _folder_of(path)
+    folder = folder_of(path)
     manifest = read_manifest(folder)
     paths = _manifest_paths(folder, manifest, verify)
     tables = [read_arrow(p) for p in paths]
@@ -136,42 +134,4 @@ def read_images(
     Raises:
         DataError: as `read_shards`, and undecodable images (naming the row).
     """
-    return decode_table(read_shards(path, mix, real, verify), _folder_of(path))
-
-
-def read_dataset(
-    path: str | Path, mix: str | None = None, real: str | Path | None = None, verify: bool = False,
-    transform: Callable | None = None,
-) -> "ImageDataset":
-    """The folder as an `ImageDataset` (its `source` from the `source` column, when there is one);
-    arguments as `read_shards`, plus `transform`, applied to each image tensor."""
-    table = read_shards(path, mix, real, verify)
-    source = table.column("source").to_pylist() if "source" in table.schema.names else None
-    return ImageDataset(decode_table(table, _folder_of(path)), transform, source)
-
-
-class ImageDataset:
-    """A map-style torch dataset over an `ImageTable`: item i is (float (C, H, W) in [0, 1], label).
-
-    Duck-typed (`__len__`/`__getitem__`), so `DataLoader`, `Subset` and `ConcatDataset` take it.
-    `classes`, `class_to_idx` and `targets` follow torchvision's ImageFolder; `source[i]` says
-    "real" or "synthetic" when known.
-    """
-
-    def __init__(self, table: ImageTable, transform=None, source: list[str] | None = None) -> None:
-        self.table = table
-        self.transform = transform
-        self.source = source
-        self.classes = list(table.class_names)
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.targets = table.labels.tolist()
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, i: int):
-        # uint8 (H, W, C) -> float (C, H, W) / 255, as torchvision's ToTensor
-        x = torch.from_numpy(np.ascontiguousarray(self.table.images[i])).permute(2, 0, 1).float().div_(255.0)
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.table.labels[i])
+    return decode_table(read_shards(path, mix, real, verify), folder_of(path))

@@ -197,7 +197,7 @@ def recommend(predictions: pd.DataFrame, val: dict[str, dict], num_classes: int,
         return out | {"strategy": best_gan, "uses_synthetic": True,
                       "reason": f"{best_gan} leads {base} on validation by {100 * evidence['mean']:+.2f} points, "
                                 f"above the validation noise (5th percentile {100 * evidence['p5']:+.2f})"}
-    lead = (f"ties it" if evidence["mean"] == 0 else f"trails it by {100 * -evidence['mean']:.2f} points"
+    lead = ("ties it" if evidence["mean"] == 0 else f"trails it by {100 * -evidence['mean']:.2f} points"
             ) if evidence["mean"] <= 0 else (
         f"leads by {100 * evidence['mean']:+.2f} points, within the validation noise "
         f"(5th percentile {100 * evidence['p5']:+.2f}; a lead of about {100 * evidence['needed_lead']:+.2f} "

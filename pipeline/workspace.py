@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ruamel.yaml import YAML
 
-from pipeline import atomic, config, params_file
+from pipeline import atomic, params_file
 from pipeline.versioning import dvc_executable, head
 
 PENDING = Path(".dvc") / "tmp" / "augment-flow.pending.json"  # what a run in progress must put back if it fails

@@ -31,6 +31,9 @@ LAZY_BECAUSE = {
     # Prefect reads its settings (PREFECT_HOME, the API URL) from the environment and the working
     # folder when it is imported: serve.main sets both first, then imports Prefect and the flow
     ("flows/serve.py", "httpx"), ("flows/serve.py", "prefect"), ("flows/serve.py", "flows"),
+    # the public readers: only load_torch needs torch (pipeline.torch_dataset); pandas, pyarrow and
+    # datasets consumers of a release do not wait 1-2 s for it
+    ("pipeline/loaders.py", "pipeline"),
 }
 # functions whose parameter lists are an outside contract: sklearn's get_params reads every
 # __init__ parameter of an estimator; progress_bar and its line writer take tqdm's arguments
@@ -205,8 +208,10 @@ def test_the_torch_free_choices_match_the_registries_that_dispatch():
 
 
 def test_reading_params_and_the_light_stages_do_not_load_torch():
-    """`augment --help`, prepare, plan and every bad-params error start without torch (seconds)."""
-    code = ("import sys; import pipeline.cli, pipeline.stages.prepare, pipeline.stages.plan; "
-            "from pipeline import params_file; params_file.load(None, {}); print('torch' in sys.modules)")
+    """`augment --help`, prepare, plan, report, the public readers and every bad-params error start
+    without torch (seconds)."""
+    code = ("import sys; import pipeline.cli, pipeline.stages.prepare, pipeline.stages.plan, pipeline.stages.report; "
+            "import pipeline.loaders; from pipeline import params_file; params_file.load(None, {}); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr

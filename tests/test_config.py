@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from pipeline import config, params_file
+from pipeline import params_file
 from pipeline.errors import ConfigError
 
 

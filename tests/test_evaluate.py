@@ -16,6 +16,7 @@ from pipeline import config, params_file
 from pipeline import evaluate as E
 from pipeline import metrics as M
 from pipeline import recommend as Rec
+from pipeline import results
 from pipeline import strategies as S
 from pipeline import training as T
 from pipeline.data import ImageTable, random_oversample
@@ -427,13 +428,13 @@ def test_metrics_means_equal_what_the_predictions_give(digits_run):
 
 @pytest.mark.slow
 def test_results_round_trip_through_files(digits_run, tmp_path):
-    paths = E.write_results(tmp_path, digits_run["result"])
+    paths = results.write_results(tmp_path, digits_run["result"])
     assert [p.name for p in paths] == ["metrics.json", "predictions.parquet"]
-    back = E.read_results(tmp_path)
+    back = results.read_results(tmp_path)
     pd.testing.assert_frame_equal(back["predictions"], digits_run["result"]["predictions"])
     assert back["metrics"]["gain"] == json.loads(json.dumps(digits_run["result"]["metrics"]["gain"]))
     with pytest.raises(DataError, match="augment evaluate"):
-        E.read_results(tmp_path / "nowhere")
+        results.read_results(tmp_path / "nowhere")
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import run_cli
-from pipeline import config, params_file
+from pipeline import params_file
 from pipeline.lock import LOCK_NAME, LockBusy, hold, hold_outputs, lock_files, output_locks
 
 

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import atomic, layout, loaders, png, reader, release, tables
+from pipeline import atomic, layout, loaders, reader, release, tables
 from pipeline.card import md_cell
 from pipeline.data import ImageTable
 from pipeline.errors import DataError

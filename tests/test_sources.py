@@ -9,7 +9,7 @@ from PIL import Image
 from pipeline.errors import DataError
 from pipeline.sources import ImageSpec, read_source
 
-from conftest import SHARED_DATASETS, tiny_arrays
+from conftest import SHARED_DATASETS
 
 
 def test_digits_is_embedded():

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pipeline import atomic
 from pipeline.config import Config
-from pipeline.evaluate import EvalData, evaluate as run, write_results
+from pipeline.evaluate import EvalData, evaluate as run
+from pipeline.results import write_results
 from pipeline.stages.files import SPLITS, progress, read_prepared
 from pipeline.stages.plan import read_plan
 from pipeline.stages.synthetic import filter_stats, read_synthetic

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pipeline.config import Config, dump
 from pipeline.errors import DataError
-from pipeline.evaluate import read_results
 from pipeline.report import write_report
+from pipeline.results import read_results
 from pipeline.stages.files import read_prepared
 from pipeline.stages.recipe import with_recipe
 from pipeline.stages.synthetic import read_synthetic

@@ -134,7 +134,7 @@ def test_train_gan_into_a_really_full_tmpfs(tmp_path):
     p.copy_outputs(reference(), ["prepare", "plan"])
     ckpt = (reference().root / "data/models/gan/checkpoint-4.pt").stat().st_size // 1024
     # room for one checkpoint and the small files, not for a second checkpoint beside it
-    _in_tmpfs(p, prefix, "data/models/gan", ckpt + 400, f"""
+    _in_tmpfs(p, prefix, "data/models/gan", ckpt + 400, """
 set +e
 augment train-gan -q 2> err.txt
 echo $? > rc.txt

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from faultlib import Project, assert_whole, outcome, reference
-from pipeline import config, params_file
+from pipeline import params_file
 from pipeline.stages import stage as stage_function
 from pipeline.errors import DataError
 
