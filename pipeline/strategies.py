@@ -29,6 +29,7 @@ class RecipeKnobs(Protocol):
     mixup_alpha: float
     synthetic_share: float | None
     synthetic_candidates: int
+    synthetic_ratio: float | None
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class StrategyInputs:
 
     `mixed` is the real+synthetic set of the mixing policy chosen on validation (strategy
     `gan_policy`), or None when that strategy is not run; `cfg` carries the recipes' knobs
-    (tau, late_fraction, mixup_alpha, synthetic_share, synthetic_candidates).
+    (tau, late_fraction, mixup_alpha, synthetic_share, synthetic_candidates, synthetic_ratio).
     """
 
     train: ImageTable
@@ -122,15 +123,19 @@ def _recipe(i: StrategyInputs, **kw) -> Recipe:
 
 
 def synthetic_pool(synthetic: ImageTable, add: np.ndarray, phase: str, real_counts: np.ndarray,
-                   share: float | None, candidates: int = 1) -> SyntheticUse:
+                   share: float | None, candidates: int = 1, ratio: float | None = None) -> SyntheticUse:
     """The generated set as a pool: each epoch draws rows of each class afresh, repeating no image
-    until the class's pool is used up. A class draws at most the plan's count (`add`), and in all at
-    most `share` of an epoch's rows are synthetic, the rarest classes filled first
-    (`synthetic_per_epoch`); a pool that fits both joins whole every epoch. With `candidates` > 1
-    an epoch's rows of a class are the ones the classifier finds hardest among that many times as
-    many fresh draws (`SyntheticUse.candidates`). Every synthetic row weighs 1."""
+    until the class's pool is used up. A class draws at most the plan's count (`add`) and, with
+    `ratio`, at most floor(ratio x its real rows); in all at most `share` of an epoch's rows are
+    synthetic, the rarest classes filled first (`synthetic_per_epoch`); a pool that fits all of
+    these joins whole every epoch. With `candidates` > 1 an epoch's rows of a class are the ones the
+    classifier finds hardest among that many times as many fresh draws (`SyntheticUse.candidates`).
+    Every synthetic row weighs 1."""
     have = synthetic.counts()
-    per_epoch = synthetic_per_epoch(real_counts, np.minimum(add, have), share)
+    most = np.minimum(add, have)
+    if ratio is not None:
+        most = np.minimum(most, np.floor(ratio * np.asarray(real_counts, np.float64) + 1e-9).astype(np.int64))
+    per_epoch = synthetic_per_epoch(real_counts, most, share)
     whole = (per_epoch == have).all()
     return SyntheticUse(synthetic, np.ones(len(synthetic), np.float32), None if whole else per_epoch, phase,
                         candidates)
@@ -139,7 +144,8 @@ def synthetic_pool(synthetic: ImageTable, add: np.ndarray, phase: str, real_coun
 def _with_pool(i: StrategyInputs, phase: str, **recipe) -> TrainingSet:
     if i.synthetic is None or len(i.synthetic) == 0:
         raise DataError("this strategy needs synthetic images; run `augment generate` first")
-    pool = synthetic_pool(i.synthetic, i.add, phase, i.train.counts(), i.cfg.synthetic_share, i.cfg.synthetic_candidates)
+    pool = synthetic_pool(i.synthetic, i.add, phase, i.train.counts(), i.cfg.synthetic_share, i.cfg.synthetic_candidates,
+                          i.cfg.synthetic_ratio)
     return TrainingSet(i.train, recipe=_recipe(i, **recipe), synthetic=pool)
 
 

@@ -156,6 +156,16 @@ def test_pool_strategies_keep_the_synthetic_share():
     assert ts.synthetic.candidates == 1 and _cfg().synthetic_share == 0.35  # params.yaml's defaults
     hard = S.STRATEGIES["gan_mixup_drw"].prepare(S.StrategyInputs(t, syn, add, 0, _cfg(synthetic_candidates=3)))
     assert hard.synthetic.candidates == 3
+    # synthetic_ratio caps each class at floor(ratio x its real rows) before the share's water-fill:
+    # ratio 1 -> caps (0, 10, 2), 12 rows within the budget of 17, so the caps themselves
+    capped = S.STRATEGIES["gan_la_real_prior"].prepare(S.StrategyInputs(t, syn, add, 0, _cfg(synthetic_ratio=1.0)))
+    assert capped.synthetic.per_epoch.tolist() == [0, 10, 2] and _cfg().synthetic_ratio is None
+    # ratio 0.5 -> floor(5.0), floor(1.0); without a share the caps are the draw
+    assert S.synthetic_pool(syn, add, "all", t.counts(), None, ratio=0.5).per_epoch.tolist() == [0, 5, 1]
+    # ratio 3 -> caps (0, 30, 6): the budget of 17 now water-fills 11 + 6
+    assert S.synthetic_pool(syn, add, "all", t.counts(), 0.25, ratio=3.0).per_epoch.tolist() == [0, 11, 6]
+    with pytest.raises(ConfigError, match="synthetic_ratio"):
+        _cfg(synthetic_ratio=0.0)
     with pytest.raises(ConfigError, match="synthetic_share"):
         _cfg(synthetic_share=1.0)
 
