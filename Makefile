@@ -206,6 +206,9 @@ bench: $(STAMP)
 		--set 'evaluate.strategies=[mixup_drw,gan_mixup_drw_real_prior]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_steps13000.json \
 		$(GTSRB_13K) $(GTSRB_13K_STRATEGIES)
+	rm -rf benchmarks/work/gtsrb_steps13000_mixprior && cp -r benchmarks/work/gtsrb_steps13000 benchmarks/work/gtsrb_steps13000_mixprior
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb_steps13000_mixprior.json \
+		--workdir benchmarks/work/gtsrb_steps13000_mixprior --reuse-gan $(GTSRB_13K) --set 'evaluate.strategies=[mixup_drw,gan_mixup_drw]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000.json \
 		$(GTSRB_13K) --set train_gan.cpu_threads=1 $(GTSRB_13K_STRATEGIES)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_real_ceiling.json \
@@ -218,6 +221,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_mixprior.json \
 		--workdir benchmarks/work/gtsrb_lt_steps13000_mixprior --reuse-gan $(GTSRB_13K) --set train_gan.cpu_threads=1 \
 		--set 'evaluate.strategies=[mixup_drw,gan_la,gan_mixup_drw]'
+	# 25,000 steps: the 13,000-step GAN trained on from its last checkpoint (raising steps resumes there)
+	rm -rf benchmarks/work/gtsrb_lt_steps25000 && mkdir -p benchmarks/work/gtsrb_lt_steps25000/models/gan
+	cp -r benchmarks/work/gtsrb_lt_steps13000/prepared benchmarks/work/gtsrb_lt_steps13000/plan.json benchmarks/work/gtsrb_lt_steps25000/
+	cd benchmarks/work/gtsrb_lt_steps13000/models/gan && cp -r checkpoint-13000.pt guide.pt losses.csv diversity.csv samples \
+		../../../gtsrb_lt_steps25000/models/gan/
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps25000.json \
+		--workdir benchmarks/work/gtsrb_lt_steps25000 $(GTSRB_5) --set train_gan.steps=25000 \
+		--set 'evaluate.strategies=[mixup_drw,gan_la_real_prior,gan_mixup_drw_real_prior,gan_mixup_drw]'
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/usps --long-tail rho=100 --out benchmarks/results/usps_lt.json \
 		--seeds 3 $(RECIPE) --set train_gan.ms_weight=0.0 --set train_gan.steps=2000 --set train_gan.track_quality=true $(EVAL) --set evaluate.epochs=10 $(SMALL)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail natural --out benchmarks/results/gtsrb.json \

@@ -813,6 +813,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("gtsrb_filter_mixup", "GTSRB natural, the filtered set inside mixup_drw's recipe"),
                        ("gtsrb_steps13000", "GTSRB natural, the shipped small_color recipe trained 13,000 steps "
                         "(shipped: 4,000), its set filtered as shipped"),
+                       ("gtsrb_steps13000_mixprior", "GTSRB natural, the 13,000-step GAN's set with gan_mixup_drw "
+                        "(the mix prior)"),
                        ("gtsrb_strong", "GTSRB natural, the small_color recipe before guidance, the strong baselines"),
                        ("gtsrb_guide", "GTSRB natural, the same recipe with classifier guidance (train_gan.guide_weight)"),
                        ("gtsrb_guide_until", "GTSRB natural, classifier guidance capped at p 0.5 (train_gan.guide_until)"),
@@ -822,6 +824,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                        ("gtsrb_lt_filter_mixup", "GTSRB-LT, the filtered set inside mixup_drw's recipe"),
                        ("gtsrb_lt_steps13000", "GTSRB-LT, the shipped small_color recipe trained 13,000 steps, "
                         "its set filtered as shipped"),
+                       ("gtsrb_lt_steps25000", "GTSRB-LT, the small_color recipe trained 25,000 steps (the "
+                        "13,000-step GAN trained on), its set filtered as shipped"),
                        ("gtsrb_lt_steps13000_mixprior", "GTSRB-LT, the 13,000-step GAN's set with the mix-prior "
                         "strategies (gan_la, gan_mixup_drw)"),
                        ("gtsrb_lt_steps13000_judges2", "GTSRB-LT, the 13,000-step GAN's set filtered by two judges "
