@@ -221,6 +221,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_mixprior.json \
 		--workdir benchmarks/work/gtsrb_lt_steps13000_mixprior --reuse-gan $(GTSRB_13K) --set train_gan.cpu_threads=1 \
 		--set 'evaluate.strategies=[mixup_drw,gan_la,gan_mixup_drw]'
+	for r in 1 4; do rm -rf benchmarks/work/gtsrb_lt_steps13000_ratio$$r && cp -r benchmarks/work/gtsrb_lt_steps13000 \
+		benchmarks/work/gtsrb_lt_steps13000_ratio$$r && rm -rf benchmarks/work/gtsrb_lt_steps13000_ratio$$r/reports && \
+		$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 \
+		--out benchmarks/results/gtsrb_lt_steps13000_ratio$$r.json --workdir benchmarks/work/gtsrb_lt_steps13000_ratio$$r \
+		--reuse-gan $(GTSRB_13K) --set evaluate.synthetic_ratio=$$r \
+		--set 'evaluate.strategies=[mixup_drw,gan_mixup_drw,gan_mixup_drw_real_prior,gan_la_real_prior]' || exit 1; done
 	# 25,000 steps: the 13,000-step GAN trained on from its last checkpoint (raising steps resumes there)
 	rm -rf benchmarks/work/gtsrb_lt_steps25000 && mkdir -p benchmarks/work/gtsrb_lt_steps25000/models/gan
 	cp -r benchmarks/work/gtsrb_lt_steps13000/prepared benchmarks/work/gtsrb_lt_steps13000/plan.json benchmarks/work/gtsrb_lt_steps25000/
