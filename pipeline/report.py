@@ -15,8 +15,9 @@ from pipeline import atomic
 from pipeline.data import ImageTable
 from pipeline.report_document import Block, render_html, render_markdown
 from pipeline.report_dvc import summary, write_csvs
-from pipeline.report_sections import (confusion_blocks, image_blocks, loss_blocks, policy_blocks, provenance_blocks,
-                                      quality_blocks, recall_blocks, recommendation_blocks, summary_blocks)
+from pipeline.report_sections import (class_size_blocks, confusion_blocks, image_blocks, loss_blocks, policy_blocks,
+                                      provenance_blocks, quality_blocks, recall_blocks, recommendation_blocks,
+                                      summary_blocks)
 
 # PNGs and plot CSVs go here, beside report.md (one DVC output; the HTML inlines the PNGs)
 FIGURES = "figures"
@@ -50,7 +51,8 @@ def write_report(
     out_dir = Path(out_dir)
     recall, shown = recall_blocks(metrics)
     blocks = [Block("h1", "augment: does the synthetic data help?")]
-    blocks += summary_blocks(metrics) + policy_blocks(metrics) + recall + confusion_blocks(metrics, shown)
+    blocks += summary_blocks(metrics) + policy_blocks(metrics) + recall + class_size_blocks(metrics)
+    blocks += confusion_blocks(metrics, shown)
     blocks += quality_blocks(metrics) + loss_blocks(gan_dir) + image_blocks(metrics, train, synthetic)
     blocks += recommendation_blocks(metrics) + provenance_blocks(metrics, params)
     paths = []

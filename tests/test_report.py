@@ -239,3 +239,20 @@ def test_dvc_draws_one_series_per_strategy_and_shows_a_narrow_summary(report_inp
     assert summary["use"] == use
     assert summary["use_ba"] == round(100 * metrics["strategies"][use]["balanced_accuracy"]["mean"], 2)
     assert summary["gan"] == metrics["gain"]["strategy"]
+
+
+def test_gain_by_class_size_by_hand():
+    recall = lambda *r: {"per_class_recall": {"mean": list(r)}}  # noqa: E731
+    metrics = {"class_names": ["a", "b", "c", "d", "e"], "train_counts": [300, 40, 5, 2, 8],
+               "strategies": {"g": recall(0.9, 0.8, 0.2, 0.5, None), "r": recall(0.8, 0.8, 0.6, 0.4, None)}}
+    # differences +0.1, 0, -0.4, +0.1 over the 4 classes with test images (e has none): balanced accuracy -0.05
+    groups = RS.gain_by_class_size(metrics, "g", "r")
+    assert [(g["group"], g["classes"]) for g in groups] == [("1-10", 2), ("11-50", 1), ("over 200", 1)]  # 51-200 empty
+    assert [g["points"] for g in groups] == pytest.approx([(-0.4 + 0.1) / 4, 0.0, 0.1 / 4])
+    assert sum(g["points"] for g in groups) == pytest.approx(-0.05)
+    assert groups[0]["worst"] == ("c", pytest.approx(-0.4)) and groups[0]["best"] == ("d", pytest.approx(0.1))
+    # the report section compares the recommendation's best GAN and best non-GAN strategies, and only those
+    assert RS.class_size_blocks(metrics) == []
+    blocks = RS.class_size_blocks({**metrics, "recommendation": {"best_gan": "g", "baseline": "r"}})
+    assert "(-5.0 points)" in blocks[1].text
+    assert blocks[2].rows[1] == ["1-10", "2", "-7.5", "c (-40.0)", "d (+10.0)"]
