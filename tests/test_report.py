@@ -256,3 +256,4 @@ def test_gain_by_class_size_by_hand():
     blocks = RS.class_size_blocks({**metrics, "recommendation": {"best_gan": "g", "baseline": "r"}})
     assert "(-5.0 points)" in blocks[1].text
     assert blocks[2].rows[1] == ["1-10", "2", "-7.5", "c (-40.0)", "d (+10.0)"]
+    assert blocks[2].rows[2][3:] == ["none", "none"]  # b neither lost nor gained
