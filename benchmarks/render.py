@@ -421,8 +421,16 @@ def _gtsrb_lt_consistency_row(results: dict[str, dict]) -> list[list[str]]:
     if filter_on((params.get("generate") or {}).get("filter", {}).get("enabled", False),
                  (params.get("train_gan") or {}).get("recipe", "")):
         worst += " (the set the generation filter kept: its judge and this one are both real-data CNNs)"
-    return [[f"GTSRB-LT generator: class consistency >= {GTSRB_LT_CONSISTENCY:.2f}",
-             f"{c:.3f}{worst}", "met" if c >= GTSRB_LT_CONSISTENCY else f"missed by {GTSRB_LT_CONSISTENCY - c:.3f}",
+    status = "met" if c >= GTSRB_LT_CONSISTENCY else f"missed by {GTSRB_LT_CONSISTENCY - c:.3f}"
+    # a higher figure from a run of another configuration on the same data (not shipped: see its note)
+    others = {n: (r.get("gan_quality") or {}).get("class_consistency") for n, r in results.items()
+              if n != name and r.get("profile") == results[name].get("profile")
+              and r.get("dataset") == results[name].get("dataset") and _from_gan(r)}
+    above = sorted((n for n, v in others.items() if v is not None and v >= GTSRB_LT_CONSISTENCY), key=lambda n: -others[n])
+    if above and c < GTSRB_LT_CONSISTENCY:
+        status += ("; reached by configurations not shipped (each note says why): "
+                   + ", ".join(f"{others[n]:.3f} in {n}.json" for n in above))
+    return [[f"GTSRB-LT generator: class consistency >= {GTSRB_LT_CONSISTENCY:.2f}", f"{c:.3f}{worst}", status,
              f"{name}.json"]]
 
 
