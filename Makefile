@@ -227,6 +227,10 @@ bench: $(STAMP)
 		--out benchmarks/results/gtsrb_lt_steps13000_ratio$$r.json --workdir benchmarks/work/gtsrb_lt_steps13000_ratio$$r \
 		--reuse-gan $(GTSRB_13K) --set evaluate.synthetic_ratio=$$r \
 		--set 'evaluate.strategies=[mixup_drw,gan_mixup_drw,gan_mixup_drw_real_prior,gan_la_real_prior]' || exit 1; done
+	rm -rf benchmarks/work/gtsrb_lt_steps13000_late && cp -r benchmarks/work/gtsrb_lt_steps13000 benchmarks/work/gtsrb_lt_steps13000_late \
+		&& rm -rf benchmarks/work/gtsrb_lt_steps13000_late/reports
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_late.json \
+		--workdir benchmarks/work/gtsrb_lt_steps13000_late --reuse-gan $(GTSRB_13K) --set 'evaluate.strategies=[mixup_drw,decouple,gan_drw,gan_crt]'
 	# 25,000 steps: the 13,000-step GAN trained on from its last checkpoint (raising steps resumes there)
 	rm -rf benchmarks/work/gtsrb_lt_steps25000 && mkdir -p benchmarks/work/gtsrb_lt_steps25000/models/gan
 	cp -r benchmarks/work/gtsrb_lt_steps13000/prepared benchmarks/work/gtsrb_lt_steps13000/plan.json benchmarks/work/gtsrb_lt_steps25000/

@@ -834,6 +834,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                         "its set filtered as shipped"),
                        ("gtsrb_lt_steps25000", "GTSRB-LT, the small_color recipe trained 25,000 steps (the "
                         "13,000-step GAN trained on), its set filtered as shipped"),
+                       ("gtsrb_lt_steps13000_late", "GTSRB-LT, the 13,000-step GAN's set used late: gan_drw (DRW "
+                        "phase only) and gan_crt (head re-training only)"),
                        ("gtsrb_lt_steps13000_ratio1", "GTSRB-LT, the 13,000-step GAN's set, at most 1 synthetic row "
                         "per real row of a class an epoch (evaluate.synthetic_ratio 1)"),
                        ("gtsrb_lt_steps13000_ratio4", "GTSRB-LT, the 13,000-step GAN's set, at most 4 synthetic rows "
