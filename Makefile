@@ -231,6 +231,11 @@ bench: $(STAMP)
 		&& rm -rf benchmarks/work/gtsrb_lt_steps13000_late/reports
 	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/gtsrb --long-tail rho=100 --out benchmarks/results/gtsrb_lt_steps13000_late.json \
 		--workdir benchmarks/work/gtsrb_lt_steps13000_late --reuse-gan $(GTSRB_13K) --set 'evaluate.strategies=[mixup_drw,decouple,gan_drw,gan_crt]'
+	rm -rf benchmarks/work/mnist_lt_shipped_ratio4 && cp -r benchmarks/work/mnist_lt_shipped benchmarks/work/mnist_lt_shipped_ratio4 \
+		&& rm -rf benchmarks/work/mnist_lt_shipped_ratio4/reports
+	$(BIN)/python benchmarks/outcome.py --data ../shared/datasets/mnist --long-tail deepsmote --out benchmarks/results/mnist_lt_shipped_ratio4.json \
+		--workdir benchmarks/work/mnist_lt_shipped_ratio4 --reuse-gan --seeds 5 $(SHIPPED) --set evaluate.gan_quality=false \
+		--set evaluate.synthetic_ratio=4 --set 'evaluate.strategies=[logit_adjust+augment,gan_la_real_prior,gan_la_real_prior+augment]'
 	# 25,000 steps: the 13,000-step GAN trained on from its last checkpoint (raising steps resumes there)
 	rm -rf benchmarks/work/gtsrb_lt_steps25000 && mkdir -p benchmarks/work/gtsrb_lt_steps25000/models/gan
 	cp -r benchmarks/work/gtsrb_lt_steps13000/prepared benchmarks/work/gtsrb_lt_steps13000/plan.json benchmarks/work/gtsrb_lt_steps25000/

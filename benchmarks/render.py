@@ -796,6 +796,8 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                         "images every epoch)"),
                        ("mnist_lt_hard4_seeds10", "MNIST-LT, the shipped GAN, hard synthetic draws "
                         "(evaluate.synthetic_candidates 4), 10 seeds"),
+                       ("mnist_lt_shipped_ratio4", "MNIST-LT, the shipped GAN, at most 4 synthetic rows per real row "
+                        "of a class an epoch (evaluate.synthetic_ratio 4)"),
                        ("mnist_lt_hard4", "MNIST-LT, the shipped GAN, hard synthetic draws (evaluate.synthetic_candidates 4)"),
                        ("mnist_lt_diverse_gan", "MNIST-LT, the shipped small_gray recipe (mode seeking, 12,000 steps)"),
                        ("mnist_lt_diverse_gan_fill_2000", "MNIST-LT, the same GAN, every class filled to 2,000 "
