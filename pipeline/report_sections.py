@@ -249,10 +249,11 @@ def class_size_blocks(metrics: dict) -> list[Block]:
     groups = gain_by_class_size(metrics, gan, base)
     total = sum(g["points"] for g in groups)
     rows = [["real training images", "classes", "points of balanced accuracy", "lost most", "gained most"]]
-    named = lambda c, keep: f"{c[0]} ({_points(c[1])})" if keep(c[1]) else "none"  # noqa: E731
     for g in groups:
+        (lost, lost_by), (gained, gained_by) = g["worst"], g["best"]
         rows.append([g["group"], str(g["classes"]), _points(g["points"]),
-                     named(g["worst"], lambda d: d < 0), named(g["best"], lambda d: d > 0)])
+                     f"{lost} ({_points(lost_by)})" if lost_by < 0 else "none",
+                     f"{gained} ({_points(gained_by)})" if gained_by > 0 else "none"])
     return [
         Block("h2", "Where the GAN's images help, by class size"),
         Block("p", f"{gan} (the best GAN strategy on validation) minus {base} (the best non-GAN one): test recall "
