@@ -900,7 +900,8 @@ def synthetic_rows(r: dict) -> tuple[int, int]:
     per class (the pool holds pool_factor times it), within `evaluate.synthetic_share` (absent: None)."""
     counts = r["train_counts"]
     plan = [int(r["plan"].get(name, 0)) for name in r["class_names"]]
-    per_epoch = synthetic_per_epoch(counts, plan, r["params"]["evaluate"].get("synthetic_share"))
+    per_epoch = synthetic_per_epoch(counts, plan, r["params"]["evaluate"].get("synthetic_share"),
+                                    r["params"]["evaluate"].get("synthetic_spread", "rarest_first"))
     return int(per_epoch.sum()), int(sum(counts))
 
 

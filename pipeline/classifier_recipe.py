@@ -124,7 +124,12 @@ def logit_prior(class_mass: np.ndarray) -> np.ndarray:
     return out
 
 
-def synthetic_per_epoch(real_counts: np.ndarray, available: np.ndarray, share: float | None) -> np.ndarray:
+# how the pool strategies spread an epoch's synthetic rows over the classes (`synthetic_per_epoch`)
+SPREADS = ("rarest_first", "even")
+
+
+def synthetic_per_epoch(real_counts: np.ndarray, available: np.ndarray, share: float | None,
+                        spread: str = "rarest_first") -> np.ndarray:
     """Synthetic rows of each class to draw per epoch so that at most `share` of an epoch's rows are
     synthetic, given the most each class may have (`available`: the plan's count, or fewer where the
     pool is short).
@@ -136,11 +141,19 @@ def synthetic_per_epoch(real_counts: np.ndarray, available: np.ndarray, share: f
     after the fill, rarest first. When `available` fits the budget, or `share` is None, it is
     returned as it is.
 
+    `spread="even"` fills the synthetic counts themselves to a common level instead (every class
+    the same number, up to its `available`), so that being generated says nothing about a row's
+    class: a classifier cannot learn "looks generated, so it is a rare class".
+
     >>> synthetic_per_epoch(np.array([100, 10, 2]), np.array([0, 90, 98]), 0.25).tolist()
     [0, 14, 23]
+    >>> synthetic_per_epoch(np.array([100, 10, 2]), np.array([50, 90, 98]), 0.25, "even").tolist()
+    [12, 12, 13]
     """
     n = np.asarray(real_counts, np.int64)
     cap = np.maximum(np.asarray(available, np.int64), 0)
+    if spread not in SPREADS:
+        raise ValueError(f"the synthetic spread must be one of {', '.join(SPREADS)}, got {spread!r}")
     if share is None:
         return cap
     if not 0.0 < share < 1.0:
@@ -148,17 +161,18 @@ def synthetic_per_epoch(real_counts: np.ndarray, available: np.ndarray, share: f
     budget = int(np.floor(share / (1.0 - share) * n.sum() + 1e-9))
     if cap.sum() <= budget:
         return cap
+    base = np.zeros_like(n) if spread == "even" else n  # what each class is raised from
 
     def fill(level: int) -> np.ndarray:
-        return np.clip(level - n, 0, cap)
+        return np.clip(level - base, 0, cap)
 
-    lo, hi = 0, int((n + cap).max())  # fill(lo).sum() <= budget < fill(hi).sum()
+    lo, hi = 0, int((base + cap).max())  # fill(lo).sum() <= budget < fill(hi).sum()
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fill(mid).sum() <= budget else (lo, mid)
     out = fill(lo)
     rest = budget - int(out.sum())
-    rising = [c for c in np.lexsort((n, n + out)) if out[c] < cap[c]]
+    rising = [c for c in np.lexsort((n, base + out)) if out[c] < cap[c]]
     for c in rising[:rest]:
         out[c] += 1
     return out

@@ -352,14 +352,14 @@ class EvaluateConfig(Section):
     # cpu_threads threads; auto = the cores this process may use / cpu_threads (1 on a GPU)
     workers: int | Literal["auto"] = "auto"
     reuse_runs: bool = True  # keep finished runs in <reports>/runs/ (pipeline.finished_runs): a stopped run resumes
-    # the recipes' knobs (params.yaml says each): logit adjustment's tau, the late phase's share of the
-    # epochs, mixup's alpha; the pool strategies' synthetic rows per epoch (pipeline.strategies.synthetic_pool)
+    # the recipes' knobs (params.yaml says each); the pool strategies' synthetic rows: strategies.synthetic_pool
     tau: float = Field(1.0, ge=0.0)
     late_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     mixup_alpha: float = Field(0.2, gt=0.0)
     synthetic_share: float | None = Field(0.35, gt=0.0, lt=1.0)  # most share of an epoch's rows; null = the plan's
     synthetic_candidates: int = Field(1, ge=1)  # > 1: a class's epoch rows are the hardest of this x as many fresh ones
     synthetic_ratio: float | None = Field(None, gt=0.0)  # most synthetic rows per real row of a class; null = no cap
+    synthetic_spread: Literal["rarest_first", "even"] = "rarest_first"  # classifier_recipe.synthetic_per_epoch
     mix: MixConfig = MixConfig()
 
     @field_validator("workers")

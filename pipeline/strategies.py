@@ -30,6 +30,7 @@ class RecipeKnobs(Protocol):
     synthetic_share: float | None
     synthetic_candidates: int
     synthetic_ratio: float | None
+    synthetic_spread: str
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class StrategyInputs:
 
     `mixed` is the real+synthetic set of the mixing policy chosen on validation (strategy
     `gan_policy`), or None when that strategy is not run; `cfg` carries the recipes' knobs
-    (tau, late_fraction, mixup_alpha, synthetic_share, synthetic_candidates, synthetic_ratio).
+    (tau, late_fraction, mixup_alpha and the synthetic_* knobs).
     """
 
     train: ImageTable
@@ -123,29 +124,30 @@ def _recipe(i: StrategyInputs, **kw) -> Recipe:
 
 
 def synthetic_pool(synthetic: ImageTable, add: np.ndarray, phase: str, real_counts: np.ndarray,
-                   share: float | None, candidates: int = 1, ratio: float | None = None) -> SyntheticUse:
+                   knobs: RecipeKnobs) -> SyntheticUse:
     """The generated set as a pool: each epoch draws rows of each class afresh, repeating no image
     until the class's pool is used up. A class draws at most the plan's count (`add`) and, with
-    `ratio`, at most floor(ratio x its real rows); in all at most `share` of an epoch's rows are
-    synthetic, the rarest classes filled first (`synthetic_per_epoch`); a pool that fits all of
-    these joins whole every epoch. With `candidates` > 1 an epoch's rows of a class are the ones the
-    classifier finds hardest among that many times as many fresh draws (`SyntheticUse.candidates`).
-    Every synthetic row weighs 1."""
+    `knobs.synthetic_ratio` r, at most floor(r x its real rows); in all at most
+    `knobs.synthetic_share` of an epoch's rows are synthetic, spread as `knobs.synthetic_spread` says
+    (`synthetic_per_epoch`: the rarest classes filled first, or every class alike); a pool that fits
+    all of these joins whole every epoch. With `knobs.synthetic_candidates` > 1 an epoch's rows of a
+    class are the ones the classifier finds hardest among that many times as many fresh draws
+    (`SyntheticUse.candidates`). Every synthetic row weighs 1."""
     have = synthetic.counts()
     most = np.minimum(add, have)
-    if ratio is not None:
-        most = np.minimum(most, np.floor(ratio * np.asarray(real_counts, np.float64) + 1e-9).astype(np.int64))
-    per_epoch = synthetic_per_epoch(real_counts, most, share)
+    if knobs.synthetic_ratio is not None:
+        real = np.asarray(real_counts, np.float64)
+        most = np.minimum(most, np.floor(knobs.synthetic_ratio * real + 1e-9).astype(np.int64))
+    per_epoch = synthetic_per_epoch(real_counts, most, knobs.synthetic_share, knobs.synthetic_spread)
     whole = (per_epoch == have).all()
     return SyntheticUse(synthetic, np.ones(len(synthetic), np.float32), None if whole else per_epoch, phase,
-                        candidates)
+                        knobs.synthetic_candidates)
 
 
 def _with_pool(i: StrategyInputs, phase: str, **recipe) -> TrainingSet:
     if i.synthetic is None or len(i.synthetic) == 0:
         raise DataError("this strategy needs synthetic images; run `augment generate` first")
-    pool = synthetic_pool(i.synthetic, i.add, phase, i.train.counts(), i.cfg.synthetic_share, i.cfg.synthetic_candidates,
-                          i.cfg.synthetic_ratio)
+    pool = synthetic_pool(i.synthetic, i.add, phase, i.train.counts(), i.cfg)
     return TrainingSet(i.train, recipe=_recipe(i, **recipe), synthetic=pool)
 
 

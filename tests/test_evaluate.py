@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import typing
 
 import numpy as np
 import pandas as pd
@@ -124,7 +125,7 @@ def test_strategies_prepare_their_data():
     assert real_mix.synthetic.phase == "all" and real_mix.synthetic.pool is syn
     # a pool twice the plan: the plan's count per class drawn afresh each epoch
     pool = ImageTable.concat([syn, syn])
-    assert S.synthetic_pool(pool, add, "all", t.counts(), None).per_epoch.tolist() == [0, 2, 3]
+    assert S.synthetic_pool(pool, add, "all", t.counts(), _cfg(synthetic_share=None)).per_epoch.tolist() == [0, 2, 3]
 
 
 def test_synthetic_per_epoch_water_fills_the_share_by_hand():
@@ -161,9 +162,25 @@ def test_pool_strategies_keep_the_synthetic_share():
     capped = S.STRATEGIES["gan_la_real_prior"].prepare(S.StrategyInputs(t, syn, add, 0, _cfg(synthetic_ratio=1.0)))
     assert capped.synthetic.per_epoch.tolist() == [0, 10, 2] and _cfg().synthetic_ratio is None
     # ratio 0.5 -> floor(5.0), floor(1.0); without a share the caps are the draw
-    assert S.synthetic_pool(syn, add, "all", t.counts(), None, ratio=0.5).per_epoch.tolist() == [0, 5, 1]
+    half = _cfg(synthetic_share=None, synthetic_ratio=0.5)
+    assert S.synthetic_pool(syn, add, "all", t.counts(), half).per_epoch.tolist() == [0, 5, 1]
     # ratio 3 -> caps (0, 30, 6): the budget of 17 now water-fills 11 + 6
-    assert S.synthetic_pool(syn, add, "all", t.counts(), 0.25, ratio=3.0).per_epoch.tolist() == [0, 11, 6]
+    three = _cfg(synthetic_share=0.25, synthetic_ratio=3.0)
+    assert S.synthetic_pool(syn, add, "all", t.counts(), three).per_epoch.tolist() == [0, 11, 6]
+    # spread even: the synthetic counts themselves rise to a common level; budget 17 -> level 5 each
+    # (15), the last 2 rows one each to the tied classes, rarest first
+    every = _table((20, 60, 60), seed=9)
+    even = S.STRATEGIES["gan_mixup_drw"].prepare(
+        S.StrategyInputs(t, every, np.array([20, 30, 38]), 0, _cfg(synthetic_share=0.25, synthetic_spread="even")))
+    assert even.synthetic.per_epoch.tolist() == [5, 6, 6] and _cfg().synthetic_spread == "rarest_first"
+    # a class the plan adds nothing to stays at 0: level 8 fills 16, the last row to the rarest
+    spread = _cfg(synthetic_share=0.25, synthetic_spread="even")
+    assert S.synthetic_pool(syn, add, "all", t.counts(), spread).per_epoch.tolist() == [0, 8, 9]
+    with pytest.raises(ConfigError, match="synthetic_spread"):
+        _cfg(synthetic_spread="uniform")
+    with pytest.raises(ValueError, match="spread"):
+        R.synthetic_per_epoch(t.counts(), add, 0.25, "uniform")
+    assert typing.get_args(config.EvaluateConfig.model_fields["synthetic_spread"].annotation) == R.SPREADS
     with pytest.raises(ConfigError, match="synthetic_ratio"):
         _cfg(synthetic_ratio=0.0)
     with pytest.raises(ConfigError, match="synthetic_share"):
