@@ -836,6 +836,12 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                         "its set filtered as shipped"),
                        ("gtsrb_lt_steps25000", "GTSRB-LT, the small_color recipe trained 25,000 steps (the "
                         "13,000-step GAN trained on), its set filtered as shipped"),
+                       ("gtsrb_lt_gsr", "GTSRB-LT, the 13,000-step small_color recipe with group spectral "
+                        "regularisation of G's class-conditional BatchNorm (train_gan.gsr_weight 0.5)"),
+                       ("gtsrb_lt_transition", "GTSRB-LT, the 13,000-step small_color recipe with transitional "
+                        "conditioning (unconditional until step 1,000, the class blended in over 4,000 steps)"),
+                       ("gtsrb_lt_even", "GTSRB-LT, the 13,000-step GAN's rows spread evenly over every class "
+                        "(evaluate.synthetic_spread even, a plan filling each class to 360)"),
                        ("gtsrb_lt_steps13000_late", "GTSRB-LT, the 13,000-step GAN's set used late: gan_drw (DRW "
                         "phase only) and gan_crt (head re-training only)"),
                        ("gtsrb_lt_steps13000_ratio1", "GTSRB-LT, the 13,000-step GAN's set, at most 1 synthetic row "
