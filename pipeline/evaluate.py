@@ -94,6 +94,16 @@ def _runnable(names: list[str], synthetic: ImageTable | None) -> tuple[list[str]
     return [n for n in names if n not in skipped], skipped
 
 
+def _warn_uneven_plan(cfg: EvaluateConfig, add: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """`synthetic_spread: even` hides which classes are short only where the plan adds rows to every class."""
+    bare = [c for c, n in zip(class_names, add) if n <= 0]
+    if cfg.synthetic_spread == "even" and bare:
+        log.warning("evaluate.synthetic_spread even: the plan adds no images to %s, so %s no synthetic rows and a "
+                    "generated row still tells the classifier its class is short of images; set "
+                    "plan.sampling_strategy to an int above the largest class", ", ".join(map(repr, bare[:5])) +
+                    (f" and {len(bare) - 5} more" if len(bare) > 5 else ""), "it draws" if len(bare) == 1 else "they draw")
+
+
 def _prediction_rows(name: str, seed: int, subset: str, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                      p_true: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({
@@ -295,6 +305,7 @@ def evaluate(cfg: EvaluateConfig, data: EvalData, plan: dict[str, int], progress
     """
     _check_tables(data.train, data.val, data.test, data.synthetic)
     add = plan_counts(plan, data.train.class_names)
+    _warn_uneven_plan(cfg, add, data.train.class_names)
     names, skipped = _runnable(cfg.strategies, data.synthetic)
     if not names:
         raise DataError(f"no strategy can run: {'; '.join(f'{n}: {r}' for n, r in skipped.items())}")

@@ -187,6 +187,17 @@ def test_pool_strategies_keep_the_synthetic_share():
         _cfg(synthetic_share=1.0)
 
 
+def test_even_spread_warns_of_a_plan_that_leaves_classes_out(caplog):
+    with caplog.at_level("WARNING", logger="augment"):
+        E._warn_uneven_plan(_cfg(synthetic_spread="even"), np.array([0, 3, 5]), ("big", "mid", "rare"))
+    assert "'big'" in caplog.text and "it draws no synthetic rows" in caplog.text and "an int above" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="augment"):
+        E._warn_uneven_plan(_cfg(synthetic_spread="even"), np.array([1, 3, 5]), ("big", "mid", "rare"))
+        E._warn_uneven_plan(_cfg(), np.array([0, 3, 5]), ("big", "mid", "rare"))  # rarest_first: as planned
+    assert caplog.text == ""
+
+
 # ---- training ---------------------------------------------------------------------------------
 
 def test_augment_batch_identity_at_zero_strength_and_seeded():
