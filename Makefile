@@ -254,7 +254,8 @@ bench: $(STAMP)
 	# limited-data GAN techniques on GTSRB-LT, each alone on the 13,000-step small_color recipe, judged downstream
 	# (measured two at a time, each pinned to one core: taskset -c 0 / -c 1)
 	for v in "gsr --set train_gan.gsr_weight=0.5" \
-		"transition --set train_gan.transition_start=1000 --set train_gan.transition_steps=4000"; do \
+		"transition --set train_gan.transition_start=1000 --set train_gan.transition_steps=4000" \
+		"lecam --set train_gan.lecam_weight=0.3" "embed_noise --set train_gan.embed_noise=0.1"; do \
 		set -- $$v; name=$$1; shift; rm -rf benchmarks/work/gtsrb_lt_$$name && mkdir -p benchmarks/work/gtsrb_lt_$$name/models/gan && \
 		cp -r benchmarks/work/gtsrb_lt_steps13000/prepared benchmarks/work/gtsrb_lt_steps13000/plan.json benchmarks/work/gtsrb_lt_$$name/ && \
 		cp benchmarks/work/gtsrb_lt_steps13000/models/gan/guide.pt benchmarks/work/gtsrb_lt_$$name/models/gan/ && \

@@ -840,6 +840,10 @@ def tried_section(results: dict[str, dict]) -> list[str]:
                         "regularisation of G's class-conditional BatchNorm (train_gan.gsr_weight 0.5)"),
                        ("gtsrb_lt_transition", "GTSRB-LT, the 13,000-step small_color recipe with transitional "
                         "conditioning (unconditional until step 1,000, the class blended in over 4,000 steps)"),
+                       ("gtsrb_lt_lecam", "GTSRB-LT, the 13,000-step small_color recipe with LeCam "
+                        "regularisation of D (train_gan.lecam_weight 0.3)"),
+                       ("gtsrb_lt_embed_noise", "GTSRB-LT, the 13,000-step small_color recipe with noise on G's "
+                        "class embeddings (train_gan.embed_noise 0.1)"),
                        ("gtsrb_lt_even", "GTSRB-LT, the 13,000-step GAN's rows spread evenly over every class "
                         "(evaluate.synthetic_spread even, a plan filling each class to 360)"),
                        ("gtsrb_lt_steps13000_late", "GTSRB-LT, the 13,000-step GAN's set used late: gan_drw (DRW "
