@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.choices import AUGMENT_OPS, CLASSIFIERS, GAN_ARCHS, LABEL_SMOOTHING_LOSSES, LOSSES
+from pipeline.classifier_recipe import SPREADS
 from pipeline.recipes import AUTO, RECIPES
 from pipeline.strategies import STRATEGIES
 
@@ -98,8 +99,7 @@ class PlanConfig(Section):
     @field_validator("sampling_strategy", mode="before")
     @classmethod
     def _exponent_form(cls, v: Any) -> Any:
-        """`1e4` is a string to YAML 1.1 (no dot): read it as the number it spells, an integral
-        one as a target count."""
+        """`1e4` is a string to YAML 1.1 (no dot): read it as the number it spells (integral: a target count)."""
         if isinstance(v, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", v.strip()):
             x = float(v)
             return int(x) if x.is_integer() and x >= 1 else x
@@ -359,7 +359,7 @@ class EvaluateConfig(Section):
     synthetic_share: float | None = Field(0.35, gt=0.0, lt=1.0)  # most share of an epoch's rows; null = the plan's
     synthetic_candidates: int = Field(1, ge=1)  # > 1: a class's epoch rows are the hardest of this x as many fresh ones
     synthetic_ratio: float | None = Field(None, gt=0.0)  # most synthetic rows per real row of a class; null = no cap
-    synthetic_spread: Literal["rarest_first", "even"] = "rarest_first"  # classifier_recipe.synthetic_per_epoch
+    synthetic_spread: Literal[SPREADS] = "rarest_first"  # classifier_recipe.synthetic_per_epoch
     mix: MixConfig = MixConfig()
 
     @field_validator("workers")

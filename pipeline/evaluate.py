@@ -97,11 +97,13 @@ def _runnable(names: list[str], synthetic: ImageTable | None) -> tuple[list[str]
 def _warn_uneven_plan(cfg: EvaluateConfig, add: np.ndarray, class_names: tuple[str, ...]) -> None:
     """`synthetic_spread: even` hides which classes are short only where the plan adds rows to every class."""
     bare = [c for c, n in zip(class_names, add) if n <= 0]
-    if cfg.synthetic_spread == "even" and bare:
-        log.warning("evaluate.synthetic_spread even: the plan adds no images to %s, so %s no synthetic rows and a "
-                    "generated row still tells the classifier its class is short of images; set "
-                    "plan.sampling_strategy to an int above the largest class", ", ".join(map(repr, bare[:5])) +
-                    (f" and {len(bare) - 5} more" if len(bare) > 5 else ""), "it draws" if len(bare) == 1 else "they draw")
+    if cfg.synthetic_spread != "even" or not bare:
+        return
+    named = ", ".join(map(repr, bare[:5])) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
+    they = "it draws" if len(bare) == 1 else "they draw"
+    log.warning("evaluate.synthetic_spread even: the plan adds no images to %s, so %s no synthetic rows and a "
+                "generated row still tells the classifier its class is short of images; set "
+                "plan.sampling_strategy to an int above the largest class", named, they)
 
 
 def _prediction_rows(name: str, seed: int, subset: str, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
